@@ -1,0 +1,331 @@
+"""The ``slmops`` command.
+
+Each subcommand imports its component only when it runs, so ``slmops edge ...`` works with
+just the ``[edge]`` extra installed and ``slmops --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from slmops.errors import SlmopsError
+
+log = logging.getLogger("slmops")
+
+EPILOG = """\
+environment:
+  SLMOPS_BOOTSTRAP_SERVERS  brokers (default: the local broker, 127.0.0.1:$SLMOPS_KAFKA_PORT)
+  SLMOPS_TOPIC_PREFIX       prefix of every topic name (default: slmops)
+  SLMOPS_KAFKA_PORT         port of the local broker (default: 9092; the controller uses +1)
+  SLMOPS_KAFKA_HOME         where the local broker keeps jars, data and its log (default: .local/kafka)
+
+first steps:
+  slmops kafka up            start the local Apache Kafka (fetches jars on first use)
+  slmops topics create       create the catalog's topics
+  slmops publish feedback F  publish events from a JSON file (or - for stdin)
+  slmops tail feedback       print the events on a topic as JSON lines
+"""
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from slmops.settings import CliSettings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides["bootstrap_servers"] = args.bootstrap_servers
+    if getattr(args, "topic_prefix", None):
+        overrides["topic_prefix"] = args.topic_prefix
+    if getattr(args, "port", None):
+        overrides["kafka_port"] = args.port
+    return CliSettings(**overrides)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- kafka
+
+
+def _local_kafka(args: argparse.Namespace) -> Any:
+    from slmops.local_kafka import LocalKafka
+
+    settings = _settings(args)
+    return LocalKafka(home=Path(settings.kafka_home), port=settings.kafka_port, progress=_say)
+
+
+def cmd_kafka_up(args: argparse.Namespace) -> int:
+    status = _local_kafka(args).up()
+    print(f"Kafka running at {status.bootstrap_servers} (pid {status.pid}); log: {status.log_file}")
+    return 0
+
+
+def cmd_kafka_down(args: argparse.Namespace) -> int:
+    kafka = _local_kafka(args)
+    if kafka.down():
+        print("Kafka stopped")
+    else:
+        print("Kafka was not running")
+    if args.reset:
+        kafka.reset()
+        print(f"deleted {kafka.data_dir}")
+    return 0
+
+
+def cmd_kafka_status(args: argparse.Namespace) -> int:
+    status = _local_kafka(args).status()
+    state = "running" if status.running else "stopped"
+    if status.running:
+        state += ", answering" if status.answering else ", NOT answering"
+    print(f"state:     {state}")
+    print(f"bootstrap: {status.bootstrap_servers}")
+    print(f"pid:       {status.pid or '-'}")
+    print(f"log:       {status.log_file}")
+    print(f"data:      {status.data_dir}")
+    if status.note:
+        print(f"note:      {status.note}")
+    return 0 if status.running and status.answering else 3
+
+
+# ----------------------------------------------------------------------------- topics
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from streams.admin import create_topics, wait_for_broker
+
+    conn = _settings(args).connection()
+    asyncio.run(wait_for_broker(conn.bootstrap_servers, args.wait))
+    outcomes = asyncio.run(create_topics(conn, replication_factor=args.replication_factor))
+    failed = 0
+    for o in outcomes:
+        if o.error:
+            failed += 1
+            print(f"FAILED   {o.name}: {o.error}")
+        else:
+            print(f"{'created' if o.created else 'exists '}  {o.name}")
+    return 1 if failed else 0
+
+
+def cmd_topics_list(args: argparse.Namespace) -> int:
+    from streams.admin import describe_topics
+
+    conn = _settings(args).connection()
+    catalog = conn.catalog()
+    live: dict[str, Any] = {}
+    if not args.offline:
+        live = asyncio.run(describe_topics(conn))
+    rows = [("topic", "key", "value", "partitions", "policy", "retention", "on broker")]
+    for spec in catalog:
+        name = catalog.name(spec)
+        retention = spec.configs.get("retention.ms")
+        days = f"{int(retention) // 86_400_000} d" if retention else "-"
+        there = "-" if args.offline else ("yes" if name in live else "MISSING")
+        rows.append(
+            (name, spec.key_doc, spec.event_type.SCHEMA, str(spec.partitions),
+             spec.configs.get("cleanup.policy", "delete"), days, there)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------- publish / tail
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from streams.events import event_type_named
+    from streams.kafka_io import EventProducer
+    from streams.publish import parse_events
+
+    event_type = event_type_named(args.event_type)
+    text = sys.stdin.read() if args.file in (None, "-") else Path(args.file).read_text()
+    parsed = list(parse_events(text, event_type, producer=args.producer))
+    bad = [p for p in parsed if p.error is not None]
+    good = [p for p in parsed if p.event is not None and p.value is not None]
+    for p in bad:
+        _say(f"line {p.line}: rejected: {p.error}")
+    if args.dry_run or (bad and args.all_or_nothing):
+        what = "would publish" if args.dry_run else "published nothing:"
+        _say(f"{what} {len(good)} valid, {len(bad)} rejected")
+        return 1 if bad else 0
+    settings = _settings(args)
+    conn = settings.connection()
+    topic = conn.catalog().topic_for(event_type)
+
+    async def send() -> float:
+        started = time.perf_counter()
+        async with EventProducer(conn) as producer:
+            futures = []
+            for p in good:
+                assert p.event is not None
+                futures.append(await producer.send(p.event))
+            await asyncio.gather(*futures)
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(send())
+    rate = len(good) / elapsed if elapsed > 0 else 0.0
+    _say(
+        f"published {len(good)} {event_type.SCHEMA} event(s) to {topic} in {elapsed:.2f}s "
+        f"({rate:,.0f}/s); rejected {len(bad)}"
+    )
+    return 1 if bad else 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.events import to_json
+    from streams.kafka_io import EventConsumer, Undecodable
+
+    conn = _settings(args).connection()
+    catalog = conn.catalog()
+    topic = catalog.name(catalog.resolve(args.topic))
+    idle = None if args.follow else args.idle_timeout
+
+    async def run() -> int:
+        shown = 0
+        async with EventConsumer(
+            conn, [topic], name="tail", from_beginning=not args.new_only
+        ) as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=idle):
+                line: dict[str, Any] = {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key.decode("utf-8", "replace") if record.key else None,
+                }
+                if isinstance(record, Undecodable):
+                    line["error"] = str(record.error)
+                    line["value_hex"] = (record.value or b"")[:256].hex()
+                else:
+                    line["type"] = record.event.SCHEMA
+                    line["event"] = to_json(record.event)
+                print(json.dumps(line), flush=True)
+                shown += 1
+                if args.max and shown >= args.max:
+                    break
+        return shown
+
+    shown = asyncio.run(run())
+    _say(f"{shown} record(s) from {topic}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from streams.events import EVENT_TYPES, SCHEMA_DIR, cli_name, default_codec
+
+    codec = default_codec()
+    for name, cls in EVENT_TYPES.items():
+        print(f"{cli_name(cls):22} {codec.fingerprint(name).hex()}  {SCHEMA_DIR / (name + '.avsc')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slmops.demo import run_demo
+
+    return run_demo(_settings(args), keep_running=args.keep_running, progress=_say)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
+    p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+
+
+def _add_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="local broker port (env SLMOPS_KAFKA_PORT, default 9092)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slmops",
+        description="Operate small language models on fleets of edge devices over Apache Kafka.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        parent: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    kafka = sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft, one node)")
+    ksub = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
+    p = add(ksub, "up", cmd_kafka_up, "start the broker (idempotent); fetches jars on first use")
+    _add_port(p)
+    p = add(ksub, "down", cmd_kafka_down, "stop the broker")
+    _add_port(p)
+    p.add_argument("--reset", action="store_true", help="also delete its data")
+    p = add(ksub, "status", cmd_kafka_status, "is it running and answering; where is its log")
+    _add_port(p)
+
+    topics = sub.add_parser("topics", help="the topic catalog")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    p = add(tsub, "create", cmd_topics_create, "create every catalog topic (idempotent)")
+    _add_connection(p)
+    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the broker")
+    p = add(tsub, "list", cmd_topics_list, "show the catalog and which topics exist")
+    _add_connection(p)
+    p.add_argument("--offline", action="store_true", help="do not ask the broker")
+
+    p = add(sub, "publish", cmd_publish, "validate JSON events and publish them as Avro")
+    p.add_argument("event_type", help="feedback, model-version, telemetry, ... (see `slmops schemas`)")
+    p.add_argument("file", nargs="?", help="JSON object, JSON array or JSON lines; - or absent: stdin")
+    p.add_argument("--producer", default="slmops-cli", help="producer id when a record has none")
+    p.add_argument("--dry-run", action="store_true", help="validate only")
+    p.add_argument(
+        "--all-or-nothing", action="store_true", help="publish nothing if any record is invalid"
+    )
+    _add_connection(p)
+
+    p = add(sub, "tail", cmd_tail, "print a topic's events as JSON lines (undecodable ones too)")
+    p.add_argument("topic", help="full or short topic name, e.g. telemetry")
+    p.add_argument("--max", type=int, default=0, help="stop after N records")
+    p.add_argument("--follow", "-f", action="store_true", help="keep waiting for new records")
+    p.add_argument("--new-only", action="store_true", help="start at the end, not the beginning")
+    p.add_argument("--idle-timeout", type=float, default=3.0, help="stop after S idle seconds")
+    _add_connection(p)
+
+    add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
+
+    p = add(sub, "demo", cmd_demo, "the main job end to end on the local stack")
+    p.add_argument("--keep-running", action="store_true", help="leave Kafka running afterwards")
+    _add_connection(p)
+    _add_port(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    from streams.errors import StreamsError
+
+    try:
+        code: int = args.func(args)
+    except (SlmopsError, StreamsError) as exc:
+        _say(f"slmops: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

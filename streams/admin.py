@@ -1,0 +1,138 @@
+"""Cluster administration over aiokafka: wait for a broker, create and inspect catalog topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+
+from streams.errors import KafkaUnavailableError, StreamsError
+from streams.topics import Catalog, KafkaConnection
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@contextlib.contextmanager
+def _quiet_client() -> Iterator[None]:
+    # While polling a broker that is still starting, every refused connection is expected;
+    # aiokafka logs each at ERROR, which would bury the one message that matters.
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
+async def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Return the cluster metadata once a broker answers a metadata request."""
+    with _quiet_client():
+        return await _wait_for_broker(bootstrap_servers, timeout_s)
+
+
+async def _wait_for_broker(bootstrap_servers: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            cluster: dict[str, Any] = await admin.describe_cluster()
+            return cluster
+        except (KafkaError, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            await admin.close()
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailableError(bootstrap_servers, timeout_s, last)
+        await asyncio.sleep(0.5)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicOutcome:
+    name: str
+    created: bool
+    error: str = ""
+
+
+async def create_topics(
+    conn: KafkaConnection, *, replication_factor: int = 1, partitions: int | None = None
+) -> list[TopicOutcome]:
+    """Create every catalog topic with its configs; existing topics are left as they are."""
+    catalog = conn.catalog()
+    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                catalog.name(spec),
+                partitions or spec.partitions,
+                replication_factor,
+                topic_configs=dict(spec.configs),
+            )
+            for spec in catalog
+            if catalog.name(spec) not in existing
+        ]
+        outcomes = [TopicOutcome(n, created=False) for n in catalog.names if n in existing]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, message in _topic_errors(response):
+                if code in (0, _TOPIC_ALREADY_EXISTS):
+                    outcomes.append(TopicOutcome(name, created=code == 0))
+                else:
+                    outcomes.append(TopicOutcome(name, created=False, error=f"{code}: {message}"))
+    except (KafkaError, OSError) as exc:
+        raise StreamsError(f"could not create topics at {conn.bootstrap_servers}: {exc}") from exc
+    finally:
+        await admin.close()
+    order = {n: i for i, n in enumerate(catalog.names)}
+    return sorted(outcomes, key=lambda o: order[o.name])
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str]]:
+    # CreateTopicsResponse v0 has (name, code); later versions add a message.
+    rows = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 and isinstance(entry[2], str) else ""
+        rows.append((name, code, message or ""))
+    return rows
+
+
+async def describe_topics(conn: KafkaConnection) -> dict[str, dict[str, Any]]:
+    """Partitions and the non-default configs of every catalog topic that exists."""
+    catalog = conn.catalog()
+    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        names = [n for n in catalog.names if n in existing]
+        if not names:
+            return {}
+        meta = await admin.describe_topics(names)
+        partitions = {t["topic"]: len(t["partitions"]) for t in meta}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        )
+    except (KafkaError, OSError) as exc:
+        raise StreamsError(f"could not describe topics at {conn.bootstrap_servers}: {exc}") from exc
+    finally:
+        await admin.close()
+    out: dict[str, dict[str, Any]] = {n: {"partitions": partitions.get(n, 0)} for n in names}
+    for response in responses:
+        for resource in response.resources:
+            name, entries = resource[3], resource[4]
+            out[name]["configs"] = {e[0]: e[1] for e in entries}
+    return out

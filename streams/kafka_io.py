@@ -1,0 +1,251 @@
+"""Typed producer and consumer over aiokafka: the one place events meet the Kafka client.
+
+Faust-free, so the edge runtime and the optimizer workers use it too. The consumer decodes
+every record; one it cannot decode goes to the dead-letter topic and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams.dead_letter import dead_letter_for
+from streams.errors import EventError, KafkaUnavailableError
+from streams.events import Codec, Event, default_codec
+from streams.topics import Catalog, KafkaConnection
+
+log = logging.getLogger(__name__)
+
+
+class EventProducer:
+    """Sends typed events to their catalog topic with their catalog key."""
+
+    def __init__(
+        self, conn: KafkaConnection, *, codec: Codec | None = None, linger_ms: int = 5
+    ) -> None:
+        self.conn = conn
+        self.catalog: Catalog = conn.catalog()
+        self.codec = codec or default_codec()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=conn.bootstrap_servers,
+            client_id=conn.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except (KafkaError, OSError) as exc:
+            await self._producer.stop()
+            raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(self, event: Event) -> asyncio.Future[object]:
+        """Queue one event; await the returned future for the broker's acknowledgement."""
+        value = self.codec.encode(event)
+        fut: asyncio.Future[object] = await self._producer.send(
+            self.catalog.topic_for(type(event)), value=value, key=self.catalog.key_for(event)
+        )
+        return fut
+
+    async def send_and_wait(self, event: Event) -> None:
+        await (await self.send(event))
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
+        await self._producer.send_and_wait(topic, value=value, key=key)
+
+    async def send_many(self, events: Iterable[Event]) -> int:
+        futures = [await self.send(e) for e in events]
+        await asyncio.gather(*futures)
+        return len(futures)
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """A decoded record with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    event: Event
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A record that broke the contract, with its bytes and the reason."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error: EventError
+
+
+class EventConsumer:
+    """Decodes records of catalog topics; undecodable ones go to the dead-letter topic.
+
+    With ``group_id`` it joins a consumer group and commits after each record is yielded and
+    the caller asks for the next one (at-least-once); without one it assigns every partition
+    and starts at the beginning or the end (how devices read the compacted topics).
+    """
+
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        topics: list[str],
+        *,
+        name: str,
+        group_id: str | None = None,
+        from_beginning: bool = True,
+        codec: Codec | None = None,
+        dead_letters: EventProducer | None = None,
+    ) -> None:
+        self.conn = conn
+        self.topics = topics
+        self.name = name
+        self.group_id = group_id
+        self.from_beginning = from_beginning
+        self.codec = codec or default_codec()
+        self.dead_letters = dead_letters
+        self.dead_lettered = 0
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=conn.bootstrap_servers,
+            client_id=f"{conn.client_id}-{name}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            await self._consumer.stop()
+            raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
+        if self.group_id:
+            self._consumer.subscribe(self.topics)
+            return
+        partitions = []
+        for topic in self.topics:
+            for p in sorted(await self._partitions(topic)):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        if self.from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            # Resolve the position now, so records sent after start() are never skipped.
+            await self._consumer.position(tp)
+
+    async def _partitions(self, topic: str) -> set[int]:
+        for _ in range(50):
+            found = self._consumer.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 -- no public API
+            await asyncio.sleep(0.1)
+        raise EventError(f"topic {topic!r} does not exist; run `slmops topics create`")
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def raw_records(
+        self, idle_timeout_s: float | None = None
+    ) -> AsyncIterator[Received | Undecodable]:
+        """Yield every record, decoded or not, until ``idle_timeout_s`` passes with nothing new.
+
+        Offsets are committed (with a group) once the caller asks for the next record, so a
+        crash re-delivers at most the record in hand.
+        """
+        idle = 0.0
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if not batch:
+                idle += 0.2
+                if idle_timeout_s is not None and idle >= idle_timeout_s:
+                    return
+                continue
+            idle = 0.0
+            for tp, messages in batch.items():
+                for msg in messages:
+                    try:
+                        event = self.codec.decode(msg.value)
+                    except EventError as exc:
+                        yield Undecodable(
+                            msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
+                        )
+                    else:
+                        yield Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event)
+                    if self.group_id:
+                        await self._consumer.commit({tp: msg.offset + 1})
+
+    async def records(self, idle_timeout_s: float | None = None) -> AsyncIterator[Received]:
+        """Yield decoded events; undecodable ones go to the dead-letter topic on the way."""
+        if self.dead_letters is None:
+            raise ValueError("records() needs a dead-letter producer; use raw_records() instead")
+        async for record in self.raw_records(idle_timeout_s):
+            if isinstance(record, Undecodable):
+                await self._dead_letter(record)
+            else:
+                yield record
+
+    async def _dead_letter(self, record: Undecodable) -> None:
+        log.warning(
+            "dead-lettering record topic=%s partition=%s offset=%s consumer=%s reason=%s",
+            record.topic, record.partition, record.offset, self.name, record.error,
+        )
+        self.dead_lettered += 1
+        assert self.dead_letters is not None
+        dl = dead_letter_for(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=record.error,
+            consumer=self.name,
+        )
+        await self.dead_letters.send_and_wait(dl)
