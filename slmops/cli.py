@@ -235,6 +235,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+# Each component adds its own subcommands through ``register(subparsers)``; these modules
+# import only argparse at module level, so building the parser stays cheap and a component
+# whose extra is not installed still shows in --help and fails with a clear message when run.
+COMPONENT_CLIS = ("edge_runtime.cli", "optimizers.cli", "streams.control.cli")
+
+
+def _register_component(module: str, sub: Any) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return  # the component has no command line yet
+        raise
+    mod.register(sub)
+
+
 
 def _add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
@@ -301,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection(p)
 
     add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
+
+    for module in COMPONENT_CLIS:
+        _register_component(module, sub)
 
     p = add(sub, "demo", cmd_demo, "the main job end to end on the local stack")
     p.add_argument("--keep-running", action="store_true", help="leave Kafka running afterwards")

@@ -136,3 +136,19 @@ async def describe_topics(conn: KafkaConnection) -> dict[str, dict[str, Any]]:
             name, entries = resource[3], resource[4]
             out[name]["configs"] = {e[0]: e[1] for e in entries}
     return out
+
+
+async def delete_topics(conn: KafkaConnection) -> None:
+    """Delete every catalog topic under the connection's prefix (test and demo clean-up)."""
+    catalog = conn.catalog()
+    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        names = [n for n in catalog.names if n in existing]
+        if names:
+            await admin.delete_topics(names)
+    except (KafkaError, OSError) as exc:
+        raise StreamsError(f"could not delete topics at {conn.bootstrap_servers}: {exc}") from exc
+    finally:
+        await admin.close()
