@@ -25,7 +25,7 @@ environment:
   SLMOPS_BOOTSTRAP_SERVERS  brokers (default: the local broker, 127.0.0.1:$SLMOPS_KAFKA_PORT)
   SLMOPS_TOPIC_PREFIX       prefix of every topic name (default: slmops)
   SLMOPS_KAFKA_PORT         port of the local broker (default: 9092; the controller uses +1)
-  SLMOPS_KAFKA_HOME         where the local broker keeps jars, data and its log (default: .local/kafka)
+  SLMOPS_KAFKA_HOME         the local broker's jars, data and log (default: .local/kafka)
 
 first steps:
   slmops kafka up            start the local Apache Kafka (fetches jars on first use)
@@ -129,8 +129,15 @@ def cmd_topics_list(args: argparse.Namespace) -> int:
         days = f"{int(retention) // 86_400_000} d" if retention else "-"
         there = "-" if args.offline else ("yes" if name in live else "MISSING")
         rows.append(
-            (name, spec.key_doc, spec.event_type.SCHEMA, str(spec.partitions),
-             spec.configs.get("cleanup.policy", "delete"), days, there)
+            (
+                name,
+                spec.key_doc,
+                spec.event_type.SCHEMA,
+                str(spec.partitions),
+                spec.configs.get("cleanup.policy", "delete"),
+                days,
+                there,
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -223,7 +230,9 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
     codec = default_codec()
     for name, cls in EVENT_TYPES.items():
-        print(f"{cli_name(cls):22} {codec.fingerprint(name).hex()}  {SCHEMA_DIR / (name + '.avsc')}")
+        print(
+            f"{cli_name(cls):22} {codec.fingerprint(name).hex()}  {SCHEMA_DIR / (name + '.avsc')}"
+        )
     return 0
 
 
@@ -253,14 +262,15 @@ def _register_component(module: str, sub: Any) -> None:
     mod.register(sub)
 
 
-
 def _add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
     p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
 
 
 def _add_port(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, help="local broker port (env SLMOPS_KAFKA_PORT, default 9092)")
+    p.add_argument(
+        "--port", type=int, help="local broker port (env SLMOPS_KAFKA_PORT, default 9092)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,8 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="do not ask the broker")
 
     p = add(sub, "publish", cmd_publish, "validate JSON events and publish them as Avro")
-    p.add_argument("event_type", help="feedback, model-version, telemetry, ... (see `slmops schemas`)")
-    p.add_argument("file", nargs="?", help="JSON object, JSON array or JSON lines; - or absent: stdin")
+    p.add_argument(
+        "event_type", help="feedback, model-version, telemetry, ... (see `slmops schemas`)"
+    )
+    p.add_argument(
+        "file", nargs="?", help="JSON object, JSON array or JSON lines; - or absent: stdin"
+    )
     p.add_argument("--producer", default="slmops-cli", help="producer id when a record has none")
     p.add_argument("--dry-run", action="store_true", help="validate only")
     p.add_argument(

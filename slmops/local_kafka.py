@@ -93,7 +93,8 @@ class LocalKafka:
         java = shutil.which("java")
         if java is None:
             raise LocalKafkaError(
-                "java not found on PATH; Kafka needs Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"
+                "java not found on PATH; Kafka needs Java 17+ "
+                "(Debian: apt-get install openjdk-17-jre-headless)"
             )
         out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
         match = re.search(r'version "(\d+)', out.stderr + out.stdout)
@@ -119,8 +120,14 @@ class LocalKafka:
         staging = self.home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -136,7 +143,7 @@ class LocalKafka:
         self.config_file.write_text(
             "\n".join(
                 [
-                    "# Written by slmops on every start; edit deploy/local or pass options instead.",
+                    "# Written by slmops on every start: pass options instead of editing it.",
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self._controller_port}",
@@ -171,12 +178,22 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
-            java, "-cp", f"{self.libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file),
+            java,
+            "-cp",
+            f"{self.libs}/*",
+            f"-Dlog4j2.configurationFile={LOG4J}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise LocalKafkaError(f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}")
+            raise LocalKafkaError(
+                f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}"
+            )
 
     # ------------------------------------------------------------------ process control
 
@@ -263,13 +280,23 @@ class LocalKafka:
         self.progress(f"starting Kafka on {self.bootstrap_servers} (log: {self.log_file})...")
         started = time.monotonic()
         cmd = [
-            java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
-            "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.config_file),
+            java,
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J}",
+            "-cp",
+            f"{self.libs}/*",
+            "kafka.Kafka",
+            str(self.config_file),
         ]
         with self.log_file.open("ab") as log_out:
             proc = subprocess.Popen(
-                cmd, stdout=log_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")

@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from streams.errors import KafkaUnavailableError, StreamsError
-from streams.topics import Catalog, KafkaConnection
+from streams.topics import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,29 @@ async def create_topics(
                     outcomes.append(TopicOutcome(name, created=code == 0))
                 else:
                     outcomes.append(TopicOutcome(name, created=False, error=f"{code}: {message}"))
+            await _wait_for_leaders(admin, [t.name for t in wanted])
     except (KafkaError, OSError) as exc:
         raise StreamsError(f"could not create topics at {conn.bootstrap_servers}: {exc}") from exc
     finally:
         await admin.close()
     order = {n: i for i, n in enumerate(catalog.names)}
     return sorted(outcomes, key=lambda o: order[o.name])
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    # CreateTopics returns before partition leaders are elected; a producer that starts right
+    # away would see NotLeaderForPartition retries. Bounded: a slow broker only costs time.
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        meta = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in meta
+        ):
+            return
+        await asyncio.sleep(0.1)
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str]]:

@@ -45,7 +45,7 @@ _CHUNK = 1 << 20
 class ArtifactError(StreamsError):
     """An artifact that must not be used; ``reason`` says why in words a device status can show."""
 
-    def __init__(self, reason: str, *, path: str | None = None):
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
         self.reason = reason
         self.path = path
         super().__init__(f"{path}: {reason}" if path else reason)
@@ -115,7 +115,9 @@ def sha256_file(path: Path) -> str:
 
 def file_entries(directory: Path, names: Iterable[str]) -> dict[str, FileEntry]:
     return {
-        name: FileEntry(sha256=sha256_file(directory / name), size=(directory / name).stat().st_size)
+        name: FileEntry(
+            sha256=sha256_file(directory / name), size=(directory / name).stat().st_size
+        )
         for name in sorted(names)
     }
 
@@ -186,7 +188,9 @@ def verify_signature(
 # --------------------------------------------------------------------------- pack / unpack
 
 
-def pack(directory: Path, manifest: Manifest, key: Ed25519PrivateKey, out: Path) -> tuple[str, int, str]:
+def pack(
+    directory: Path, manifest: Manifest, key: Ed25519PrivateKey, out: Path
+) -> tuple[str, int, str]:
     """Write the signed archive; return (sha256, size, signature).
 
     Members are written in a fixed order with fixed metadata so the same inputs give the same
@@ -200,7 +204,14 @@ def pack(directory: Path, manifest: Manifest, key: Ed25519PrivateKey, out: Path)
         _add_bytes(tar, SIGNATURE, signature.encode("ascii"))
         for name in sorted(manifest.files):
             info = tar.gettarinfo(str(directory / name), arcname=name)
-            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = (
+                0,
+                0,
+                0,
+                "",
+                "",
+                0o644,
+            )
             with (directory / name).open("rb") as f:
                 tar.addfile(info, f)
     return sha256_file(out), out.stat().st_size, signature

@@ -3,7 +3,8 @@
 The tree, so a caller can pick what to catch::
 
     StreamsError                 root of everything below
-    ├── EventError               bytes or values that break the event contract (the codec's only error)
+    ├── EventError               bytes or values that break the event contract
+    │                            (the only error the codec raises)
     ├── TopicError               a topic name or event type the catalog does not know
     └── KafkaUnavailableError    the broker did not answer in time
 
@@ -20,7 +21,9 @@ class StreamsError(Exception):
 class EventError(StreamsError):
     """An event that cannot be encoded or decoded: bad bytes, unknown schema, invalid values."""
 
-    def __init__(self, reason: str, *, event_type: str | None = None, field: str | None = None):
+    def __init__(
+        self, reason: str, *, event_type: str | None = None, field: str | None = None
+    ) -> None:
         self.reason = reason
         self.event_type = event_type
         self.field = field
@@ -31,7 +34,7 @@ class EventError(StreamsError):
 class TopicError(StreamsError):
     """A topic or event type that the topic catalog does not know."""
 
-    def __init__(self, name: str, known: list[str]):
+    def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
         super().__init__(f"unknown topic or event type {name!r}; known: {', '.join(known)}")
@@ -40,7 +43,7 @@ class TopicError(StreamsError):
 class KafkaUnavailableError(StreamsError):
     """The broker did not answer; says where we looked and for how long."""
 
-    def __init__(self, bootstrap_servers: str, waited_s: float, cause: str = ""):
+    def __init__(self, bootstrap_servers: str, waited_s: float, cause: str = "") -> None:
         self.bootstrap_servers = bootstrap_servers
         self.waited_s = waited_s
         detail = f" ({cause})" if cause else ""

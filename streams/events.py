@@ -546,11 +546,14 @@ def event_type_named(name: str) -> type[Event]:
 # --------------------------------------------------------------------------- record <-> Python
 
 
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_HINTS: dict[type, dict[str, Any]] = {}
 
 
-_hints = functools.cache(_type_hints)
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _to_plain(value: Any, *, json_mode: bool) -> Any:
@@ -777,9 +780,7 @@ class Codec:
     @classmethod
     def from_directory(cls, directory: Path = SCHEMA_DIR) -> Codec:
         current = {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.avsc"))}
-        released = [
-            json.loads(p.read_text()) for p in sorted(directory.glob("released/*/*.avsc"))
-        ]
+        released = [json.loads(p.read_text()) for p in sorted(directory.glob("released/*/*.avsc"))]
         return cls(current, released)
 
     def fingerprint(self, event_type: type[Event] | str) -> bytes:
@@ -811,7 +812,7 @@ class Codec:
         writer = self._writers.get(data[2:_HEADER_LEN])
         if writer is None:
             raise EventError(f"unknown schema fingerprint {data[2:_HEADER_LEN].hex()}")
-        if expected is not None and expected.SCHEMA != writer.name:
+        if expected is not None and writer.name != expected.SCHEMA:
             raise EventError(f"expected {expected.SCHEMA}, got {writer.name}")
         body = io.BytesIO(data[_HEADER_LEN:])
         try:
@@ -820,6 +821,8 @@ class Codec:
             raise EventError(f"corrupt or truncated body: {exc!r}", event_type=writer.name) from exc
         if body.tell() != len(data) - _HEADER_LEN:
             raise EventError("trailing bytes after the record", event_type=writer.name)
+        if not isinstance(record, dict):
+            raise EventError("body is not a record", event_type=writer.name)
         return from_record(EVENT_TYPES[writer.name], record)
 
 

@@ -14,8 +14,26 @@ from streams.events import Histogram
 
 # Default bucket bounds, shared so that histograms from every device merge exactly.
 LATENCY_MS_BOUNDS: tuple[float, ...] = (
-    1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0,
-    500.0, 750.0, 1000.0, 2000.0, 5000.0,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    200.0,
+    300.0,
+    500.0,
+    750.0,
+    1000.0,
+    2000.0,
+    5000.0,
 )
 UNIT_BOUNDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 

@@ -173,7 +173,7 @@ class EventConsumer:
             found = self._consumer.partitions_for_topic(topic)
             if found:
                 return set(found)
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 -- no public API
+            await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
         raise EventError(f"topic {topic!r} does not exist; run `slmops topics create`")
 
@@ -218,7 +218,9 @@ class EventConsumer:
                             msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
                         )
                     else:
-                        yield Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event)
+                        yield Received(
+                            msg.topic, msg.partition, msg.offset, msg.key, msg.value, event
+                        )
                     if self.group_id:
                         await self._consumer.commit({tp: msg.offset + 1})
 
@@ -235,7 +237,11 @@ class EventConsumer:
     async def _dead_letter(self, record: Undecodable) -> None:
         log.warning(
             "dead-lettering record topic=%s partition=%s offset=%s consumer=%s reason=%s",
-            record.topic, record.partition, record.offset, self.name, record.error,
+            record.topic,
+            record.partition,
+            record.offset,
+            self.name,
+            record.error,
         )
         self.dead_lettered += 1
         assert self.dead_letters is not None

@@ -20,7 +20,12 @@ BUCKETS = 10_000
 
 # Statuses in which members run the new version; every other status sends them to stable.
 _MEMBERS_ON_TARGET = frozenset(
-    {RolloutStatus.PROGRESSING, RolloutStatus.PAUSED, RolloutStatus.BAKING, RolloutStatus.INCONCLUSIVE}
+    {
+        RolloutStatus.PROGRESSING,
+        RolloutStatus.PAUSED,
+        RolloutStatus.BAKING,
+        RolloutStatus.INCONCLUSIVE,
+    }
 )
 _BACK_TO_STABLE = frozenset(
     {RolloutStatus.ROLLING_BACK, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED}

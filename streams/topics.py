@@ -78,37 +78,74 @@ def _delete(days: int) -> dict[str, str]:
 
 SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(
-        "model-registry", ModelVersion, "model_id:version", _key_model_version, 3,
+        "model-registry",
+        ModelVersion,
+        "model_id:version",
+        _key_model_version,
+        3,
         {"cleanup.policy": "compact"},
         "Every registered model version; devices read it whole at start.",
     ),
     TopicSpec(
-        "rollouts", RolloutState, "rollout_id", _key_rollout, 3,
+        "rollouts",
+        RolloutState,
+        "rollout_id",
+        _key_rollout,
+        3,
         {"cleanup.policy": "compact"},
         "The latest state of every rollout; devices compute membership from it.",
     ),
     TopicSpec(
-        "telemetry", Telemetry, "device_id", _key_device, 6, _delete(7),
+        "telemetry",
+        Telemetry,
+        "device_id",
+        _key_device,
+        6,
+        _delete(7),
         "Per-device window aggregates (never raw inputs).",
     ),
     TopicSpec(
-        "drift", DriftSketch, "device_id", _key_device, 6, _delete(7),
+        "drift",
+        DriftSketch,
+        "device_id",
+        _key_device,
+        6,
+        _delete(7),
         "Per-device drift sketches of model inputs and outputs.",
     ),
     TopicSpec(
-        "feedback", Feedback, "model_id", _key_model, 3, _delete(30),
+        "feedback",
+        Feedback,
+        "model_id",
+        _key_model,
+        3,
+        _delete(30),
         "Feedback from other systems: outcome counts, consented labels, scores.",
     ),
     TopicSpec(
-        "optimization-requests", OptimizationRequest, "model_id", _key_model, 3, _delete(30),
+        "optimization-requests",
+        OptimizationRequest,
+        "model_id",
+        _key_model,
+        3,
+        _delete(30),
         "Requests to build a candidate, with the evidence that triggered them.",
     ),
     TopicSpec(
-        "optimization-results", OptimizationResult, "model_id", _key_model, 3, _delete(30),
+        "optimization-results",
+        OptimizationResult,
+        "model_id",
+        _key_model,
+        3,
+        _delete(30),
         "Accepted candidates and refusals with the gate numbers.",
     ),
     TopicSpec(
-        "device-status", DeviceStatus, "device_id", _key_device, 6,
+        "device-status",
+        DeviceStatus,
+        "device_id",
+        _key_device,
+        6,
         {
             "cleanup.policy": "compact",
             # The ledger reads 30 days of history; compaction only then keeps the latest state.
@@ -117,11 +154,21 @@ SPECS: tuple[TopicSpec, ...] = (
         "Each device's state on every change; the device ledger.",
     ),
     TopicSpec(
-        "alerts", Alert, "model_id", _key_model, 3, _delete(30),
+        "alerts",
+        Alert,
+        "model_id",
+        _key_model,
+        3,
+        _delete(30),
         "Metric drops, drift, paused or rolled back rollouts.",
     ),
     TopicSpec(
-        "dead-letter", DeadLetter, "original key", _key_dead_letter, 3, _delete(14),
+        "dead-letter",
+        DeadLetter,
+        "original key",
+        _key_dead_letter,
+        3,
+        _delete(14),
         "Records a consumer could not use, with their bytes and the reason.",
     ),
 )
@@ -130,7 +177,7 @@ SPECS: tuple[TopicSpec, ...] = (
 class Catalog:
     """The catalog under one prefix: resolves names, event types and keys."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX, specs: tuple[TopicSpec, ...] = SPECS):
+    def __init__(self, prefix: str = DEFAULT_PREFIX, specs: tuple[TopicSpec, ...] = SPECS) -> None:
         if not prefix or any(c not in _TOPIC_CHARS for c in prefix):
             raise TopicError(prefix, ["a prefix of letters, digits, '.', '_' or '-'"])
         self.prefix = prefix

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slmops.cli import build_parser, main
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slmops", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["kafka"], ["topics"], ["publish"], ["tail"], ["demo"], ["kafka", "up"], ["schemas"]],
+)
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: slmops" in out
+
+
+def test_help_is_printed_without_a_command(capsys):
+    assert main([]) == 2
+    assert "kafka" in capsys.readouterr().out
+
+
+def test_publish_dry_run_validates_with_line_numbers():
+    lines = "\n".join([json.dumps({"model_id": "m"}), json.dumps({"model_id": "m", "score": 7})])
+    result = run_cli("publish", "feedback", "--dry-run", stdin=lines)
+    assert result.returncode == 1
+    assert "line 2: rejected: Feedback.score: must be <= 1.0" in result.stderr
+    assert "would publish 1 valid, 1 rejected" in result.stderr
+
+
+def test_unknown_event_type_is_a_clear_error():
+    result = run_cli("publish", "weather", "--dry-run", stdin="{}")
+    assert result.returncode == 1
+    assert "unknown event type 'weather'" in result.stderr
+
+
+def test_topics_list_offline_shows_the_catalog():
+    result = run_cli("topics", "list", "--offline", "--topic-prefix", "acme")
+    assert result.returncode == 0
+    assert "acme.telemetry" in result.stdout
+    assert "compact" in result.stdout
+
+
+def test_schemas_lists_fingerprints():
+    result = run_cli("schemas")
+    assert result.returncode == 0
+    assert "optimization-request" in result.stdout

@@ -1,0 +1,185 @@
+"""One valid instance of every event type, for tests that walk the whole contract."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from streams.events import (
+    Alert,
+    Artifact,
+    CohortSelector,
+    DeadLetter,
+    DeviceState,
+    DeviceStatus,
+    DriftSketch,
+    Event,
+    Feedback,
+    Histogram,
+    LabeledExample,
+    Measurement,
+    ModelVersion,
+    OptimizationRequest,
+    OptimizationResult,
+    RolloutState,
+    RolloutStatus,
+    Severity,
+    Task,
+    Telemetry,
+)
+
+T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
+SHA = hashlib.sha256(b"model").hexdigest()
+EVENT_ID = "00000000-0000-4000-8000-000000000001"
+
+
+def histogram() -> Histogram:
+    return Histogram(bounds=(1.0, 5.0, 10.0), counts=(3, 4, 2, 1))
+
+
+def measurement() -> Measurement:
+    return Measurement(
+        metric="error_rate", value=0.02, threshold=0.05, comparison="<=", passed=True
+    )
+
+
+def sample_events() -> list[Event]:
+    env = {"event_id": EVENT_ID, "occurred_at": T0, "producer": "test"}
+    return [
+        ModelVersion(
+            **env,
+            model_id="intent",
+            version="v2",
+            task=Task.CLASSIFY,
+            artifacts=(
+                Artifact(
+                    uri="file:///a.tar",
+                    sha256=SHA,
+                    size_bytes=5,
+                    precision="int8-dynamic",
+                    hardware_profiles=("arm64",),
+                    signature="c2ln",
+                    key_id="k1",
+                ),
+            ),
+            parent_version="v1",
+            lineage=("finetune", "quantize:int8-dynamic"),
+            eval_metrics={"accuracy": 0.9},
+            labels={"team": "search"},
+        ),
+        RolloutState(
+            **env,
+            rollout_id="r1",
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            selector=CohortSelector(cohorts=("pilot",), labels={"region": "eu"}),
+            stages=(5.0, 25.0, 100.0),
+            stage_index=1,
+            percent=25.0,
+            salt="s",
+            status=RolloutStatus.PROGRESSING,
+            reason="canary passed",
+            revision=3,
+            gates=(measurement(),),
+        ),
+        Telemetry(
+            **env,
+            device_id="d1",
+            model_id="intent",
+            model_version="v1",
+            cohort="pilot",
+            hardware_profile="arm64",
+            window_start=T0,
+            window_end=T0 + timedelta(seconds=10),
+            window_seq=4,
+            request_count=10,
+            error_count=1,
+            latency_ms=histogram(),
+            latency_p50_ms=3.5,
+            latency_p95_ms=9.0,
+            confidence=histogram(),
+            memory_rss_bytes=1 << 20,
+        ),
+        DriftSketch(
+            **env,
+            device_id="d1",
+            model_id="intent",
+            model_version="v1",
+            cohort="pilot",
+            window_start=T0,
+            window_end=T0 + timedelta(seconds=10),
+            sample_count=10,
+            embedding_mean=(0.1, -0.2),
+            embedding_var=(1.0, 0.5),
+            histograms={"input_tokens": histogram()},
+        ),
+        Feedback(
+            **env,
+            model_id="intent",
+            model_version="v1",
+            cohort="pilot",
+            outcomes={"correct": 9, "incorrect": 1},
+            score=0.9,
+            examples=(LabeledExample(text="book a table", label="booking", consent=True),),
+        ),
+        OptimizationRequest(
+            **env,
+            model_id="intent",
+            base_version="v1",
+            reason="quality below SLO",
+            incident_id="i1",
+            hardware_profiles=("arm64",),
+            evidence=(measurement(),),
+            max_quality_drop=0.01,
+            max_size_bytes=10_000_000,
+            max_p95_latency_ms=20.0,
+        ),
+        OptimizationResult(
+            **env,
+            request_id=EVENT_ID,
+            model_id="intent",
+            base_version="v1",
+            candidate_version="v2",
+            accepted=True,
+            reason="all gates passed",
+            gates=(measurement(),),
+            baseline_metrics={"accuracy": 0.8},
+            candidate_metrics={"accuracy": 0.9},
+            duration_s=12.5,
+        ),
+        DeviceStatus(
+            **env,
+            device_id="d1",
+            cohort="pilot",
+            hardware_profile="arm64",
+            labels={"region": "eu"},
+            state=DeviceState.SERVING,
+            model_id="intent",
+            model_version="v1",
+            model_sha256=SHA,
+            last_known_good_version="v1",
+            last_known_good_sha256=SHA,
+        ),
+        Alert(
+            **env,
+            model_id="intent",
+            model_version="v1",
+            cohort="pilot",
+            kind="quality_drop",
+            severity=Severity.WARNING,
+            message="quality 0.7 < 0.85",
+            incident_id="i1",
+            evidence=(measurement(),),
+        ),
+        DeadLetter(
+            **env,
+            source_topic="slmops.telemetry",
+            source_partition=2,
+            source_offset=42,
+            original_key=b"d1",
+            original_value=b"\x00garbage",
+            reason="wrong magic",
+            error_type="EventError",
+        ),
+    ]
