@@ -14,10 +14,10 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from streams.dead_letter import dead_letter_for
-from streams.errors import EventError, KafkaUnavailableError
+from streams.errors import EventError, KafkaUnavailableError, StreamsError
 from streams.events import Codec, Event, default_codec
 from streams.topics import Catalog, KafkaConnection
 
@@ -66,9 +66,16 @@ class EventProducer:
     async def send(self, event: Event) -> asyncio.Future[object]:
         """Queue one event; await the returned future for the broker's acknowledgement."""
         value = self.codec.encode(event)
-        fut: asyncio.Future[object] = await self._producer.send(
-            self.catalog.topic_for(type(event)), value=value, key=self.catalog.key_for(event)
-        )
+        topic = self.catalog.topic_for(type(event))
+        try:
+            fut: asyncio.Future[object] = await self._producer.send(
+                topic, value=value, key=self.catalog.key_for(event)
+            )
+        except UnknownTopicOrPartitionError as exc:
+            raise StreamsError(
+                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+                "create the catalog's topics with `slmops topics create`"
+            ) from exc
         return fut
 
     async def send_and_wait(self, event: Event) -> None:
