@@ -6,8 +6,13 @@ The tree, so a caller can pick what to catch::
     ├── EventError               bytes or values that break the event contract
     │                            (the only error the codec raises)
     ├── TopicError               a topic name or event type the catalog does not know
-    └── KafkaUnavailableError    the broker did not answer in time
+    ├── KafkaUnavailableError    the broker did not answer in time
+    ├── ArtifactError            (streams.artifact) a model artifact that must not be used
+    └── RolloutError             (streams.rollout) a rollout that cannot change as asked
+        ├── TransitionRefused    a command that makes no sense in the rollout's status
+        └── RolloutConflict      a second active rollout for one model on an overlapping cohort
 
+The last two live beside the code that raises them, since they carry its types.
 Errors carry their context as fields and build their own message.
 """
 
