@@ -26,6 +26,11 @@ environment:
   SLMOPS_TOPIC_PREFIX       prefix of every topic name (default: slmops)
   SLMOPS_KAFKA_PORT         port of the local broker (default: 9092; the controller uses +1)
   SLMOPS_KAFKA_HOME         the local broker's jars, data and log (default: .local/kafka)
+  SLMOPS_SECURITY_PROTOCOL  PLAINTEXT (default), SSL, SASL_SSL or SASL_PLAINTEXT
+  SLMOPS_SSL_CAFILE         PEM of the CA that signed the brokers' certificates
+  SLMOPS_SSL_CERTFILE, SLMOPS_SSL_KEYFILE      client certificate and key (mutual TLS)
+  SLMOPS_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+  SLMOPS_SASL_USERNAME, SLMOPS_SASL_PASSWORD  SASL credentials
 
 first steps:
   slmops kafka up            start the local Apache Kafka (fetches jars on first use)
@@ -102,7 +107,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     from streams.admin import create_topics, wait_for_broker
 
     conn = _settings(args).connection()
-    asyncio.run(wait_for_broker(conn.bootstrap_servers, args.wait))
+    asyncio.run(wait_for_broker(conn, args.wait))
     outcomes = asyncio.run(create_topics(conn, replication_factor=args.replication_factor))
     failed = 0
     for o in outcomes:

@@ -171,7 +171,7 @@ def run_demo(settings: CliSettings, *, keep_running: bool, progress: Callable[[s
         local = LocalKafka(home=settings.kafka_home, port=settings.kafka_port, progress=progress)
         local.up()
     try:
-        asyncio.run(wait_for_broker(conn.bootstrap_servers, 30.0))
+        asyncio.run(wait_for_broker(conn, 30.0))
         outcomes = asyncio.run(create_topics(conn))
         created = sum(o.created for o in outcomes)
         progress(f"topics ready: {len(outcomes)} ({created} created)")

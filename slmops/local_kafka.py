@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from slmops.errors import LocalKafkaError
@@ -49,6 +49,21 @@ class BrokerStatus:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LocalTls:
+    """Extra TLS listeners, to try and test client security settings against a real broker.
+
+    ``keystore_pem`` holds the broker's unencrypted PKCS#8 private key followed by its
+    certificate chain. ``scram_users`` (name -> password) get SCRAM-SHA-256 credentials at
+    format time, for the SASL_SSL listener.
+    """
+
+    keystore_pem: Path
+    ssl_port: int
+    sasl_ssl_port: int | None = None
+    scram_users: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LocalKafka:
     """One local broker+controller; ``up`` and ``down`` are idempotent."""
 
@@ -58,6 +73,8 @@ class LocalKafka:
     heap: str = "512m"
     start_timeout_s: float = 90.0
     progress: Callable[[str], None] = lambda _msg: None
+    libs_dir: Path | None = None
+    tls: LocalTls | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -69,7 +86,7 @@ class LocalKafka:
 
     @property
     def libs(self) -> Path:
-        return self.home / "libs"
+        return self.libs_dir or self.home / "libs"
 
     @property
     def data_dir(self) -> Path:
@@ -139,7 +156,40 @@ class LocalKafka:
         staging.rename(self.libs)
         marker.write_text(POM.read_text())
 
+    def _listeners(self) -> tuple[list[str], list[str]]:
+        """(listeners, advertised listeners) of the broker, controller excluded."""
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        if self.tls is not None:
+            listeners.append(f"SSL://127.0.0.1:{self.tls.ssl_port}")
+            if self.tls.sasl_ssl_port is not None:
+                listeners.append(f"SASL_SSL://127.0.0.1:{self.tls.sasl_ssl_port}")
+        return listeners, list(listeners)
+
+    def _security_config(self) -> list[str]:
+        if self.tls is None:
+            return []
+        lines = [
+            "listener.security.protocol.map="
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.tls.keystore_pem}",
+        ]
+        if self.tls.sasl_ssl_port is not None:
+            lines += [
+                "sasl.enabled.mechanisms=SCRAM-SHA-256",
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        return lines
+
     def _write_config(self) -> None:
+        listeners, advertised = self._listeners()
+        security = self._security_config()
+        protocol_map = (
+            []
+            if security
+            else ["listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        )
         self.config_file.write_text(
             "\n".join(
                 [
@@ -147,12 +197,13 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self._controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self._controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "listeners="
+                    + ",".join([*listeners, f"CONTROLLER://127.0.0.1:{self._controller_port}"]),
+                    "advertised.listeners=" + ",".join(advertised),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    *protocol_map,
+                    *security,
                     f"log.dirs={self.data_dir}",
                     "num.partitions=3",
                     "offsets.topic.replication.factor=1",
@@ -189,6 +240,8 @@ class LocalKafka:
             "-c",
             str(self.config_file),
         ]
+        for name, password in (self.tls.scram_users if self.tls else {}).items():
+            cmd += ["--add-scram", f"SCRAM-SHA-256=[name={name},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise LocalKafkaError(
@@ -267,7 +320,8 @@ class LocalKafka:
                 )
             self.progress(f"removing stale pid file (process {pid} is gone)")
             self.pid_file.unlink()
-        for port in (self.port, self._controller_port):
+        extra_ports = [] if self.tls is None else [self.tls.ssl_port, self.tls.sasl_ssl_port]
+        for port in (self.port, self._controller_port, *(p for p in extra_ports if p)):
             if not self._port_free(port):
                 raise LocalKafkaError(
                     f"port {port} on 127.0.0.1 is already in use by another process; stop it or "
@@ -291,21 +345,14 @@ class LocalKafka:
             "kafka.Kafka",
             str(self.config_file),
         ]
-        with self.log_file.open("ab") as log_out:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log_out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        pid = self._spawn_detached(cmd)
+        self.pid_file.write_text(f"{pid}\n")
         deadline = started + self.start_timeout_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if not self._alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise LocalKafkaError(
-                    f"Kafka exited with code {proc.returncode} during start-up; last lines of "
+                    f"Kafka exited during start-up; last lines of "
                     f"{self.log_file}:\n{self._tail_log()}"
                 )
             if self._answering(2.0):
@@ -316,6 +363,25 @@ class LocalKafka:
             f"Kafka did not answer within {self.start_timeout_s:.0f}s; last lines of "
             f"{self.log_file}:\n{self._tail_log()}"
         )
+
+    def _spawn_detached(self, cmd: list[str]) -> int:
+        """Start the broker as a daemon (not our child) and return its pid.
+
+        The broker outlives the command that started it; a shell that backgrounds it and exits
+        at once hands it to init, so no process of ours holds a child it will never wait for.
+        """
+        script = '"$@" >>"$SLMOPS_BROKER_LOG" 2>&1 </dev/null & echo $!'
+        result = subprocess.run(
+            ["/bin/sh", "-c", script, "slmops-kafka", *cmd],
+            env={**os.environ, "SLMOPS_BROKER_LOG": str(self.log_file)},
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,
+        )
+        if result.returncode != 0 or not result.stdout.strip().isdigit():
+            raise LocalKafkaError(f"could not start Kafka: {result.stderr.strip()}")
+        return int(result.stdout.strip())
 
     def down(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker; returns whether one was running."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,17 +36,33 @@ def _quiet_client() -> Iterator[None]:
         client_log.setLevel(level)
 
 
-async def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Return the cluster metadata once a broker answers a metadata request."""
+async def wait_for_broker(target: str | KafkaConnection, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Return the cluster metadata once a broker answers a metadata request.
+
+    ``target`` is a bootstrap string (plaintext) or a connection with its security settings.
+    """
+    conn = (
+        target if isinstance(target, KafkaConnection) else KafkaConnection(bootstrap_servers=target)
+    )
     with _quiet_client():
-        return await _wait_for_broker(bootstrap_servers, timeout_s)
+        return await _wait_for_broker(conn, timeout_s)
 
 
-async def _wait_for_broker(bootstrap_servers: str, timeout_s: float) -> dict[str, Any]:
+def _admin(conn: KafkaConnection, **extra: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=conn.bootstrap_servers,
+        client_id=conn.client_id,
+        **conn.client_kwargs(),
+        **extra,
+    )
+
+
+async def _wait_for_broker(conn: KafkaConnection, timeout_s: float) -> dict[str, Any]:
+    bootstrap_servers = conn.bootstrap_servers
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        admin = _admin(conn, request_timeout_ms=5000)
         try:
             await admin.start()
             cluster: dict[str, Any] = await admin.describe_cluster()
@@ -55,8 +72,30 @@ async def _wait_for_broker(bootstrap_servers: str, timeout_s: float) -> dict[str
         finally:
             await admin.close()
         if time.monotonic() >= deadline:
+            if conn.uses_tls:
+                last = await _tls_problem(conn) or last
             raise KafkaUnavailableError(bootstrap_servers, timeout_s, last)
         await asyncio.sleep(0.5)
+
+
+async def _tls_problem(conn: KafkaConnection) -> str | None:
+    """Why a TLS handshake with the first bootstrap server fails, in the TLS library's words.
+
+    The Kafka client only reports that it could not bootstrap; a certificate problem is the
+    usual cause and the one a user can fix, so name it.
+    """
+    host, _, port = conn.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=conn.ssl_context(), server_hostname=host),
+            timeout=5,
+        )
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +110,7 @@ async def create_topics(
 ) -> list[TopicOutcome]:
     """Create every catalog topic with its configs; existing topics are left as they are."""
     catalog = conn.catalog()
-    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    admin = _admin(conn)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -131,7 +170,7 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str]]:
 async def describe_topics(conn: KafkaConnection) -> dict[str, dict[str, Any]]:
     """Partitions and the non-default configs of every catalog topic that exists."""
     catalog = conn.catalog()
-    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    admin = _admin(conn)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -158,7 +197,7 @@ async def describe_topics(conn: KafkaConnection) -> dict[str, dict[str, Any]]:
 async def delete_topics(conn: KafkaConnection) -> None:
     """Delete every catalog topic under the connection's prefix (test and demo clean-up)."""
     catalog = conn.catalog()
-    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id)
+    admin = _admin(conn)
     try:
         await admin.start()
         existing = set(await admin.list_topics())

@@ -39,6 +39,7 @@ class EventProducer:
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
+            **conn.client_kwargs(),
         )
 
     async def start(self) -> None:
@@ -151,6 +152,7 @@ class EventConsumer:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
+            **conn.client_kwargs(),
         )
 
     async def start(self) -> None:

@@ -1,0 +1,205 @@
+"""Client TLS and SASL/SCRAM settings against a real broker with TLS listeners.
+
+The broker is a second local Apache Kafka started by the project's launcher with an SSL and a
+SASL_SSL (SCRAM-SHA-256) listener; its certificate comes from a CA made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
+from streams.admin import create_topics, wait_for_broker
+from streams.errors import KafkaUnavailableError
+from streams.events import Feedback
+from streams.kafka_io import EventConsumer, EventProducer
+from streams.topics import KafkaConnection
+
+pytestmark = pytest.mark.integration
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_server_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory):
+    home = tmp_path_factory.mktemp("secure-kafka")
+    ca_key, ca = make_ca("slmops test CA")
+    server_key, server = make_server_cert(ca_key, ca)
+    keystore = home / "broker.pem"
+    keystore.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + _pem(server)
+        + _pem(ca)
+    )
+    (home / "ca.pem").write_bytes(_pem(ca))
+    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
+    shared.fetch()  # the jars, shared with the session's broker
+    plain, controller, ssl_port, sasl_port = free_ports(4)
+    kafka = LocalKafka(
+        home=home / "kafka",
+        port=plain,
+        controller_port=controller,
+        libs_dir=shared.libs,
+        tls=LocalTls(
+            keystore_pem=keystore,
+            ssl_port=ssl_port,
+            sasl_ssl_port=sasl_port,
+            scram_users={"edge-fleet": "s3cret-pass"},
+        ),
+    )
+    kafka.up()
+    try:
+        yield {"ca": home / "ca.pem", "ssl": ssl_port, "sasl": sasl_port}
+    finally:
+        kafka.down()
+
+
+def _round_trip(conn: KafkaConnection) -> Feedback:
+    async def run() -> Feedback:
+        await wait_for_broker(conn, 20)
+        await create_topics(conn, partitions=1)
+        sent = Feedback(model_id="intent", outcomes={"correct": 3})
+        async with EventProducer(conn) as producer:
+            await producer.send_and_wait(sent)
+        async with EventConsumer(conn, [conn.catalog().topic_for(Feedback)], name="sec") as c:
+            async for record in c.raw_records(idle_timeout_s=10):
+                assert not hasattr(record, "error")
+                got = record.event
+                assert isinstance(got, Feedback)
+                return got
+        raise AssertionError("nothing consumed")
+
+    return asyncio.run(run())
+
+
+def test_tls_listener_with_a_private_ca(secure_broker):
+    conn = KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{secure_broker['ssl']}",
+        topic_prefix=f"tls{uuid.uuid4().hex[:8]}",
+        security_protocol="SSL",
+        ssl_cafile=secure_broker["ca"],
+    )
+    assert _round_trip(conn).outcomes == {"correct": 3}
+
+
+def test_sasl_scram_over_tls(secure_broker):
+    conn = KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{secure_broker['sasl']}",
+        topic_prefix=f"sasl{uuid.uuid4().hex[:8]}",
+        security_protocol="SASL_SSL",
+        ssl_cafile=secure_broker["ca"],
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="edge-fleet",
+        sasl_password="s3cret-pass",
+    )
+    assert _round_trip(conn).outcomes == {"correct": 3}
+
+
+def test_wrong_scram_password_is_refused(secure_broker):
+    conn = KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{secure_broker['sasl']}",
+        security_protocol="SASL_SSL",
+        ssl_cafile=secure_broker["ca"],
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="edge-fleet",
+        sasl_password="wrong",
+    )
+    with pytest.raises(KafkaUnavailableError, match=str(secure_broker["sasl"])):
+        asyncio.run(wait_for_broker(conn, 3))
+
+
+def test_a_broker_certificate_from_an_untrusted_ca_is_refused(secure_broker, tmp_path):
+    _, other_ca = make_ca("someone else")
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(_pem(other_ca))
+    conn = KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{secure_broker['ssl']}",
+        security_protocol="SSL",
+        ssl_cafile=other,
+    )
+    with pytest.raises(KafkaUnavailableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+        asyncio.run(wait_for_broker(conn, 3))
+
+
+def test_sasl_without_credentials_is_a_config_error():
+    with pytest.raises(ValueError, match="needs sasl_mechanism"):
+        KafkaConnection(security_protocol="SASL_SSL")
+    with pytest.raises(ValueError, match="go together"):
+        KafkaConnection(security_protocol="SSL", ssl_certfile=Path("c.pem"))
