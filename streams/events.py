@@ -64,6 +64,14 @@ class RolloutStatus(enum.StrEnum):
     INCONCLUSIVE = "INCONCLUSIVE"
 
 
+class RolloutCommandKind(enum.StrEnum):
+    START = "START"
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    ABORT = "ABORT"
+    PROMOTE = "PROMOTE"
+
+
 class DeviceState(enum.StrEnum):
     STARTING = "STARTING"
     SERVING = "SERVING"
@@ -203,6 +211,22 @@ class CohortSelector:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One change of a rollout: when, to what, why, and the numbers behind it."""
+
+    at: datetime
+    status: RolloutStatus
+    stage_index: int
+    percent: float
+    reason: str = ""
+    gates: tuple[Measurement, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_number(self, "percent", self.percent, high=100.0)
+        _check_number(self, "stage_index", self.stage_index)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LabeledExample:
     """A labelled input another system shares with consent, for re-training."""
 
@@ -298,6 +322,7 @@ class RolloutState(Event):
     reason: str = ""
     revision: int = 0
     gates: tuple[Measurement, ...] = ()
+    history: tuple[Transition, ...] = ()
 
     def _validate(self) -> None:
         _check_id(self, "rollout_id", self.rollout_id)
@@ -314,6 +339,34 @@ class RolloutState(Event):
         if not 0 <= self.stage_index < len(self.stages):
             _fail(self, "stage_index", f"must be in 0..{len(self.stages) - 1}")
         _check_number(self, "revision", self.revision)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutCommand(Event):
+    """An instruction to the rollout controller; START carries what to roll out."""
+
+    SCHEMA: ClassVar[str] = "RolloutCommand"
+
+    rollout_id: str
+    command: RolloutCommandKind
+    actor: str = "operator"
+    note: str = ""
+    model_id: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    selector: CohortSelector | None = None
+    stages: tuple[float, ...] = ()
+
+    def _validate(self) -> None:
+        _check_id(self, "rollout_id", self.rollout_id)
+        _check_id(self, "actor", self.actor)
+        if self.command is RolloutCommandKind.START:
+            _check_id(self, "model_id", self.model_id)
+            _check_id(self, "to_version", self.to_version)
+        for p in self.stages:
+            _check_number(self, "stages", p, high=100.0)
+        if any(b <= a for a, b in zip(self.stages, self.stages[1:], strict=False)):
+            _fail(self, "stages", "must be strictly increasing")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -514,6 +567,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         ModelVersion,
         RolloutState,
+        RolloutCommand,
         Telemetry,
         DriftSketch,
         Feedback,

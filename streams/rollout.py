@@ -32,12 +32,16 @@ from streams.events import (
     RolloutState,
     RolloutStatus,
     Severity,
+    Transition,
 )
 from streams.gates import GatePolicy, GroupMetrics, Verdict, judge
 
 S = RolloutStatus
 
 DEFAULT_STAGES: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+# Transitions kept in the state (and its event): enough for a whole rollout with extensions,
+# small enough that a RolloutState stays a few kilobytes.
+HISTORY_LIMIT = 50
 TERMINAL: frozenset[RolloutStatus] = frozenset({S.SUCCEEDED, S.ROLLED_BACK, S.ABORTED})
 # Statuses in which the canary's devices run the new version and percent may only grow.
 ADVANCING: frozenset[RolloutStatus] = frozenset(
@@ -261,6 +265,7 @@ class Rollout:
     revision: int
     reason: str = ""
     gates: tuple[Measurement, ...] = ()
+    history: tuple[Transition, ...] = ()
     policy: RolloutPolicy = dataclasses.field(default_factory=RolloutPolicy)
 
     def __post_init__(self) -> None:
@@ -324,6 +329,11 @@ class Rollout:
             since=_millis(now),
             revision=1,
             reason="created",
+            history=(
+                Transition(
+                    at=_millis(now), status=S.PENDING, stage_index=0, percent=0.0, reason="created"
+                ),
+            ),
             policy=policy or RolloutPolicy(),
         )
 
@@ -375,6 +385,7 @@ class Rollout:
             reason=self.reason,
             revision=self.revision,
             gates=self.gates,
+            history=self.history,
         )
 
     @classmethod
@@ -396,6 +407,7 @@ class Rollout:
                 revision=event.revision,
                 reason=event.reason,
                 gates=tuple(event.gates),
+                history=tuple(event.history),
                 policy=policy or RolloutPolicy(),
             )
         except (RolloutError, EventError) as exc:
@@ -433,6 +445,9 @@ def _move(
     percent = 0.0 if status is S.PENDING else state.stages[index]
     if status is S.ABORTED and state.status is S.PENDING:
         percent = 0.0
+    entry = Transition(
+        at=now, status=status, stage_index=index, percent=percent, reason=reason, gates=measurements
+    )
     new = dataclasses.replace(
         state,
         status=status,
@@ -442,6 +457,7 @@ def _move(
         revision=state.revision + 1,
         reason=reason,
         gates=measurements,
+        history=(*state.history, entry)[-HISTORY_LIMIT:],
     )
     effects: list[Effect] = []
     if alert is not None:

@@ -27,6 +27,7 @@ from streams.events import (
     ModelVersion,
     OptimizationRequest,
     OptimizationResult,
+    RolloutCommand,
     RolloutState,
     Telemetry,
 )
@@ -50,6 +51,11 @@ def _key_model_version(event: Event) -> str:
 
 def _key_rollout(event: Event) -> str:
     assert isinstance(event, RolloutState)
+    return event.rollout_id
+
+
+def _key_command(event: Event) -> str:
+    assert isinstance(event, RolloutCommand)
     return event.rollout_id
 
 
@@ -97,6 +103,15 @@ SPECS: tuple[TopicSpec, ...] = (
         3,
         {"cleanup.policy": "compact"},
         "The latest state of every rollout; devices compute membership from it.",
+    ),
+    TopicSpec(
+        "rollout-commands",
+        RolloutCommand,
+        "rollout_id",
+        _key_command,
+        1,
+        _delete(30),
+        "Start, pause, resume, abort and promote commands for the rollout controller.",
     ),
     TopicSpec(
         "telemetry",

@@ -14,10 +14,15 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from slmops.local_kafka import CHECKOUT, LocalKafka
 from streams.admin import create_topics, delete_topics, wait_for_broker
 from streams.topics import KafkaConnection
+
+# Shared, noisy machines: a per-example deadline would make property tests flaky, not stricter.
+settings.register_profile("slmops", deadline=None)
+settings.load_profile("slmops")
 
 _BROKER_FIXTURES = {"kafka_bootstrap", "kafka_conn", "make_kafka_conn"}
 

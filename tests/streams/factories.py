@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from streams.events import (
     Alert,
@@ -21,11 +22,14 @@ from streams.events import (
     ModelVersion,
     OptimizationRequest,
     OptimizationResult,
+    RolloutCommand,
+    RolloutCommandKind,
     RolloutState,
     RolloutStatus,
     Severity,
     Task,
     Telemetry,
+    Transition,
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -82,6 +86,29 @@ def sample_events() -> list[Event]:
             reason="canary passed",
             revision=3,
             gates=(measurement(),),
+            history=(
+                Transition(at=T0, status=RolloutStatus.PENDING, stage_index=0, percent=0.0),
+                Transition(
+                    at=T0 + timedelta(minutes=10),
+                    status=RolloutStatus.PROGRESSING,
+                    stage_index=1,
+                    percent=25.0,
+                    reason="canary passed",
+                    gates=(measurement(),),
+                ),
+            ),
+        ),
+        RolloutCommand(
+            **env,
+            rollout_id="r1",
+            command=RolloutCommandKind.START,
+            actor="alice",
+            note="canary for the pilot fleet",
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            selector=CohortSelector(cohorts=("pilot",)),
+            stages=(5.0, 50.0, 100.0),
         ),
         Telemetry(
             **env,
@@ -183,3 +210,11 @@ def sample_events() -> list[Event]:
             error_type="EventError",
         ),
     ]
+
+
+E = TypeVar("E", bound=Event)
+
+
+def sample(event_type: type[E]) -> E:
+    """The sample instance of one event type."""
+    return next(e for e in sample_events() if isinstance(e, event_type))

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.admin import describe_topics
 from streams.events import SCHEMA_DIR, DeadLetter, Feedback, Telemetry
 from streams.kafka_io import EventConsumer, EventProducer, Undecodable
-from tests.streams.factories import sample_events
+from tests.streams.factories import sample, sample_events
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(kafka
 
 
 def test_bytes_on_the_topic_decode_with_plain_fastavro_and_the_avsc(kafka_conn):
-    event = sample_events()[4]
+    event = sample(Feedback)
     topic = kafka_conn.catalog().topic_for(Feedback)
 
     async def roundtrip() -> bytes:

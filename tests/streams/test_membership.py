@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from streams.events import CohortSelector, RolloutState, RolloutStatus
 from streams.membership import BUCKETS, Device, bucket, desired_version, is_member
-from tests.streams.factories import T0, sample_events
+from tests.streams.factories import T0, sample
 
 
 def rollout(**changes) -> RolloutState:
-    base = sample_events()[1]
+    base = sample(RolloutState)
     assert isinstance(base, RolloutState)
     changes.setdefault("selector", CohortSelector())
     return dataclasses.replace(base, **changes)
