@@ -1,0 +1,212 @@
+"""Downloading artifacts into a content-addressed cache.
+
+The registry event names an archive by sha256 and size; the cache stores it under that
+address, so a version already fetched (or shared by two versions) is never downloaded again.
+A download goes to ``partial/<sha256>.part`` and moves to ``blobs/<sha256>.tar`` only once its
+size and sha256 match. A process killed mid-download therefore leaves at most a partial file:
+the next attempt resumes it over HTTP (``Range``) or starts over, and nothing half-written is
+ever taken for an artifact.
+
+Only the archive's address is checked here; its signature and files are checked when it is
+unpacked (see :mod:`edge_runtime.store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import aiohttp
+
+from edge_runtime.errors import FetchError, VerificationError
+from streams.artifact import sha256_file
+from streams.events import Artifact
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """How hard to try and how much to accept."""
+
+    max_bytes: int = 1 << 30
+    attempts: int = 4
+    backoff_s: float = 0.5
+    backoff_max_s: float = 10.0
+    timeout_s: float = 300.0
+
+
+class _Retryable(Exception):
+    """A transfer problem worth another attempt (network, truncated body)."""
+
+
+class ArtifactCache:
+    """Files of the cache; knows the layout, does no network."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.partial = root / "partial"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+
+    def blob(self, sha256: str) -> Path:
+        return self.blobs / f"{sha256}.tar"
+
+    def part(self, sha256: str) -> Path:
+        return self.partial / f"{sha256}.part"
+
+    def cached(self, artifact: Artifact) -> Path | None:
+        """The blob when it is present and intact; a damaged one is removed."""
+        path = self.blob(artifact.sha256)
+        if not path.exists():
+            return None
+        if path.stat().st_size == artifact.size_bytes and sha256_file(path) == artifact.sha256:
+            return path
+        log.warning("removing damaged cache entry sha256=%s", artifact.sha256)
+        path.unlink()
+        return None
+
+    def partial_files(self) -> list[Path]:
+        return sorted(self.partial.glob("*.part"))
+
+
+class Fetcher:
+    """Fetches ``file://`` and ``http(s)://`` artifacts into an :class:`ArtifactCache`."""
+
+    def __init__(self, cache: ArtifactCache, policy: FetchPolicy | None = None) -> None:
+        self.cache = cache
+        self.policy = policy or FetchPolicy()
+
+    async def fetch(self, model_id: str, version: str, artifact: Artifact) -> Path:
+        """Return the cached archive at the artifact's address, downloading it if needed.
+
+        Raises :class:`FetchError` when every attempt failed and :class:`VerificationError`
+        when the bytes arrived whole but are not the ones announced.
+        """
+        if artifact.size_bytes > self.policy.max_bytes:
+            raise FetchError(
+                model_id,
+                version,
+                f"artifact is {artifact.size_bytes} bytes, over the limit of "
+                f"{self.policy.max_bytes}",
+                uri=artifact.uri,
+            )
+        hit = await asyncio.to_thread(self.cache.cached, artifact)
+        if hit is not None:
+            return hit
+        scheme = urlparse(artifact.uri).scheme
+        if scheme not in ("file", "http", "https"):
+            raise FetchError(
+                model_id, version, f"unsupported URI scheme {scheme!r}", uri=artifact.uri
+            )
+        part = self.cache.part(artifact.sha256)
+        delay = self.policy.backoff_s
+        last = ""
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                if scheme == "file":
+                    await asyncio.to_thread(self._copy_file, artifact, part)
+                else:
+                    await asyncio.wait_for(self._download(artifact, part), self.policy.timeout_s)
+                await asyncio.to_thread(self._check_address, model_id, version, artifact, part)
+            except _Retryable as exc:
+                last = str(exc)
+            except TimeoutError:
+                last = f"no complete download within {self.policy.timeout_s:g}s"
+            else:
+                blob = self.cache.blob(artifact.sha256)
+                os.replace(part, blob)
+                log.info(
+                    "fetched model=%s version=%s sha256=%s", model_id, version, artifact.sha256
+                )
+                return blob
+            log.warning(
+                "fetch attempt failed model=%s version=%s attempt=%d reason=%s",
+                model_id,
+                version,
+                attempt,
+                last,
+            )
+            if attempt < self.policy.attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.policy.backoff_max_s)
+        raise FetchError(
+            model_id,
+            version,
+            f"gave up after {self.policy.attempts} attempts: {last}",
+            uri=artifact.uri,
+        )
+
+    def _check_address(self, model_id: str, version: str, artifact: Artifact, part: Path) -> None:
+        size = part.stat().st_size
+        if size < artifact.size_bytes:
+            raise _Retryable(f"truncated download: {size} of {artifact.size_bytes} bytes")
+        if size > artifact.size_bytes:
+            part.unlink()
+            raise VerificationError(
+                model_id,
+                version,
+                f"size mismatch: expected {artifact.size_bytes} bytes, got {size}",
+            )
+        actual = sha256_file(part)
+        if actual != artifact.sha256:
+            part.unlink()
+            raise VerificationError(
+                model_id, version, f"sha256 mismatch: expected {artifact.sha256}, got {actual}"
+            )
+
+    def _copy_file(self, artifact: Artifact, part: Path) -> None:
+        source = Path(unquote(urlparse(artifact.uri).path))
+        try:
+            with source.open("rb") as src, part.open("wb") as dst:
+                # One byte more than announced is enough to reveal an oversized file.
+                remaining = artifact.size_bytes + 1
+                while remaining > 0 and (chunk := src.read(min(_CHUNK, remaining))):
+                    dst.write(chunk)
+                    remaining -= len(chunk)
+        except OSError as exc:
+            raise _Retryable(f"cannot read {source}: {exc.strerror or exc}") from exc
+
+    async def _download(self, artifact: Artifact, part: Path) -> None:
+        have = await asyncio.to_thread(_resume_offset, part, artifact.size_bytes)
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(artifact.uri, headers=headers) as response,
+            ):
+                if response.status == 206 and have:
+                    mode = "ab"
+                elif response.status == 200:
+                    mode, have = "wb", 0
+                else:
+                    raise _Retryable(f"HTTP {response.status} from {artifact.uri}")
+                declared = response.content_length
+                if declared is not None and have + declared > self.policy.max_bytes:
+                    raise _Retryable(f"server announces {have + declared} bytes, over the limit")
+                with part.open(mode) as out:
+                    written = have
+                    async for chunk in response.content.iter_chunked(_CHUNK):
+                        written += len(chunk)
+                        if written > artifact.size_bytes:
+                            out.write(chunk)
+                            return  # the address check refuses it
+                        out.write(chunk)
+        except aiohttp.ClientError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _resume_offset(part: Path, size: int) -> int:
+    """Bytes of a partial download worth resuming; a complete-looking one is started over."""
+    have = part.stat().st_size if part.exists() else 0
+    if have >= size:
+        part.unlink(missing_ok=True)
+        return 0
+    return have

@@ -1,0 +1,113 @@
+"""A simulated fleet: N real edge runtimes in one process, each with its own workload.
+
+One process is sound here because every runtime owns its state (model slot, data directory,
+Kafka clients, metrics registry) and inference runs in worker threads that onnxruntime keeps
+outside the GIL; sessions of one model version are loaded once per device, as on real devices.
+Each device gets ``<data_dir>/<device_id>/`` and a cohort from the list, round-robin.
+
+The workload shifts its input distribution after ``shift_after_s`` or whenever :meth:`shift`
+is called (the CLI binds it to SIGUSR1), for drift demos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.runtime import EdgeRuntime
+from edge_runtime.settings import EdgeSettings
+from edge_runtime.workload import Workload
+
+log = logging.getLogger(__name__)
+
+
+class Fleet:
+    def __init__(
+        self,
+        template: EdgeSettings,
+        *,
+        devices: int,
+        cohorts: list[str],
+        id_prefix: str = "sim",
+        rate_per_device: float = 2.0,
+        batch: int = 4,
+        seed: int = 0,
+    ) -> None:
+        if devices < 1 or not cohorts:
+            raise ValueError("a fleet needs at least one device and one cohort")
+        self.runtimes = [
+            EdgeRuntime(
+                template.model_copy(
+                    update={
+                        "device_id": f"{id_prefix}-{i:04d}",
+                        "cohort": cohorts[i % len(cohorts)],
+                    }
+                )
+            )
+            for i in range(devices)
+        ]
+        self.workloads = [Workload(seed + i) for i in range(devices)]
+        self.rate = rate_per_device
+        self.batch = batch
+        self.served = 0
+        self.failed = 0
+        self._rng = random.Random(seed)
+
+    def shift(self, shifted: bool | None = None) -> bool:
+        """Switch every device's input distribution (toggle when ``shifted`` is None)."""
+        target = (not self.workloads[0].shifted) if shifted is None else shifted
+        for w in self.workloads:
+            w.shifted = target
+        log.info("workload shifted=%s devices=%d", target, len(self.workloads))
+        return target
+
+    async def _drive(self, runtime: EdgeRuntime, workload: Workload) -> None:
+        period = 1.0 / self.rate if self.rate > 0 else None
+        while period is not None:
+            await asyncio.sleep(self._rng.expovariate(1.0 / period))
+            if runtime.version is None:
+                continue
+            try:
+                await runtime.infer(workload.batch(self.batch))
+                self.served += 1
+            except EdgeRuntimeError as exc:
+                self.failed += 1
+                log.debug("request failed device=%s reason=%s", runtime.device.device_id, exc)
+
+    async def run(self, *, duration_s: float | None, shift_after_s: float | None) -> None:
+        for runtime in self.runtimes:
+            await runtime.start()
+        drivers = [
+            asyncio.create_task(self._drive(r, w))
+            for r, w in zip(self.runtimes, self.workloads, strict=True)
+        ]
+        try:
+            if shift_after_s is not None:
+                await asyncio.sleep(shift_after_s)
+                self.shift(True)
+                if duration_s is not None:
+                    await asyncio.sleep(max(duration_s - shift_after_s, 0.0))
+                else:
+                    await asyncio.Event().wait()
+            elif duration_s is not None:
+                await asyncio.sleep(duration_s)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            for task in drivers:
+                task.cancel()
+            for task in drivers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for runtime in self.runtimes:
+                await runtime.stop()
+
+    def summary(self) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        for r in self.runtimes:
+            name = r.installed.version if r.installed else "-"
+            versions[name] = versions.get(name, 0) + 1
+        return {"served": self.served, "failed": self.failed, **versions}

@@ -1,0 +1,229 @@
+"""One installed model version, ready to serve: its onnxruntime session and tokenizer.
+
+The manifest says how to run the model. Conventions the runtime relies on:
+
+- inputs: ``input_ids`` (int64, batch x sequence) and, when the graph declares it,
+  ``attention_mask``; tokenization comes from the artifact's own ``tokenizer.json`` so a
+  device needs no hub and no network to serve;
+- CLASSIFY: the first output holds class probabilities (or logits when its name says so) with
+  one column per manifest label; an optional second output is a pooled hidden state, used only
+  for the on-device drift sketch;
+- EMBED: the first output is the embedding (batch x dim).
+
+GENERATE is stated in manifests already but not served yet: such a model fails warm-up with a
+reason that says so, and the last good model keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from edge_runtime.errors import InferenceError, WarmUpError
+from edge_runtime.hardware import HardwareProfile
+from streams.artifact import Manifest
+
+log = logging.getLogger(__name__)
+
+# Inputs of the warm-up self-test: short, empty-ish and overlong, so padding and truncation
+# are exercised before any real request sees the model.
+SELF_TEST_TEXTS = ("warm up self test", "", "long " * 600)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prediction:
+    """One text's output: a label and its confidence (CLASSIFY) or a vector (EMBED)."""
+
+    label: str | None = None
+    confidence: float | None = None
+    embedding: tuple[float, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """A batch's outputs, tagged with the version that computed them.
+
+    ``token_counts`` and ``features`` feed the local telemetry and drift sketch; they never
+    leave the device as they are.
+    """
+
+    model_id: str
+    version: str
+    predictions: tuple[Prediction, ...]
+    token_counts: tuple[int, ...]
+    class_indices: tuple[int, ...]
+    features: FloatArray
+    n_classes: int = 0
+
+
+class LoadedModel:
+    """A session plus tokenizer for one verified model directory.
+
+    Thread-safe: onnxruntime sessions accept concurrent ``run`` calls, and the lease counter
+    lets a model slot release the session only once the last in-flight request is done.
+    """
+
+    def __init__(
+        self, directory: Path, manifest: Manifest, profile: HardwareProfile, *, sha256: str = ""
+    ) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.profile = profile
+        self.sha256 = sha256
+        self.model_id = manifest.model_id
+        self.version = manifest.version
+        self._leases = 0
+        self._closed = False
+        self._lock = threading.Condition()
+        if manifest.task == "GENERATE":
+            raise self._refuse("task GENERATE is not served by this runtime yet")
+        if manifest.task == "CLASSIFY" and not manifest.labels:
+            raise self._refuse("a CLASSIFY manifest must list its labels")
+        if not manifest.tokenizer_file:
+            raise self._refuse("the manifest names no tokenizer file")
+        try:
+            self._session: ort.InferenceSession | None = ort.InferenceSession(
+                str(directory / manifest.model_file),
+                sess_options=profile.session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise self._refuse(f"onnxruntime could not load the model: {exc}") from exc
+        try:
+            self._tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+        except Exception as exc:  # tokenizers raises plain Exception for a bad file
+            raise self._refuse(f"could not load {manifest.tokenizer_file}: {exc}") from exc
+        self._tokenizer.enable_truncation(max_length=manifest.max_length)
+        pad_id = self._tokenizer.token_to_id("[PAD]")
+        self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token="[PAD]")
+        input_names = {i.name for i in self._session.get_inputs()}
+        if "input_ids" not in input_names:
+            raise self._refuse(f"the graph has no input_ids input (has {sorted(input_names)})")
+        self._feed_mask = "attention_mask" in input_names
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._output_names = outputs
+        self._apply_softmax = "logit" in outputs[0].lower()
+
+    def _refuse(self, reason: str) -> WarmUpError:
+        return WarmUpError(self.model_id, self.version, reason)
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire(self) -> bool:
+        """Take a lease for one request; False once the model is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._leases += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._leases -= 1
+            if self._leases == 0:
+                self._lock.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._leases
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Refuse new leases, wait for in-flight requests, then drop the session.
+
+        Returns False when requests were still running at the timeout; the session is then
+        left to the garbage collector, which frees it after the last request lets go.
+        """
+        with self._lock:
+            self._closed = True
+            drained = self._lock.wait_for(lambda: self._leases == 0, timeout=timeout_s)
+            self._session = None
+        return drained
+
+    # ------------------------------------------------------------------ inference
+
+    def warm_up(self) -> None:
+        """Run the self-test; raise :class:`WarmUpError` with the first problem found."""
+        try:
+            result = self.run(SELF_TEST_TEXTS)
+        except InferenceError as exc:
+            raise self._refuse(f"self-test failed: {exc.reason}") from exc
+        except WarmUpError:
+            raise
+        n = len(SELF_TEST_TEXTS)
+        if result.features.shape[0] != n:
+            raise self._refuse(f"self-test returned {result.features.shape[0]} rows for {n} inputs")
+        if not np.all(np.isfinite(result.features)):
+            raise self._refuse("self-test output is not finite (NaN or inf)")
+
+    def run(self, texts: Sequence[str]) -> InferenceResult:
+        session = self._session
+        if session is None:
+            raise InferenceError(self.model_id, self.version, "the session was released")
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feed: dict[str, Any] = {"input_ids": ids}
+        if self._feed_mask:
+            feed["attention_mask"] = mask
+        try:
+            raw = session.run(self._output_names, feed)
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise InferenceError(self.model_id, self.version, str(exc)) from exc
+        tokens = tuple(int(c) for c in mask.sum(axis=1))
+        primary = np.asarray(raw[0], dtype=np.float32)
+        if primary.ndim != 2 or primary.shape[0] != len(texts):
+            raise self._refuse(f"first output has shape {primary.shape}, expected (batch, n)")
+        if self.manifest.task == "CLASSIFY":
+            return self._classify(primary, raw, tokens)
+        return self._embed(primary, tokens)
+
+    def _classify(
+        self, primary: FloatArray, raw: list[Any], tokens: tuple[int, ...]
+    ) -> InferenceResult:
+        labels = self.manifest.labels
+        if primary.shape[1] != len(labels):
+            raise self._refuse(
+                f"first output has {primary.shape[1]} classes, the manifest lists {len(labels)}"
+            )
+        probs = _softmax(primary) if self._apply_softmax else primary
+        if not np.all(np.isfinite(probs)):
+            raise InferenceError(self.model_id, self.version, "non-finite class scores")
+        best = probs.argmax(axis=1)
+        confidence = probs[np.arange(len(best)), best]
+        predictions = tuple(
+            Prediction(label=labels[int(i)], confidence=float(c))
+            for i, c in zip(best, confidence, strict=True)
+        )
+        features = np.asarray(raw[1], dtype=np.float32) if len(raw) > 1 else probs
+        return InferenceResult(
+            self.model_id,
+            self.version,
+            predictions,
+            tokens,
+            tuple(int(i) for i in best),
+            features,
+            n_classes=len(labels),
+        )
+
+    def _embed(self, primary: FloatArray, tokens: tuple[int, ...]) -> InferenceResult:
+        predictions = tuple(Prediction(embedding=tuple(float(x) for x in row)) for row in primary)
+        return InferenceResult(self.model_id, self.version, predictions, tokens, (), primary)
+
+
+def _softmax(x: FloatArray) -> FloatArray:
+    shifted = x - x.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    out: FloatArray = e / e.sum(axis=1, keepdims=True)
+    return out

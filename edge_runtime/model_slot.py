@@ -1,0 +1,116 @@
+"""The serving slot: one model version behind an atomic reference, swapped without downtime.
+
+A new version is loaded and warmed up beside the one serving; only when its self-test passes
+does the reference move. A request takes a lease on whatever model the reference names when it
+starts and finishes on that model, so a swap never fails or re-routes a request in flight. The
+old model refuses new leases, waits for its last request and then drops its session.
+
+Because the reference only ever moves forward, a client that waits for each answer before
+asking again sees versions in installation order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime.errors import NoModelError
+from edge_runtime.hardware import HardwareProfile
+from edge_runtime.model import InferenceResult, LoadedModel
+from streams.artifact import Manifest
+
+log = logging.getLogger(__name__)
+
+
+def prepare(
+    directory: Path, manifest: Manifest, profile: HardwareProfile, *, sha256: str = ""
+) -> LoadedModel:
+    """Load and self-test a model; raises :class:`WarmUpError` when it must not serve."""
+    model = LoadedModel(directory, manifest, profile, sha256=sha256)
+    model.warm_up()
+    return model
+
+
+class ModelSlot:
+    """Serves one model id; holds at most one current version."""
+
+    def __init__(self, model_id: str, *, drain_timeout_s: float = 30.0) -> None:
+        self.model_id = model_id
+        self.drain_timeout_s = drain_timeout_s
+        self._current: LoadedModel | None = None
+        self._swap_lock = threading.Lock()
+        self.swaps = 0
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def version(self) -> str | None:
+        model = self._current
+        return model.version if model else None
+
+    def _lease(self) -> LoadedModel:
+        while True:
+            model = self._current
+            if model is None:
+                raise NoModelError(self.model_id)
+            if model.acquire():
+                return model
+            # Closed between reading the reference and leasing: the reference has moved on.
+
+    def infer(self, texts: Sequence[str]) -> InferenceResult:
+        """Run a batch on the current model; blocking, safe from any thread."""
+        model = self._lease()
+        try:
+            return model.run(texts)
+        finally:
+            model.release()
+
+    async def ainfer(self, texts: Sequence[str]) -> InferenceResult:
+        """Run a batch without blocking the event loop (onnxruntime releases the GIL)."""
+        model = self._lease()
+        try:
+            return await asyncio.to_thread(model.run, texts)
+        finally:
+            model.release()
+
+    def swap(self, new: LoadedModel) -> LoadedModel | None:
+        """Point the slot at ``new``; return the model it replaces (still draining)."""
+        with self._swap_lock:
+            old, self._current = self._current, new
+            self.swaps += 1
+        log.info(
+            "swapped model=%s from=%s to=%s",
+            self.model_id,
+            old.version if old else None,
+            new.version,
+        )
+        return old
+
+    async def install(
+        self, directory: Path, manifest: Manifest, profile: HardwareProfile, *, sha256: str = ""
+    ) -> LoadedModel:
+        """Load, warm up, swap, then release the old model once its requests are done.
+
+        Raises :class:`WarmUpError` before touching the slot when the new model fails.
+        """
+        new = await asyncio.to_thread(prepare, directory, manifest, profile, sha256=sha256)
+        old = self.swap(new)
+        if old is not None:
+            drained = await asyncio.to_thread(old.close, self.drain_timeout_s)
+            if not drained:
+                log.warning(
+                    "old model still busy after drain timeout model=%s version=%s",
+                    self.model_id,
+                    old.version,
+                )
+        return new
+
+    def close(self) -> None:
+        model, self._current = self._current, None
+        if model is not None:
+            model.close(self.drain_timeout_s)

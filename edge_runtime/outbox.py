@@ -1,0 +1,122 @@
+"""Delivery of the device's events to Kafka that survives a missing broker.
+
+Every outgoing event is first written to the :class:`DiskBuffer`; one task sends the oldest
+entry, waits for the broker's acknowledgement and only then removes it. The broker therefore
+receives events in the order they were produced, a restart loses nothing that was buffered,
+and an outage only delays (or, past the bound, drops the oldest). Delivery is at least once:
+an acknowledgement lost in an outage resends the event, and consumers are idempotent on
+``event_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka.errors import KafkaError
+
+from edge_runtime.buffer import DiskBuffer
+from streams.errors import EventError, KafkaUnavailableError
+from streams.events import Event, decode, encode
+from streams.kafka_io import EventProducer
+from streams.topics import KafkaConnection
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Buffers events on disk and forwards them, oldest first, whenever Kafka answers."""
+
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        buffer: DiskBuffer,
+        *,
+        send_timeout_s: float = 10.0,
+        retry_s: float = 1.0,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.conn = conn
+        self.buffer = buffer
+        self.send_timeout_s = send_timeout_s
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.delivered = 0
+        self.connected = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: EventProducer | None = None
+
+    def put(self, event: Event) -> None:
+        """Queue ``event`` durably; returns at once, delivery happens in the background."""
+        self.buffer.append(encode(event))
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_producer()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until the buffer is empty; False at the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(self.buffer):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        self.connected = False
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), self.send_timeout_s)
+
+    async def _run(self) -> None:
+        delay = self.retry_s
+        while True:
+            entry = self.buffer.oldest()
+            if entry is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            path, data = entry
+            try:
+                event = decode(data)
+            except EventError as exc:
+                log.error("dropping undecodable buffered entry path=%s reason=%s", path, exc)
+                self.buffer.remove(path)
+                continue
+            try:
+                if self._producer is None:
+                    producer = EventProducer(self.conn, linger_ms=0)
+                    self._producer = producer
+                    await asyncio.wait_for(producer.start(), self.send_timeout_s)
+                    self.connected = True
+                    log.info("outbox connected bootstrap=%s", self.conn.bootstrap_servers)
+                await asyncio.wait_for(self._producer.send_and_wait(event), self.send_timeout_s)
+            except (KafkaError, KafkaUnavailableError, OSError, TimeoutError) as exc:
+                log.warning(
+                    "kafka unreachable, keeping events buffered pending=%d retry_in_s=%.1f "
+                    "reason=%s",
+                    len(self.buffer),
+                    delay,
+                    exc or type(exc).__name__,
+                )
+                await self._close_producer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            delay = self.retry_s
+            self.buffer.remove(path)
+            self.delivered += 1

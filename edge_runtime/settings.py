@@ -1,0 +1,56 @@
+"""The device's settings: one frozen class, read from ``SLMOPS_*`` at the entry point only.
+
+Library code receives an instance; the fleet simulator builds one per simulated device with
+``model_copy(update=...)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.topics import DEFAULT_PREFIX, KafkaConnection
+
+
+class EdgeSettings(BaseSettings):
+    """Who the device is, what it serves, whom it trusts, and how it reports."""
+
+    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
+
+    device_id: str = Field(min_length=1)
+    cohort: str = Field(default="default", min_length=1)
+    hardware_profile: str = Field(default="cpu-small", min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict, description="device labels for selectors")
+    model_id: str = Field(
+        default="intent", min_length=1, description="the model this device serves"
+    )
+    data_dir: Path = Field(default=Path(".local/edge"), description="cache, models, outbox")
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="base64 raw ed25519 public keys of artifact signers"
+    )
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = DEFAULT_PREFIX
+    window_s: float = Field(default=10.0, gt=0, description="telemetry window length")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0: no HTTP server")
+    max_artifact_bytes: int = Field(default=1 << 30, ge=1)
+    fetch_attempts: int = Field(default=4, ge=1)
+    fetch_backoff_s: float = Field(default=0.5, ge=0)
+    outbox_max_entries: int = Field(default=10_000, ge=1)
+    kafka_retry_s: float = Field(default=1.0, gt=0)
+    shutdown_drain_s: float = Field(
+        default=2.0, ge=0, description="how long stopping waits for the outbox to empty"
+    )
+
+    def connection(self) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers=self.bootstrap_servers,
+            topic_prefix=self.topic_prefix,
+            client_id=f"edge-{self.device_id}",
+        )
+
+    @property
+    def device_dir(self) -> Path:
+        return self.data_dir / self.device_id

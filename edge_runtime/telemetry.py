@@ -1,0 +1,186 @@
+"""Private telemetry: per-window aggregates and drift sketches, computed on the device.
+
+Nothing here sees text. A request contributes numbers only (latency, whether it failed, the
+confidence of each prediction, token counts, the predicted class index and a feature vector),
+and a window leaves the device as fixed-bucket histograms, a few quantiles and the
+per-dimension mean and variance of the feature vectors. The histogram bounds are the shared
+ones from :mod:`streams.histograms`, so the control plane merges windows of any device exactly.
+
+A *request* is one inference call (a batch); confidences, token counts and classes are
+counted per text. When the serving version changes inside a window, each version gets its own
+``Telemetry`` and ``DriftSketch`` for that window, so a rollout's numbers never mix versions.
+
+Pure: the caller supplies clocks and memory figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from streams import histograms
+from streams.events import DriftSketch, Histogram, Telemetry
+
+TOKEN_BOUNDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
+
+
+def class_bounds(n_classes: int) -> tuple[float, ...]:
+    """Bounds that give class index ``i`` bucket ``i`` (``n - 1`` bounds, ``n`` buckets)."""
+    return tuple(i + 0.5 for i in range(max(n_classes - 1, 1)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identity:
+    """Who reports: the fields every window of this device carries."""
+
+    device_id: str
+    model_id: str
+    cohort: str
+    hardware_profile: str
+
+
+@dataclasses.dataclass(slots=True)
+class _Accumulator:
+    n_classes: int
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    confidences: list[float] = dataclasses.field(default_factory=list)
+    tokens: list[float] = dataclasses.field(default_factory=list)
+    classes: list[float] = dataclasses.field(default_factory=list)
+    samples: int = 0
+    feature_sum: npt.NDArray[np.float64] | None = None
+    feature_sumsq: npt.NDArray[np.float64] | None = None
+
+    def add_features(self, features: npt.NDArray[np.floating]) -> None:
+        rows = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        if self.feature_sum is None or self.feature_sumsq is None:
+            self.feature_sum = rows.sum(axis=0)
+            self.feature_sumsq = np.square(rows).sum(axis=0)
+        elif rows.shape[1] == self.feature_sum.shape[0]:
+            self.feature_sum += rows.sum(axis=0)
+            self.feature_sumsq += np.square(rows).sum(axis=0)
+        else:
+            return  # a model with another width in the same version cannot happen; be safe
+        self.samples += len(rows)
+
+
+class WindowAggregator:
+    """Collects one window's numbers; :meth:`close` turns them into events and starts anew.
+
+    Thread-safe, because requests may finish on worker threads.
+    """
+
+    def __init__(self, identity: Identity, *, started_at: datetime) -> None:
+        self.identity = identity
+        self._started_at = started_at
+        self._seq = 0
+        self._by_version: dict[str, _Accumulator] = {}
+        self._lock = threading.Lock()
+
+    def _acc(self, version: str, n_classes: int) -> _Accumulator:
+        acc = self._by_version.get(version)
+        if acc is None:
+            acc = self._by_version[version] = _Accumulator(n_classes)
+        return acc
+
+    def record(
+        self,
+        version: str,
+        latency_ms: float,
+        *,
+        error: bool = False,
+        n_classes: int = 0,
+        confidences: Sequence[float] = (),
+        token_counts: Sequence[int] = (),
+        class_indices: Sequence[int] = (),
+        features: npt.NDArray[np.floating] | None = None,
+    ) -> None:
+        with self._lock:
+            acc = self._acc(version, n_classes)
+            acc.requests += 1
+            acc.errors += int(error)
+            acc.latencies.append(latency_ms)
+            acc.confidences.extend(confidences)
+            acc.tokens.extend(float(t) for t in token_counts)
+            acc.classes.extend(float(c) for c in class_indices)
+            if features is not None and len(features):
+                acc.add_features(features)
+
+    def close(
+        self, ended_at: datetime, *, serving_version: str | None, memory_rss_bytes: int = 0
+    ) -> list[Telemetry | DriftSketch]:
+        """End the window. The serving version always reports (zero counts say 'alive, idle');
+        a drift sketch is sent only for versions that saw samples."""
+        with self._lock:
+            by_version, self._by_version = self._by_version, {}
+            started, self._started_at = self._started_at, ended_at
+        if serving_version is not None and serving_version not in by_version:
+            by_version[serving_version] = _Accumulator(0)
+        out: list[Telemetry | DriftSketch] = []
+        for version, acc in by_version.items():
+            self._seq += 1
+            out.append(self._telemetry(version, acc, started, ended_at, memory_rss_bytes))
+            if acc.samples or acc.tokens:
+                out.append(self._sketch(version, acc, started, ended_at))
+        return out
+
+    def _telemetry(
+        self, version: str, acc: _Accumulator, start: datetime, end: datetime, rss: int
+    ) -> Telemetry:
+        latency = histograms.from_values(histograms.LATENCY_MS_BOUNDS, acc.latencies)
+        return Telemetry(
+            producer=self.identity.device_id,
+            device_id=self.identity.device_id,
+            model_id=self.identity.model_id,
+            model_version=version,
+            cohort=self.identity.cohort,
+            hardware_profile=self.identity.hardware_profile,
+            window_start=start,
+            window_end=end,
+            window_seq=self._seq,
+            request_count=acc.requests,
+            error_count=acc.errors,
+            latency_ms=latency,
+            latency_p50_ms=histograms.quantile(latency, 0.5),
+            latency_p95_ms=histograms.quantile(latency, 0.95),
+            confidence=histograms.from_values(histograms.UNIT_BOUNDS, acc.confidences),
+            memory_rss_bytes=rss,
+        )
+
+    def _sketch(
+        self, version: str, acc: _Accumulator, start: datetime, end: datetime
+    ) -> DriftSketch:
+        mean: tuple[float, ...] = ()
+        var: tuple[float, ...] = ()
+        if acc.samples and acc.feature_sum is not None and acc.feature_sumsq is not None:
+            m = acc.feature_sum / acc.samples
+            v = np.maximum(acc.feature_sumsq / acc.samples - np.square(m), 0.0)
+            mean, var = tuple(float(x) for x in m), tuple(float(x) for x in v)
+        sketches: dict[str, Histogram] = {
+            "input_tokens": histograms.from_values(TOKEN_BOUNDS, acc.tokens),
+        }
+        if acc.confidences:
+            sketches["confidence"] = histograms.from_values(histograms.UNIT_BOUNDS, acc.confidences)
+        if acc.classes:
+            sketches["predicted_class"] = histograms.from_values(
+                class_bounds(acc.n_classes), acc.classes
+            )
+        return DriftSketch(
+            producer=self.identity.device_id,
+            device_id=self.identity.device_id,
+            model_id=self.identity.model_id,
+            model_version=version,
+            cohort=self.identity.cohort,
+            window_start=start,
+            window_end=end,
+            sample_count=max(acc.samples, len(acc.tokens)),
+            embedding_mean=mean,
+            embedding_var=var,
+            histograms=sketches,
+        )

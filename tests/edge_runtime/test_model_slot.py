@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import NoModelError, WarmUpError
+from edge_runtime.hardware import PROFILES
+from edge_runtime.model_slot import ModelSlot, prepare
+from tests.edge_runtime.tiny_models import LABELS, build, unpacked
+
+PROFILE = PROFILES["cpu-small"]
+TEXTS = ["book a flight to paris", "play some music please"]
+
+
+def _install(slot, root, built):
+    return slot.install(unpacked(root, built), built.manifest, PROFILE)
+
+
+def test_classify_returns_label_confidence_and_version(tmp_path, signing_key):
+    built = build(tmp_path, signing_key, version="v1", favour=2)
+    model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
+    result = model.run(TEXTS)
+    assert result.version == "v1"
+    assert [p.label for p in result.predictions] == [LABELS[2], LABELS[2]]
+    assert all(0.99 < (p.confidence or 0) <= 1.0 for p in result.predictions)
+    assert result.token_counts == (5, 4)
+    assert result.features.shape == (2, 8)
+
+
+def test_embed_returns_unit_vectors(tmp_path, signing_key):
+    built = build(tmp_path, signing_key, task="EMBED")
+    model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
+    result = model.run(TEXTS)
+    vectors = np.array([p.embedding for p in result.predictions])
+    assert vectors.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
+
+
+def test_unknown_words_and_truncation_are_served(tmp_path, signing_key):
+    built = build(tmp_path, signing_key)
+    model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
+    result = model.run(["zzz qqq", "paris " * 100])
+    assert result.token_counts == (2, 16)
+
+
+def test_request_before_any_install_is_refused():
+    with pytest.raises(NoModelError):
+        ModelSlot("intent").infer(TEXTS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"nan": True}, "non-finite"),
+        ({"n_out": 3}, "3 classes, the manifest lists 4"),
+        ({"task": "GENERATE"}, "GENERATE is not served"),
+    ],
+)
+def test_failed_warm_up_keeps_old_model(tmp_path, signing_key, kwargs, reason):
+    slot = ModelSlot("intent")
+    good = build(tmp_path, signing_key, version="v1", favour=1)
+    bad = build(tmp_path, signing_key, version="v2", **kwargs)
+
+    async def scenario():
+        await _install(slot, tmp_path, good)
+        with pytest.raises(WarmUpError) as info:
+            await _install(slot, tmp_path, bad)
+        return info.value
+
+    error = asyncio.run(scenario())
+    assert reason in error.reason
+    assert error.version == "v2"
+    result = slot.infer(TEXTS)
+    assert result.version == "v1"
+    assert result.predictions[0].label == LABELS[1]
+
+
+def test_hot_swap_under_load_drops_nothing_and_tags_every_response(tmp_path, signing_key):
+    """Each version favours a different class, so a response proves which session computed it."""
+    versions = [f"v{i}" for i in range(1, 6)]
+    favour = {v: i % len(LABELS) for i, v in enumerate(versions)}
+    builds = [build(tmp_path, signing_key, version=v, favour=favour[v]) for v in versions]
+    slot = ModelSlot("intent")
+    clients = 8
+    seen: list[list[str]] = [[] for _ in range(clients)]
+    failures: list[BaseException] = []
+    replaced = []
+
+    async def client(i: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = await slot.ainfer(TEXTS)
+            except Exception as exc:  # the assertion below reports it
+                failures.append(exc)
+                continue
+            expected = LABELS[favour[result.version]]
+            assert all(p.label == expected for p in result.predictions), result
+            seen[i].append(result.version)
+
+    async def scenario():
+        await _install(slot, tmp_path, builds[0])
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(client(i, stop)) for i in range(clients)]
+        for built in builds[1:]:
+            await asyncio.sleep(0.05)
+            before = slot.current
+            await _install(slot, tmp_path, built)
+            replaced.append(before)
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert failures == []
+    order = {v: i for i, v in enumerate(versions)}
+    for history in seen:
+        assert history, "every client was served"
+        indices = [order[v] for v in history]
+        assert indices == sorted(indices), "versions never go backwards for a client"
+    served = {v for h in seen for v in h}
+    assert len(served) >= 3
+    assert versions[-1] in served
+    assert slot.swaps == len(versions)
+    assert all(m is not None and m.in_flight == 0 and m.acquire() is False for m in replaced)

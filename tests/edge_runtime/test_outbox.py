@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edge_runtime.buffer import DiskBuffer
+from edge_runtime.outbox import Outbox
+from edge_runtime.telemetry import Identity, WindowAggregator
+from streams.events import Telemetry
+from streams.kafka_io import EventConsumer
+from streams.topics import KafkaConnection
+
+ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Link:
+    """A TCP forwarder to the broker that a test can cut and restore: the device's network.
+
+    The broker's metadata names its own address, so the link carries the bootstrap; with the
+    link down the device cannot reach the cluster at all.
+    """
+
+    def __init__(self, target: str) -> None:
+        host, port = target.split(",")[0].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = _free_port()
+        self._server = None
+
+    async def up(self):
+        async def pipe(reader, writer):
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def handle(reader, writer):
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def down(self):
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+def _windows(n):
+    agg = WindowAggregator(ID, started_at=datetime.now(UTC))
+    out = []
+    for i in range(n):
+        agg.record("v1", 5.0 + i)
+        out += agg.close(datetime.now(UTC) + timedelta(seconds=i + 1), serving_version="v1")
+    return out
+
+
+async def _read_telemetry(conn, n):
+    got = []
+    async with EventConsumer(conn, [conn.catalog().topic_for(Telemetry)], name="t") as consumer:
+        async for record in consumer.raw_records(idle_timeout_s=5.0):
+            got.append(record.event)
+            if len(got) == n:
+                break
+    return got
+
+
+@pytest.mark.integration
+def test_windows_buffered_while_unreachable_arrive_in_order_after_reconnect(kafka_conn, tmp_path):
+    link = Link(kafka_conn.bootstrap_servers)
+    via_link = KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{link.port}",
+        topic_prefix=kafka_conn.topic_prefix,
+        client_id="edge-test",
+    )
+    windows = _windows(6)
+
+    async def scenario():
+        outbox = Outbox(via_link, DiskBuffer(tmp_path / "out"), send_timeout_s=3.0, retry_s=0.1)
+        outbox.start()
+        for w in windows[:3]:
+            outbox.put(w)
+        await asyncio.sleep(0.5)
+        assert outbox.delivered == 0
+        assert len(outbox.buffer) == 3
+        await outbox.stop()  # the device restarts while offline
+        outbox = Outbox(via_link, DiskBuffer(tmp_path / "out"), send_timeout_s=3.0, retry_s=0.1)
+        outbox.start()
+        for w in windows[3:]:
+            outbox.put(w)
+        await link.up()
+        try:
+            assert await outbox.drained(20.0)
+        finally:
+            await outbox.stop()
+            await link.down()
+        return await _read_telemetry(kafka_conn, 6)
+
+    got = asyncio.run(scenario())
+    assert [e.event_id for e in got] == [w.event_id for w in windows]
+    assert [e.window_seq for e in got] == sorted(e.window_seq for e in got)

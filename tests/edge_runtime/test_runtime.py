@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edge_runtime.runtime import EdgeRuntime
+from edge_runtime.settings import EdgeSettings
+from streams.artifact import new_signing_key, public_key_to_text
+from streams.events import (
+    CohortSelector,
+    DeviceState,
+    RolloutState,
+    RolloutStatus,
+)
+from tests.edge_runtime.tiny_models import LABELS, build
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TEXTS = ["book a flight to paris"]
+
+
+def settings(tmp_path, signing_key, **extra):
+    return EdgeSettings(
+        device_id=extra.pop("device_id", "dev-1"),
+        cohort="beta",
+        data_dir=tmp_path / "devices",
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers="127.0.0.1:1",  # offline: events stay in the outbox
+        fetch_attempts=2,
+        fetch_backoff_s=0.01,
+        shutdown_drain_s=0.1,
+        **extra,
+    )
+
+
+def registered(built, minutes):
+    return dataclasses.replace(built.event, occurred_at=T0 + timedelta(minutes=minutes))
+
+
+def rollout(status, *, revision=0, percent=100.0, to="v2"):
+    return RolloutState(
+        occurred_at=T0 + timedelta(hours=1, minutes=revision),
+        rollout_id="r1",
+        model_id="intent",
+        from_version="v1",
+        to_version=to,
+        selector=CohortSelector(cohorts=("beta",)),
+        stages=(percent,),
+        stage_index=0,
+        percent=percent,
+        salt="s",
+        status=status,
+        revision=revision,
+    )
+
+
+async def _served_label(rt):
+    result = await rt.infer(TEXTS)
+    return result.version, result.predictions[0].label
+
+
+def test_without_rollout_newest_registered_version_is_installed(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v2, 2))
+        await rt.apply(registered(v1, 1))  # an older record arriving late changes nothing
+        return rt, await _served_label(rt)
+
+    rt, served = asyncio.run(scenario())
+    assert served == ("v2", LABELS[1])
+    assert rt.statuses[-1].state is DeviceState.SERVING
+    assert rt.statuses[-1].model_sha256 == v2.artifact.sha256
+
+
+def test_rollout_moves_members_to_target_and_rollback_returns_them(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(rollout(RolloutStatus.PENDING))
+        await rt.apply(registered(v1, 1))
+        await rt.apply(registered(v2, 2))
+        seen = [await _served_label(rt)]
+        await rt.apply(rollout(RolloutStatus.PROGRESSING, revision=1))
+        seen.append(await _served_label(rt))
+        await rt.apply(rollout(RolloutStatus.ROLLED_BACK, revision=2))
+        seen.append(await _served_label(rt))
+        return rt, seen
+
+    rt, seen = asyncio.run(scenario())
+    assert seen == [("v1", LABELS[0]), ("v2", LABELS[1]), ("v1", LABELS[0])]
+    assert rt.statuses[-1].rollout_id == "r1"
+
+
+def test_device_outside_the_percent_stays_on_stable(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1")
+    v2 = build(tmp_path, signing_key, version="v2")
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        for event in (
+            registered(v1, 1),
+            registered(v2, 2),
+            rollout(RolloutStatus.PROGRESSING, percent=0.0),
+        ):
+            await rt.apply(event)
+        return rt.version
+
+    assert asyncio.run(scenario()) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("bad_kwargs", "reason"),
+    [
+        ({"nan": True}, "failed warm-up: self-test failed: non-finite"),
+        ({"key": "other"}, "signature does not verify against any trusted key"),
+        ({"sha": "0" * 64}, "sha256 mismatch"),
+        ({"truncate": True}, "truncated download"),
+    ],
+)
+def test_refused_update_keeps_last_good_serving_and_says_why(
+    tmp_path, signing_key, bad_kwargs, reason
+):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    key = new_signing_key() if bad_kwargs.get("key") else signing_key
+    v2 = build(tmp_path, key, version="v2", favour=1, nan=bad_kwargs.get("nan", False))
+    event = registered(v2, 2)
+    if "sha" in bad_kwargs:
+        art = dataclasses.replace(event.artifacts[0], sha256=bad_kwargs["sha"])
+        event = dataclasses.replace(event, artifacts=(art,))
+    if bad_kwargs.get("truncate"):
+        v2.archive.write_bytes(v2.archive.read_bytes()[:500])
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.apply(event)
+        return rt, await _served_label(rt)
+
+    rt, served = asyncio.run(scenario())
+    assert served == ("v1", LABELS[0])
+    status = rt.statuses[-1]
+    assert status.state is DeviceState.SERVING
+    assert status.model_version == "v1"
+    assert status.last_known_good_version == "v1"
+    assert reason in (status.last_error or "")
+    assert "intent:v2" in status.last_error
+
+
+def test_restart_after_a_killed_download_serves_last_good_then_resumes(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+
+    async def first_life():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.stop()
+        # Killed while downloading v2: half of it sits in the cache's partial directory.
+        part = rt.fetcher.cache.part(v2.artifact.sha256)
+        part.write_bytes(v2.archive.read_bytes()[:700])
+
+    async def second_life():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        after_restart = (rt.statuses[-1].state, await _served_label(rt))
+        await rt.apply(registered(v1, 1))
+        await rt.apply(registered(v2, 2))
+        return after_restart, await _served_label(rt)
+
+    asyncio.run(first_life())
+    after_restart, later = asyncio.run(second_life())
+    assert after_restart == (DeviceState.SERVING, ("v1", LABELS[0]))
+    assert later == ("v2", LABELS[1])
+
+
+def test_tampered_last_good_is_not_served_at_start(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1")
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        (rt.installed.directory / "model.onnx").write_bytes(b"tampered")
+        again = EdgeRuntime(settings(tmp_path, signing_key))
+        await again.start_offline()
+        return again
+
+    rt = asyncio.run(scenario())
+    assert rt.version is None
+    assert rt.statuses[-1].state is DeviceState.STARTING
+
+
+def test_window_reports_served_requests(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1")
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key), rss=lambda: 4096)
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        for _ in range(3):
+            await rt.infer(TEXTS * 2)
+        before = len(rt.outbox.buffer)
+        emitted = rt.close_window()
+        return before, emitted, len(rt.outbox.buffer)
+
+    before, emitted, after = asyncio.run(scenario())
+    assert emitted == 2  # a Telemetry and a DriftSketch
+    assert after == before + 2

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edge_runtime.runtime import EdgeRuntime
+from edge_runtime.settings import EdgeSettings
+from streams.artifact import public_key_to_text
+from streams.events import (
+    CohortSelector,
+    DeviceStatus,
+    DriftSketch,
+    RolloutState,
+    RolloutStatus,
+    Telemetry,
+)
+from streams.kafka_io import EventConsumer, EventProducer
+from tests.edge_runtime.tiny_models import LABELS, build
+
+
+@pytest.mark.integration
+def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    now = datetime.now(UTC)
+    settings = EdgeSettings(
+        device_id="edge-it-1",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        window_s=0.5,
+        kafka_retry_s=0.2,
+    )
+
+    def rollout(status, revision):
+        return RolloutState(
+            occurred_at=now + timedelta(seconds=revision),
+            rollout_id="r-it",
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            selector=CohortSelector(cohorts=("beta",)),
+            stages=(100.0,),
+            stage_index=0,
+            percent=100.0,
+            salt="salt",
+            status=status,
+            revision=revision,
+        )
+
+    async def scenario():
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(dataclasses.replace(v1.event, occurred_at=now))
+            rt = EdgeRuntime(settings)
+            await rt.start()
+            try:
+                assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                await producer.send_and_wait(
+                    dataclasses.replace(v2.event, occurred_at=now + timedelta(seconds=1))
+                )
+                await producer.send_and_wait(rollout(RolloutStatus.PROGRESSING, 1))
+                assert await rt.wait_until(lambda r: r.version == "v2", 20)
+                on_target = (await rt.infer(["play some music"])).predictions[0].label
+                await producer.send_and_wait(rollout(RolloutStatus.ROLLED_BACK, 2))
+                assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                await asyncio.sleep(0.7)  # at least one telemetry window
+            finally:
+                await rt.stop()
+        got = {}
+        catalog = kafka_conn.catalog()
+        topics = [catalog.topic_for(t) for t in (DeviceStatus, Telemetry, DriftSketch)]
+        async with EventConsumer(kafka_conn, topics, name="check") as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=2.0):
+                got.setdefault(type(record.event), []).append(record.event)
+        return on_target, got
+
+    on_target, got = asyncio.run(scenario())
+    assert on_target == LABELS[1]
+    versions = [s.model_version for s in got[DeviceStatus]]
+    assert "v2" in versions
+    assert versions[-1] == "v1"
+    assert got[DeviceStatus][-1].state.value == "STOPPED"
+    assert {t.model_version for t in got[Telemetry]} >= {"v1"}
+    assert sum(t.request_count for t in got[Telemetry]) == 1
+    assert got[DriftSketch]
