@@ -50,7 +50,8 @@ format: venv ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix .
 
 bench: venv ## benchmarks that print figures (no pass/fail)
-	@for b in benchmarks/*/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
+	@for b in benchmarks/*/bench_*.py; do [ -e "$$b" ] || continue; m=$${b%.py}; m=$${m//\//.}; \
+	echo "== $$m"; $(BIN)/python -m "$$m" || exit 1; done
 
 kafka-up: venv ## start the local broker
 	$(BIN)/slmops kafka up

@@ -9,15 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.topics import DEFAULT_PREFIX, KafkaConnection
+from streams.topics import KafkaClientSettings, KafkaConnection
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(KafkaClientSettings):
     """Who the device is, what it serves, whom it trusts, and how it reports."""
-
-    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
 
     device_id: str = Field(min_length=1)
     cohort: str = Field(default="default", min_length=1)
@@ -30,8 +27,6 @@ class EdgeSettings(BaseSettings):
     trusted_keys: list[str] = Field(
         default_factory=list, description="base64 raw ed25519 public keys of artifact signers"
     )
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: str = DEFAULT_PREFIX
     window_s: float = Field(default=10.0, gt=0, description="telemetry window length")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0: no HTTP server")
@@ -45,11 +40,7 @@ class EdgeSettings(BaseSettings):
     )
 
     def connection(self) -> KafkaConnection:
-        return KafkaConnection(
-            bootstrap_servers=self.bootstrap_servers,
-            topic_prefix=self.topic_prefix,
-            client_id=f"edge-{self.device_id}",
-        )
+        return self.kafka_connection(f"edge-{self.device_id}")
 
     @property
     def device_dir(self) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import TopicError
 from streams.events import (
@@ -314,3 +315,39 @@ class KafkaConnection(BaseModel):
 
     def catalog(self) -> Catalog:
         return Catalog(self.topic_prefix)
+
+
+class KafkaClientSettings(BaseSettings):
+    """The Kafka fields every deployable's settings class shares, read from ``SLMOPS_*``.
+
+    Subclass it (control worker, optimizer worker, edge runtime, CLI) so that one set of
+    environment variables configures brokers, prefix, TLS and SASL everywhere.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = DEFAULT_PREFIX
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def kafka_connection(
+        self, client_id: str, bootstrap_servers: str | None = None
+    ) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers=bootstrap_servers or self.bootstrap_servers,
+            topic_prefix=self.topic_prefix,
+            client_id=client_id,
+            security_protocol=self.security_protocol,
+            ssl_cafile=self.ssl_cafile,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+        )
