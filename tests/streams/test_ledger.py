@@ -19,7 +19,7 @@ def status(device: str, minutes: int, version: str | None, **changes) -> DeviceS
         occurred_at=T0 + timedelta(minutes=minutes),
         device_id=device,
         model_version=version,
-        model_sha256={"v1": SHA, "v2": OTHER_SHA}.get(version or "", None),
+        model_sha256={"v1": SHA, "v2": OTHER_SHA}.get(version or ""),
         **changes,
     )
 
