@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
 
+    from slmops import rollouts
+
+    rollouts.register(sub, lambda a: _settings(a).connection(), _add_connection)
     for module in COMPONENT_CLIS:
         _register_component(module, sub)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
@@ -33,6 +34,7 @@ class EventProducer:
         self.conn = conn
         self.catalog: Catalog = conn.catalog()
         self.codec = codec or default_codec()
+        self._known_topics: set[str] = set()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=conn.bootstrap_servers,
             client_id=conn.client_id,
@@ -41,6 +43,19 @@ class EventProducer:
             linger_ms=linger_ms,
             **conn.client_kwargs(),
         )
+
+    async def _check_topic(self, topic: str) -> None:
+        # Without this, sending to a missing topic blocks for the whole request timeout while
+        # the client logs an error every 100 ms; fail at once with the fix instead.
+        client = self._producer.client
+        if client.cluster.partitions_for_topic(topic) is None:
+            await client.force_metadata_update()
+        if client.cluster.partitions_for_topic(topic) is None:
+            raise StreamsError(
+                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+                "create the catalog's topics with `slmops topics create`"
+            )
+        self._known_topics.add(topic)
 
     async def start(self) -> None:
         try:
@@ -68,6 +83,8 @@ class EventProducer:
         """Queue one event; await the returned future for the broker's acknowledgement."""
         value = self.codec.encode(event)
         topic = self.catalog.topic_for(type(event))
+        if topic not in self._known_topics:
+            await self._check_topic(topic)
         try:
             fut: asyncio.Future[object] = await self._producer.send(
                 topic, value=value, key=self.catalog.key_for(event)
@@ -84,6 +101,8 @@ class EventProducer:
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
+        if topic not in self._known_topics:
+            await self._check_topic(topic)
         await self._producer.send_and_wait(topic, value=value, key=key)
 
     async def send_many(self, events: Iterable[Event]) -> int:
@@ -184,7 +203,10 @@ class EventConsumer:
                 return set(found)
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
-        raise EventError(f"topic {topic!r} does not exist; run `slmops topics create`")
+        raise StreamsError(
+            f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+            "create the catalog's topics with `slmops topics create`"
+        )
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -200,6 +222,37 @@ class EventConsumer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def snapshot(self, timeout_s: float = 30.0) -> list[Received | Undecodable]:
+        """Every record up to the partitions' end offsets as of this call, then return.
+
+        How a reader takes the current state of a compacted topic (rollouts, registry, device
+        status) without waiting for the stream to go quiet. Only without a consumer group.
+        """
+        if self.group_id:
+            raise ValueError("snapshot() reads assigned partitions; it takes no consumer group")
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if await self._consumer.position(tp) < ends[tp]}
+        out: list[Received | Undecodable] = []
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(self.conn.bootstrap_servers, timeout_s, "snapshot")
+            batch = await self._consumer.getmany(*remaining, timeout_ms=200)
+            for messages in batch.values():
+                out.extend(self._decode(msg) for msg in messages)
+            for tp in list(remaining):
+                if await self._consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+
+    def _decode(self, msg: Any) -> Received | Undecodable:
+        try:
+            event = self.codec.decode(msg.value)
+        except EventError as exc:
+            return Undecodable(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc)
+        return Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event)
 
     async def raw_records(
         self, idle_timeout_s: float | None = None
@@ -220,16 +273,7 @@ class EventConsumer:
             idle = 0.0
             for tp, messages in batch.items():
                 for msg in messages:
-                    try:
-                        event = self.codec.decode(msg.value)
-                    except EventError as exc:
-                        yield Undecodable(
-                            msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
-                        )
-                    else:
-                        yield Received(
-                            msg.topic, msg.partition, msg.offset, msg.key, msg.value, event
-                        )
+                    yield self._decode(msg)
                     if self.group_id:
                         await self._consumer.commit({tp: msg.offset + 1})
 

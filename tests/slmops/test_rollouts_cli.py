@@ -1,0 +1,147 @@
+"""`slmops rollout ...` against the real broker: commands out, state and ledger in."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from slmops.rollouts import describe
+from streams.events import (
+    CohortSelector,
+    DeviceState,
+    DeviceStatus,
+    RolloutCommand,
+    RolloutCommandKind,
+    RolloutState,
+)
+from streams.kafka_io import EventConsumer, EventProducer, Received
+from streams.membership import Device, is_member
+from streams.rollout import Rollout, Start, transition
+from tests.streams.factories import T0, sample
+
+
+def rollout_state() -> RolloutState:
+    created = Rollout.create(
+        rollout_id="r-cli",
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=("pilot",)),
+        salt="salt",
+        now=T0,
+    )
+    started = transition(created, Start(actor="alice"), T0 + timedelta(minutes=1)).state
+    return started.to_event()
+
+
+def devices(state: RolloutState) -> list[DeviceStatus]:
+    out = []
+    for i in range(40):
+        cohort = "pilot" if i % 2 == 0 else "general"
+        device = Device(f"d{i:03d}", cohort, "arm64")
+        version = "v2" if is_member(state, device) else "v1"
+        out.append(
+            dataclasses.replace(
+                sample(DeviceStatus),
+                event_id=f"00000000-0000-4000-8000-{i:012d}",
+                device_id=device.device_id,
+                cohort=cohort,
+                labels={},
+                model_version=version,
+                state=DeviceState.SERVING,
+            )
+        )
+    return out
+
+
+def test_describe_counts_devices_in_scope_per_version():
+    state = rollout_state()
+    fleet = devices(state)
+    lines = "\n".join(describe(state, fleet))
+    in_scope = [d for d in fleet if d.cohort == "pilot"]
+    on_v2 = sum(d.model_version == "v2" for d in in_scope)
+    assert f"devices  {len(in_scope)} in scope, {on_v2} members" in lines
+    assert "PROGRESSING" in lines
+    assert "stage    1/4 at 5%" in lines
+    assert "history:" in lines
+    assert "PENDING" in lines
+
+
+def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {
+        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
+        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "slmops", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+def test_commands_are_published_for_the_controller(kafka_conn):
+    started = cli(
+        kafka_conn,
+        "rollout",
+        "start",
+        "intent",
+        "--to",
+        "v2",
+        "--cohort",
+        "pilot",
+        "--stages",
+        "10,100",
+        "--id",
+        "r9",
+        "--actor",
+        "alice",
+    )
+    assert started.returncode == 0, started.stderr
+    paused = cli(kafka_conn, "rollout", "pause", "r9", "--note", "weekend")
+    assert paused.returncode == 0, paused.stderr
+
+    async def read() -> list[RolloutCommand]:
+        topic = kafka_conn.catalog().topic_for(RolloutCommand)
+        async with EventConsumer(kafka_conn, [topic], name="t") as consumer:
+            records = await consumer.snapshot()
+        return [r.event for r in records if isinstance(r, Received)]
+
+    commands = asyncio.run(read())
+    assert [c.command for c in commands] == [RolloutCommandKind.START, RolloutCommandKind.PAUSE]
+    assert commands[0].selector == CohortSelector(cohorts=("pilot",))
+    assert commands[0].stages == (10.0, 100.0)
+    assert commands[0].actor == "alice"
+    assert commands[1].note == "weekend"
+
+
+@pytest.mark.integration
+def test_status_reads_rollouts_and_the_device_ledger(kafka_conn):
+    state = rollout_state()
+    fleet = devices(state)
+
+    async def publish() -> None:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_many([state, *fleet])
+
+    asyncio.run(publish())
+    shown = cli(kafka_conn, "rollout", "status", "r-cli")
+    assert shown.returncode == 0, shown.stderr
+    on_v2 = sum(d.model_version == "v2" and d.cohort == "pilot" for d in fleet)
+    assert f"20 in scope, {on_v2} members" in shown.stdout
+    assert "intent: v1 -> v2" in shown.stdout
+    as_json = cli(kafka_conn, "rollout", "status", "--json")
+    assert json.loads(as_json.stdout)["revision"] == state.revision
+    missing = cli(kafka_conn, "rollout", "status", "nope")
+    assert missing.returncode == 1
+    assert "no rollout 'nope'" in missing.stderr
