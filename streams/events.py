@@ -24,7 +24,7 @@ import math
 import types
 import typing
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -139,8 +139,10 @@ class Histogram:
     counts: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        for b in self.bounds:
-            _check_number(self, "bounds", b, low=None)
+        # One cheap pass for the common case; the checked loop only runs to name the error.
+        if not all(type(b) is float and math.isfinite(b) for b in self.bounds):
+            for b in self.bounds:
+                _check_number(self, "bounds", b, low=None)
         if any(b2 <= b1 for b1, b2 in zip(self.bounds, self.bounds[1:], strict=False)):
             _fail(self, "bounds", "must be strictly increasing")
         if len(self.counts) != len(self.bounds) + 1:
@@ -600,16 +602,6 @@ def event_type_named(name: str) -> type[Event]:
 # --------------------------------------------------------------------------- record <-> Python
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
-
-
 def _to_plain(value: Any, *, json_mode: bool) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
@@ -640,88 +632,176 @@ def _parse_datetime(value: Any) -> datetime:
     raise TypeError(f"expected an ISO 8601 string or epoch milliseconds, got {value!r}")
 
 
-def _from_plain(tp: Any, value: Any, path: str, *, json_mode: bool) -> Any:
+Converter = Callable[[Any, str], Any]
+_CONVERTERS: dict[tuple[Any, bool], Converter] = {}
+
+
+def _converter(tp: Any, json_mode: bool) -> Converter:
+    """A function turning a plain value (Avro dict or JSON) into ``tp``, built once per type.
+
+    Resolving type hints per value would cost more than the Avro decoding itself; the control
+    plane decodes thousands of events a second.
+    """
+    key = (tp, json_mode)
+    found = _CONVERTERS.get(key)
+    if found is None:
+        found = _CONVERTERS[key] = _make_converter(tp, json_mode)
+    return found
+
+
+def _make_converter(tp: Any, json_mode: bool) -> Converter:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _from_plain(args[0], value, path, json_mode=json_mode)
-    if value is None:
-        raise TypeError(f"{path} is required")
+        inner = _converter(next(a for a in typing.get_args(tp) if a is not type(None)), json_mode)
+
+        def optional(value: Any, path: str) -> Any:
+            return None if value is None else inner(value, path)
+
+        return optional
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _build(tp, value, path, json_mode=json_mode)
+        return _record_converter(tp, json_mode)
     if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-            raise TypeError(f"{path} must be a list")
-        return tuple(
-            _from_plain(item_tp, v, f"{path}[{i}]", json_mode=json_mode)
-            for i, v in enumerate(value)
-        )
+        item = _converter(typing.get_args(tp)[0], json_mode)
+
+        def sequence(value: Any, path: str) -> Any:
+            if value is None:
+                raise TypeError(f"{path} is required")
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                raise TypeError(f"{path} must be a list")
+            return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+        return sequence
     if origin in (Mapping, dict) or tp is Mapping:
-        _key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{path} must be an object")
-        return {
-            str(k): _from_plain(val_tp, v, f"{path}[{k}]", json_mode=json_mode)
-            for k, v in value.items()
-        }
+        val = _converter(typing.get_args(tp)[1], json_mode)
+
+        def mapping(value: Any, path: str) -> Any:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{path} must be an object")
+            return {str(k): val(v, f"{path}[{k}]") for k, v in value.items()}
+
+        return mapping
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in tp)
-            raise ValueError(f"{path} must be one of {allowed}, got {value!r}") from None
-    if tp is datetime:
-        return _parse_datetime(value)
-    if tp is bytes:
-        if json_mode and isinstance(value, str):
-            return base64.b64decode(value, validate=True)
-        if not isinstance(value, bytes):
-            raise TypeError(f"{path} must be bytes")
+        enum_type = tp
+
+        def enumeration(value: Any, path: str) -> Any:
+            try:
+                return enum_type(value)
+            except ValueError:
+                allowed = ", ".join(m.value for m in enum_type)
+                raise ValueError(f"{path} must be one of {allowed}, got {value!r}") from None
+
+        return enumeration
+    leaf = _LEAVES.get(tp)
+    if leaf is None:
+        raise TypeError(f"unsupported type {tp!r}")  # a schema/dataclass mismatch
+    if tp is bytes and json_mode:
+        return _json_bytes
+    return leaf
+
+
+def _required(path: str) -> typing.NoReturn:
+    raise TypeError(f"{path} is required")
+
+
+def _float(value: Any, path: str) -> float:
+    if type(value) is float:
         return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{path} must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{path} must be an integer, got {value!r}")
+    if value is None:
+        _required(path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{path} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, path: str) -> int:
+    if type(value) is int:
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{path} must be true or false, got {value!r}")
+    if value is None:
+        _required(path)
+    raise TypeError(f"{path} must be an integer, got {value!r}")
+
+
+def _bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
         return value
-    if tp is str:
-        if isinstance(value, uuid.UUID):  # fastavro decodes the uuid logical type
-            return str(value)
-        if not isinstance(value, str):
-            raise TypeError(f"{path} must be a string, got {value!r}")
+    if value is None:
+        _required(path)
+    raise TypeError(f"{path} must be true or false, got {value!r}")
+
+
+def _str(value: Any, path: str) -> str:
+    if type(value) is str:
         return value
-    raise TypeError(f"{path}: unsupported type {tp!r}")  # a schema/dataclass mismatch
+    if isinstance(value, uuid.UUID):  # fastavro decodes the uuid logical type
+        return str(value)
+    if value is None:
+        _required(path)
+    raise TypeError(f"{path} must be a string, got {value!r}")
+
+
+def _bytes(value: Any, path: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if value is None:
+        _required(path)
+    raise TypeError(f"{path} must be bytes")
+
+
+def _json_bytes(value: Any, path: str) -> bytes:
+    if isinstance(value, str):
+        return base64.b64decode(value, validate=True)
+    return _bytes(value, path)
+
+
+def _datetime(value: Any, path: str) -> datetime:
+    if value is None:
+        _required(path)
+    return _parse_datetime(value)
+
+
+_LEAVES: dict[Any, Converter] = {
+    float: _float,
+    int: _int,
+    bool: _bool,
+    str: _str,
+    bytes: _bytes,
+    datetime: _datetime,
+}
+
+
+def _record_converter(cls: type[Any], json_mode: bool) -> Converter:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    names = frozenset(f.name for f in fields)
+    plan = [
+        (
+            f.name,
+            _converter(hints[f.name], json_mode),
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+        )
+        for f in fields
+    ]
+
+    def record(value: Any, path: str) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{path or cls.__name__} must be an object")
+        if not names.issuperset(value):
+            unknown = sorted(set(value) - names)
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+        kwargs = {}
+        prefix = f"{path}." if path else ""
+        for name, convert, has_default in plan:
+            if name in value:
+                kwargs[name] = convert(value[name], prefix + name)
+            elif not has_default:
+                raise ValueError(f"{prefix}{name} is required")
+        return cls(**kwargs)
+
+    return record
 
 
 def _build(cls: type[Any], value: Any, path: str, *, json_mode: bool) -> Any:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{path or cls.__name__} must be an object")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in value:
-            has_default = (
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            )
-            if not has_default:
-                raise ValueError(f"{(path + '.') if path else ''}{name} is required")
-            continue
-        sub = f"{path}.{name}" if path else name
-        kwargs[name] = _from_plain(hints[name], value[name], sub, json_mode=json_mode)
-    return cls(**kwargs)
+    return _converter(cls, json_mode)(value, path)
 
 
 def to_record(event: Event) -> dict[str, Any]:

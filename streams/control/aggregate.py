@@ -1,0 +1,322 @@
+"""Window aggregation per (model, version, cohort, window) with an exact merge.
+
+Every quantity is kept in a form whose merge is exact and order-independent: counts and
+histogram bins add as integers, device sets unite, and embedding moments are summed as exact
+fractions. So the window a group ends with does not depend on how its events were spread over
+partitions, workers or restarts; the Faust shell only decides *which* partials to merge.
+
+Telemetry histograms must use the fleet's shared bounds (``streams.histograms``): a histogram
+with other bounds cannot be merged exactly and is refused with :class:`AggregationError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+from streams.control.errors import AggregationError
+from streams.events import DriftSketch, Feedback, Histogram, Telemetry
+from streams.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, quantile
+
+# Feedback outcome names that count as a good answer; every other outcome counts as bad.
+DEFAULT_POSITIVE_OUTCOMES: frozenset[str] = frozenset(
+    {"correct", "accepted", "success", "positive", "good", "helpful"}
+)
+# Feedback without a version or cohort is about the model as a whole.
+ANY = "*"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, order=True)
+class GroupKey:
+    """The unit every metric and decision is about; never includes a device."""
+
+    model_id: str
+    version: str
+    cohort: str
+
+    def encode(self) -> str:
+        return f"{self.model_id}|{self.version}|{self.cohort}"
+
+    @classmethod
+    def decode(cls, text: str) -> GroupKey:
+        model_id, version, cohort = text.split("|", 2)
+        return cls(model_id, version, cohort)
+
+
+def window_index(timestamp_ms: int, window_ms: int) -> int:
+    """Tumbling window number of an event time; window i covers [i*W, (i+1)*W)."""
+    return timestamp_ms // window_ms
+
+
+def _add(into: list[int], counts: Sequence[int]) -> None:
+    for i, c in enumerate(counts):
+        into[i] += c
+
+
+def _frac(x: float) -> Fraction:
+    return Fraction(x)
+
+
+@dataclasses.dataclass(slots=True)
+class WindowAggregate:
+    """Everything known about one group in one window; mutable while a partial fills."""
+
+    request_count: int = 0
+    error_count: int = 0
+    telemetry_events: int = 0
+    latency_counts: list[int] = dataclasses.field(
+        default_factory=lambda: [0] * (len(LATENCY_MS_BOUNDS) + 1)
+    )
+    confidence_counts: list[int] = dataclasses.field(
+        default_factory=lambda: [0] * (len(UNIT_BOUNDS) + 1)
+    )
+    devices: set[str] = dataclasses.field(default_factory=set)
+    feedback_events: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    score_sum: Fraction = Fraction(0)
+    score_count: int = 0
+    drift_samples: int = 0
+    # sum over sketches of n*mean and n*(var + mean^2): merge exactly, give mean and variance.
+    embedding_sum: list[Fraction] = dataclasses.field(default_factory=list)
+    embedding_sq_sum: list[Fraction] = dataclasses.field(default_factory=list)
+    drift_bounds: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    drift_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+    # ------------------------------------------------------------------ adding events
+
+    def add_telemetry(self, event: Telemetry) -> None:
+        lat, conf = event.latency_ms, event.confidence
+        if lat.bounds != LATENCY_MS_BOUNDS:
+            raise AggregationError(
+                "latency histogram does not use the shared bounds (streams.histograms)",
+                model_id=event.model_id,
+                field="latency_ms",
+            )
+        if conf.bounds != UNIT_BOUNDS:
+            raise AggregationError(
+                "confidence histogram does not use the shared bounds (streams.histograms)",
+                model_id=event.model_id,
+                field="confidence",
+            )
+        self.request_count += event.request_count
+        self.error_count += event.error_count
+        self.telemetry_events += 1
+        _add(self.latency_counts, lat.counts)
+        _add(self.confidence_counts, conf.counts)
+        self.devices.add(event.device_id)
+
+    def add_feedback(self, event: Feedback) -> None:
+        self.feedback_events += 1
+        for name, count in event.outcomes.items():
+            self.outcomes[name] = self.outcomes.get(name, 0) + count
+        if event.score is not None:
+            self.score_sum += _frac(event.score)
+            self.score_count += 1
+        if event.device_id:
+            self.devices.add(event.device_id)
+
+    def add_drift(self, event: DriftSketch) -> None:
+        dim = len(event.embedding_mean)
+        if self.embedding_sum and dim and dim != len(self.embedding_sum):
+            raise AggregationError(
+                f"embedding has {dim} dimensions, the window has {len(self.embedding_sum)}",
+                model_id=event.model_id,
+                field="embedding_mean",
+            )
+        for name, h in event.histograms.items():
+            known = self.drift_bounds.get(name)
+            if known is not None and known != h.bounds:
+                raise AggregationError(
+                    f"histogram {name!r} has other bounds than earlier sketches",
+                    model_id=event.model_id,
+                    field="histograms",
+                )
+        n = event.sample_count
+        self.drift_samples += n
+        if dim:
+            if not self.embedding_sum:
+                self.embedding_sum = [Fraction(0)] * dim
+                self.embedding_sq_sum = [Fraction(0)] * dim
+            for i, (m, v) in enumerate(zip(event.embedding_mean, event.embedding_var, strict=True)):
+                fm = _frac(m)
+                self.embedding_sum[i] += n * fm
+                self.embedding_sq_sum[i] += n * (_frac(v) + fm * fm)
+        for name, h in event.histograms.items():
+            if name not in self.drift_bounds:
+                self.drift_bounds[name] = h.bounds
+                self.drift_counts[name] = [0] * len(h.counts)
+            _add(self.drift_counts[name], h.counts)
+        self.devices.add(event.device_id)
+
+    # ------------------------------------------------------------------ merge
+
+    def merge_from(self, other: WindowAggregate) -> None:
+        """Add ``other`` into this aggregate (exact: integers, sets and fractions)."""
+        if (
+            other.embedding_sum
+            and self.embedding_sum
+            and len(other.embedding_sum) != len(self.embedding_sum)
+        ):
+            raise AggregationError("cannot merge embeddings of different dimensions")
+        for name, bounds in other.drift_bounds.items():
+            known = self.drift_bounds.get(name)
+            if known is not None and known != bounds:
+                raise AggregationError(f"cannot merge histogram {name!r} with other bounds")
+        self.request_count += other.request_count
+        self.error_count += other.error_count
+        self.telemetry_events += other.telemetry_events
+        _add(self.latency_counts, other.latency_counts)
+        _add(self.confidence_counts, other.confidence_counts)
+        self.devices |= other.devices
+        self.feedback_events += other.feedback_events
+        for name, count in other.outcomes.items():
+            self.outcomes[name] = self.outcomes.get(name, 0) + count
+        self.score_sum += other.score_sum
+        self.score_count += other.score_count
+        self.drift_samples += other.drift_samples
+        if other.embedding_sum:
+            if not self.embedding_sum:
+                self.embedding_sum = [Fraction(0)] * len(other.embedding_sum)
+                self.embedding_sq_sum = [Fraction(0)] * len(other.embedding_sum)
+            for i in range(len(other.embedding_sum)):
+                self.embedding_sum[i] += other.embedding_sum[i]
+                self.embedding_sq_sum[i] += other.embedding_sq_sum[i]
+        for name, counts in other.drift_counts.items():
+            if name not in self.drift_counts:
+                self.drift_bounds[name] = other.drift_bounds[name]
+                self.drift_counts[name] = [0] * len(counts)
+            _add(self.drift_counts[name], counts)
+
+    def copy(self) -> WindowAggregate:
+        return WindowAggregate.from_dict(self.to_dict())
+
+    # ------------------------------------------------------------------ derived views
+
+    def latency(self) -> Histogram:
+        return Histogram(bounds=LATENCY_MS_BOUNDS, counts=tuple(self.latency_counts))
+
+    def confidence(self) -> Histogram:
+        return Histogram(bounds=UNIT_BOUNDS, counts=tuple(self.confidence_counts))
+
+    def drift_histograms(self) -> dict[str, Histogram]:
+        return {
+            name: Histogram(bounds=self.drift_bounds[name], counts=tuple(counts))
+            for name, counts in self.drift_counts.items()
+        }
+
+    def embedding_moments(self) -> tuple[list[float], list[float]]:
+        """Pooled per-dimension mean and population variance of every sketch's samples."""
+        if not self.embedding_sum or self.drift_samples == 0:
+            return [], []
+        n = self.drift_samples
+        means = [s / n for s in self.embedding_sum]
+        variances = [
+            max(q / n - m * m, Fraction(0))
+            for q, m in zip(self.embedding_sq_sum, means, strict=True)
+        ]
+        return [float(m) for m in means], [float(v) for v in variances]
+
+    # ------------------------------------------------------------------ wire (internal topics)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the internal partials topic and the changelogged tables."""
+        return {
+            "req": self.request_count,
+            "err": self.error_count,
+            "tev": self.telemetry_events,
+            "lat": list(self.latency_counts),
+            "conf": list(self.confidence_counts),
+            "dev": sorted(self.devices),
+            "fev": self.feedback_events,
+            "out": dict(self.outcomes),
+            "ss": _fraction_out(self.score_sum),
+            "sn": self.score_count,
+            "dn": self.drift_samples,
+            "es": [_fraction_out(f) for f in self.embedding_sum],
+            "eq": [_fraction_out(f) for f in self.embedding_sq_sum],
+            "db": {k: list(v) for k, v in self.drift_bounds.items()},
+            "dc": {k: list(v) for k, v in self.drift_counts.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowAggregate:
+        return cls(
+            request_count=int(data["req"]),
+            error_count=int(data["err"]),
+            telemetry_events=int(data["tev"]),
+            latency_counts=[int(c) for c in data["lat"]],
+            confidence_counts=[int(c) for c in data["conf"]],
+            devices=set(data["dev"]),
+            feedback_events=int(data["fev"]),
+            outcomes={str(k): int(v) for k, v in data["out"].items()},
+            score_sum=_fraction_in(data["ss"]),
+            score_count=int(data["sn"]),
+            drift_samples=int(data["dn"]),
+            embedding_sum=[_fraction_in(f) for f in data["es"]],
+            embedding_sq_sum=[_fraction_in(f) for f in data["eq"]],
+            drift_bounds={str(k): tuple(float(b) for b in v) for k, v in data["db"].items()},
+            drift_counts={str(k): [int(c) for c in v] for k, v in data["dc"].items()},
+        )
+
+
+def _fraction_out(f: Fraction) -> list[str]:
+    # Strings: JSON numbers lose precision past 2**53 in many readers.
+    return [str(f.numerator), str(f.denominator)]
+
+
+def _fraction_in(pair: Sequence[str]) -> Fraction:
+    return Fraction(int(pair[0]), int(pair[1]))
+
+
+def merge_all(parts: Iterable[WindowAggregate]) -> WindowAggregate:
+    """One aggregate from many; the result is the same for every order and grouping."""
+    result = WindowAggregate()
+    for part in parts:
+        result.merge_from(part)
+    return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WindowMetrics:
+    """What a closed window says about a group; quality is None when it cannot be judged.
+
+    ``suppressed`` is the privacy floor: fewer than k devices contributed, so the quality and
+    drift numbers must not leave the worker (they could describe a single person's device).
+    """
+
+    requests: int
+    errors: int
+    error_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    devices: int
+    feedback_total: int
+    quality: float | None
+    score_mean: float | None
+    suppressed: bool
+
+
+def window_metrics(
+    agg: WindowAggregate,
+    *,
+    privacy_k: int,
+    positive_outcomes: frozenset[str] = DEFAULT_POSITIVE_OUTCOMES,
+) -> WindowMetrics:
+    """p50/p95 from the merged latency histogram, error rate, feedback quality, device count."""
+    latency = agg.latency()
+    feedback_total = sum(agg.outcomes.values())
+    positive = sum(c for name, c in agg.outcomes.items() if name in positive_outcomes)
+    return WindowMetrics(
+        requests=agg.request_count,
+        errors=agg.error_count,
+        error_rate=agg.error_count / agg.request_count if agg.request_count else None,
+        latency_p50_ms=quantile(latency, 0.5),
+        latency_p95_ms=quantile(latency, 0.95),
+        devices=len(agg.devices),
+        feedback_total=feedback_total,
+        quality=positive / feedback_total if feedback_total else None,
+        score_mean=float(agg.score_sum / agg.score_count) if agg.score_count else None,
+        suppressed=len(agg.devices) < privacy_k,
+    )

@@ -1,0 +1,173 @@
+"""``slmops control worker``, ``slmops models list|show`` and ``slmops devices list``.
+
+Only argparse is imported at module level: ``slmops --help`` must not pay for Faust, and
+without the ``[control]`` extra the commands still show and fail with a clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+_RULE_FLAGS = (
+    ("--min-quality", "min_quality", float),
+    ("--min-feedback", "min_feedback", int),
+    ("--max-error-rate", "max_error_rate", float),
+    ("--max-p95-ms", "max_p95_latency_ms", float),
+    ("--min-requests", "min_requests", int),
+    ("--max-psi", "max_psi", float),
+    ("--max-mean-shift", "max_mean_shift", float),
+    ("--drift-windows", "drift_windows", int),
+    ("--reference-windows", "reference_windows", int),
+    ("--clear-windows", "clear_windows", int),
+    ("--cooldown-windows", "cooldown_windows", int),
+)
+_WORKER_FLAGS = (
+    ("--worker-id", "worker_id", str),
+    ("--app-id", "app_id", str),
+    ("--web-host", "web_host", str),
+    ("--web-port", "web_port", int),
+    ("--data-dir", "data_dir", str),
+    ("--window-s", "window_s", float),
+    ("--grace-s", "grace_s", float),
+    ("--tick-s", "tick_s", float),
+    ("--privacy-k", "privacy_k", int),
+    ("--internal-partitions", "internal_partitions", int),
+    ("--session-timeout-s", "session_timeout_s", float),
+    ("--log-level", "log_level", str),
+)
+
+
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
+    p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The worker's settings: environment first, command-line flags override."""
+    from streams.control.settings import ControlSettings
+
+    overrides: dict[str, Any] = {}
+    for _, field, _ in (
+        *_WORKER_FLAGS,
+        (None, "bootstrap_servers", str),
+        (None, "topic_prefix", str),
+    ):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    from streams.control.policy import SloRules
+
+    base = ControlSettings(**overrides)
+    rule_overrides = {
+        field: getattr(args, field)
+        for _, field, _ in _RULE_FLAGS
+        if getattr(args, field, None) is not None
+    }
+    if not rule_overrides:
+        return base
+    rules = SloRules(**{**base.rules.model_dump(), **rule_overrides})
+    return ControlSettings(**overrides, rules=rules)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.control.runner import run_worker
+
+    return run_worker(settings_from_args(args))
+
+
+def _view(args: argparse.Namespace) -> Any:
+    from streams.control.runner import read_registry
+
+    return read_registry(settings_from_args(args).connection(), idle_timeout_s=args.idle_timeout)
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = [columns] + [
+        ["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for r in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    rows = _view(args).model_rows(args.model)
+    _print_rows(
+        rows,
+        [
+            "model_id",
+            "version",
+            "task",
+            "parent_version",
+            "precisions",
+            "devices_serving",
+            "registered_at",
+        ],
+        args.json,
+    )
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    detail = _view(args).model_detail(args.model)
+    if not detail:
+        print(f"no versions of model {args.model!r}")
+        return 1
+    print(json.dumps(detail, indent=2))
+    return 0
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    rows = _view(args).device_rows()
+    _print_rows(
+        rows,
+        [
+            "device_id",
+            "cohort",
+            "hardware_profile",
+            "state",
+            "model",
+            "last_known_good",
+            "last_seen",
+            "last_error",
+        ],
+        args.json,
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the control plane's commands to the ``slmops`` parser."""
+    control = subparsers.add_parser("control", help="the control plane (Faust workers)")
+    csub = control.add_subparsers(dest="control_command", metavar="ACTION", required=True)
+    p = csub.add_parser("worker", help="run a control worker: windows, drift, policy, /metrics")
+    p.set_defaults(func=cmd_worker)
+    _connection_flags(p)
+    for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS:
+        p.add_argument(flag, dest=field, type=kind, help=f"(env SLMOPS_{field.upper()})")
+
+    def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        q.set_defaults(func=func)
+        _connection_flags(q)
+        q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        q.add_argument(
+            "--idle-timeout", type=float, default=1.5, help="stop reading after S idle seconds"
+        )
+        return q
+
+    models = subparsers.add_parser("models", help="registered model versions")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    q = reader(msub, "list", cmd_models_list, "list model versions and how many devices serve each")
+    q.add_argument("--model", help="only this model")
+    q = reader(msub, "show", cmd_models_show, "every registered version of a model, in full")
+    q.add_argument("model")
+    devices = subparsers.add_parser("devices", help="the device fleet")
+    dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    reader(dsub, "list", cmd_devices_list, "version per device, last seen, last error")

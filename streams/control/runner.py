@@ -1,0 +1,66 @@
+"""Entry points behind the CLI: run a worker process, read the registry topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streams.control.errors import ControlError
+from streams.control.registry import RegistryView
+from streams.control.settings import ControlSettings
+from streams.events import DeviceStatus, ModelVersion
+from streams.topics import KafkaConnection
+
+log = logging.getLogger(__name__)
+
+
+async def _partitions(settings: ControlSettings) -> dict[str, int]:
+    from streams.admin import describe_topics, wait_for_broker
+
+    conn = settings.connection()
+    await wait_for_broker(conn.bootstrap_servers, 30.0)
+    found = await describe_topics(conn)
+    missing = [n for n in conn.catalog().names if n not in found]
+    if missing:
+        raise ControlError(f"topics missing: {', '.join(missing)}; run `slmops topics create`")
+    return {name: int(info["partitions"]) for name, info in found.items()}
+
+
+def run_worker(settings: ControlSettings) -> int:
+    """Run one control worker until SIGINT/SIGTERM; returns the exit code."""
+    import faust
+
+    from streams.control.app import ControlWorker
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    partitions = loop.run_until_complete(_partitions(settings))
+    worker = ControlWorker(settings, partitions)
+    log.info(
+        "starting control worker worker=%s app=%s web_port=%s window_s=%s",
+        settings.worker_id,
+        settings.resolved_app_id,
+        settings.web_port,
+        settings.window_s,
+    )
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, loop=loop)
+    faust_worker.execute_from_commandline()
+    return 0
+
+
+async def _read_registry(conn: KafkaConnection, idle_timeout_s: float) -> RegistryView:
+    from streams.kafka_io import EventConsumer, Received
+
+    catalog = conn.catalog()
+    view = RegistryView()
+    topics = [catalog.topic_for(ModelVersion), catalog.topic_for(DeviceStatus)]
+    async with EventConsumer(conn, topics, name="registry-view") as consumer:
+        async for record in consumer.raw_records(idle_timeout_s=idle_timeout_s):
+            if isinstance(record, Received):
+                view.apply(record.event)
+    return view
+
+
+def read_registry(conn: KafkaConnection, *, idle_timeout_s: float = 1.5) -> RegistryView:
+    """The current registry, read from the compacted topics (no worker needed)."""
+    return asyncio.run(_read_registry(conn, idle_timeout_s))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+
+import pydantic
+import pytest
+
+from slmops.cli import main
+from streams.control.cli import register, settings_from_args
+from streams.events import Artifact, DeviceState, DeviceStatus, ModelVersion, Task
+from streams.kafka_io import EventProducer
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(list(argv))
+
+
+def test_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("SLMOPS_WINDOW_S", "30")
+    monkeypatch.setenv("SLMOPS_RULES__MIN_QUALITY", "0.7")
+    monkeypatch.setenv("SLMOPS_PRIVACY_K", "9")
+    s = settings_from_args(_parse("control", "worker", "--window-s", "2", "--max-p95-ms", "80"))
+    assert s.window_s == 2.0
+    assert s.privacy_k == 9
+    assert s.rules.min_quality == 0.7
+    assert s.rules.max_p95_latency_ms == 80.0
+    assert s.resolved_app_id == "slmops-control"
+
+
+def test_invalid_thresholds_are_refused():
+    with pytest.raises(pydantic.ValidationError):
+        settings_from_args(_parse("control", "worker", "--min-quality", "2"))
+
+
+def test_the_cli_module_imports_only_argparse():
+    code = (
+        "import sys, streams.control.cli; "
+        "heavy = ('faust', 'prometheus_client', 'streams.control.app'); "
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def _publish(conn) -> None:
+    art = Artifact(
+        uri="file:///v2", sha256=hashlib.sha256(b"v2").hexdigest(), size_bytes=1, precision="int8"
+    )
+    async with EventProducer(conn) as p:
+        await p.send_many(
+            [
+                ModelVersion(model_id="intent", version="v2", task=Task.CLASSIFY, artifacts=(art,)),
+                DeviceStatus(
+                    device_id="d7",
+                    cohort="eu",
+                    hardware_profile="arm64",
+                    state=DeviceState.DEGRADED,
+                    model_id="intent",
+                    model_version="v2",
+                    last_error="warm-up failed",
+                ),
+            ]
+        )
+
+
+@pytest.mark.integration
+def test_models_and_devices_commands_read_the_compacted_topics(kafka_conn, capsys):
+    asyncio.run(_publish(kafka_conn))
+    conn_args = [
+        "--bootstrap-servers",
+        kafka_conn.bootstrap_servers,
+        "--topic-prefix",
+        kafka_conn.topic_prefix,
+        "--idle-timeout",
+        "1",
+    ]
+    assert main(["models", "list", "--json", *conn_args]) == 0
+    (model,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (model["model_id"], model["version"], model["precisions"]) == ("intent", "v2", ["int8"])
+    assert model["devices_serving"] == 1
+    assert main(["devices", "list", "--json", *conn_args]) == 0
+    (device,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (device["device_id"], device["state"], device["last_error"]) == (
+        "d7",
+        "DEGRADED",
+        "warm-up failed",
+    )
+    assert main(["models", "show", "intent", *conn_args]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["version"] == "v2"
