@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -26,6 +27,8 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate, window_metrics
+from streams.control.canary import GroupWindow
+from streams.control.controller import Controller, start_commands
 from streams.control.errors import AggregationError
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import Decision, PolicyState, step
@@ -42,10 +45,13 @@ from streams.events import (
     Feedback,
     ModelVersion,
     OptimizationRequest,
+    RolloutCommand,
     Telemetry,
     default_codec,
+    from_json,
     to_json,
 )
+from streams.gates import GroupMetrics
 from streams.topics import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -141,6 +147,17 @@ class ControlWorker:
         self.windows_table = self._table("windows", n)
         self.merge_table = self._table("merge", n)
         self.policy_table = self._table("policy", n)
+        # The rollout controller: one partition, so exactly one worker owns every rollout.
+        self.controller_topic = app.topic(
+            f"{settings.resolved_app_id}-controller",
+            internal=True,
+            partitions=1,
+            key_serializer="raw",
+            value_serializer="json",
+        )
+        self.rollouts_table = self._table("rollouts", 1)
+        self.controller = Controller(settings.rollout.policy(), producer=settings.worker_id)
+        self._controller_loaded = False
         self.models_table = self._table("models", partitions[catalog.topic_for(ModelVersion)])
         self.devices_table = self._table("devices", partitions[catalog.topic_for(DeviceStatus)])
 
@@ -170,6 +187,16 @@ class ControlWorker:
             self._registry_agent(self.devices_table)
         )
         app.timer(settings.tick_s, name="control-close-windows")(self._tick)
+        app.agent(self._topics["rollout-commands"], name="control-rollout-commands")(
+            self._commands_agent
+        )
+        app.agent(self._topics["optimization-results"], name="control-candidates")(
+            self._candidates_agent
+        )
+        app.agent(self.controller_topic, name="control-rollouts")(self._controller_agent)
+        app.timer(settings.rollout.tick_s, on_leader=True, name="control-rollout-tick")(
+            self._rollout_tick
+        )
         # mode's stubs reject a bound coroutine method that its signals call fine.
         app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
         app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
@@ -367,6 +394,8 @@ class ControlWorker:
         self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any
     ) -> None:
         self._forget(set(args[0] if args else kwargs.get("assigned", ())))
+        # The rollouts table may have moved here (or back): reload it on the next input.
+        self._controller_loaded = False
 
     # ------------------------------------------------------------------ stage 2
 
@@ -403,15 +432,21 @@ class ControlWorker:
             return
         done = state.advance(str(value["src"]), int(value["upto"]), self.expected_sources)
         for w, groups in done:
+            closed: dict[str, list[GroupWindow]] = {}
             for g in groups:
-                await self._finalize(GroupKey.decode(g), w)
+                key = GroupKey.decode(g)
+                group_window = await self._finalize(key, w)
+                if group_window is not None:
+                    closed.setdefault(key.model_id, []).append(group_window)
+            for model_id, windows in sorted(closed.items()):
+                await self._window_closed(model_id, w, windows)
         self.merge_table[mkey] = state.to_dict()
 
-    async def _finalize(self, group: GroupKey, w: int) -> None:
+    async def _finalize(self, group: GroupKey, w: int) -> GroupWindow | None:
         wkey = f"{group.encode()}|{w}"
         entry = self.windows_table.get(wkey)
         if entry is None:
-            return
+            return None
         agg = WindowAggregate.from_dict(entry["agg"])
         s = self.settings
         m = window_metrics(agg, privacy_k=s.privacy_k, positive_outcomes=s.positive_outcomes)
@@ -446,6 +481,20 @@ class ControlWorker:
         del self.closed[:-_STATUS_WINDOWS]
         if judged.decision is not None:
             await self._publish(judged.decision, w)
+        good = sum(n for k, n in agg.outcomes.items() if k in s.positive_outcomes)
+        return GroupWindow(
+            version=group.version,
+            cohort=group.cohort,
+            metrics=GroupMetrics(
+                devices=m.devices,
+                requests=m.requests,
+                errors=m.errors,
+                latency_ms=agg.latency(),
+                feedback_good=good,
+                feedback_total=sum(agg.outcomes.values()),
+                drift=judged.drift.max_psi if judged.drift else None,
+            ),
+        )
 
     async def _publish(self, d: Decision, w: int) -> None:
         rules = self.settings.rules_for(d.group.model_id)
@@ -490,6 +539,89 @@ class ControlWorker:
             d.group.cohort,
             d.reason,
         )
+
+    # ------------------------------------------------------------------ rollouts
+
+    async def _window_closed(self, model_id: str, w: int, groups: list[GroupWindow]) -> None:
+        await self.controller_topic.send(
+            key=model_id.encode(),
+            value={
+                "t": "window",
+                "model": model_id,
+                "start": w * self.window_ms,
+                "end": (w + 1) * self.window_ms,
+                "groups": [g.to_dict() for g in groups],
+            },
+        )
+
+    async def _commands_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            value = event.value
+            if isinstance(value, Undecodable):
+                await self._dead_letter("rollout-commands", event.message, value.error)
+                continue
+            await self.controller_topic.send(
+                key=value.rollout_id.encode(), value={"t": "cmd", "cmd": to_json(value)}
+            )
+
+    async def _candidates_agent(self, stream: Any) -> None:
+        rollout = self.settings.rollout
+        async for event in stream.events():
+            value = event.value
+            if isinstance(value, Undecodable):
+                await self._dead_letter("optimization-results", event.message, value.error)
+                continue
+            if not rollout.auto:
+                continue
+            for cmd in start_commands(
+                value,
+                cohorts=rollout.cohorts,
+                stages=tuple(rollout.stages),
+                producer=self.settings.worker_id,
+            ):
+                log.warning(
+                    "starting rollout rollout=%s model=%s version=%s",
+                    cmd.rollout_id,
+                    cmd.model_id,
+                    cmd.to_version,
+                )
+                await self._topics["rollout-commands"].send(key=cmd.rollout_id.encode(), value=cmd)
+
+    async def _rollout_tick(self) -> None:
+        await self.controller_topic.send(key=b"tick", value={"t": "tick"})
+
+    async def _controller_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            if not self._controller_loaded:
+                self.controller.restore(dict(self.rollouts_table.items()))
+                self._controller_loaded = True
+            value = event.value
+            now = datetime.now(UTC)
+            try:
+                if value["t"] == "cmd":
+                    out = self.controller.command(from_json(RolloutCommand, value["cmd"]), now)
+                elif value["t"] == "window":
+                    out = self.controller.window(
+                        value["model"],
+                        [GroupWindow.from_dict(g) for g in value["groups"]],
+                        datetime.fromtimestamp(value["start"] / 1000, tz=UTC),
+                        datetime.fromtimestamp(value["end"] / 1000, tz=UTC),
+                        now,
+                    )
+                else:
+                    out = self.controller.tick(now)
+            except (KeyError, TypeError, ValueError, EventError) as exc:
+                log.exception("bad controller input offset=%s", event.message.offset)
+                await self._dead_letter("controller", event.message, exc)
+                continue
+            for state in out.states:
+                self.rollouts_table[state.rollout_id] = self.controller.entry(state.rollout_id)
+                await self._topics["rollouts"].send(key=state.rollout_id.encode(), value=state)
+            for alert in out.alerts:
+                await self._topics["alerts"].send(key=alert.model_id.encode(), value=alert)
+                self.metrics.alerts.labels(alert.model_id, alert.kind).inc()
+            for note in out.notes:
+                log.warning("controller %s", note)
 
     # ------------------------------------------------------------------ registry
 

@@ -39,6 +39,31 @@ _WORKER_FLAGS = (
 )
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# The rollout controller's settings (env SLMOPS_ROLLOUT__<NAME>).
+_ROLLOUT_FLAGS: tuple[tuple[str, str, Any], ...] = (
+    ("--rollout-cohorts", "cohorts", _words),
+    ("--rollout-stages", "stages", _floats),
+    ("--rollout-window-s", "window_s", float),
+    ("--rollout-stage-deadline-s", "stage_deadline_s", float),
+    ("--rollout-bake-s", "bake_s", float),
+    ("--rollout-rollback-timeout-s", "rollback_timeout_s", float),
+    ("--rollout-tick-s", "tick_s", float),
+    ("--rollout-min-requests", "min_requests", int),
+    ("--rollout-min-devices", "min_devices", int),
+    ("--rollout-min-feedback", "min_feedback", int),
+    ("--rollout-max-error-rate", "max_error_rate", float),
+    ("--rollout-min-quality", "min_quality", float),
+)
+
+
 def _connection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
     p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
@@ -58,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         if value is not None:
             overrides[field] = value
     from streams.control.policy import SloRules
+    from streams.control.settings import RolloutSettings
 
     base = ControlSettings(**overrides)
     rule_overrides = {
@@ -65,10 +91,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         for _, field, _ in _RULE_FLAGS
         if getattr(args, field, None) is not None
     }
-    if not rule_overrides:
+    rollout_overrides = {
+        field: getattr(args, f"rollout_{field}")
+        for _, field, _ in _ROLLOUT_FLAGS
+        if getattr(args, f"rollout_{field}", None) is not None
+    }
+    if getattr(args, "no_auto_rollout", False):
+        rollout_overrides["auto"] = False
+    if not rule_overrides and not rollout_overrides:
         return base
     rules = SloRules(**{**base.rules.model_dump(), **rule_overrides})
-    return ControlSettings(**overrides, rules=rules)
+    rollout = RolloutSettings(**{**base.rollout.model_dump(), **rollout_overrides})
+    return ControlSettings(**overrides, rules=rules, rollout=rollout)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -151,6 +185,15 @@ def register(subparsers: Any) -> None:
     _connection_flags(p)
     for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS:
         p.add_argument(flag, dest=field, type=kind, help=f"(env SLMOPS_{field.upper()})")
+    for flag, field, kind in _ROLLOUT_FLAGS:
+        p.add_argument(
+            flag, dest=f"rollout_{field}", type=kind, help=f"(env SLMOPS_ROLLOUT__{field.upper()})"
+        )
+    p.add_argument(
+        "--no-auto-rollout",
+        action="store_true",
+        help="do not start rollouts for accepted candidates (env SLMOPS_ROLLOUT__AUTO=false)",
+    )
 
     def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:
         q: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)

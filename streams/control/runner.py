@@ -18,7 +18,7 @@ async def _partitions(settings: ControlSettings) -> dict[str, int]:
     from streams.admin import describe_topics, wait_for_broker
 
     conn = settings.connection()
-    await wait_for_broker(conn.bootstrap_servers, 30.0)
+    await wait_for_broker(conn, 30.0)
     found = await describe_topics(conn)
     missing = [n for n in conn.catalog().names if n not in found]
     if missing:

@@ -7,14 +7,60 @@ the environment. Rules: ``SLMOPS_RULES__MIN_QUALITY=0.9`` sets the default SLO o
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from streams.control.aggregate import DEFAULT_POSITIVE_OUTCOMES
 from streams.control.policy import SloRules
+from streams.gates import GatePolicy
+from streams.rollout import RolloutPolicy
 from streams.topics import KafkaClientSettings, KafkaConnection
+
+
+class RolloutSettings(BaseModel):
+    """How the rollout controller runs rollouts (``SLMOPS_ROLLOUT__WINDOW_S=60`` etc.)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auto: bool = Field(default=True, description="start a rollout for every accepted candidate")
+    cohorts: list[str] = Field(
+        default_factory=list, description="one rollout per cohort; empty: one for all devices"
+    )
+    stages: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    window_s: float = Field(default=600.0, gt=0, description="analysis window of a stage")
+    stage_deadline_s: float = Field(default=3600.0, gt=0, description="then INCONCLUSIVE")
+    bake_s: float = Field(default=1800.0, gt=0, description="watch at 100% before SUCCEEDED")
+    bake_deadline_s: float = Field(default=7200.0, gt=0)
+    rollback_timeout_s: float = Field(default=900.0, gt=0)
+    tick_s: float = Field(default=1.0, gt=0, description="how often deadlines are checked")
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="false-alarm rate per gate")
+    min_requests: int = Field(default=500, ge=1)
+    min_devices: int = Field(default=3, ge=0)
+    min_feedback: int = Field(default=100, ge=1)
+    max_error_rate: float | None = 0.05
+    max_p95_latency_ms: float | None = None
+    min_quality: float | None = None
+
+    def policy(self) -> RolloutPolicy:
+        return RolloutPolicy(
+            window=timedelta(seconds=self.window_s),
+            stage_deadline=timedelta(seconds=self.stage_deadline_s),
+            bake_period=timedelta(seconds=self.bake_s),
+            bake_deadline=timedelta(seconds=self.bake_deadline_s),
+            rollback_timeout=timedelta(seconds=self.rollback_timeout_s),
+            gates=GatePolicy(
+                alpha=self.alpha,
+                min_requests=self.min_requests,
+                min_devices=self.min_devices,
+                min_feedback=self.min_feedback,
+                max_error_rate=self.max_error_rate,
+                max_p95_latency_ms=self.max_p95_latency_ms,
+                min_quality=self.min_quality,
+            ),
+        )
 
 
 class ControlSettings(KafkaClientSettings):
@@ -50,6 +96,7 @@ class ControlSettings(KafkaClientSettings):
     positive_outcomes: frozenset[str] = DEFAULT_POSITIVE_OUTCOMES
     rules: SloRules = SloRules()
     model_rules: dict[str, SloRules] = Field(default_factory=dict)
+    rollout: RolloutSettings = RolloutSettings()
     log_level: str = "warn"
 
     @property

@@ -1,0 +1,143 @@
+"""The rollout controller in a real worker: candidate -> canary -> promote, or -> rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from streams.events import (
+    Alert,
+    Event,
+    OptimizationResult,
+    RolloutCommand,
+    RolloutState,
+    RolloutStatus,
+)
+from streams.kafka_io import EventConsumer, EventProducer, Received
+from streams.topics import KafkaConnection
+
+from .conftest import WINDOW_S, all_live, wait_for
+from .helpers import telemetry
+
+pytestmark = pytest.mark.integration
+SOURCES = 6
+ROLLOUT = "intent-v2-pilot"
+FLAGS = [
+    "--rollout-cohorts", "pilot",
+    "--rollout-stages", "50,100",
+    "--rollout-window-s", "2",
+    "--rollout-bake-s", "2",
+    "--rollout-stage-deadline-s", "60",
+    "--rollout-rollback-timeout-s", "60",
+    "--rollout-min-requests", "100",
+    "--rollout-min-devices", "1",
+    "--rollout-tick-s", "0.5",
+]  # fmt: skip
+
+
+async def _send(conn: KafkaConnection, events: list[Event]) -> None:
+    async with EventProducer(conn) as producer:
+        await producer.send_many(events)
+
+
+async def _snapshot(conn: KafkaConnection, event_type: type[Event]) -> list[Event]:
+    topic = conn.catalog().topic_for(event_type)
+    async with EventConsumer(conn, [topic], name="test-read") as consumer:
+        records = await consumer.snapshot()
+    return [r.event for r in records if isinstance(r, Received)]
+
+
+def states(conn: KafkaConnection) -> list[RolloutState]:
+    found = asyncio.run(_snapshot(conn, RolloutState))
+    return sorted(
+        (s for s in found if isinstance(s, RolloutState) and s.rollout_id == ROLLOUT),
+        key=lambda s: s.revision,
+    )
+
+
+def accept_candidate(conn: KafkaConnection) -> None:
+    result = OptimizationResult(
+        request_id="00000000-0000-4000-8000-0000000000aa",
+        model_id="intent",
+        base_version="v1",
+        candidate_version="v2",
+        accepted=True,
+        reason="all gates passed",
+    )
+    asyncio.run(_send(conn, [result]))
+
+
+def serve_until(conn, worker, want: RolloutStatus, canary_errors: int, timeout: float = 90.0):
+    """Produce one window of pilot traffic per second until the rollout reaches ``want``."""
+    deadline = time.monotonic() + timeout
+    latest: RolloutState | None = None
+    while time.monotonic() < deadline:
+        w = int(time.time() / WINDOW_S) + 1
+        start_ms = int(w * WINDOW_S * 1000)
+        on_canary = latest is not None and latest.status in (
+            RolloutStatus.PROGRESSING,
+            RolloutStatus.BAKING,
+        )
+        events: list[Event] = [
+            telemetry(f"stable-{i}", start_ms=start_ms, cohort="pilot", requests=100, errors=1)
+            for i in range(3)
+        ]
+        if on_canary:
+            events += [
+                telemetry(
+                    f"canary-{i}",
+                    start_ms=start_ms,
+                    cohort="pilot",
+                    version="v2",
+                    requests=100,
+                    errors=canary_errors,
+                )
+                for i in range(2)
+            ]
+        asyncio.run(_send(conn, events))
+        history = states(conn)
+        latest = history[-1] if history else None
+        if latest is not None and latest.status is want:
+            return history
+        time.sleep(max(0.0, start_ms / 1000 + WINDOW_S - time.time()))
+    pytest.fail(f"rollout never reached {want}; last state: {latest}\n{worker.tail()}")
+
+
+def test_accepted_candidate_is_canaried_promoted_and_succeeds(kafka_conn, start_worker):
+    worker = start_worker(kafka_conn, extra=FLAGS)
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    accept_candidate(kafka_conn)
+    wait_for("rollout started", lambda: states(kafka_conn), workers=[worker])
+    history = serve_until(kafka_conn, worker, RolloutStatus.SUCCEEDED, canary_errors=1)
+    statuses = [s.status for s in history]
+    assert statuses[:2] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
+    assert RolloutStatus.BAKING in statuses
+    assert [s.revision for s in history] == sorted({s.revision for s in history})
+    percents = [s.percent for s in history]
+    assert percents == sorted(percents)  # membership only grows
+    final = history[-1]
+    assert [t.status for t in final.history][:2] == [
+        RolloutStatus.PENDING,
+        RolloutStatus.PROGRESSING,
+    ]
+    commands = asyncio.run(_snapshot(kafka_conn, RolloutCommand))
+    assert [c.actor for c in commands if isinstance(c, RolloutCommand)] == ["policy"]
+
+
+def test_failing_canary_is_rolled_back_with_an_alert(kafka_conn, start_worker):
+    worker = start_worker(kafka_conn, extra=FLAGS)
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    accept_candidate(kafka_conn)
+    wait_for("rollout started", lambda: states(kafka_conn), workers=[worker])
+    history = serve_until(kafka_conn, worker, RolloutStatus.ROLLED_BACK, canary_errors=30)
+    statuses = [s.status for s in history]
+    assert RolloutStatus.ROLLING_BACK in statuses
+    assert RolloutStatus.BAKING not in statuses
+    failed = next(s for s in history if s.status is RolloutStatus.ROLLING_BACK)
+    assert any(g.passed is False for g in failed.gates)
+    alerts = [a for a in asyncio.run(_snapshot(kafka_conn, Alert)) if isinstance(a, Alert)]
+    # The SLO policy also flags the bad version's error rate; the rollout raises its own alert.
+    assert [a.kind for a in alerts if a.rollout_id == ROLLOUT] == ["rollout_rolling_back"]
+    assert any(a.kind == "error_rate" and a.model_version == "v2" for a in alerts)
