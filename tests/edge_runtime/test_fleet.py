@@ -17,15 +17,16 @@ from streams.kafka_io import EventConsumer, EventProducer
 from tests.edge_runtime.tiny_models import build
 
 
-def test_workload_shift_changes_lengths_and_vocabulary():
+def test_workload_shift_changes_labels_and_vocabulary():
     w = Workload(seed=3)
-    before = w.batch(400)
+    before = [w.labelled() for _ in range(600)]
     w.shifted = True
-    after = w.batch(400)
-    mean_len = [statistics.mean(len(t.split()) for t in texts) for texts in (before, after)]
-    assert mean_len[1] > mean_len[0] + 2
-    media_home = [sum(("play" in t) or ("lights" in t) for t in texts) for texts in (before, after)]
-    assert media_home[1] > 2 * media_home[0]
+    after = [w.labelled() for _ in range(600)]
+    home = [statistics.mean(x.label == "smart_home" for x in xs) for xs in (before, after)]
+    assert home[0] < 0.25 < 0.3 < home[1]  # 1 in 6 before, 3 in 8 after
+    clean_words = {word for x in before for word in x.text.split()}
+    unseen = statistics.mean(any(word not in clean_words for word in x.text.split()) for x in after)
+    assert unseen > 0.3
 
 
 def test_cli_parses_run_and_fleet():
