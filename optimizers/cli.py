@@ -186,35 +186,50 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    import os
     from pathlib import Path
 
-    from optimizers.worker import DirectorySources, OptimizerWorker
+    from optimizers.feedback import FeedbackSources
+    from optimizers.settings import OptimizerSettings
+    from optimizers.worker import OptimizerWorker
     from streams.artifact import private_key_from_text
-    from streams.topics import KafkaConnection
 
+    overrides = {
+        name: value
+        for name, value in (
+            ("bootstrap_servers", args.bootstrap_servers),
+            ("topic_prefix", args.topic_prefix),
+            ("root", args.root),
+            ("group", args.group),
+        )
+        if value is not None
+    }
+    if args.no_feedback_data:
+        overrides["feedback_data"] = False
+    settings = OptimizerSettings(**overrides)
     key_text = (
         Path(args.signing_key).read_text()
         if args.signing_key
-        else os.environ.get("SLMOPS_OPTIMIZER_SIGNING_KEY")
+        else settings.optimizer_signing_key.get_secret_value()
+        if settings.optimizer_signing_key
+        else None
     )
     if not key_text:
         _say("slmops optimizer worker: error: --signing-key FILE or SLMOPS_OPTIMIZER_SIGNING_KEY")
         return 1
-    conn = KafkaConnection(
-        bootstrap_servers=args.bootstrap_servers
-        or os.environ.get("SLMOPS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        topic_prefix=args.topic_prefix or os.environ.get("SLMOPS_TOPIC_PREFIX", "slmops"),
-        client_id="slmops-optimizer",
-    )
-    root = Path(args.root)
+    conn = settings.connection()
+    root = settings.root
     worker = OptimizerWorker(
         conn,
-        DirectorySources(models=root / "models", data_dir=root / "data", recipes=root / "recipes"),
+        FeedbackSources(
+            models=root / "models",
+            data_dir=root / "data",
+            recipes=root / "recipes",
+            conn=conn if settings.feedback_data else None,
+        ),
         work_dir=root / "work",
         store_dir=root / "store",
         signing_key=private_key_from_text(key_text),
-        group_id=args.group,
+        group_id=settings.group,
     )
     logging.getLogger("optimizers").setLevel(logging.INFO)
     asyncio.run(worker.run(idle_timeout_s=args.idle_timeout, max_requests=args.max_requests))
@@ -255,12 +270,17 @@ def register(subparsers: Any) -> None:
         description="Consume optimization-requests in a consumer group; publish results and "
         "model versions. ROOT holds models/<id>/<version>/, data/<id>.jsonl, recipes/<name>.toml.",
     )
-    w.add_argument("--root", default=".local/optimizer", help="ROOT directory")
+    w.add_argument("--root", help="ROOT directory (env SLMOPS_ROOT, default .local/optimizer)")
     w.add_argument(
         "--signing-key",
         help="file with a base64 raw ed25519 private key (or env SLMOPS_OPTIMIZER_SIGNING_KEY)",
     )
-    w.add_argument("--group", default="slmops-optimizer", help="consumer group id")
+    w.add_argument("--group", help="consumer group id (env SLMOPS_GROUP, default slmops-optimizer)")
+    w.add_argument(
+        "--no-feedback-data",
+        action="store_true",
+        help="train on ROOT/data only, not also on the feedback topic's consented examples",
+    )
     w.add_argument("--idle-timeout", type=float, default=None, help="stop after S idle seconds")
     w.add_argument("--max-requests", type=int, default=None)
     w.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")

@@ -1,0 +1,59 @@
+"""Training data from the feedback stream: the labelled examples other systems shared.
+
+Feedback events may carry examples (text and the right label) that users consented to share;
+re-optimization learns from them, so a model that drifted away from its traffic is tuned on
+that traffic. Only consented examples exist on the topic (the contract refuses the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from optimizers.dataset import Dataset, Example, read_jsonl, split
+from optimizers.worker import DirectorySources
+
+if TYPE_CHECKING:
+    from optimizers.recipe import Recipe
+    from streams.topics import KafkaConnection
+
+
+async def _read(conn: KafkaConnection, model_id: str) -> list[Example]:
+    from streams.events import Feedback
+    from streams.kafka_io import EventConsumer, Received
+
+    topic = conn.catalog().topic_for(Feedback)
+    async with EventConsumer(conn, [topic], name="optimizer-feedback") as consumer:
+        records = await consumer.snapshot()
+    seen: set[str] = set()
+    out: list[Example] = []
+    for record in records:
+        if not isinstance(record, Received) or not isinstance(record.event, Feedback):
+            continue
+        if record.event.model_id != model_id:
+            continue
+        for example in record.event.examples:
+            if example.consent and example.text not in seen:
+                seen.add(example.text)
+                out.append(Example(example.text, example.label))
+    return out
+
+
+def feedback_examples(conn: KafkaConnection, model_id: str) -> list[Example]:
+    """Every distinct consented example on the feedback topic for one model, oldest first."""
+    return asyncio.run(_read(conn, model_id))
+
+
+@dataclass(frozen=True)
+class FeedbackSources(DirectorySources):
+    """Base data from ``<data>/<model_id>.jsonl`` plus the feedback topic's examples."""
+
+    conn: KafkaConnection | None = None
+
+    def data(self, model_id: str, recipe: Recipe) -> Dataset:
+        base = read_jsonl(self.data_dir / f"{model_id}.jsonl")
+        extra = feedback_examples(self.conn, model_id) if self.conn is not None else []
+        labels = sorted({e.label for e in base if e.label is not None})
+        known = [e for e in extra if e.label in labels]
+        return split([*base, *known], eval_fraction=recipe.eval_fraction, labels=labels)

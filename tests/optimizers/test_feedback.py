@@ -1,0 +1,66 @@
+"""Re-optimization data: the base file plus the feedback topic's consented examples."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from optimizers.dataset import Example, write_jsonl
+from optimizers.feedback import FeedbackSources, feedback_examples
+from optimizers.recipe import loads
+from streams.events import Feedback, LabeledExample
+from streams.kafka_io import EventProducer
+
+pytestmark = pytest.mark.integration
+
+RECIPE = loads('name = "t"\neval_fraction = 0.25\n[[steps]]\npass = "export_onnx"\n')
+
+
+def publish(conn, events) -> None:
+    async def run() -> None:
+        async with EventProducer(conn) as producer:
+            await producer.send_many(events)
+
+    asyncio.run(run())
+
+
+def feedback(model_id: str, *pairs: tuple[str, str]) -> Feedback:
+    return Feedback(
+        model_id=model_id,
+        outcomes={"correct": 1},
+        examples=tuple(LabeledExample(text=t, label=label, consent=True) for t, label in pairs),
+    )
+
+
+def test_consented_examples_of_the_model_join_the_base_data(kafka_conn, tmp_path):
+    base = [Example(f"set an alarm for {h} am", "alarm") for h in range(1, 13)]
+    base += [Example(f"play song number {n}", "music") for n in range(12)]
+    write_jsonl(tmp_path / "data" / "intent.jsonl", base)
+    publish(
+        kafka_conn,
+        [
+            feedback("intent", ("buzz me at 6 ok", "alarm"), ("blast some queen", "music")),
+            feedback("intent", ("buzz me at 6 ok", "alarm")),  # the same text twice
+            feedback("intent", ("what is this", "unknown_intent")),  # not a label of the model
+            feedback("other-model", ("call mom", "call")),
+        ],
+    )
+    assert [e.text for e in feedback_examples(kafka_conn, "intent")] == [
+        "buzz me at 6 ok",
+        "blast some queen",
+        "what is this",
+    ]
+    sources = FeedbackSources(
+        models=tmp_path / "models",
+        data_dir=tmp_path / "data",
+        recipes=tmp_path / "recipes",
+        conn=kafka_conn,
+    )
+    data = sources.data("intent", RECIPE)
+    texts = {e.text for e in (*data.train, *data.eval)}
+    assert {"buzz me at 6 ok", "blast some queen"} <= texts
+    assert "what is this" not in texts
+    assert "call mom" not in texts
+    assert len(texts) == len(base) + 2
+    assert data.labels == ("alarm", "music")
