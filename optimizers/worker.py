@@ -44,6 +44,8 @@ class Sources(Protocol):
     def base_model(self, model_id: str, version: str) -> ModelRef: ...
     def data(self, model_id: str, recipe: Recipe) -> Dataset: ...
     def recipe(self, name: str) -> Recipe: ...
+    def keep(self, model_id: str, version: str, trained: ModelRef) -> None:
+        """Keep an accepted candidate's trainable model as the base of later requests."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ class DirectorySources:
         from optimizers import recipe
 
         return recipe.load(self.recipes / f"{name}.toml")
+
+    def keep(self, model_id: str, version: str, trained: ModelRef) -> None:
+        import shutil
+
+        target = self.models / model_id / version
+        if target.exists():
+            return
+        staging = target.with_name(f".{version}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(trained.path, staging)
+        staging.rename(target)
 
 
 class Ledger:
@@ -264,6 +277,9 @@ class OptimizerWorker:
                     key_id=p.key_id,
                 )
             )
+        # A recipe without training steps (export and quantize only) keeps its base weights.
+        trained = _last_trainable(self.work_dir / request.event_id) or base
+        self.sources.keep(request.model_id, version, trained)
         headline = outcome.builds[0].model
         registered = ModelVersion(
             producer=self.worker_id,
@@ -277,3 +293,19 @@ class OptimizerWorker:
             labels={"recipe": recipe.name, "request_id": request.event_id},
         )
         return result, registered
+
+
+def _last_trainable(work: Path) -> ModelRef | None:
+    """The model the recipe's last training step wrote (``NN-<pass>`` dirs, format ``hf``)."""
+    from optimizers.errors import ModelLoadError
+    from optimizers.model import ModelRef
+
+    found = None
+    for step_dir in sorted(p for p in work.glob("[0-9][0-9]-*") if p.is_dir()):
+        try:
+            ref = ModelRef.load(step_dir)
+        except ModelLoadError:
+            continue
+        if ref.format == "hf":
+            found = ref
+    return found

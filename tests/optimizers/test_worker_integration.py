@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from optimizers import dataset, intents
+from optimizers.model import ModelRef
 from optimizers.worker import DirectorySources, OptimizerWorker
 from streams.artifact import key_id, new_signing_key, unpack_and_verify
 from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
@@ -124,3 +125,7 @@ def test_worker_builds_accepts_refuses_and_never_builds_twice(kafka_conn, tiny_t
     )
     assert manifest.version == version.version
     assert manifest.task == "CLASSIFY"
+    # The accepted candidate's trained model is kept as the base of its next re-optimization.
+    kept = ModelRef.load(root / "models" / "intent" / version.version)
+    assert kept.format == "hf"  # this recipe trains nothing: the base weights carry over
+    assert not (root / "models" / "intent" / f"v1-opt-{bad.event_id[:8]}").exists()
