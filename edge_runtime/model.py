@@ -8,10 +8,9 @@ The manifest says how to run the model. Conventions the runtime relies on:
 - CLASSIFY: the first output holds class probabilities (or logits when its name says so) with
   one column per manifest label; an optional second output is a pooled hidden state, used only
   for the on-device drift sketch;
-- EMBED: the first output is the embedding (batch x dim).
-
-GENERATE is stated in manifests already but not served yet: such a model fails warm-up with a
-reason that says so, and the last good model keeps serving.
+- EMBED: the first output is the embedding (batch x dim);
+- GENERATE: a causal LM without KV cache, decoded greedily per prompt (see
+  :mod:`edge_runtime.generation` for the I/O signature it follows).
 """
 
 from __future__ import annotations
@@ -29,6 +28,15 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from edge_runtime.errors import InferenceError, WarmUpError
+from edge_runtime.generation import (
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_CAP,
+    CausalSignature,
+    Generation,
+    GreedyDecoder,
+    SignatureError,
+    eos_ids,
+)
 from edge_runtime.hardware import HardwareProfile
 from streams.artifact import Manifest
 
@@ -37,25 +45,32 @@ log = logging.getLogger(__name__)
 # Inputs of the warm-up self-test: short, empty-ish and overlong, so padding and truncation
 # are exercised before any real request sees the model.
 SELF_TEST_TEXTS = ("warm up self test", "", "long " * 600)
+# A GENERATE self-test decodes this many tokens per self-test text.
+SELF_TEST_NEW_TOKENS = 4
 
 FloatArray = npt.NDArray[np.float32]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prediction:
-    """One text's output: a label and its confidence (CLASSIFY) or a vector (EMBED)."""
+    """One text's output: a label and its confidence (CLASSIFY), a vector (EMBED), or
+    generated text (GENERATE: ``confidence`` is the mean probability of the chosen tokens,
+    ``finish_reason`` is ``eos``, ``length`` or ``empty`` for a prompt with no tokens)."""
 
     label: str | None = None
     confidence: float | None = None
     embedding: tuple[float, ...] | None = None
+    text: str | None = None
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class InferenceResult:
     """A batch's outputs, tagged with the version that computed them.
 
-    ``token_counts`` and ``features`` feed the local telemetry and drift sketch; they never
-    leave the device as they are.
+    ``token_counts`` (input tokens), ``output_token_counts`` (GENERATE) and ``features`` feed
+    the local telemetry and drift sketch; they never leave the device as they are.
     """
 
     model_id: str
@@ -65,6 +80,7 @@ class InferenceResult:
     class_indices: tuple[int, ...]
     features: FloatArray
     n_classes: int = 0
+    output_token_counts: tuple[int, ...] = ()
 
 
 class LoadedModel:
@@ -86,8 +102,6 @@ class LoadedModel:
         self._leases = 0
         self._closed = False
         self._lock = threading.Condition()
-        if manifest.task == "GENERATE":
-            raise self._refuse("task GENERATE is not served by this runtime yet")
         if manifest.task == "CLASSIFY" and not manifest.labels:
             raise self._refuse("a CLASSIFY manifest must list its labels")
         if not manifest.tokenizer_file:
@@ -104,6 +118,10 @@ class LoadedModel:
             self._tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
         except Exception as exc:  # tokenizers raises plain Exception for a bad file
             raise self._refuse(f"could not load {manifest.tokenizer_file}: {exc}") from exc
+        self._decoder: GreedyDecoder | None = None
+        if manifest.task == "GENERATE":
+            self._prepare_generate(self._session, manifest)
+            return
         self._tokenizer.enable_truncation(max_length=manifest.max_length)
         pad_id = self._tokenizer.token_to_id("[PAD]")
         self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token="[PAD]")
@@ -114,6 +132,22 @@ class LoadedModel:
         outputs = [o.name for o in self._session.get_outputs()]
         self._output_names = outputs
         self._apply_softmax = "logit" in outputs[0].lower()
+
+    def _prepare_generate(self, session: ort.InferenceSession, manifest: Manifest) -> None:
+        # A prompt is decoded alone (no padding); an overlong one keeps its end, which is what
+        # the continuation depends on.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=manifest.max_length, direction="left")
+        try:
+            signature = CausalSignature.resolve(session, manifest)
+        except SignatureError as exc:
+            raise self._refuse(str(exc)) from exc
+        self._decoder = GreedyDecoder(
+            session,
+            signature,
+            vocab_size=self._tokenizer.get_vocab_size(with_added_tokens=True),
+            eos=eos_ids(self._tokenizer, manifest),
+        )
 
     def _refuse(self, reason: str) -> WarmUpError:
         return WarmUpError(self.model_id, self.version, reason)
@@ -155,6 +189,9 @@ class LoadedModel:
 
     def warm_up(self) -> None:
         """Run the self-test; raise :class:`WarmUpError` with the first problem found."""
+        if self._decoder is not None:
+            self._warm_up_generate()
+            return
         try:
             result = self.run(SELF_TEST_TEXTS)
         except InferenceError as exc:
@@ -167,10 +204,33 @@ class LoadedModel:
         if not np.all(np.isfinite(result.features)):
             raise self._refuse("self-test output is not finite (NaN or inf)")
 
-    def run(self, texts: Sequence[str]) -> InferenceResult:
+    def _warm_up_generate(self) -> None:
+        """A short greedy generation per self-test text: the decoder checks shapes, finite
+        logits and that every produced token is in the vocabulary; here, that a real prompt
+        produces at least one token and the outputs line up with the inputs."""
+        try:
+            result = self.run(SELF_TEST_TEXTS, max_new_tokens=SELF_TEST_NEW_TOKENS)
+        except InferenceError as exc:
+            raise self._refuse(f"self-test failed: {exc.reason}") from exc
+        if len(result.predictions) != len(SELF_TEST_TEXTS):
+            raise self._refuse(
+                f"self-test returned {len(result.predictions)} outputs "
+                f"for {len(SELF_TEST_TEXTS)} prompts"
+            )
+        if result.predictions[0].finish_reason == "empty":
+            raise self._refuse("the tokenizer encodes the self-test prompt to no tokens")
+        if result.token_counts[2] > self.manifest.max_length:
+            raise self._refuse("self-test: an overlong prompt was not truncated")
+
+    def run(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> InferenceResult:
+        """Serve a batch; ``max_new_tokens`` is for GENERATE (default
+        :data:`~edge_runtime.generation.DEFAULT_MAX_NEW_TOKENS`, at most
+        :data:`~edge_runtime.generation.MAX_NEW_TOKENS_CAP`) and ignored by other tasks."""
         session = self._session
         if session is None:
             raise InferenceError(self.model_id, self.version, "the session was released")
+        if self._decoder is not None:
+            return self._generate(texts, max_new_tokens)
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -215,6 +275,43 @@ class LoadedModel:
             tuple(int(i) for i in best),
             features,
             n_classes=len(labels),
+        )
+
+    def _generate(self, texts: Sequence[str], max_new_tokens: int | None) -> InferenceResult:
+        decoder = self._decoder
+        assert decoder is not None  # only called when the model was prepared for GENERATE
+        budget = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+        if not 1 <= budget <= MAX_NEW_TOKENS_CAP:
+            raise InferenceError(
+                self.model_id,
+                self.version,
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_CAP}, got {budget}",
+            )
+        generations: list[Generation] = []
+        for encoding in self._tokenizer.encode_batch(list(texts)):
+            try:
+                generations.append(decoder.generate(encoding.ids, budget))
+            except Exception as exc:  # onnxruntime's errors share no base class but Exception
+                raise InferenceError(self.model_id, self.version, str(exc)) from exc
+        predictions = tuple(
+            Prediction(
+                confidence=g.confidence,
+                text=self._tokenizer.decode(list(g.token_ids), skip_special_tokens=True),
+                token_ids=g.token_ids,
+                finish_reason=g.finish_reason,
+            )
+            for g in generations
+        )
+        return InferenceResult(
+            self.model_id,
+            self.version,
+            predictions,
+            tuple(g.prompt_tokens for g in generations),
+            (),
+            # No feature vector: the drift sketch of a generator is its token and confidence
+            # histograms.
+            np.zeros((0, 0), dtype=np.float32),
+            output_token_counts=tuple(len(g.token_ids) for g in generations),
         )
 
     def _embed(self, primary: FloatArray, tokens: tuple[int, ...]) -> InferenceResult:

@@ -62,19 +62,21 @@ class ModelSlot:
                 return model
             # Closed between reading the reference and leasing: the reference has moved on.
 
-    def infer(self, texts: Sequence[str]) -> InferenceResult:
+    def infer(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> InferenceResult:
         """Run a batch on the current model; blocking, safe from any thread."""
         model = self._lease()
         try:
-            return model.run(texts)
+            return model.run(texts, max_new_tokens=max_new_tokens)
         finally:
             model.release()
 
-    async def ainfer(self, texts: Sequence[str]) -> InferenceResult:
+    async def ainfer(
+        self, texts: Sequence[str], *, max_new_tokens: int | None = None
+    ) -> InferenceResult:
         """Run a batch without blocking the event loop (onnxruntime releases the GIL)."""
         model = self._lease()
         try:
-            return await asyncio.to_thread(model.run, texts)
+            return await asyncio.to_thread(model.run, texts, max_new_tokens=max_new_tokens)
         finally:
             model.release()
 

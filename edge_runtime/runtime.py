@@ -148,8 +148,14 @@ class EdgeRuntime:
     def version(self) -> str | None:
         return self.slot.version
 
-    async def infer(self, texts: Sequence[str]) -> InferenceResult:
-        """Serve a batch and count it in the current window."""
+    async def infer(
+        self, texts: Sequence[str], *, max_new_tokens: int | None = None
+    ) -> InferenceResult:
+        """Serve a batch and count it in the current window.
+
+        ``max_new_tokens`` bounds a GENERATE model's output per text (see
+        :mod:`edge_runtime.generation` for the default and the cap); other tasks ignore it.
+        """
         if len(texts) > self.profile.max_batch:
             raise InferenceError(
                 self.model_id,
@@ -158,7 +164,7 @@ class EdgeRuntime:
             )
         started = time.perf_counter()
         try:
-            result = await self.slot.ainfer(texts)
+            result = await self.slot.ainfer(texts, max_new_tokens=max_new_tokens)
         except InferenceError as exc:
             elapsed = (time.perf_counter() - started) * 1000
             self.aggregator.record(exc.version, elapsed, error=True)
@@ -173,6 +179,7 @@ class EdgeRuntime:
             n_classes=result.n_classes,
             confidences=[p.confidence for p in result.predictions if p.confidence is not None],
             token_counts=result.token_counts,
+            output_token_counts=result.output_token_counts,
             class_indices=result.class_indices,
             features=result.features,
         )

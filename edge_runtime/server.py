@@ -1,8 +1,10 @@
 """The device's local HTTP API (aiohttp): inference, health and Prometheus metrics.
 
 ``POST /v1/infer`` takes ``{"texts": [...]}`` and answers with one output per text and the
-model version that computed all of them (a batch never spans a swap). Texts are served and
-forgotten: nothing here logs or stores them.
+model version that computed all of them (a batch never spans a swap). A GENERATE model answers
+``{"text", "confidence", "finish_reason"}`` per text; the optional ``max_new_tokens`` field
+bounds its output (other tasks ignore it). Texts are served and forgotten: nothing here logs or
+stores them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge_runtime.errors import InferenceError, NoModelError
+from edge_runtime.generation import MAX_NEW_TOKENS_CAP
 from edge_runtime.model import Prediction
 from edge_runtime.runtime import EdgeRuntime
 
@@ -25,6 +28,8 @@ RUNTIME: web.AppKey[EdgeRuntime] = web.AppKey("runtime", EdgeRuntime)
 def _output(p: Prediction) -> dict[str, Any]:
     if p.embedding is not None:
         return {"embedding": list(p.embedding)}
+    if p.text is not None:
+        return {"text": p.text, "confidence": p.confidence, "finish_reason": p.finish_reason}
     return {"label": p.label, "confidence": p.confidence}
 
 
@@ -43,8 +48,15 @@ async def infer(request: web.Request) -> web.Response:
         return _problem(400, 'expected {"texts": ["...", ...]} with at least one string')
     if len(texts) > runtime.profile.max_batch:
         return _problem(413, f"at most {runtime.profile.max_batch} texts per request")
+    max_new_tokens = body.get("max_new_tokens")
+    if max_new_tokens is not None and (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_CAP
+    ):
+        return _problem(400, f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS_CAP}")
     try:
-        result = await runtime.infer(texts)
+        result = await runtime.infer(texts, max_new_tokens=max_new_tokens)
     except NoModelError as exc:
         return _problem(503, str(exc))
     except InferenceError as exc:

@@ -1,7 +1,8 @@
 """Private telemetry: per-window aggregates and drift sketches, computed on the device.
 
 Nothing here sees text. A request contributes numbers only (latency, whether it failed, the
-confidence of each prediction, token counts, the predicted class index and a feature vector),
+confidence of each prediction, input token counts, generated token counts, the predicted class
+index and a feature vector),
 and a window leaves the device as fixed-bucket histograms, a few quantiles and the
 per-dimension mean and variance of the feature vectors. The histogram bounds are the shared
 ones from :mod:`streams.histograms`, so the control plane merges windows of any device exactly.
@@ -52,6 +53,7 @@ class _Accumulator:
     latencies: list[float] = dataclasses.field(default_factory=list)
     confidences: list[float] = dataclasses.field(default_factory=list)
     tokens: list[float] = dataclasses.field(default_factory=list)
+    output_tokens: list[float] = dataclasses.field(default_factory=list)
     classes: list[float] = dataclasses.field(default_factory=list)
     samples: int = 0
     feature_sum: npt.NDArray[np.float64] | None = None
@@ -98,6 +100,7 @@ class WindowAggregator:
         n_classes: int = 0,
         confidences: Sequence[float] = (),
         token_counts: Sequence[int] = (),
+        output_token_counts: Sequence[int] = (),
         class_indices: Sequence[int] = (),
         features: npt.NDArray[np.floating] | None = None,
     ) -> None:
@@ -108,6 +111,7 @@ class WindowAggregator:
             acc.latencies.append(latency_ms)
             acc.confidences.extend(confidences)
             acc.tokens.extend(float(t) for t in token_counts)
+            acc.output_tokens.extend(float(t) for t in output_token_counts)
             acc.classes.extend(float(c) for c in class_indices)
             if features is not None and len(features):
                 acc.add_features(features)
@@ -165,6 +169,8 @@ class WindowAggregator:
         sketches: dict[str, Histogram] = {
             "input_tokens": histograms.from_values(TOKEN_BOUNDS, acc.tokens),
         }
+        if acc.output_tokens:
+            sketches["output_tokens"] = histograms.from_values(TOKEN_BOUNDS, acc.output_tokens)
         if acc.confidences:
             sketches["confidence"] = histograms.from_values(histograms.UNIT_BOUNDS, acc.confidences)
         if acc.classes:

@@ -56,7 +56,7 @@ def test_request_before_any_install_is_refused():
     [
         ({"nan": True}, "non-finite"),
         ({"n_out": 3}, "3 classes, the manifest lists 4"),
-        ({"task": "GENERATE"}, "GENERATE is not served"),
+        ({"task": "GENERATE", "out_of_vocab": True}, "outside the tokenizer's vocabulary"),
     ],
 )
 def test_failed_warm_up_keeps_old_model(tmp_path, signing_key, kwargs, reason):
