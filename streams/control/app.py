@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,6 +34,7 @@ from streams.control.errors import AggregationError
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import Decision, PolicyState, step
 from streams.control.settings import ControlSettings
+from streams.control.status_page import STATUS_PAGE
 from streams.control.windows import MergeState, SourceWindows, accept_partial
 from streams.control.wire import EventDecoder, Undecodable
 from streams.dead_letter import dead_letter_for
@@ -64,6 +66,7 @@ SOURCES: tuple[tuple[str, type[Event]], ...] = (
     ("feedback", Feedback),
 )
 _STATUS_WINDOWS = 500
+_STATUS_ALERTS = 50
 
 
 class AvroSchema(faust.Schema):  # type: ignore[type-arg]  # generic only in faust's stubs
@@ -147,6 +150,7 @@ class ControlWorker:
         self.windows_table = self._table("windows", n)
         self.merge_table = self._table("merge", n)
         self.policy_table = self._table("policy", n)
+        self.requested_table = self._table("requested", n)
         # The rollout controller: one partition, so exactly one worker owns every rollout.
         self.controller_topic = app.topic(
             f"{settings.resolved_app_id}-controller",
@@ -168,6 +172,7 @@ class ControlWorker:
         self._dup_seen: dict[str, int] = {}
         self._dead: Tally[str] = Tally()
         self.closed: list[dict[str, Any]] = []
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=_STATUS_ALERTS)
         self.decisions = 0
 
         adders: dict[str, Callable[[WindowAggregate, Any], None]] = {
@@ -205,13 +210,18 @@ class ControlWorker:
         # Plain functions: Faust turns a page handler into a View's ``get`` method.
         async def metrics_page(view: Any, request: Any) -> Any:
             # aiohttp refuses a charset inside content_type; the full header goes in as is.
+            metrics.fleet(v for _, v in self.devices_table.items())
             return view.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def status_page(view: Any, request: Any) -> Any:
             return view.json(self.status())
 
+        async def ui_page(view: Any, request: Any) -> Any:
+            return view.html(STATUS_PAGE)
+
         app.page("/metrics")(metrics_page)
         app.page("/status")(status_page)
+        app.page("/")(ui_page)
 
     def _table(self, name: str, partitions: int) -> Any:
         # JSON values: the table records are small dicts the pure modules (de)serialise.
@@ -455,6 +465,9 @@ class ControlWorker:
         self.policy_table[group.encode()] = state.to_dict()
         self.windows_table.pop(wkey, None)
         self.metrics.window(group, m, judged.drift)
+        end_s = (w + 1) * self.window_ms / 1000
+        self.metrics.judged(group, end_s, None if m.suppressed else state.drift_streak)
+        self.metrics.slo(group.model_id, s.rules_for(group.model_id))
         visible = not m.suppressed
         self.closed.append(
             {
@@ -525,9 +538,25 @@ class ControlWorker:
         )
         key = d.group.model_id.encode()
         await self._topics["alerts"].send(key=key, value=alert)
+        # One build per model version: when another cohort of the same version already asked
+        # within the cooldown, this incident joins that request instead of starting a second.
+        rkey = f"{d.group.model_id}|{d.group.version}"
+        earlier = self.requested_table.get(rkey)
+        if earlier is not None and w - int(earlier["w"]) <= rules.cooldown_windows:
+            log.warning(
+                "incident=%s joins request=%s model=%s version=%s cohort=%s",
+                d.incident_id,
+                earlier["event_id"],
+                d.group.model_id,
+                d.group.version,
+                d.group.cohort,
+            )
+            self._alerted(alert)
+            return
+        self.requested_table[rkey] = {"event_id": request.event_id, "w": w}
         await self._topics["optimization-requests"].send(key=key, value=request)
         self.decisions += 1
-        self.metrics.alerts.labels(d.group.model_id, d.kind).inc()
+        self._alerted(alert)
         self.metrics.requests_sent.labels(d.group.model_id).inc()
         close_s = ((w + 1) * self.window_ms + self.settings.grace_ms) / 1000
         self.metrics.decision_latency.observe(max(time.time() - close_s, 0.0))
@@ -595,6 +624,8 @@ class ControlWorker:
             if not self._controller_loaded:
                 self.controller.restore(dict(self.rollouts_table.items()))
                 self._controller_loaded = True
+                for rollout in self.controller.registry.rollouts.values():
+                    self.metrics.rollout(rollout.to_event(self.settings.worker_id), changed=False)
             value = event.value
             now = datetime.now(UTC)
             try:
@@ -617,9 +648,10 @@ class ControlWorker:
             for state in out.states:
                 self.rollouts_table[state.rollout_id] = self.controller.entry(state.rollout_id)
                 await self._topics["rollouts"].send(key=state.rollout_id.encode(), value=state)
+                self.metrics.rollout(state)
             for alert in out.alerts:
                 await self._topics["alerts"].send(key=alert.model_id.encode(), value=alert)
-                self.metrics.alerts.labels(alert.model_id, alert.kind).inc()
+                self._alerted(alert)
             for note in out.notes:
                 log.warning("controller %s", note)
 
@@ -642,9 +674,15 @@ class ControlWorker:
 
     # ------------------------------------------------------------------ web
 
+    def _alerted(self, alert: Alert) -> None:
+        self.metrics.alerts.labels(alert.model_id, alert.kind).inc()
+        self.recent_alerts.append(to_json(alert))
+
     def status(self) -> dict[str, Any]:
+        """What ``/status`` serves and the status page (``/``) draws."""
         return {
             "worker_id": self.settings.worker_id,
+            "now": time.time(),
             "window_s": self.settings.window_s,
             "privacy_k": self.settings.privacy_k,
             "windows": list(self.closed),
@@ -660,6 +698,9 @@ class ControlWorker:
             },
             "models": [v for _, v in sorted(self.models_table.items())],
             "devices": [v for _, v in sorted(self.devices_table.items())],
+            # Rollouts live on the worker that owns the controller partition; others list none.
+            "rollouts": [v["state"] for _, v in sorted(self.rollouts_table.items())],
+            "alerts": list(self.recent_alerts),
         }
 
 

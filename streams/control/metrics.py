@@ -1,6 +1,7 @@
 """Prometheus metrics of a control worker, on its own registry (so tests can build many).
 
-Labels are bounded: model, version, cohort, source topic, decision kind — never a device id.
+Labels are bounded: model, version, cohort, source topic, decision kind, rollout id and gate
+name — never a device id.
 Privacy floor: a group's quality and drift gauges are set only when at least k devices
 contributed to the window; otherwise ``slmops_window_suppressed`` is 1 and those gauges are
 removed, so no value of a small group is ever scraped.
@@ -9,13 +10,21 @@ removed, so no value of a small group is ever scraped.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.control.aggregate import GroupKey, WindowMetrics
 from streams.control.drift import DriftScores
+from streams.control.policy import SloRules
+from streams.events import RolloutState, RolloutStatus
 
 _GROUP = ("model", "version", "cohort")
+_ROLLOUT = ("model", "rollout", "to_version")
+_GATE = ("model", "rollout", "gate")
+_FLEET = ("model", "version", "cohort", "state")
 
 
 class ControlMetrics:
@@ -98,6 +107,92 @@ class ControlMetrics:
             registry=r,
         )
 
+        self.window_end_ts = Gauge(
+            "slmops_window_end_timestamp_seconds",
+            "End of the group's last closed window (unix seconds): stale means silent devices",
+            _GROUP,
+            registry=r,
+        )
+        self.drift_held = Gauge(
+            "slmops_drift_windows_held",
+            "Consecutive windows the group's drift has exceeded its limits",
+            _GROUP,
+            registry=r,
+        )
+        self.slo_min_quality = Gauge(
+            "slmops_slo_min_quality", "Quality objective of the model", ("model",), registry=r
+        )
+        self.slo_max_error_rate = Gauge(
+            "slmops_slo_max_error_rate", "Error-rate objective of the model", ("model",), registry=r
+        )
+        self.slo_max_p95 = Gauge(
+            "slmops_slo_max_p95_latency_ms",
+            "p95 latency objective of the model",
+            ("model",),
+            registry=r,
+        )
+        self.slo_drift_windows = Gauge(
+            "slmops_slo_drift_windows",
+            "Windows drift must be held before the policy acts",
+            ("model",),
+            registry=r,
+        )
+        self.rollout_percent = Gauge(
+            "slmops_rollout_percent",
+            "Share of the selected devices on the new version",
+            _ROLLOUT,
+            registry=r,
+        )
+        self.rollout_stage = Gauge(
+            "slmops_rollout_stage", "Index of the rollout's current stage", _ROLLOUT, registry=r
+        )
+        self.rollout_status = Gauge(
+            "slmops_rollout_status",
+            "1 for the rollout's current status, 0 for the others",
+            (*_ROLLOUT, "status"),
+            registry=r,
+        )
+        self.rollout_changed = Gauge(
+            "slmops_rollout_last_change_timestamp_seconds",
+            "When the rollout last changed status or stage (unix seconds)",
+            _ROLLOUT,
+            registry=r,
+        )
+        self.rollout_transitions = Counter(
+            "slmops_rollout_transitions",
+            "Rollout state changes published, by the status entered",
+            ("model", "status"),
+            registry=r,
+        )
+        self.gate_value = Gauge(
+            "slmops_rollout_gate_value",
+            "Latest measured value of a rollout gate",
+            _GATE,
+            registry=r,
+        )
+        self.gate_threshold = Gauge(
+            "slmops_rollout_gate_threshold", "Threshold of a rollout gate", _GATE, registry=r
+        )
+        self.gate_passed = Gauge(
+            "slmops_rollout_gate_passed",
+            "1 passed, 0 failed; absent while the gate has no verdict",
+            _GATE,
+            registry=r,
+        )
+        self.fleet_devices = Gauge(
+            "slmops_fleet_devices",
+            "Devices by their last reported model version, cohort and state (this worker's "
+            "share of the device-status table: sum over workers)",
+            _FLEET,
+            registry=r,
+        )
+        self.fleet_last_report = Gauge(
+            "slmops_fleet_last_report_timestamp_seconds",
+            "Newest device-status report per model and cohort (unix seconds)",
+            ("model", "cohort"),
+            registry=r,
+        )
+
     def window(self, group: GroupKey, m: WindowMetrics, drift: DriftScores | None) -> None:
         labels = (group.model_id, group.version, group.cohort)
         self.requests.labels(*labels).set(m.requests)
@@ -114,11 +209,59 @@ class ControlMetrics:
         _set_or_remove(self.shift, labels, drift.mean_shift if visible and drift else None)
         self.windows.labels(group.model_id).inc()
 
+    def judged(self, group: GroupKey, end_s: float, drift_streak: int | None) -> None:
+        """After the policy judged a window: its end, the drift streak (None: suppressed)."""
+        labels = (group.model_id, group.version, group.cohort)
+        self.window_end_ts.labels(*labels).set(end_s)
+        _set_or_remove(self.drift_held, labels, drift_streak)
+
+    def slo(self, model_id: str, rules: SloRules) -> None:
+        self.slo_min_quality.labels(model_id).set(rules.min_quality)
+        self.slo_max_error_rate.labels(model_id).set(rules.max_error_rate)
+        self.slo_max_p95.labels(model_id).set(rules.max_p95_latency_ms)
+        self.slo_drift_windows.labels(model_id).set(rules.drift_windows)
+
+    def rollout(self, state: RolloutState, *, changed: bool = True) -> None:
+        """Export a rollout's latest state; ``changed`` counts it as a new transition."""
+        labels = (state.model_id, state.rollout_id, state.to_version)
+        self.rollout_percent.labels(*labels).set(state.percent)
+        self.rollout_stage.labels(*labels).set(state.stage_index)
+        for status in RolloutStatus:
+            self.rollout_status.labels(*labels, status.value).set(
+                1 if status is state.status else 0
+            )
+        if state.history:
+            self.rollout_changed.labels(*labels).set(state.history[-1].at.timestamp())
+        if changed:
+            self.rollout_transitions.labels(state.model_id, state.status.value).inc()
+        for gate in state.gates:
+            g = (state.model_id, state.rollout_id, gate.metric)
+            _set_or_remove(self.gate_value, g, gate.value)
+            _set_or_remove(self.gate_threshold, g, gate.threshold)
+            _set_or_remove(self.gate_passed, g, None if gate.passed is None else float(gate.passed))
+
+    def fleet(self, devices: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the fleet gauges with counts over device-status records (JSON form)."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        newest: dict[tuple[str, str], float] = {}
+        for d in devices:
+            model = d.get("model_id") or "none"
+            key = (model, d.get("model_version") or "none", d["cohort"], d["state"])
+            counts[key] = counts.get(key, 0) + 1
+            at = datetime.fromisoformat(d["occurred_at"]).timestamp()
+            newest[(model, d["cohort"])] = max(at, newest.get((model, d["cohort"]), 0.0))
+        self.fleet_devices.clear()
+        for key, n in counts.items():
+            self.fleet_devices.labels(*key).set(n)
+        self.fleet_last_report.clear()
+        for mc, at in newest.items():
+            self.fleet_last_report.labels(*mc).set(at)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def _set_or_remove(gauge: Gauge, labels: tuple[str, str, str], value: float | None) -> None:
+def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
     if value is None:
         with contextlib.suppress(KeyError):  # never set: nothing to remove
             gauge.remove(*labels)

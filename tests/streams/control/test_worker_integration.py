@@ -175,6 +175,27 @@ def test_feedback_drop_yields_exactly_one_request_with_evidence(kafka_conn, star
     assert m[("slmops_alerts_total", (("kind", "quality_drop"), ("model", "intent")))] == 1
 
 
+def test_a_drop_in_two_cohorts_of_one_version_asks_for_one_build(kafka_conn, start_worker):
+    worker = start_worker(kafka_conn, extra=["--min-feedback", "10", "--min-requests", "1000000"])
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    first, start = next_window()
+    events: list[Event] = []
+    for k, good in enumerate([95, 40, 40]):
+        t0 = start + int(k * WINDOW_S * 1000)
+        for cohort in ("eu", "us"):
+            events += [telemetry(f"{cohort}{i}", start_ms=t0, cohort=cohort) for i in range(5)]
+            events.append(feedback(good=good, bad=100 - good, cohort=cohort, occurred_ms=t0 + 5))
+    produce(kafka_conn, events)
+    wait_for("last window closed", lambda: closed(worker, first + 2), workers=[worker])
+    requests = read(kafka_conn, OptimizationRequest)
+    alerts = read(kafka_conn, Alert)
+    assert sorted(a.cohort or "" for a in alerts if isinstance(a, Alert)) == ["eu", "us"]
+    assert len(requests) == 1  # one model version, one build: the second incident joins it
+    (req,) = requests
+    assert isinstance(req, OptimizationRequest)
+    assert req.incident_id in {a.incident_id for a in alerts if isinstance(a, Alert)}
+
+
 def _nan_telemetry(valid: Telemetry) -> bytes:
     """Bytes that fit the schema but carry NaN, which the contract forbids."""
     schema = fastavro.parse_schema(json.loads((SCHEMA_DIR / "Telemetry.avsc").read_text()))

@@ -1,0 +1,81 @@
+"""Running components for the monitoring tests: a control worker process, an edge runtime's
+HTTP API, known telemetry, and the tools from Debian's packages (which must be installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.events import Event
+from streams.kafka_io import EventProducer
+from streams.topics import KafkaConnection
+from tests.streams.control.conftest import WINDOW_S, Worker, _delete_internal, all_live, wait_for
+from tests.streams.control.helpers import telemetry
+
+SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
+
+
+def tool(name: str, package: str) -> str:
+    """Path of a required binary; its absence fails the test (never skips it)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` not found: install the Debian package `{package}`")
+    return path
+
+
+@contextlib.contextmanager
+def control_worker(
+    conn: KafkaConnection, tmp: Path, extra: list[str] | None = None
+) -> Iterator[Worker]:
+    """A `python -m streams.control` process whose sources are all live; stopped after."""
+    worker = Worker(conn, f"{conn.topic_prefix}-ctl-{uuid.uuid4().hex[:6]}", tmp, "w0", extra or [])
+    worker.start()
+    try:
+        wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+        yield worker
+    finally:
+        worker.kill(signal.SIGTERM)
+        with contextlib.suppress(Exception):  # clean-up of a shared broker must not fail a test
+            asyncio.run(_delete_internal(conn, [worker.app_id]))
+
+
+async def _send(conn: KafkaConnection, events: list[Event]) -> None:
+    async with EventProducer(conn) as producer:
+        await producer.send_many(events)
+
+
+def send(conn: KafkaConnection, events: list[Event]) -> None:
+    asyncio.run(_send(conn, events))
+
+
+def close_one_window(
+    conn: KafkaConnection, worker: Worker, *, devices: int, requests: int, cohort: str = "eu"
+) -> dict[str, Any]:
+    """Telemetry of ``devices`` devices in the next window; returns its row once it closed."""
+    w = int(time.time() / WINDOW_S) + 1
+    start_ms = int(w * WINDOW_S * 1000)
+    send(
+        conn,
+        [
+            telemetry(f"d{i}", start_ms=start_ms, cohort=cohort, requests=requests)
+            for i in range(devices)
+        ],
+    )
+
+    def closed() -> dict[str, Any] | None:
+        for row in (worker.try_status() or {}).get("windows", []):
+            if row["window"] == w and row["cohort"] == cohort:
+                return dict(row)
+        return None
+
+    row: dict[str, Any] = wait_for("window closed", closed, workers=[worker])
+    return row
