@@ -292,6 +292,10 @@ class EdgeRuntime:
         decision = desired_version(self.rollouts.values(), self.model_id, self.device)
         if decision.rollout_id is not None:
             return decision.version, decision.rollout_id, decision.reason
+        if self.version is not None:
+            # Only rollouts move a serving device: a new registration alone must not bypass
+            # the canary that the controller is about to start for it.
+            return self.version, None, "no rollout: keeps serving"
         if not self.registry:
             return None, None, "nothing registered for this model"
         newest = max(self.registry.values(), key=lambda m: m.occurred_at)

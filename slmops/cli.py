@@ -242,9 +242,10 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from slmops.demo import run_demo
+    from slmops.demo import DemoConfig, run_demo
 
-    return run_demo(_settings(args), keep_running=args.keep_running, progress=_say)
+    config = DemoConfig(devices=args.devices, web_port=args.web_port)
+    return run_demo(_settings(args), keep_running=args.keep_running, progress=_say, config=config)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -345,8 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMPONENT_CLIS:
         _register_component(module, sub)
 
-    p = add(sub, "demo", cmd_demo, "the main job end to end on the local stack")
-    p.add_argument("--keep-running", action="store_true", help="leave Kafka running afterwards")
+    p = add(
+        sub,
+        "demo",
+        cmd_demo,
+        "the closed loop end to end: drift, re-optimization, canary, rollback (a few minutes)",
+    )
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="afterwards keep the fleet, the workers and the status page running until Ctrl-C",
+    )
+    p.add_argument("--devices", type=int, default=16, help="simulated edge runtimes (default 16)")
+    p.add_argument("--web-port", type=int, default=6066, help="control worker's web port")
     _add_connection(p)
     _add_port(p)
     return parser

@@ -208,3 +208,28 @@ async def delete_topics(conn: KafkaConnection) -> None:
         raise StreamsError(f"could not delete topics at {conn.bootstrap_servers}: {exc}") from exc
     finally:
         await admin.close()
+
+
+async def ensure_topics(
+    conn: KafkaConnection, partitions: dict[str, int], *, replication_factor: int = 1
+) -> None:
+    """Create topics outside the catalog (a worker's internal ones) unless they exist."""
+    admin = _admin(conn)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, count, replication_factor)
+            for name, count in partitions.items()
+            if name not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, message in _topic_errors(response):
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise StreamsError(f"could not create topic {name}: {code} {message}")
+            await _wait_for_leaders(admin, [t.name for t in wanted])
+    except (KafkaError, OSError) as exc:
+        raise StreamsError(f"could not create topics at {conn.bootstrap_servers}: {exc}") from exc
+    finally:
+        await admin.close()

@@ -140,7 +140,7 @@ class ControlWorker:
             for p in range(partitions[catalog.name(catalog.resolve(base))])
         ]
         self.partials = app.topic(
-            f"{settings.resolved_app_id}-partials",
+            f"{settings.resolved_app_id}-partials",  # see ControlSettings.internal_topics
             internal=True,
             partitions=settings.internal_partitions,
             key_serializer="raw",

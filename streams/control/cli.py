@@ -98,6 +98,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     }
     if getattr(args, "no_auto_rollout", False):
         rollout_overrides["auto"] = False
+    if getattr(args, "no_relative_latency", False):
+        rollout_overrides["relative_latency"] = False
     if not rule_overrides and not rollout_overrides:
         return base
     rules = SloRules(**{**base.rules.model_dump(), **rule_overrides})
@@ -189,6 +191,13 @@ def register(subparsers: Any) -> None:
         p.add_argument(
             flag, dest=f"rollout_{field}", type=kind, help=f"(env SLMOPS_ROLLOUT__{field.upper()})"
         )
+    p.add_argument(
+        "--rollout-no-relative-latency",
+        dest="no_relative_latency",
+        action="store_true",
+        help="do not gate rollouts on canary vs stable tail latency "
+        "(env SLMOPS_ROLLOUT__RELATIVE_LATENCY=false)",
+    )
     p.add_argument(
         "--no-auto-rollout",
         action="store_true",

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 async def _partitions(settings: ControlSettings) -> dict[str, int]:
-    from streams.admin import describe_topics, wait_for_broker
+    from streams.admin import describe_topics, ensure_topics, wait_for_broker
 
     conn = settings.connection()
     await wait_for_broker(conn, 30.0)
@@ -23,6 +23,9 @@ async def _partitions(settings: ControlSettings) -> dict[str, int]:
     missing = [n for n in conn.catalog().names if n not in found]
     if missing:
         raise ControlError(f"topics missing: {', '.join(missing)}; run `slmops topics create`")
+    # Created here rather than by Faust at start-up: a topic created after the consumer's first
+    # metadata fetch is only assigned at the next metadata refresh (minutes later).
+    await ensure_topics(conn, settings.internal_topics)
     return {name: int(info["partitions"]) for name, info in found.items()}
 
 

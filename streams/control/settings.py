@@ -43,6 +43,9 @@ class RolloutSettings(BaseModel):
     max_error_rate: float | None = 0.05
     max_p95_latency_ms: float | None = None
     min_quality: float | None = None
+    relative_latency: bool = Field(
+        default=True, description="judge the canary's tail latency against stable's"
+    )
 
     def policy(self) -> RolloutPolicy:
         return RolloutPolicy(
@@ -59,6 +62,7 @@ class RolloutSettings(BaseModel):
                 max_error_rate=self.max_error_rate,
                 max_p95_latency_ms=self.max_p95_latency_ms,
                 min_quality=self.min_quality,
+                relative_latency=self.relative_latency,
             ),
         )
 
@@ -79,7 +83,12 @@ class ControlSettings(KafkaClientSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
     data_dir: Path = Path(".local/control")
     window_s: float = Field(default=60.0, gt=0, description="tumbling window length")
-    grace_s: float = Field(default=5.0, ge=0, description="how long a window waits for late events")
+    grace_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="how long a window waits for late events; at least the devices' telemetry "
+        "window (default 10 s), since a device reports a window when it ends",
+    )
     tick_s: float = Field(default=0.2, gt=0, description="how often closed windows are looked for")
     max_future_s: float = Field(
         default=300.0, gt=0, description="event times further ahead are dead-lettered (clock skew)"
@@ -102,6 +111,14 @@ class ControlSettings(KafkaClientSettings):
     @property
     def resolved_app_id(self) -> str:
         return self.app_id or f"{self.topic_prefix}-control"
+
+    @property
+    def internal_topics(self) -> dict[str, int]:
+        """The worker's own topics and their partitions (the rollout controller has one)."""
+        return {
+            f"{self.resolved_app_id}-partials": self.internal_partitions,
+            f"{self.resolved_app_id}-controller": 1,
+        }
 
     @property
     def window_ms(self) -> int:

@@ -25,7 +25,7 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from streams.events import Artifact, ModelVersion, Task
 from tests.edge_runtime.test_fetch import _free_port
-from tests.edge_runtime.test_runtime import registered, settings
+from tests.edge_runtime.test_runtime import promoted, registered, settings
 from tests.edge_runtime.tiny_models import (
     EOS,
     LEAD_WORD,
@@ -135,6 +135,7 @@ def test_generate_model_failing_warm_up_is_refused_and_old_keeps_serving(
         await rt.start_offline()
         await rt.apply(registered(v1, 1))
         await rt.apply(registered(bad, 2))
+        await rt.apply(promoted("v2", model_id="slm"))
         return rt, await rt.infer(["book"], max_new_tokens=2)
 
     rt, result = asyncio.run(scenario())

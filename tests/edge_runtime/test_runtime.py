@@ -39,6 +39,13 @@ def registered(built, minutes):
     return dataclasses.replace(built.event, occurred_at=T0 + timedelta(minutes=minutes))
 
 
+def promoted(to="v2", *, model_id="intent"):
+    """A finished rollout to ``to``: how a serving device is told to change version."""
+    return dataclasses.replace(
+        rollout(RolloutStatus.SUCCEEDED, to=to), model_id=model_id, rollout_id=f"r-{to}"
+    )
+
+
 def rollout(status, *, revision=0, percent=100.0, to="v2"):
     return RolloutState(
         occurred_at=T0 + timedelta(hours=1, minutes=revision),
@@ -76,6 +83,20 @@ def test_without_rollout_newest_registered_version_is_installed(tmp_path, signin
     assert served == ("v2", LABELS[1])
     assert rt.statuses[-1].state is DeviceState.SERVING
     assert rt.statuses[-1].model_sha256 == v2.artifact.sha256
+
+
+def test_a_new_registration_alone_does_not_move_a_serving_device(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.apply(registered(v2, 2))  # a candidate, before its rollout exists
+        return await _served_label(rt)
+
+    assert asyncio.run(scenario()) == ("v1", LABELS[0])
 
 
 def test_rollout_moves_members_to_target_and_rollback_returns_them(tmp_path, signing_key):
@@ -145,6 +166,7 @@ def test_refused_update_keeps_last_good_serving_and_says_why(
         await rt.start_offline()
         await rt.apply(registered(v1, 1))
         await rt.apply(event)
+        await rt.apply(promoted("v2"))
         return rt, await _served_label(rt)
 
     rt, served = asyncio.run(scenario())
@@ -176,6 +198,7 @@ def test_restart_after_a_killed_download_serves_last_good_then_resumes(tmp_path,
         after_restart = (rt.statuses[-1].state, await _served_label(rt))
         await rt.apply(registered(v1, 1))
         await rt.apply(registered(v2, 2))
+        await rt.apply(promoted("v2"))
         return after_restart, await _served_label(rt)
 
     asyncio.run(first_life())

@@ -125,6 +125,15 @@ def test_latency_regression_is_caught_by_the_tail_test():
     assert m.value < 0.01
 
 
+def test_relative_latency_gate_can_be_switched_off():
+    rng = random.Random(3)
+    slower, stable = _latency_group(rng, 2000, slower=1.6), _latency_group(rng, 2000)
+    policy = GatePolicy(max_error_rate=None, min_requests=100, relative_latency=False)
+    j = judge(slower, stable, policy, alpha=0.01, stable_required=True)
+    assert "p95_latency.relative" not in {m.metric for m in j.measurements}
+    assert j.verdict.value == "PASS"
+
+
 def test_tail_split_counts_requests_above_the_pooled_p95_bucket():
     # 100 requests each; pooled p95 lies in the (10, 15] bucket, so the tail is > 15 ms.
     canary = from_values(LATENCY_MS_BOUNDS, [5.0] * 90 + [12.0] * 4 + [40.0] * 6)
