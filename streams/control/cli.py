@@ -178,6 +178,88 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage_line(versions: dict[str, Any], version: str | None) -> str:
+    from streams.ledger import lineage
+
+    if version is None:
+        return "-"
+    chain = lineage(versions, version)
+    if not chain:
+        return f"{version} (not in the registry)"
+    return " <- ".join(
+        f"{mv.version} [{', '.join(mv.lineage) or 'no passes recorded'}]" for mv in chain
+    )
+
+
+def _when(at: Any) -> str:
+    return "now" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_devices_history(args: argparse.Namespace) -> int:
+    from streams.control.runner import read_ledger
+    from streams.ledger import device_history, latest_versions
+
+    statuses, registry = read_ledger(settings_from_args(args).connection())
+    intervals = device_history(statuses, args.device)
+    if not intervals:
+        print(f"no status of device {args.device!r} on the device-status topic")
+        return 1
+    rows = [
+        {
+            "from": _when(i.start),
+            "until": _when(i.end),
+            "model": f"{i.model_id}:{i.version}" if i.version else "-",
+            "sha256": (i.sha256 or "-")[:16],
+            "state": i.state.value,
+            "rollout": i.rollout_id,
+            "last_error": i.last_error,
+        }
+        for i in intervals
+    ]
+    _print_rows(rows, list(rows[0]), args.json)
+    if not args.json:
+        print()
+        for model_id in sorted({i.model_id for i in intervals if i.model_id}):
+            versions = latest_versions(registry, model_id)
+            for version in sorted(
+                {i.version for i in intervals if i.model_id == model_id and i.version}
+            ):
+                print(f"lineage {model_id}:{version}: {_lineage_line(versions, version)}")
+    return 0
+
+
+def cmd_models_where(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from streams.control.runner import read_ledger
+    from streams.ledger import devices_running, latest_versions
+
+    model_id, sep, version = args.ref.partition("@")
+    if not sep or not model_id or not version:
+        print(f"slmops models where: expected MODEL@VERSION, got {args.ref!r}")
+        return 2
+    at = datetime.now(UTC) if args.at is None else datetime.fromisoformat(args.at)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    statuses, registry = read_ledger(settings_from_args(args).connection())
+    found = devices_running(statuses, model_id, version, at)
+    rows = [
+        {
+            "device_id": i.device_id,
+            "since": _when(i.start),
+            "until": _when(i.end),
+            "sha256": (i.sha256 or "-")[:16],
+            "rollout": i.rollout_id,
+        }
+        for i in found
+    ]
+    print(f"{len(rows)} device(s) served {model_id}@{version} at {at:%Y-%m-%d %H:%M:%S}Z")
+    if rows:
+        _print_rows(rows, list(rows[0]), args.json)
+    print(f"lineage: {_lineage_line(latest_versions(registry, model_id), version)}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add the control plane's commands to the ``slmops`` parser."""
     control = subparsers.add_parser("control", help="the control plane (Faust workers)")
@@ -223,3 +305,8 @@ def register(subparsers: Any) -> None:
     devices = subparsers.add_parser("devices", help="the device fleet")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     reader(dsub, "list", cmd_devices_list, "version per device, last seen, last error")
+    q = reader(dsub, "history", cmd_devices_history, "which model hash a device ran, and when")
+    q.add_argument("device")
+    q = reader(msub, "where", cmd_models_where, "which devices ran MODEL@VERSION at a time")
+    q.add_argument("ref", metavar="MODEL@VERSION")
+    q.add_argument("--at", help="ISO 8601 time (UTC unless stated); default: now")

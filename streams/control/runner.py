@@ -67,3 +67,22 @@ async def _read_registry(conn: KafkaConnection, idle_timeout_s: float) -> Regist
 def read_registry(conn: KafkaConnection, *, idle_timeout_s: float = 1.5) -> RegistryView:
     """The current registry, read from the compacted topics (no worker needed)."""
     return asyncio.run(_read_registry(conn, idle_timeout_s))
+
+
+async def _read_ledger(conn: KafkaConnection) -> tuple[list[DeviceStatus], list[ModelVersion]]:
+    from streams.kafka_io import EventConsumer, Received
+
+    catalog = conn.catalog()
+    topics = [catalog.topic_for(DeviceStatus), catalog.topic_for(ModelVersion)]
+    async with EventConsumer(conn, topics, name="device-ledger") as consumer:
+        records = await consumer.snapshot()
+    events = [r.event for r in records if isinstance(r, Received)]
+    return (
+        [e for e in events if isinstance(e, DeviceStatus)],
+        [e for e in events if isinstance(e, ModelVersion)],
+    )
+
+
+def read_ledger(conn: KafkaConnection) -> tuple[list[DeviceStatus], list[ModelVersion]]:
+    """Every device status still on the topic (30 days before compaction) and the registry."""
+    return asyncio.run(_read_ledger(conn))
