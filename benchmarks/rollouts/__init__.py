@@ -1,0 +1,1 @@
+"""Rollout benchmarks: how long a published rollout decision takes to reach a fleet."""
