@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -84,18 +85,26 @@ async def _tls_problem(conn: KafkaConnection) -> str | None:
     The Kafka client only reports that it could not bootstrap; a certificate problem is the
     usual cause and the one a user can fix, so name it.
     """
+    return await asyncio.to_thread(_tls_handshake_problem, conn)
+
+
+def _tls_handshake_problem(conn: KafkaConnection) -> str | None:
+    # A blocking socket closed in ``finally``: asyncio's TLS transports can outlive a failed
+    # handshake and warn about it later.
     host, _, port = conn.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    context = conn.ssl_context()
+    if context is None:
+        return None
     try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port), ssl=conn.ssl_context(), server_hostname=host),
-            timeout=5,
-        )
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
     except ssl.SSLError as exc:
         return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
-    except (OSError, TimeoutError, ValueError):
+    except (OSError, ValueError):
         return None
-    writer.close()
-    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

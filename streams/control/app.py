@@ -36,7 +36,6 @@ from streams.control.policy import Decision, PolicyState, step
 from streams.control.settings import ControlSettings
 from streams.control.status_page import STATUS_PAGE
 from streams.control.windows import MergeState, SourceWindows, accept_partial
-from streams.control.wire import EventDecoder, Undecodable
 from streams.dead_letter import dead_letter_for
 from streams.errors import EventError
 from streams.events import (
@@ -54,6 +53,7 @@ from streams.events import (
     to_json,
 )
 from streams.gates import GroupMetrics
+from streams.kafka_io import Undecodable
 from streams.topics import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,13 @@ class AvroSchema(faust.Schema):  # type: ignore[type-arg]  # generic only in fau
     def __init__(self, event_type: type[Event]) -> None:
         super().__init__(key_serializer="raw", value_serializer="raw")
         self.event_type = event_type
-        self.decoder = EventDecoder(event_type)
         self.codec = default_codec()
 
     def loads_value(
         self, app: Any, message: Any, *, loads: Any = None, serializer: Any = None
     ) -> Any:
         try:
-            return self.decoder.decode(message.value)
+            return self.codec.decode(message.value, self.event_type)
         except EventError as exc:
             return Undecodable(
                 message.topic, message.partition, message.offset, message.key, message.value, exc

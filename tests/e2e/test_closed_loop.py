@@ -70,7 +70,9 @@ def test_demo_runs_the_closed_loop_and_the_rollback(kafka_bootstrap):
     canary = _index(lines, r"rollout intent-v1-opt-\w+-pilot: PROGRESSING at 50%")
     full = _index(lines, r"rollout intent-v1-opt-\w+-pilot: (BAKING at 100%|SUCCEEDED)")
     succeeded = _index(lines, r"rollout intent-v1-opt-\w+-pilot: SUCCEEDED")
-    assert v1 < shift < alert <= request < accepted < canary < full <= succeeded
+    # Alerts and requests travel on different topics: either may be observed first.
+    assert v1 < shift < min(alert, request) <= max(alert, request) < accepted
+    assert accepted < canary < full <= succeeded
     # The bad candidate: shipped, judged on the canary, rolled back by itself.
     shipped = _index(lines, r"an operator ships v1-opt-\w+-scrambled")
     failing = _index(lines, r"scrambled-pilot: ROLLING_BACK .*gate failed")
