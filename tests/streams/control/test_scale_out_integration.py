@@ -118,7 +118,6 @@ def test_two_workers_share_partitions_and_match_one(kafka_conn, start_worker):
     assert observed([a1, a2], ids) == want
     # Both workers aggregated source partitions (the wait above); which of them merges depends
     # on how the group assigns the internal partitions, which may put all three on one worker.
-    assert sum(bool(observed([w], ids)) for w in (a1, a2)) >= 1
 
 
 def test_sigkill_and_restart_neither_lose_nor_double_count(kafka_conn, start_worker):
