@@ -141,3 +141,24 @@ def test_failing_canary_is_rolled_back_with_an_alert(kafka_conn, start_worker):
     # The SLO policy also flags the bad version's error rate; the rollout raises its own alert.
     assert [a.kind for a in alerts if a.rollout_id == ROLLOUT] == ["rollout_rolling_back"]
     assert any(a.kind == "error_rate" and a.model_version == "v2" for a in alerts)
+
+
+def test_controller_killed_mid_rollout_carries_on_after_restart(kafka_conn, start_worker):
+    app_id = f"{kafka_conn.topic_prefix}-ctl-restart"
+    first = start_worker(kafka_conn, app_id=app_id, name="first", extra=FLAGS)
+    wait_for("sources live", lambda: all_live([first], SOURCES), workers=[first])
+    accept_candidate(kafka_conn)
+    wait_for("rollout started", lambda: states(kafka_conn), workers=[first])
+    first.kill()  # SIGKILL: no clean shutdown, the table is recovered from its changelog
+    before = states(kafka_conn)
+    assert before[-1].status is RolloutStatus.PROGRESSING
+    second = start_worker(kafka_conn, app_id=app_id, name="second", extra=FLAGS)
+    wait_for("sources live again", lambda: all_live([second], SOURCES), workers=[second])
+    history = serve_until(kafka_conn, second, RolloutStatus.SUCCEEDED, canary_errors=1)
+    revisions = [s.revision for s in history]
+    assert revisions == sorted(set(revisions))  # no revision written twice, none skipped back
+    assert history[-1].revision > before[-1].revision
+    assert [t.status for t in history[-1].history][:2] == [
+        RolloutStatus.PENDING,
+        RolloutStatus.PROGRESSING,
+    ]
