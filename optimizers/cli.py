@@ -189,6 +189,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from optimizers.feedback import FeedbackSources
+    from optimizers.metrics import WorkerMetrics
     from optimizers.settings import OptimizerSettings
     from optimizers.worker import OptimizerWorker
     from streams.artifact import private_key_from_text
@@ -200,6 +201,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             ("topic_prefix", args.topic_prefix),
             ("root", args.root),
             ("group", args.group),
+            ("metrics_port", args.metrics_port),
         )
         if value is not None
     }
@@ -230,9 +232,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store_dir=root / "store",
         signing_key=private_key_from_text(key_text),
         group_id=settings.group,
+        metrics=WorkerMetrics(),
     )
     logging.getLogger("optimizers").setLevel(logging.INFO)
-    asyncio.run(worker.run(idle_timeout_s=args.idle_timeout, max_requests=args.max_requests))
+
+    async def serve() -> None:
+        from optimizers import server
+
+        runner = None
+        if settings.metrics_port:
+            runner = await server.serve(worker, settings.metrics_host, settings.metrics_port)
+        try:
+            await worker.run(idle_timeout_s=args.idle_timeout, max_requests=args.max_requests)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+    asyncio.run(serve())
     _say(f"handled {worker.handled} request(s), skipped {worker.skipped} re-delivered")
     return 0
 
@@ -280,6 +296,11 @@ def register(subparsers: Any) -> None:
         "--no-feedback-data",
         action="store_true",
         help="train on ROOT/data only, not also on the feedback topic's consented examples",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of GET /metrics and /healthz (env SLMOPS_METRICS_PORT, default 9108; 0: off)",
     )
     w.add_argument("--idle-timeout", type=float, default=None, help="stop after S idle seconds")
     w.add_argument("--max-requests", type=int, default=None)

@@ -21,6 +21,12 @@ class OptimizerSettings(KafkaClientSettings):
     feedback_data: bool = Field(
         default=True, description="also train on the consented examples of the feedback topic"
     )
+    # Loopback by default, as on a developer's machine; the image sets 0.0.0.0 so Prometheus
+    # and the kubelet reach it.
+    metrics_host: str = Field(default="127.0.0.1", description="bind address of /metrics")
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="GET /metrics and /healthz; 0: no HTTP server"
+    )
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(self.worker_id or "slmops-optimizer")

@@ -12,6 +12,9 @@ handled ``event_id``s, makes the second delivery a no-op instead of a second bui
 Where things come from is a seam (:class:`Sources`): the default reads base models from
 ``<models>/<model_id>/<version>/``, data from ``<data>/<model_id>.jsonl`` and recipes from
 ``<recipes>/<name>.toml``.
+
+With a :class:`~optimizers.metrics.WorkerMetrics`, every request is counted by outcome and
+every build timed; ``optimizers.server`` serves them with the worker's health.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from optimizers.dataset import Dataset
+    from optimizers.metrics import WorkerMetrics
     from optimizers.model import ModelRef
     from optimizers.pipeline import Outcome
     from optimizers.recipe import Recipe
@@ -113,6 +117,7 @@ class OptimizerWorker:
         signing_key: Ed25519PrivateKey,
         group_id: str = "slmops-optimizer",
         worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.conn = conn
         self.sources = sources
@@ -122,8 +127,11 @@ class OptimizerWorker:
         self.group_id = group_id
         self.worker_id = worker_id or f"optimizer-{uuid.uuid4().hex[:8]}"
         self.ledger = Ledger(work_dir / "handled.jsonl")
+        self.metrics = metrics
         self.handled = 0
         self.skipped = 0
+        # True while the consumer is running: the worker's readiness (``GET /healthz``).
+        self.consuming = False
 
     async def run(
         self, *, idle_timeout_s: float | None = None, max_requests: int | None = None
@@ -149,21 +157,30 @@ class OptimizerWorker:
                 topic,
                 self.group_id,
             )
-            async for record in consumer.records(idle_timeout_s):
-                event = record.event
-                if not isinstance(event, OptimizationRequest):
-                    log.warning("ignoring %s on %s", type(event).__name__, record.topic)
-                    continue
-                await self.handle(event, producer)
-                if max_requests is not None and self.handled + self.skipped >= max_requests:
-                    return
+            self.consuming = True
+            try:
+                async for record in consumer.records(idle_timeout_s):
+                    event = record.event
+                    if not isinstance(event, OptimizationRequest):
+                        log.warning("ignoring %s on %s", type(event).__name__, record.topic)
+                        continue
+                    await self.handle(event, producer)
+                    if max_requests is not None and self.handled + self.skipped >= max_requests:
+                        return
+            finally:
+                self.consuming = False
 
     async def handle(self, request: OptimizationRequest, producer: object) -> None:
         from streams.kafka_io import EventProducer
 
         assert isinstance(producer, EventProducer)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.taken(request.model_id)
         if request.event_id in self.ledger:
             self.skipped += 1
+            if metrics is not None:
+                metrics.handled(request.model_id, "skipped")
             log.info(
                 "skipping re-delivered request event_id=%s model=%s",
                 request.event_id,
@@ -171,21 +188,35 @@ class OptimizerWorker:
             )
             return
         started = time.monotonic()
+        failed = False
+        if metrics is not None:
+            metrics.building.set(1)
         try:
             result, version = await asyncio.to_thread(self._build, request)
         except OptimizerError as exc:
             result, version = self._failure(request, str(exc), time.monotonic() - started), None
+            failed = True
         except Exception as exc:  # the edge of the serving loop: report, keep serving
             log.exception("request failed event_id=%s model=%s", request.event_id, request.model_id)
             result = self._failure(
                 request, f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - started
             )
             version = None
+            failed = True
+        finally:
+            if metrics is not None:
+                metrics.building.set(0)
+                metrics.build_duration.labels(model=request.model_id).observe(
+                    time.monotonic() - started
+                )
         if version is not None:
             await producer.send_and_wait(version)
         await producer.send_and_wait(result)
         self.ledger.add(request.event_id, "accepted" if result.accepted else "refused")
         self.handled += 1
+        if metrics is not None:
+            outcome = "failed" if failed else "accepted" if result.accepted else "refused"
+            metrics.handled(request.model_id, outcome)
         log.info(
             "handled request event_id=%s model=%s accepted=%s reason=%s",
             request.event_id,

@@ -34,10 +34,16 @@ ENV PATH=/opt/slmops/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SLMOPS_DATA_DIR=/var/lib/slmops \
-    HF_HOME=/var/lib/slmops/hf
+    HF_HOME=/var/lib/slmops/hf \
+    SLMOPS_METRICS_HOST=0.0.0.0 \
+    SLMOPS_METRICS_PORT=9108
 WORKDIR /var/lib/slmops
 USER 10001:10001
-# The optimizer worker serves no HTTP endpoint yet, so there is nothing to probe.
-HEALTHCHECK NONE
+EXPOSE 9108
+# /metrics, not /healthz: /healthz answers 503 until the worker has joined its consumer group,
+# which is readiness, not liveness. The HTTP endpoint answers during a build (builds run in a
+# thread), so a long build does not fail the check.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9108/metrics', timeout=4)"]
 ENTRYPOINT ["slmops"]
 CMD ["optimizer", "worker"]

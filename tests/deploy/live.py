@@ -1,5 +1,6 @@
 """Running components for the monitoring tests: a control worker process, an edge runtime's
-HTTP API, known telemetry, and the tools from Debian's packages (which must be installed)."""
+HTTP API, an optimizer worker's HTTP endpoint, known telemetry, and the tools from Debian's
+packages (which must be installed)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ import pytest
 from streams.events import Event
 from streams.kafka_io import EventProducer
 from streams.topics import KafkaConnection
-from tests.streams.control.conftest import WINDOW_S, Worker, _delete_internal, all_live, wait_for
+from tests.streams.control.conftest import (
+    WINDOW_S,
+    Worker,
+    _delete_internal,
+    all_live,
+    free_port,
+    wait_for,
+)
 from tests.streams.control.helpers import telemetry
 
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
@@ -46,6 +54,52 @@ def control_worker(
         worker.kill(signal.SIGTERM)
         with contextlib.suppress(Exception):  # clean-up of a shared broker must not fail a test
             asyncio.run(_delete_internal(conn, [worker.app_id]))
+
+
+async def _optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
+    from optimizers import server
+    from optimizers.metrics import WorkerMetrics
+    from optimizers.worker import DirectorySources, OptimizerWorker
+    from streams.artifact import new_signing_key
+
+    root = tmp / "optimizer"
+    worker = OptimizerWorker(
+        conn,
+        DirectorySources(models=root / "models", data_dir=root / "data", recipes=root / "recipes"),
+        work_dir=root / "work",
+        store_dir=root / "store",
+        signing_key=new_signing_key(),
+        group_id=f"{conn.topic_prefix}-opt-{uuid.uuid4().hex[:6]}",
+        metrics=WorkerMetrics(),
+    )
+    port = free_port()
+    runner = await server.serve(worker, "127.0.0.1", port)
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 60
+        while not worker.consuming:
+            assert not running.done(), running
+            assert time.monotonic() < deadline, "the optimizer worker never started consuming"
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await runner.cleanup()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), head
+    return body.decode()
+
+
+def optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
+    """What ``GET /metrics`` of a running optimizer worker (no request handled yet) serves."""
+    return asyncio.run(_optimizer_exposition(conn, tmp))
 
 
 async def _send(conn: KafkaConnection, events: list[Event]) -> None:

@@ -43,6 +43,13 @@ def _edge_paths() -> set[str]:
     return {r.resource.canonical for r in app.router.routes() if r.resource is not None}
 
 
+def _optimizer_paths() -> set[str]:
+    from optimizers.server import build_app
+
+    app = build_app(object())  # type: ignore[arg-type]  # routes only; no request is served
+    return {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+
+
 def _control_paths() -> set[str]:
     from streams.control.app import ControlWorker
     from streams.control.settings import ControlSettings
@@ -101,12 +108,12 @@ COMPONENTS: dict[str, Component] = {
             extra="optimize",
             image="slmops-optimizer",
             command=("optimizer", "worker"),
-            settings=None,
-            port_field=None,
-            host_field=None,
-            readiness=None,
-            liveness=None,
-            served_paths=None,
+            settings="optimizers.settings:OptimizerSettings",
+            port_field="metrics_port",
+            host_field="metrics_host",
+            readiness="/healthz",
+            liveness="/metrics",
+            served_paths=_optimizer_paths,
         ),
         Component(
             name="edge",

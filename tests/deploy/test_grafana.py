@@ -1,5 +1,6 @@
 """deploy/grafana: provisioning matches compose, every panel's PromQL is valid, and every metric
-it names is either a recording rule of deploy/prometheus or a name a running component serves."""
+it (or a rule of deploy/prometheus) names is either a recording rule or a name a running
+component serves (control worker, edge runtime, optimizer worker)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
 from streams.artifact import new_signing_key, public_key_to_text
-from tests.deploy.live import control_worker, tool
+from tests.deploy.live import control_worker, optimizer_exposition, tool
 from tests.streams.control.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,8 +196,13 @@ def test_every_query_names_only_exported_metrics_or_recording_rules(kafka_conn, 
     with control_worker(kafka_conn, tmp_path) as worker:
         control = worker.get("/metrics").decode()
     edge = asyncio.run(_edge_exposition(tmp_path))
-    live = exported(control) | exported(edge)
-    assert {"slmops_window_requests", "slmops_edge_requests_total"} <= live
+    optimizer = optimizer_exposition(kafka_conn, tmp_path)
+    live = exported(control) | exported(edge) | exported(optimizer)
+    assert {
+        "slmops_window_requests",
+        "slmops_edge_requests_total",
+        "slmops_optimizer_requests_total",
+    } <= live
     recorded = recording_rules()
 
     # Rules first: a recording rule may only be built from live names or other rules.
