@@ -309,7 +309,7 @@ class OptimizerWorker:
                 )
             )
         # A recipe without training steps (export and quantize only) keeps its base weights.
-        trained = _last_trainable(self.work_dir / request.event_id) or base
+        trained = last_trainable(self.work_dir / request.event_id) or base
         self.sources.keep(request.model_id, version, trained)
         headline = outcome.builds[0].model
         registered = ModelVersion(
@@ -326,7 +326,7 @@ class OptimizerWorker:
         return result, registered
 
 
-def _last_trainable(work: Path) -> ModelRef | None:
+def last_trainable(work: Path) -> ModelRef | None:
     """The model the recipe's last training step wrote (``NN-<pass>`` dirs, format ``hf``)."""
     from optimizers.errors import ModelLoadError
     from optimizers.model import ModelRef

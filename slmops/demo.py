@@ -350,7 +350,7 @@ def _write_jsonl(path: Path, rows: list[Labelled]) -> None:
 
 def bootstrap_v1(root: Path, key_file: Path, timeline: Timeline) -> ModelVersion:
     """Build v1 with the optimizer's own command: MiniLM fine-tuned on the clean intents."""
-    from optimizers.worker import DirectorySources, _last_trainable
+    from optimizers.worker import DirectorySources, last_trainable
 
     out = root / "bootstrap"
     log = root / "logs" / "bootstrap.log"
@@ -371,7 +371,7 @@ def bootstrap_v1(root: Path, key_file: Path, timeline: Timeline) -> ModelVersion
     if done.returncode != 0:
         raise RuntimeError(f"building v1 failed (exit {done.returncode}); see {log}")
     result = json.loads((out / "result.json").read_text())
-    trained = _last_trainable(out / "work")
+    trained = last_trainable(out / "work")
     if trained is None:
         raise RuntimeError(f"building v1 left no trained model under {out / 'work'}")
     DirectorySources(root / "models", root / "data", root / "recipes").keep(MODEL_ID, "v1", trained)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from optimizers.model import ModelRef
-from optimizers.worker import DirectorySources, _last_trainable
+from optimizers.worker import DirectorySources, last_trainable
 
 
 def _step(work, name, fmt):
@@ -19,7 +19,7 @@ def test_the_last_trained_step_is_kept_as_the_next_base(tmp_path):
     _step(work, "01-prune", "hf")
     _step(work, "02-export_onnx", "onnx")
     (work / "baseline").mkdir()
-    trained = _last_trainable(work)
+    trained = last_trainable(work)
     assert trained is not None
     assert trained.path.name == "01-prune"
     sources = DirectorySources(tmp_path / "models", tmp_path / "data", tmp_path / "recipes")
@@ -28,4 +28,4 @@ def test_the_last_trained_step_is_kept_as_the_next_base(tmp_path):
     kept = ModelRef.load(tmp_path / "models" / "intent" / "v2")
     assert kept.lineage == ("01-prune",)
     assert (kept.path / "weights.bin").read_bytes() == b"01-prune"
-    assert _last_trainable(tmp_path / "empty") is None
+    assert last_trainable(tmp_path / "empty") is None
