@@ -21,19 +21,14 @@ if TYPE_CHECKING:
 
 async def _read(conn: KafkaConnection, model_id: str) -> list[Example]:
     from streams.events import Feedback
-    from streams.kafka_io import EventConsumer, Received
+    from streams.kafka_io import read_current
 
-    topic = conn.catalog().topic_for(Feedback)
-    async with EventConsumer(conn, [topic], name="optimizer-feedback") as consumer:
-        records = await consumer.snapshot()
     seen: set[str] = set()
     out: list[Example] = []
-    for record in records:
-        if not isinstance(record, Received) or not isinstance(record.event, Feedback):
+    for event in await read_current(conn, (Feedback,), name="optimizer-feedback"):
+        if not isinstance(event, Feedback) or event.model_id != model_id:
             continue
-        if record.event.model_id != model_id:
-            continue
-        for example in record.event.examples:
+        for example in event.examples:
             if example.consent and example.text not in seen:
                 seen.add(example.text)
                 out.append(Example(example.text, example.label))

@@ -25,7 +25,7 @@ from streams.events import (
     RolloutState,
     to_json,
 )
-from streams.kafka_io import EventConsumer, EventProducer, Received
+from streams.kafka_io import EventProducer, read_current
 from streams.membership import Device, in_scope, is_member
 from streams.topics import KafkaConnection
 
@@ -98,16 +98,9 @@ def _steer(kind: RolloutCommandKind) -> Callable[[argparse.Namespace, Connect], 
 
 async def read_state(conn: KafkaConnection) -> tuple[list[RolloutState], list[DeviceStatus]]:
     """The latest state of every rollout and of every device, from the compacted topics."""
-    catalog = conn.catalog()
-    topics = [catalog.topic_for(RolloutState), catalog.topic_for(DeviceStatus)]
-    async with EventConsumer(conn, topics, name="rollout-status") as consumer:
-        records = await consumer.snapshot()
     rollouts: dict[str, RolloutState] = {}
     devices: dict[str, DeviceStatus] = {}
-    for record in records:
-        if not isinstance(record, Received):
-            continue
-        event = record.event
+    for event in await read_current(conn, (RolloutState, DeviceStatus), name="rollout-status"):
         if isinstance(event, RolloutState):
             known = rollouts.get(event.rollout_id)
             if known is None or event.revision >= known.revision:

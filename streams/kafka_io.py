@@ -308,3 +308,18 @@ class EventConsumer:
             consumer=self.name,
         )
         await self.dead_letters.send_and_wait(dl)
+
+
+async def read_current(
+    conn: KafkaConnection, event_types: Iterable[type[Event]], *, name: str
+) -> list[Event]:
+    """Every decodable event on the topics of ``event_types`` up to their end offsets now.
+
+    The current state of compacted topics (rollouts, registry, device status) or a topic's
+    retained history, read without a consumer group; undecodable records are left out.
+    """
+    catalog = conn.catalog()
+    topics = [catalog.topic_for(t) for t in event_types]
+    async with EventConsumer(conn, topics, name=name) as consumer:
+        records = await consumer.snapshot()
+    return [r.event for r in records if isinstance(r, Received)]

@@ -70,13 +70,9 @@ def read_registry(conn: KafkaConnection, *, idle_timeout_s: float = 1.5) -> Regi
 
 
 async def _read_ledger(conn: KafkaConnection) -> tuple[list[DeviceStatus], list[ModelVersion]]:
-    from streams.kafka_io import EventConsumer, Received
+    from streams.kafka_io import read_current
 
-    catalog = conn.catalog()
-    topics = [catalog.topic_for(DeviceStatus), catalog.topic_for(ModelVersion)]
-    async with EventConsumer(conn, topics, name="device-ledger") as consumer:
-        records = await consumer.snapshot()
-    events = [r.event for r in records if isinstance(r, Received)]
+    events = await read_current(conn, (DeviceStatus, ModelVersion), name="device-ledger")
     return (
         [e for e in events if isinstance(e, DeviceStatus)],
         [e for e in events if isinstance(e, ModelVersion)],
