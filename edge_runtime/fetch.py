@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 
 from edge_runtime.errors import FetchError, VerificationError
-from streams.artifact import sha256_file
 from streams.events import Artifact
+from streams.events.artifact import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from streams.artifact import Manifest
+from streams.events.artifact import Manifest
 
 DEFAULT_MAX_NEW_TOKENS = 32
 MAX_NEW_TOKENS_CAP = 256

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streams.histograms import LATENCY_MS_BOUNDS
+from streams.events.histograms import LATENCY_MS_BOUNDS
 
 
 class EdgeMetrics:

@@ -38,7 +38,7 @@ from edge_runtime.generation import (
     eos_ids,
 )
 from edge_runtime.hardware import HardwareProfile
-from streams.artifact import Manifest
+from streams.events.artifact import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from edge_runtime.errors import NoModelError
 from edge_runtime.hardware import HardwareProfile
 from edge_runtime.model import InferenceResult, LoadedModel
-from streams.artifact import Manifest
+from streams.events.artifact import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ import logging
 from aiokafka.errors import KafkaError
 
 from edge_runtime.buffer import DiskBuffer
-from streams.errors import EventError, KafkaUnavailableError
 from streams.events import Event, decode, encode
-from streams.kafka_io import EventProducer
-from streams.topics import KafkaConnection
+from streams.events.errors import EventError
+from streams.kafka.clients import EventProducer
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.errors import KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 

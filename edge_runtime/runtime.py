@@ -3,8 +3,8 @@ report.
 
 Version choice. The device reads the compacted ``model-registry`` and ``rollouts`` topics from
 the beginning without a consumer group (every device sees every record) and asks
-:func:`streams.membership.desired_version` which version of its model to run. When *no* rollout
-concerns its model at all, it installs the newest registered version of the model (by the
+:func:`streams.events.membership.desired_version` which version of its model to run. When *no*
+rollout concerns its model at all, it installs the newest registered version of the model (by the
 registry event's ``occurred_at``): a fresh fleet thus starts serving as soon as a first version
 is registered, and rollouts govern every later change.
 
@@ -48,8 +48,6 @@ from edge_runtime.outbox import Outbox
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.store import InstalledModel, ModelStore
 from edge_runtime.telemetry import Identity, WindowAggregator
-from streams.artifact import key_id, public_key_from_text
-from streams.errors import EventError, KafkaUnavailableError
 from streams.events import (
     Artifact,
     DeviceState,
@@ -58,8 +56,11 @@ from streams.events import (
     ModelVersion,
     RolloutState,
 )
-from streams.kafka_io import EventConsumer, Received
-from streams.membership import Device, desired_version
+from streams.events.artifact import key_id, public_key_from_text
+from streams.events.errors import EventError
+from streams.events.membership import Device, desired_version
+from streams.kafka.clients import EventConsumer, Received
+from streams.kafka.errors import KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from streams.topics import KafkaClientSettings, KafkaConnection
+from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
 class EdgeSettings(KafkaClientSettings):

@@ -1,6 +1,6 @@
 """Verified model directories on local disk, and the last-known-good record.
 
-An archive is unpacked with :func:`streams.artifact.unpack_and_verify` (address, signature
+An archive is unpacked with :func:`streams.events.artifact.unpack_and_verify` (address, signature
 against the device's trusted keys, every file's sha256, no path outside the flat directory)
 into a temporary directory that is renamed into place only when everything checks out.
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_runtime.errors import VerificationError
-from streams.artifact import (
+from streams.events import Artifact
+from streams.events.artifact import (
     MANIFEST,
     SIGNATURE,
     ArtifactError,
@@ -33,7 +34,6 @@ from streams.artifact import (
     verify_files,
     verify_signature,
 )
-from streams.events import Artifact
 
 log = logging.getLogger(__name__)
 

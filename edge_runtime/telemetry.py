@@ -5,7 +5,8 @@ confidence of each prediction, input token counts, generated token counts, the p
 index and a feature vector),
 and a window leaves the device as fixed-bucket histograms, a few quantiles and the
 per-dimension mean and variance of the feature vectors. The histogram bounds are the shared
-ones from :mod:`streams.histograms`, so the control plane merges windows of any device exactly.
+ones from :mod:`streams.events.histograms`, so the control plane merges windows of any device
+exactly.
 
 A *request* is one inference call (a batch); confidences, token counts and classes are
 counted per text. When the serving version changes inside a window, each version gets its own
@@ -24,8 +25,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from streams import histograms
-from streams.events import DriftSketch, Histogram, Telemetry
+from streams.events import DriftSketch, Histogram, Telemetry, histograms
 
 TOKEN_BOUNDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 

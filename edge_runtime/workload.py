@@ -1,6 +1,6 @@
 """Requests for simulated devices, with a switchable distribution shift.
 
-Drawn from the generated intent workload of :mod:`streams.intents` (no data set ships
+Drawn from the generated intent workload of :mod:`workloads.intents` (no data set ships
 offline), the same intents the optimizers train on. The shifted distribution uses colloquial
 phrasings, unseen slot values and typos, with a prior skewed towards smart-home requests: a
 drift detector sees it in the token-count, predicted-class and feature histograms, and a model
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from streams.intents import Labelled, draw
+from workloads.intents import Labelled, draw
 
 
 class Workload:

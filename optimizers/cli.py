@@ -103,11 +103,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from optimizers.model import ModelRef
     from optimizers.passes.base import PassContext
     from optimizers.store import ArtifactStore
-    from streams.artifact import (
-        new_signing_key,
-        private_key_from_text,
-        public_key_to_text,
-    )
+    from streams.events.artifact import new_signing_key, private_key_from_text, public_key_to_text
 
     out = Path(args.out)
     try:
@@ -192,7 +188,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from optimizers.metrics import WorkerMetrics
     from optimizers.settings import OptimizerSettings
     from optimizers.worker import OptimizerWorker
-    from streams.artifact import private_key_from_text
+    from streams.events.artifact import private_key_from_text
 
     overrides = {
         name: value

@@ -16,12 +16,12 @@ from optimizers.worker import DirectorySources
 
 if TYPE_CHECKING:
     from optimizers.recipe import Recipe
-    from streams.topics import KafkaConnection
+    from streams.kafka.connection import KafkaConnection
 
 
 async def _read(conn: KafkaConnection, model_id: str) -> list[Example]:
     from streams.events import Feedback
-    from streams.kafka_io import read_current
+    from streams.kafka.clients import read_current
 
     seen: set[str] = set()
     out: list[Example] = []

@@ -1,11 +1,11 @@
-"""The generated intent data set (``streams.intents``) as optimizer examples."""
+"""The generated intent data set (``workloads.intents``) as optimizer examples."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from optimizers.dataset import Example
-from streams import intents as _intents
+from workloads import intents as _intents
 
 INTENTS = _intents.INTENTS
 vocabulary = _intents.vocabulary

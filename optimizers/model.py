@@ -18,7 +18,7 @@ from optimizers.errors import ModelLoadError
 
 Format = Literal["hf", "onnx", "package"]
 """``hf``: a transformers directory (torch weights); ``onnx``: model.onnx + tokenizer.json;
-``package``: a signed artifact archive (streams.artifact)."""
+``package``: a signed artifact archive (streams.events.artifact)."""
 
 TaskName = Literal["classify", "embed", "generate"]
 META_FILE = "slmops-model.json"

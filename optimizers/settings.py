@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from streams.topics import KafkaClientSettings, KafkaConnection
+from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
 class OptimizerSettings(KafkaClientSettings):

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.artifact import sha256_file
+from streams.events.artifact import sha256_file
 
 log = logging.getLogger(__name__)
 

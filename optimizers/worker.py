@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from optimizers.pipeline import Outcome
     from optimizers.recipe import Recipe
     from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
-    from streams.topics import KafkaConnection
+    from streams.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class OptimizerWorker:
     ) -> None:
         """Serve until idle for ``idle_timeout_s`` (forever if None) or ``max_requests`` done."""
         from streams.events import OptimizationRequest
-        from streams.kafka_io import EventConsumer, EventProducer
+        from streams.kafka.clients import EventConsumer, EventProducer
 
         topic = self.conn.catalog().topic_for(OptimizationRequest)
         async with (
@@ -171,7 +171,7 @@ class OptimizerWorker:
                 self.consuming = False
 
     async def handle(self, request: OptimizationRequest, producer: object) -> None:
-        from streams.kafka_io import EventProducer
+        from streams.kafka.clients import EventProducer
 
         assert isinstance(producer, EventProducer)
         metrics = self.metrics

@@ -104,7 +104,7 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    from streams.admin import create_topics, wait_for_broker
+    from streams.kafka.admin import create_topics, wait_for_broker
 
     conn = _settings(args).connection()
     asyncio.run(wait_for_broker(conn, args.wait))
@@ -120,7 +120,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:
-    from streams.admin import describe_topics
+    from streams.kafka.admin import describe_topics
 
     conn = _settings(args).connection()
     catalog = conn.catalog()
@@ -155,8 +155,8 @@ def cmd_topics_list(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from streams.events import event_type_named
-    from streams.kafka_io import EventProducer
-    from streams.publish import parse_events
+    from streams.kafka.clients import EventProducer
+    from streams.kafka.publish import parse_events
 
     event_type = event_type_named(args.event_type)
     text = sys.stdin.read() if args.file in (None, "-") else Path(args.file).read_text()
@@ -194,7 +194,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from streams.events import to_json
-    from streams.kafka_io import EventConsumer, Undecodable
+    from streams.kafka.clients import EventConsumer, Undecodable
 
     conn = _settings(args).connection()
     catalog = conn.catalog()
@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    from streams.errors import StreamsError
+    from streams.events.errors import StreamsError
 
     try:
         code: int = args.func(args)

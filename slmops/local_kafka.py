@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from slmops.errors import LocalKafkaError
-from streams.admin import wait_for_broker
-from streams.errors import KafkaUnavailableError
+from streams.kafka.admin import wait_for_broker
+from streams.kafka.errors import KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from streams.events import (
     RolloutState,
     to_json,
 )
-from streams.kafka_io import EventProducer, read_current
-from streams.membership import Device, in_scope, is_member
-from streams.topics import KafkaConnection
+from streams.events.membership import Device, in_scope, is_member
+from streams.kafka.clients import EventProducer, read_current
+from streams.kafka.connection import KafkaConnection
 
 Connect = Callable[[argparse.Namespace], KafkaConnection]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 from slmops.local_kafka import CHECKOUT
-from streams.topics import KafkaClientSettings, KafkaConnection
+from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
 class CliSettings(KafkaClientSettings):

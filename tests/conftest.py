@@ -17,8 +17,8 @@ import pytest
 from hypothesis import settings
 
 from slmops.local_kafka import CHECKOUT, LocalKafka
-from streams.admin import create_topics, delete_topics, wait_for_broker
-from streams.topics import KafkaConnection
+from streams.kafka.admin import create_topics, delete_topics, wait_for_broker
+from streams.kafka.connection import KafkaConnection
 
 # Shared, noisy machines: a per-example deadline would make property tests flaky, not stricter.
 settings.register_profile("slmops", deadline=None)

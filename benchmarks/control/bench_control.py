@@ -28,11 +28,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.admin import create_topics, delete_topics
 from streams.events import Event, Feedback, Histogram, OptimizationRequest, Telemetry, encode
-from streams.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.topics import KafkaConnection
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
+from streams.kafka.admin import create_topics, delete_topics
+from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.connection import KafkaConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW_S = 1.0

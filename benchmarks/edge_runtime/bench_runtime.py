@@ -30,7 +30,7 @@ from edge_runtime.model_slot import ModelSlot
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.telemetry import Identity, WindowAggregator
-from streams.artifact import new_signing_key, public_key_to_text
+from streams.events.artifact import new_signing_key, public_key_to_text
 from tests.edge_runtime.tiny_models import build, unpacked
 
 PROFILE = PROFILES["cpu-small"]

@@ -5,7 +5,7 @@
 1. Decision propagation, N = 10, 100, 1000: N device followers in this process, each as a
    device follows the rollouts topic (its own aiokafka consumer through ``EventConsumer``, no
    consumer group, every partition assigned, starting at the end) and each deciding with
-   ``streams.membership.desired_version``. One ``RolloutState`` (50% of the cohort) is
+   ``streams.events.membership.desired_version``. One ``RolloutState`` (50% of the cohort) is
    published per trial; per device, the time from the publish call to the moment its decision
    changed. Every device's decision changes (members to the target, the others to stable
    under the new rollout), so every device yields one sample per trial.
@@ -43,12 +43,12 @@ import numpy as np
 
 from edge_runtime.runtime import EdgeRuntime, process_rss_bytes
 from edge_runtime.settings import EdgeSettings
-from streams.admin import create_topics, delete_topics
-from streams.artifact import new_signing_key, public_key_to_text
 from streams.events import CohortSelector, RolloutState, RolloutStatus, default_codec, encode
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.membership import Decision, Device, desired_version, is_member
-from streams.topics import KafkaConnection
+from streams.events.artifact import new_signing_key, public_key_to_text
+from streams.events.membership import Decision, Device, desired_version, is_member
+from streams.kafka.admin import create_topics, delete_topics
+from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.connection import KafkaConnection
 from tests.edge_runtime.tiny_models import build
 
 BOOTSTRAP = "127.0.0.1:9092"

@@ -13,6 +13,7 @@ COPY slmops ./slmops
 COPY streams ./streams
 COPY edge_runtime ./edge_runtime
 COPY optimizers ./optimizers
+COPY workloads ./workloads
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 # The venv lives at the same path in both stages, so its scripts' shebangs stay valid.
 RUN python -m venv /opt/slmops \

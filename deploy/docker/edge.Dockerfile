@@ -14,6 +14,7 @@ COPY slmops ./slmops
 COPY streams ./streams
 COPY edge_runtime ./edge_runtime
 COPY optimizers ./optimizers
+COPY workloads ./workloads
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 RUN python -m venv /opt/slmops \
     && /opt/slmops/bin/pip install "$(echo /wheels/slmops-*.whl)[edge]"

@@ -16,6 +16,7 @@ COPY slmops ./slmops
 COPY streams ./streams
 COPY edge_runtime ./edge_runtime
 COPY optimizers ./optimizers
+COPY workloads ./workloads
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 # torch first from its own index, so the extra's `torch` requirement is already satisfied.
 RUN python -m venv /opt/slmops \

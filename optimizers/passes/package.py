@@ -1,4 +1,4 @@
-"""``package``: the signed artifact devices install (format: ``streams.artifact``).
+"""``package``: the signed artifact devices install (format: ``streams.events.artifact``).
 
 The archive holds ``model.onnx``, ``tokenizer.json`` and a manifest stating the task, the
 I/O signature read from the graph itself, the labels, lineage, metrics and target hardware
@@ -23,7 +23,7 @@ from optimizers.errors import PassError
 from optimizers.model import ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
 from optimizers.store import ArtifactStore, StoredArtifact
-from streams.artifact import Manifest, TensorSpec, file_entries, key_id, pack
+from streams.events.artifact import Manifest, TensorSpec, file_entries, key_id, pack
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ histogram bins add as integers, device sets unite, and embedding moments are sum
 fractions. So the window a group ends with does not depend on how its events were spread over
 partitions, workers or restarts; the Faust shell only decides *which* partials to merge.
 
-Telemetry histograms must use the fleet's shared bounds (``streams.histograms``): a histogram
+Telemetry histograms must use the fleet's shared bounds (``streams.events.histograms``): a histogram
 with other bounds cannot be merged exactly and is refused with :class:`AggregationError`.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from streams.control.errors import AggregationError
 from streams.events import DriftSketch, Feedback, Histogram, Telemetry
-from streams.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, quantile
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, quantile
 
 # Feedback outcome names that count as a good answer; every other outcome counts as bad.
 DEFAULT_POSITIVE_OUTCOMES: frozenset[str] = frozenset(
@@ -90,13 +90,13 @@ class WindowAggregate:
         lat, conf = event.latency_ms, event.confidence
         if lat.bounds != LATENCY_MS_BOUNDS:
             raise AggregationError(
-                "latency histogram does not use the shared bounds (streams.histograms)",
+                "latency histogram does not use the shared bounds (streams.events.histograms)",
                 model_id=event.model_id,
                 field="latency_ms",
             )
         if conf.bounds != UNIT_BOUNDS:
             raise AggregationError(
-                "confidence histogram does not use the shared bounds (streams.histograms)",
+                "confidence histogram does not use the shared bounds (streams.events.histograms)",
                 model_id=event.model_id,
                 field="confidence",
             )

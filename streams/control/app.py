@@ -28,16 +28,15 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate, window_metrics
-from streams.control.canary import GroupWindow
-from streams.control.controller import Controller, start_commands
 from streams.control.errors import AggregationError
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import Decision, PolicyState, step
+from streams.control.rollouts.canary import GroupWindow
+from streams.control.rollouts.controller import Controller, start_commands
+from streams.control.rollouts.gates import GroupMetrics
 from streams.control.settings import ControlSettings
 from streams.control.status_page import STATUS_PAGE
 from streams.control.windows import MergeState, SourceWindows, accept_partial
-from streams.dead_letter import dead_letter_for
-from streams.errors import EventError
 from streams.events import (
     Alert,
     DeviceStatus,
@@ -52,9 +51,10 @@ from streams.events import (
     from_json,
     to_json,
 )
-from streams.gates import GroupMetrics
-from streams.kafka_io import Undecodable
-from streams.topics import KafkaConnection
+from streams.events.dead_letter import dead_letter_for
+from streams.events.errors import EventError
+from streams.kafka.clients import Undecodable
+from streams.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 

@@ -179,7 +179,7 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
 
 def _lineage_line(versions: dict[str, Any], version: str | None) -> str:
-    from streams.ledger import lineage
+    from streams.control.ledger import lineage
 
     if version is None:
         return "-"
@@ -196,8 +196,8 @@ def _when(at: Any) -> str:
 
 
 def cmd_devices_history(args: argparse.Namespace) -> int:
+    from streams.control.ledger import device_history, latest_versions
     from streams.control.runner import read_ledger
-    from streams.ledger import device_history, latest_versions
 
     statuses, registry = read_ledger(settings_from_args(args).connection())
     intervals = device_history(statuses, args.device)
@@ -231,8 +231,8 @@ def cmd_devices_history(args: argparse.Namespace) -> int:
 def cmd_models_where(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from streams.control.ledger import devices_running, latest_versions
     from streams.control.runner import read_ledger
-    from streams.ledger import devices_running, latest_versions
 
     model_id, sep, version = args.ref.partition("@")
     if not sep or not model_id or not version:

@@ -9,13 +9,13 @@ from streams.control.errors import ControlError
 from streams.control.registry import RegistryView
 from streams.control.settings import ControlSettings
 from streams.events import DeviceStatus, ModelVersion
-from streams.topics import KafkaConnection
+from streams.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
 
 async def _partitions(settings: ControlSettings) -> dict[str, int]:
-    from streams.admin import describe_topics, ensure_topics, wait_for_broker
+    from streams.kafka.admin import describe_topics, ensure_topics, wait_for_broker
 
     conn = settings.connection()
     await wait_for_broker(conn, 30.0)
@@ -52,7 +52,7 @@ def run_worker(settings: ControlSettings) -> int:
 
 
 async def _read_registry(conn: KafkaConnection, idle_timeout_s: float) -> RegistryView:
-    from streams.kafka_io import EventConsumer, Received
+    from streams.kafka.clients import EventConsumer, Received
 
     catalog = conn.catalog()
     view = RegistryView()
@@ -70,7 +70,7 @@ def read_registry(conn: KafkaConnection, *, idle_timeout_s: float = 1.5) -> Regi
 
 
 async def _read_ledger(conn: KafkaConnection) -> tuple[list[DeviceStatus], list[ModelVersion]]:
-    from streams.kafka_io import read_current
+    from streams.kafka.clients import read_current
 
     events = await read_current(conn, (DeviceStatus, ModelVersion), name="device-ledger")
     return (

@@ -15,9 +15,9 @@ from pydantic_settings import SettingsConfigDict
 
 from streams.control.aggregate import DEFAULT_POSITIVE_OUTCOMES
 from streams.control.policy import SloRules
-from streams.gates import GatePolicy
-from streams.rollout import RolloutPolicy
-from streams.topics import KafkaClientSettings, KafkaConnection
+from streams.control.rollouts.gates import GatePolicy
+from streams.control.rollouts.policy import RolloutPolicy
+from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
 class RolloutSettings(BaseModel):

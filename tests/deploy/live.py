@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from streams.events import Event
-from streams.kafka_io import EventProducer
-from streams.topics import KafkaConnection
+from streams.kafka.clients import EventProducer
+from streams.kafka.connection import KafkaConnection
 from tests.streams.control.conftest import (
     WINDOW_S,
     Worker,
@@ -60,7 +60,7 @@ async def _optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
     from optimizers import server
     from optimizers.metrics import WorkerMetrics
     from optimizers.worker import DirectorySources, OptimizerWorker
-    from streams.artifact import new_signing_key
+    from streams.events.artifact import new_signing_key
 
     root = tmp / "optimizer"
     worker = OptimizerWorker(

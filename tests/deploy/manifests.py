@@ -33,7 +33,7 @@ COMPOSE = DEPLOY / "compose" / "compose.yaml"
 K8S = DEPLOY / "k8s"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION: str = PYPROJECT["project"]["version"]
-PACKAGES = ("slmops", "streams", "edge_runtime", "optimizers")
+PACKAGES = ("slmops", "streams", "edge_runtime", "optimizers", "workloads")
 
 
 def _edge_paths() -> set[str]:

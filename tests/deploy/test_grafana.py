@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
-from streams.artifact import new_signing_key, public_key_to_text
+from streams.events.artifact import new_signing_key, public_key_to_text
 from tests.deploy.live import control_worker, optimizer_exposition, tool
 from tests.streams.control.conftest import free_port
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from streams.control.app import SOURCES
-from streams.topics import SPECS, Catalog
+from streams.events.topics import SPECS, Catalog
 from tests.deploy.manifests import (
     COMPONENTS,
     K8S,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from streams.artifact import key_id, new_signing_key
+from streams.events.artifact import key_id, new_signing_key
 
 
 @pytest.fixture(scope="session")

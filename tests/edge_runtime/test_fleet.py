@@ -11,9 +11,9 @@ from edge_runtime.fleet import Fleet
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.workload import Workload
 from slmops.cli import build_parser
-from streams.artifact import public_key_to_text
 from streams.events import DeviceStatus
-from streams.kafka_io import EventConsumer, EventProducer
+from streams.events.artifact import public_key_to_text
+from streams.kafka.clients import EventConsumer, EventProducer
 from tests.edge_runtime.tiny_models import build
 
 

@@ -11,8 +11,8 @@ from edge_runtime.buffer import DiskBuffer
 from edge_runtime.outbox import Outbox
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import Telemetry
-from streams.kafka_io import EventConsumer
-from streams.topics import KafkaConnection
+from streams.kafka.clients import EventConsumer
+from streams.kafka.connection import KafkaConnection
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
 
@@ -134,7 +134,7 @@ def own_broker(tmp_path):
 
 @pytest.mark.integration
 def test_broker_stopped_and_restarted_mid_session_loses_nothing(own_broker, tmp_path):
-    from streams.admin import create_topics
+    from streams.kafka.admin import create_topics
 
     conn = KafkaConnection(
         bootstrap_servers=own_broker.bootstrap_servers, topic_prefix="t", client_id="edge-test"

@@ -8,13 +8,13 @@ import pytest
 
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
-from streams.artifact import new_signing_key, public_key_to_text
 from streams.events import (
     CohortSelector,
     DeviceState,
     RolloutState,
     RolloutStatus,
 )
+from streams.events.artifact import new_signing_key, public_key_to_text
 from tests.edge_runtime.tiny_models import LABELS, build
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,7 +8,6 @@ import pytest
 
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
-from streams.artifact import public_key_to_text
 from streams.events import (
     CohortSelector,
     DeviceStatus,
@@ -17,7 +16,8 @@ from streams.events import (
     RolloutStatus,
     Telemetry,
 )
-from streams.kafka_io import EventConsumer, EventProducer
+from streams.events.artifact import public_key_to_text
+from streams.kafka.clients import EventConsumer, EventProducer
 from tests.edge_runtime.tiny_models import LABELS, build
 
 

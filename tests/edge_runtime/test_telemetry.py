@@ -10,7 +10,7 @@ from edge_runtime.hardware import PROFILES
 from edge_runtime.model_slot import prepare
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import SCHEMA_DIR, DriftSketch, Telemetry, decode, encode
-from streams.histograms import quantile
+from streams.events.histograms import quantile
 from tests.edge_runtime.tiny_models import build, unpacked
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -22,8 +22,8 @@ from tokenizers.models import WordLevel
 from tokenizers.normalizers import Lowercase
 from tokenizers.pre_tokenizers import Whitespace
 
-from streams.artifact import Manifest, TensorSpec, file_entries, pack
 from streams.events import Artifact, ModelVersion, Task
+from streams.events.artifact import Manifest, TensorSpec, file_entries, pack
 
 _SENTENCE = (
     "book a flight to paris tomorrow cancel my order where is the package play some music "

@@ -14,7 +14,7 @@ from optimizers.passes.evaluate import Evaluate, EvaluateConfig, greedy
 from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
 from optimizers.passes.package import Package, PackageConfig
 from optimizers.passes.quantize import Quantize, QuantizeConfig
-from streams.artifact import key_id, new_signing_key, unpack_and_verify
+from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
 
 from .conftest import SPECIALS
 

@@ -4,7 +4,7 @@ import json
 
 from optimizers import dataset, intents
 from slmops.cli import main
-from streams.artifact import new_signing_key, private_key_to_text
+from streams.events.artifact import new_signing_key, private_key_to_text
 
 RECIPE = """
 name = "cli"

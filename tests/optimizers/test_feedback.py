@@ -10,7 +10,7 @@ from optimizers.dataset import Example, write_jsonl
 from optimizers.feedback import FeedbackSources, feedback_examples
 from optimizers.recipe import loads
 from streams.events import Feedback, LabeledExample
-from streams.kafka_io import EventProducer
+from streams.kafka.clients import EventProducer
 
 pytestmark = pytest.mark.integration
 

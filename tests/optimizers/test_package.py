@@ -8,7 +8,7 @@ from optimizers.errors import PassError
 from optimizers.passes.base import PassContext
 from optimizers.passes.package import Package, PackageConfig
 from optimizers.store import ArtifactStore
-from streams.artifact import ArtifactError, key_id, new_signing_key, unpack_and_verify
+from streams.events.artifact import ArtifactError, key_id, new_signing_key, unpack_and_verify
 
 
 def _package(model, tmp_path, key):
@@ -75,7 +75,7 @@ def test_signature_verification_fails_on_a_modified_file(tiny_onnx, tmp_path):
     with tarfile.open(evil, "w") as tar:
         for name in ("manifest.json", "manifest.sig", "model.onnx", "tokenizer.json"):
             tar.add(unpacked / name, arcname=name)
-    from streams.artifact import sha256_file
+    from streams.events.artifact import sha256_file
 
     with pytest.raises(ArtifactError, match="sha256 does not match"):
         unpack_and_verify(

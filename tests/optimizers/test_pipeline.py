@@ -6,7 +6,7 @@ from optimizers import pipeline
 from optimizers.passes.base import PassContext
 from optimizers.recipe import Gates, loads
 from optimizers.store import ArtifactStore
-from streams.artifact import key_id, new_signing_key, unpack_and_verify
+from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
 
 from .conftest import FAST_EVAL
 

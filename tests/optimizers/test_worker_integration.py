@@ -8,9 +8,9 @@ import pytest
 from optimizers import dataset, intents
 from optimizers.model import ModelRef
 from optimizers.worker import DirectorySources, OptimizerWorker
-from streams.artifact import key_id, new_signing_key, unpack_and_verify
 from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
-from streams.kafka_io import EventConsumer, EventProducer
+from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
+from streams.kafka.clients import EventConsumer, EventProducer
 
 from .conftest import FAST_EVAL
 

@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from optimizers import server
 from optimizers.metrics import WorkerMetrics
 from optimizers.worker import DirectorySources, OptimizerWorker
-from streams.artifact import new_signing_key
 from streams.events import OptimizationRequest
-from streams.kafka_io import EventProducer
+from streams.events.artifact import new_signing_key
+from streams.kafka.clients import EventProducer
 from tests.streams.control.conftest import free_port
 
 from .test_worker_integration import _root

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
-from streams.admin import create_topics, wait_for_broker
-from streams.errors import KafkaUnavailableError
 from streams.events import Feedback
-from streams.kafka_io import EventConsumer, EventProducer
-from streams.topics import KafkaConnection
+from streams.kafka.admin import create_topics, wait_for_broker
+from streams.kafka.clients import EventConsumer, EventProducer
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.errors import KafkaUnavailableError
 
 pytestmark = pytest.mark.integration
 

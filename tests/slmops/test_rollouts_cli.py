@@ -13,6 +13,9 @@ from datetime import timedelta
 import pytest
 
 from slmops.rollouts import describe
+from streams.control.rollouts.inputs import Start
+from streams.control.rollouts.machine import transition
+from streams.control.rollouts.state import Rollout
 from streams.events import (
     CohortSelector,
     DeviceState,
@@ -21,9 +24,8 @@ from streams.events import (
     RolloutCommandKind,
     RolloutState,
 )
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.membership import Device, is_member
-from streams.rollout import Rollout, Start, transition
+from streams.events.membership import Device, is_member
+from streams.kafka.clients import EventConsumer, EventProducer, Received
 from tests.streams.factories import T0, sample
 
 

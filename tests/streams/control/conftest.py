@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.topics import KafkaConnection
+from streams.kafka.connection import KafkaConnection
 
 ROOT = Path(__file__).resolve().parents[3]
 WINDOW_S = 1.0

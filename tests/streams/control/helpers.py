@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from streams.events import DriftSketch, Feedback, Histogram, Telemetry
-from streams.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 
 
 def at_ms(ms: int) -> datetime:

@@ -13,7 +13,7 @@ from streams.control.aggregate import (
 )
 from streams.control.errors import AggregationError
 from streams.events import Histogram, Telemetry
-from streams.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 
 from .helpers import conf_hist, feedback, latency_hist, sketch, telemetry
 

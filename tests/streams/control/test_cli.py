@@ -13,7 +13,7 @@ import pytest
 from slmops.cli import main
 from streams.control.cli import register, settings_from_args
 from streams.events import Artifact, DeviceState, DeviceStatus, ModelVersion, Task
-from streams.kafka_io import EventProducer
+from streams.kafka.clients import EventProducer
 
 
 def _parse(*argv: str) -> argparse.Namespace:

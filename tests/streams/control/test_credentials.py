@@ -3,7 +3,7 @@ from __future__ import annotations
 import faust
 
 from streams.control.app import faust_credentials
-from streams.topics import KafkaConnection
+from streams.kafka.connection import KafkaConnection
 
 
 def test_plaintext_needs_no_credentials():

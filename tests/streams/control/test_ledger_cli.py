@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from streams.events import DeviceState, DeviceStatus, ModelVersion
-from streams.kafka_io import EventProducer
+from streams.kafka.clients import EventProducer
 from tests.streams.factories import SHA, T0, sample
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from streams.events import (
     RolloutState,
     RolloutStatus,
 )
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.topics import KafkaConnection
+from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.connection import KafkaConnection
 
 from .conftest import WINDOW_S, all_live, wait_for
 from .helpers import telemetry

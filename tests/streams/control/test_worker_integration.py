@@ -25,8 +25,8 @@ from streams.events import (
     default_codec,
     to_record,
 )
-from streams.kafka_io import EventConsumer, EventProducer, Received
-from streams.topics import KafkaConnection
+from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.connection import KafkaConnection
 
 from .conftest import WINDOW_S, all_live, wait_for
 from .helpers import feedback, latency_hist, telemetry

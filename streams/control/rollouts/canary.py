@@ -1,0 +1,189 @@
+"""From closed windows to a rollout's evidence: canary and stable, merged since the stage began.
+
+The merge stage closes windows per (model, version, cohort). A rollout is judged on its own
+selector's cohorts: the canary is the groups on ``to_version``, the stable group those on
+``from_version``, both from the same windows. Windows are added up from the moment the current
+stage began, so a stage is judged on everything it has seen, not on the last window alone —
+the sample grows until the gates can decide. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.control.rollouts.gates import GroupMetrics
+from streams.control.rollouts.inputs import WindowResult
+from streams.control.rollouts.state import Rollout
+from streams.events import Histogram
+from streams.events.histograms import merge
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def metrics_to_dict(m: GroupMetrics) -> dict[str, Any]:
+    return {
+        "devices": m.devices,
+        "requests": m.requests,
+        "errors": m.errors,
+        "latency": None
+        if m.latency_ms is None
+        else {"bounds": list(m.latency_ms.bounds), "counts": list(m.latency_ms.counts)},
+        "p95": m.p95_latency_ms,
+        "good": m.feedback_good,
+        "feedback": m.feedback_total,
+        "drift": m.drift,
+    }
+
+
+def metrics_from_dict(d: Mapping[str, Any]) -> GroupMetrics:
+    latency = d.get("latency")
+    return GroupMetrics(
+        devices=int(d["devices"]),
+        requests=int(d["requests"]),
+        errors=int(d["errors"]),
+        latency_ms=None
+        if latency is None
+        else Histogram(bounds=tuple(latency["bounds"]), counts=tuple(latency["counts"])),
+        p95_latency_ms=d.get("p95"),
+        feedback_good=int(d.get("good", 0)),
+        feedback_total=int(d.get("feedback", 0)),
+        drift=d.get("drift"),
+    )
+
+
+def merge_metrics(parts: Iterable[GroupMetrics]) -> GroupMetrics | None:
+    """Exact sums of counts and histograms; drift is the worst part's. None for no parts.
+
+    Device counts add because a device reports in one cohort and one version per window.
+    """
+    parts = list(parts)
+    if not parts:
+        return None
+    latencies = [p.latency_ms for p in parts if p.latency_ms is not None]
+    drifts = [p.drift for p in parts if p.drift is not None]
+    p95s = [p.p95_latency_ms for p in parts if p.p95_latency_ms is not None]
+    return GroupMetrics(
+        devices=sum(p.devices for p in parts),
+        requests=sum(p.requests for p in parts),
+        errors=sum(p.errors for p in parts),
+        latency_ms=merge(latencies) if latencies else None,
+        p95_latency_ms=max(p95s) if p95s and not latencies else None,
+        feedback_good=sum(p.feedback_good for p in parts),
+        feedback_total=sum(p.feedback_total for p in parts),
+        drift=max(drifts) if drifts else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupWindow:
+    """One closed window of one (version, cohort) group of a model."""
+
+    version: str
+    cohort: str
+    metrics: GroupMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "cohort": self.cohort, "m": metrics_to_dict(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GroupWindow:
+        return cls(str(d["version"]), str(d["cohort"]), metrics_from_dict(d["m"]))
+
+
+def _in_selector(rollout: Rollout, cohort: str) -> bool:
+    # Groups carry cohorts, not hardware profiles or labels: rollouts per hardware profile use
+    # a cohort per profile (docs/rollouts.md).
+    return not rollout.selector.cohorts or cohort in rollout.selector.cohorts
+
+
+def split(rollout: Rollout, groups: Iterable[GroupWindow]) -> tuple[GroupMetrics, GroupMetrics]:
+    """(canary, stable) of one window for this rollout's selector; empty groups when silent."""
+    groups = [g for g in groups if _in_selector(rollout, g.cohort)]
+    empty = GroupMetrics(devices=0, requests=0, errors=0)
+    canary = merge_metrics(g.metrics for g in groups if g.version == rollout.to_version)
+    stable = merge_metrics(g.metrics for g in groups if g.version == rollout.from_version)
+    return canary or empty, stable or empty
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a stage has seen so far: windows since ``since``, canary and stable added up."""
+
+    since: datetime
+    start: datetime
+    end: datetime
+    windows: int
+    canary: GroupMetrics
+    stable: GroupMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": _ms(self.since),
+            "start": _ms(self.start),
+            "end": _ms(self.end),
+            "windows": self.windows,
+            "canary": metrics_to_dict(self.canary),
+            "stable": metrics_to_dict(self.stable),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evidence:
+        return cls(
+            since=_at(int(d["since"])),
+            start=_at(int(d["start"])),
+            end=_at(int(d["end"])),
+            windows=int(d["windows"]),
+            canary=metrics_from_dict(d["canary"]),
+            stable=metrics_from_dict(d["stable"]),
+        )
+
+    def result(self) -> WindowResult:
+        """The input for the state machine; at 100% there is no stable group to compare."""
+        stable = self.stable if self.stable.requests or self.stable.devices else None
+        return WindowResult(
+            window_start=self.start, window_end=self.end, canary=self.canary, stable=stable
+        )
+
+
+def accumulate(
+    rollout: Rollout,
+    evidence: Evidence | None,
+    groups: Iterable[GroupWindow],
+    window_start: datetime,
+    window_end: datetime,
+) -> Evidence | None:
+    """Add one closed window to the stage's evidence; None when the window predates the stage.
+
+    Evidence of an earlier stage (another ``since``) is dropped: each stage is judged on its
+    own traffic.
+    """
+    if window_start < rollout.since:
+        return evidence if evidence is not None and evidence.since == rollout.since else None
+    canary, stable = split(rollout, groups)
+    if evidence is None or evidence.since != rollout.since:
+        return Evidence(rollout.since, window_start, window_end, 1, canary, stable)
+    return Evidence(
+        since=evidence.since,
+        start=evidence.start,
+        end=max(evidence.end, window_end),
+        windows=evidence.windows + 1,
+        canary=_over_time(evidence.canary, canary),
+        stable=_over_time(evidence.stable, stable),
+    )
+
+
+def _over_time(before: GroupMetrics, window: GroupMetrics) -> GroupMetrics:
+    # Counts add over windows; devices do not (the same devices report every window), so the
+    # busiest window's count is the honest lower bound of how many distinct devices reported.
+    merged = merge_metrics([before, window])
+    assert merged is not None
+    return dataclasses.replace(merged, devices=max(before.devices, window.devices))

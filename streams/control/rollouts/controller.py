@@ -1,0 +1,281 @@
+"""The rollout controller's core: commands, closed windows and ticks in; state changes out.
+
+It owns every rollout (the state machine of :mod:`streams.control.rollouts.machine`) and each
+stage's evidence (:mod:`streams.control.rollouts.canary`), and turns them into what the Faust
+shell publishes: ``RolloutState`` for the compacted rollouts topic and ``Alert`` when a rollout
+stops on its own or is stopped. Pure: the shell passes the time in and persists
+:meth:`Controller.entry` in a changelogged table, so a restarted worker carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from streams.control.errors import RolloutError
+from streams.control.rollouts.canary import Evidence, GroupWindow, accumulate, split
+from streams.control.rollouts.inputs import (
+    Abort,
+    Input,
+    Pause,
+    Promote,
+    Resume,
+    Start,
+    Tick,
+    WindowResult,
+)
+from streams.control.rollouts.inputs import Alert as RolloutAlert
+from streams.control.rollouts.machine import Step
+from streams.control.rollouts.policy import RolloutPolicy
+from streams.control.rollouts.registry import RolloutRegistry
+from streams.control.rollouts.state import DEFAULT_STAGES, Rollout
+from streams.events import (
+    Alert,
+    CohortSelector,
+    OptimizationResult,
+    RolloutCommand,
+    RolloutCommandKind,
+    RolloutState,
+    RolloutStatus,
+    Severity,
+    from_json,
+    to_json,
+)
+
+log = logging.getLogger(__name__)
+
+_STEER: dict[RolloutCommandKind, type[Pause | Resume | Abort | Promote]] = {
+    RolloutCommandKind.PAUSE: Pause,
+    RolloutCommandKind.RESUME: Resume,
+    RolloutCommandKind.ABORT: Abort,
+    RolloutCommandKind.PROMOTE: Promote,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outputs:
+    """What one input produced: states to publish and alerts to raise."""
+
+    states: tuple[RolloutState, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __add__(self, other: Outputs) -> Outputs:
+        return Outputs(
+            self.states + other.states, self.alerts + other.alerts, self.notes + other.notes
+        )
+
+
+def start_commands(
+    result: OptimizationResult,
+    *,
+    cohorts: Iterable[str],
+    stages: tuple[float, ...],
+    producer: str,
+) -> list[RolloutCommand]:
+    """The START commands an accepted candidate gets: one per cohort, each judged on its own
+    (or one for the whole fleet when no cohorts are configured). Deterministic ids, so a
+    re-delivered result asks for the same rollouts and the controller ignores the repeat."""
+    if not result.accepted or not result.candidate_version:
+        return []
+    selectors = [CohortSelector(cohorts=(c,)) for c in cohorts] or [CohortSelector()]
+    commands = []
+    for selector in selectors:
+        scope = selector.cohorts[0] if selector.cohorts else "all"
+        commands.append(
+            RolloutCommand(
+                producer=producer,
+                rollout_id=f"{result.model_id}-{result.candidate_version}-{scope}",
+                command=RolloutCommandKind.START,
+                actor="policy",
+                note=f"candidate accepted for request {result.request_id}",
+                model_id=result.model_id,
+                from_version=result.base_version,
+                to_version=result.candidate_version,
+                selector=selector,
+                stages=stages,
+            )
+        )
+    return commands
+
+
+class Controller:
+    """Every rollout this worker controls, with its stage's evidence."""
+
+    def __init__(self, policy: RolloutPolicy, *, producer: str) -> None:
+        self.policy = policy
+        self.producer = producer
+        self.registry = RolloutRegistry()
+        self.evidence: dict[str, Evidence] = {}
+        self.seen_commands: dict[str, None] = {}  # ordered: the oldest are forgotten first
+
+    # ------------------------------------------------------------------ persistence
+
+    def entry(self, rollout_id: str) -> dict[str, Any]:
+        """The table record of one rollout: its latest state event and its evidence."""
+        rollout = self.registry.get(rollout_id)
+        evidence = self.evidence.get(rollout_id)
+        return {
+            "state": to_json(rollout.to_event(self.producer)),
+            "evidence": None if evidence is None else evidence.to_dict(),
+        }
+
+    def restore(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Rebuild from table records (a restart or a partition moving to this worker)."""
+        states = [from_json(RolloutState, e["state"]) for e in entries.values()]
+        self.registry = RolloutRegistry.recover(states, lambda _event: self.policy)
+        self.evidence = {
+            rid: Evidence.from_dict(e["evidence"])
+            for rid, e in entries.items()
+            if e.get("evidence") is not None
+        }
+
+    # ------------------------------------------------------------------ inputs
+
+    def command(self, cmd: RolloutCommand, now: datetime) -> Outputs:
+        if cmd.event_id in self.seen_commands:
+            return Outputs(notes=(f"duplicate command {cmd.event_id} ignored",))
+        self.seen_commands[cmd.event_id] = None
+        while len(self.seen_commands) > 10_000:
+            del self.seen_commands[next(iter(self.seen_commands))]
+        if cmd.command is RolloutCommandKind.START:
+            return self._start(cmd, now)
+        if cmd.rollout_id not in self.registry.rollouts:
+            return Outputs(
+                notes=(f"unknown rollout {cmd.rollout_id}: {cmd.command.value} ignored",)
+            )
+        return self._apply(cmd.rollout_id, _STEER[cmd.command](actor=cmd.actor, note=cmd.note), now)
+
+    def _start(self, cmd: RolloutCommand, now: datetime) -> Outputs:
+        if cmd.rollout_id in self.registry.rollouts:
+            return Outputs(notes=(f"rollout {cmd.rollout_id} exists: START ignored",))
+        assert cmd.model_id is not None
+        assert cmd.to_version is not None
+        from_version = cmd.from_version or self._stable_version(cmd.model_id)
+        try:
+            rollout = Rollout.create(
+                rollout_id=cmd.rollout_id,
+                model_id=cmd.model_id,
+                from_version=from_version,
+                to_version=cmd.to_version,
+                selector=cmd.selector or CohortSelector(),
+                salt=cmd.rollout_id,
+                now=now,
+                stages=cmd.stages or DEFAULT_STAGES,
+                policy=self.policy,
+            )
+            self.registry = self.registry.admit(rollout)
+        except RolloutError as exc:
+            alert = self._alert(
+                cmd.model_id, cmd.rollout_id, "rollout_refused", Severity.WARNING, str(exc)
+            )
+            return Outputs(alerts=(alert,), notes=(f"START refused: {exc}",))
+        created = Outputs(states=(rollout.to_event(self.producer),))
+        return created + self._apply(cmd.rollout_id, Start(actor=cmd.actor, note=cmd.note), now)
+
+    def _stable_version(self, model_id: str) -> str | None:
+        done = [
+            r
+            for r in self.registry.rollouts.values()
+            if r.model_id == model_id and r.status is RolloutStatus.SUCCEEDED
+        ]
+        return max(done, key=lambda r: r.since).to_version if done else None
+
+    def window(
+        self,
+        model_id: str,
+        groups: Iterable[GroupWindow],
+        start: datetime,
+        end: datetime,
+        now: datetime,
+    ) -> Outputs:
+        """A window of ``model_id`` closed; judge every active rollout of the model on it."""
+        groups = list(groups)
+        out = Outputs()
+        for rollout in self.registry.active(model_id):
+            if rollout.status is RolloutStatus.ROLLING_BACK:
+                # A rollback is confirmed by one quiet window, not by the stage's history.
+                canary, stable = split(rollout, groups)
+                if start < rollout.since:
+                    continue
+                value: Input = WindowResult(
+                    window_start=start, window_end=end, canary=canary, stable=stable
+                )
+            else:
+                evidence = accumulate(
+                    rollout, self.evidence.get(rollout.rollout_id), groups, start, end
+                )
+                if evidence is None:
+                    continue
+                self.evidence[rollout.rollout_id] = evidence
+                value = evidence.result()
+            out += self._apply(rollout.rollout_id, value, now)
+        return out
+
+    def tick(self, now: datetime) -> Outputs:
+        out = Outputs()
+        for rollout in self.registry.active():
+            out += self._apply(rollout.rollout_id, Tick(), now)
+        return out
+
+    # ------------------------------------------------------------------ the machine
+
+    def _apply(self, rollout_id: str, value: Input, now: datetime) -> Outputs:
+        try:
+            self.registry, step = self.registry.apply(rollout_id, value, now)
+        except RolloutError as exc:
+            rollout = self.registry.get(rollout_id)
+            alert = self._alert(
+                rollout.model_id, rollout_id, "rollout_command_refused", Severity.INFO, str(exc)
+            )
+            return Outputs(alerts=(alert,), notes=(str(exc),))
+        if not step.changed:
+            return Outputs()
+        evidence = self.evidence.get(rollout_id)
+        if evidence is not None and evidence.since != step.state.since:
+            del self.evidence[rollout_id]  # a new stage is judged on its own traffic
+        return Outputs(
+            states=(step.state.to_event(self.producer),),
+            alerts=tuple(self._effect_alerts(step)),
+            notes=(f"rollout {rollout_id}: {step.state.status.value} — {step.reason}",),
+        )
+
+    def _effect_alerts(self, step: Step) -> Iterable[Alert]:
+        state = step.state
+        for effect in step.effects:
+            if isinstance(effect, RolloutAlert):
+                kind = f"rollout_{state.status.value.lower()}"
+                yield self._alert(
+                    state.model_id,
+                    state.rollout_id,
+                    kind,
+                    effect.severity,
+                    effect.summary,
+                    version=state.to_version,
+                    evidence=step.measurements,
+                )
+
+    def _alert(
+        self,
+        model_id: str,
+        rollout_id: str,
+        kind: str,
+        severity: Severity,
+        message: str,
+        *,
+        version: str | None = None,
+        evidence: tuple[Any, ...] = (),
+    ) -> Alert:
+        return Alert(
+            producer=self.producer,
+            model_id=model_id,
+            model_version=version,
+            kind=kind,
+            severity=severity,
+            message=message,
+            rollout_id=rollout_id,
+            evidence=evidence,
+        )

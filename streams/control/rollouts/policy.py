@@ -1,0 +1,48 @@
+"""How long a rollout's phases last and which gates judge them (the controller's configuration)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import timedelta
+
+from streams.control.errors import RolloutError
+from streams.control.rollouts.gates import GatePolicy
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutPolicy:
+    """Timing and gates of a rollout; owned by the controller's configuration, not the event.
+
+    ``window``: how long a stage is held before it is judged, and how often results come.
+    ``stage_deadline``: from a stage's start, when waiting for enough data ends (INCONCLUSIVE).
+    ``bake_period``: how long 100% is watched before SUCCEEDED; ``bake_deadline`` as above.
+    ``rollback_timeout``: how long to wait for devices to confirm they are back on stable.
+    """
+
+    window: timedelta = timedelta(minutes=10)
+    stage_deadline: timedelta = timedelta(hours=1)
+    bake_period: timedelta = timedelta(minutes=30)
+    bake_deadline: timedelta = timedelta(hours=2)
+    rollback_timeout: timedelta = timedelta(minutes=15)
+    gates: GatePolicy = dataclasses.field(default_factory=GatePolicy)
+
+    def __post_init__(self) -> None:
+        zero = timedelta(0)
+        if min(self.window, self.bake_period, self.rollback_timeout) <= zero:
+            raise RolloutError("window, bake_period and rollback_timeout must be positive")
+        if self.stage_deadline < self.window:
+            raise RolloutError("stage_deadline must be at least one window")
+        if self.bake_deadline < self.bake_period:
+            raise RolloutError("bake_deadline must be at least the bake period")
+
+    def looks(self, baking: bool) -> int:
+        """How many windows a phase can judge before its deadline; alpha is split over them."""
+        deadline = self.bake_deadline if baking else self.stage_deadline
+        return max(1, math.ceil(deadline / self.window))
+
+    def alpha_per_look(self, baking: bool) -> float:
+        """Bonferroni: per-look alpha so that a phase's false-alarm rate per gate <= alpha."""
+        return self.gates.alpha / self.looks(baking)

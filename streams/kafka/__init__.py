@@ -1,0 +1,1 @@
+"""Kafka I/O without Faust, importable by every deployable."""

@@ -1,0 +1,327 @@
+"""Typed producer and consumer over aiokafka: the one place events meet the Kafka client.
+
+Faust-free, so the edge runtime and the optimizer workers use it too. The consumer decodes
+every record; one it cannot decode goes to the dead-letter topic and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+from streams.events import Codec, Event, default_codec
+from streams.events.dead_letter import dead_letter_for
+from streams.events.errors import EventError, StreamsError
+from streams.events.topics import Catalog
+from streams.kafka.connection import KafkaConnection
+from streams.kafka.errors import KafkaUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class EventProducer:
+    """Sends typed events to their catalog topic with their catalog key."""
+
+    def __init__(
+        self, conn: KafkaConnection, *, codec: Codec | None = None, linger_ms: int = 5
+    ) -> None:
+        self.conn = conn
+        self.catalog: Catalog = conn.catalog()
+        self.codec = codec or default_codec()
+        self._known_topics: set[str] = set()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=conn.bootstrap_servers,
+            client_id=conn.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            **conn.client_kwargs(),
+        )
+
+    async def _check_topic(self, topic: str) -> None:
+        # Without this, sending to a missing topic blocks for the whole request timeout while
+        # the client logs an error every 100 ms; fail at once with the fix instead.
+        client = self._producer.client
+        if client.cluster.partitions_for_topic(topic) is None:
+            await client.force_metadata_update()
+        if client.cluster.partitions_for_topic(topic) is None:
+            raise StreamsError(
+                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+                "create the catalog's topics with `slmops topics create`"
+            )
+        self._known_topics.add(topic)
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except (KafkaError, OSError) as exc:
+            await self._producer.stop()
+            raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(self, event: Event) -> asyncio.Future[object]:
+        """Queue one event; await the returned future for the broker's acknowledgement."""
+        value = self.codec.encode(event)
+        topic = self.catalog.topic_for(type(event))
+        if topic not in self._known_topics:
+            await self._check_topic(topic)
+        try:
+            fut: asyncio.Future[object] = await self._producer.send(
+                topic, value=value, key=self.catalog.key_for(event)
+            )
+        except UnknownTopicOrPartitionError as exc:
+            raise StreamsError(
+                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+                "create the catalog's topics with `slmops topics create`"
+            ) from exc
+        return fut
+
+    async def send_and_wait(self, event: Event) -> None:
+        await (await self.send(event))
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
+        if topic not in self._known_topics:
+            await self._check_topic(topic)
+        await self._producer.send_and_wait(topic, value=value, key=key)
+
+    async def send_many(self, events: Iterable[Event]) -> int:
+        futures = [await self.send(e) for e in events]
+        await asyncio.gather(*futures)
+        return len(futures)
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """A decoded record with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    event: Event
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A record that broke the contract, with its bytes and the reason."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error: EventError
+
+
+class EventConsumer:
+    """Decodes records of catalog topics; undecodable ones go to the dead-letter topic.
+
+    With ``group_id`` it joins a consumer group and commits after each record is yielded and
+    the caller asks for the next one (at-least-once); without one it assigns every partition
+    and starts at the beginning or the end (how devices read the compacted topics).
+    """
+
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        topics: list[str],
+        *,
+        name: str,
+        group_id: str | None = None,
+        from_beginning: bool = True,
+        codec: Codec | None = None,
+        dead_letters: EventProducer | None = None,
+    ) -> None:
+        self.conn = conn
+        self.topics = topics
+        self.name = name
+        self.group_id = group_id
+        self.from_beginning = from_beginning
+        self.codec = codec or default_codec()
+        self.dead_letters = dead_letters
+        self.dead_lettered = 0
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=conn.bootstrap_servers,
+            client_id=f"{conn.client_id}-{name}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            **conn.client_kwargs(),
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            await self._consumer.stop()
+            raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
+        if self.group_id:
+            self._consumer.subscribe(self.topics)
+            return
+        partitions = []
+        for topic in self.topics:
+            for p in sorted(await self._partitions(topic)):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        if self.from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            # Resolve the position now, so records sent after start() are never skipped.
+            await self._consumer.position(tp)
+
+    async def _partitions(self, topic: str) -> set[int]:
+        for _ in range(50):
+            found = self._consumer.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            await self._consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise StreamsError(
+            f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
+            "create the catalog's topics with `slmops topics create`"
+        )
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def snapshot(self, timeout_s: float = 30.0) -> list[Received | Undecodable]:
+        """Every record up to the partitions' end offsets as of this call, then return.
+
+        How a reader takes the current state of a compacted topic (rollouts, registry, device
+        status) without waiting for the stream to go quiet. Only without a consumer group.
+        """
+        if self.group_id:
+            raise ValueError("snapshot() reads assigned partitions; it takes no consumer group")
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if await self._consumer.position(tp) < ends[tp]}
+        out: list[Received | Undecodable] = []
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(self.conn.bootstrap_servers, timeout_s, "snapshot")
+            batch = await self._consumer.getmany(*remaining, timeout_ms=200)
+            for messages in batch.values():
+                out.extend(self._decode(msg) for msg in messages)
+            for tp in list(remaining):
+                if await self._consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+
+    def _decode(self, msg: Any) -> Received | Undecodable:
+        try:
+            event = self.codec.decode(msg.value)
+        except EventError as exc:
+            return Undecodable(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc)
+        return Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event)
+
+    async def raw_records(
+        self, idle_timeout_s: float | None = None
+    ) -> AsyncIterator[Received | Undecodable]:
+        """Yield every record, decoded or not, until ``idle_timeout_s`` passes with nothing new.
+
+        Offsets are committed (with a group) once the caller asks for the next record, so a
+        crash re-delivers at most the record in hand.
+        """
+        idle = 0.0
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if not batch:
+                idle += 0.2
+                if idle_timeout_s is not None and idle >= idle_timeout_s:
+                    return
+                continue
+            idle = 0.0
+            for tp, messages in batch.items():
+                for msg in messages:
+                    yield self._decode(msg)
+                    if self.group_id:
+                        await self._consumer.commit({tp: msg.offset + 1})
+
+    async def records(self, idle_timeout_s: float | None = None) -> AsyncIterator[Received]:
+        """Yield decoded events; undecodable ones go to the dead-letter topic on the way."""
+        if self.dead_letters is None:
+            raise ValueError("records() needs a dead-letter producer; use raw_records() instead")
+        async for record in self.raw_records(idle_timeout_s):
+            if isinstance(record, Undecodable):
+                await self._dead_letter(record)
+            else:
+                yield record
+
+    async def _dead_letter(self, record: Undecodable) -> None:
+        log.warning(
+            "dead-lettering record topic=%s partition=%s offset=%s consumer=%s reason=%s",
+            record.topic,
+            record.partition,
+            record.offset,
+            self.name,
+            record.error,
+        )
+        self.dead_lettered += 1
+        assert self.dead_letters is not None
+        dl = dead_letter_for(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=record.error,
+            consumer=self.name,
+        )
+        await self.dead_letters.send_and_wait(dl)
+
+
+async def read_current(
+    conn: KafkaConnection, event_types: Iterable[type[Event]], *, name: str
+) -> list[Event]:
+    """Every decodable event on the topics of ``event_types`` up to their end offsets now.
+
+    The current state of compacted topics (rollouts, registry, device status) or a topic's
+    retained history, read without a consumer group; undecodable records are left out.
+    """
+    catalog = conn.catalog()
+    topics = [catalog.topic_for(t) for t in event_types]
+    async with EventConsumer(conn, topics, name=name) as consumer:
+        records = await consumer.snapshot()
+    return [r.event for r in records if isinstance(r, Received)]

@@ -1,0 +1,129 @@
+"""How a component reaches the cluster: brokers, topic prefix, TLS and SASL.
+
+Pure configuration (pydantic, no Kafka client): every deployable's settings embed these fields,
+and :mod:`streams.kafka.clients` and :mod:`streams.kafka.admin` turn them into client keyword
+arguments.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.events.topics import DEFAULT_PREFIX, Catalog
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaConnection(BaseModel):
+    """How a component reaches the cluster; every deployable's settings embed one.
+
+    TLS: ``security_protocol="SSL"`` (or ``SASL_SSL``) with ``ssl_cafile`` for a private CA
+    (the system's CAs otherwise) and ``ssl_certfile``/``ssl_keyfile`` for mutual TLS.
+    SASL: ``SASL_SSL`` (or ``SASL_PLAINTEXT`` on a trusted network) with a mechanism,
+    username and password. docs/security.md shows the broker side.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="host:port[,host:port...] of the brokers"
+    )
+    topic_prefix: str = Field(default=DEFAULT_PREFIX, description="prefix of every topic name")
+    client_id: str = Field(default="slmops", description="client id the brokers log")
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: Path | None = Field(default=None, description="PEM bundle of trusted CAs")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
+    ssl_keyfile: Path | None = Field(default=None, description="client private key (mTLS)")
+    ssl_check_hostname: bool = True
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConnection:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the clients, or None for plaintext listeners."""
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        context.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile and self.ssl_keyfile:
+            context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        return context
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Security settings as aiokafka's producer, consumer and admin client take them."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        if self.sasl_mechanism:
+            assert self.sasl_password is not None  # checked by the validator
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return kwargs
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.topic_prefix)
+
+
+class KafkaClientSettings(BaseSettings):
+    """The Kafka fields every deployable's settings class shares, read from ``SLMOPS_*``.
+
+    Subclass it (control worker, optimizer worker, edge runtime, CLI) so that one set of
+    environment variables configures brokers, prefix, TLS and SASL everywhere.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = DEFAULT_PREFIX
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def kafka_connection(
+        self, client_id: str, bootstrap_servers: str | None = None
+    ) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers=bootstrap_servers or self.bootstrap_servers,
+            topic_prefix=self.topic_prefix,
+            client_id=client_id,
+            security_protocol=self.security_protocol,
+            ssl_cafile=self.ssl_cafile,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+        )

@@ -1,0 +1,230 @@
+"""The rollout controller's core on closed windows, commands and ticks (no broker)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streams.control.rollouts.canary import Evidence, GroupWindow, accumulate, merge_metrics, split
+from streams.control.rollouts.controller import Controller, start_commands
+from streams.control.rollouts.gates import GatePolicy, GroupMetrics
+from streams.control.rollouts.policy import RolloutPolicy
+from streams.control.rollouts.state import Rollout
+from streams.events import (
+    CohortSelector,
+    OptimizationResult,
+    RolloutCommand,
+    RolloutCommandKind,
+    RolloutStatus,
+    Severity,
+)
+from streams.events.histograms import LATENCY_MS_BOUNDS, from_values
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+POLICY = RolloutPolicy(
+    window=2 * MINUTE,
+    stage_deadline=10 * MINUTE,
+    bake_period=2 * MINUTE,
+    bake_deadline=10 * MINUTE,
+    rollback_timeout=5 * MINUTE,
+    gates=GatePolicy(min_requests=200, min_devices=1, min_feedback=10),
+)
+
+
+def metrics(devices: int, requests: int, errors: int, latency: float = 5.0) -> GroupMetrics:
+    return GroupMetrics(
+        devices=devices,
+        requests=requests,
+        errors=errors,
+        latency_ms=from_values(LATENCY_MS_BOUNDS, [latency] * requests),
+    )
+
+
+def start(controller: Controller, rollout_id: str = "r1", cohorts=("pilot",), now=T0) -> None:
+    cmd = RolloutCommand(
+        rollout_id=rollout_id,
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=cohorts),
+        stages=(20.0, 100.0),
+    )
+    out = controller.command(cmd, now)
+    assert [s.status for s in out.states] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
+
+
+def window(controller: Controller, minute: int, canary: GroupMetrics, stable: GroupMetrics):
+    start_at = T0 + minute * MINUTE
+    groups = [
+        GroupWindow("v2", "pilot", canary),
+        GroupWindow("v1", "pilot", stable),
+        # Another cohort's traffic must not count for a rollout scoped to "pilot".
+        GroupWindow("v2", "general", metrics(50, 10_000, 9_000)),
+    ]
+    return controller.window("intent", groups, start_at, start_at + MINUTE, start_at + MINUTE)
+
+
+def test_healthy_canary_advances_then_bakes_then_succeeds():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))  # not yet a full analysis window
+    assert c.registry.get("r1").stage_index == 0
+    out = window(c, 1, metrics(2, 150, 1), metrics(8, 600, 4))
+    assert [s.percent for s in out.states] == [100.0]
+    assert out.states[0].status is RolloutStatus.BAKING
+    window(c, 2, metrics(10, 750, 5), metrics(0, 0, 0))
+    out = window(c, 3, metrics(10, 750, 5), metrics(0, 0, 0))
+    assert out.states[0].status is RolloutStatus.SUCCEEDED
+
+
+def test_failing_canary_rolls_back_with_a_critical_alert_and_confirms_when_quiet():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 40), metrics(8, 600, 4))
+    out = window(c, 1, metrics(2, 150, 40), metrics(8, 600, 4))
+    assert out.states[0].status is RolloutStatus.ROLLING_BACK
+    assert [(a.kind, a.severity) for a in out.alerts] == [
+        ("rollout_rolling_back", Severity.CRITICAL)
+    ]
+    assert any(m.metric.startswith("error") for m in out.alerts[0].evidence)
+    out = window(c, 3, metrics(0, 0, 0), metrics(10, 750, 5))
+    assert out.states[0].status is RolloutStatus.ROLLED_BACK
+
+
+def test_each_stage_is_judged_on_its_own_windows():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))
+    assert c.evidence["r1"].windows == 1
+    window(c, 1, metrics(2, 150, 1), metrics(8, 600, 4))  # -> 100%: the stage's evidence goes
+    assert "r1" not in c.evidence
+    window(c, 2, metrics(10, 750, 5), metrics(0, 0, 0))
+    assert c.evidence["r1"].windows == 1
+    assert c.evidence["r1"].canary.requests == 750
+
+
+def test_commands_pause_resume_abort_and_duplicates():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    pause = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.PAUSE, actor="bob")
+    assert c.command(pause, T0 + MINUTE).states[0].status is RolloutStatus.PAUSED
+    assert c.command(pause, T0 + MINUTE).notes[0].startswith("duplicate command")
+    resume = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.RESUME)
+    assert c.command(resume, T0 + 2 * MINUTE).states[0].status is RolloutStatus.PROGRESSING
+    abort = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.ABORT, note="bad build")
+    out = c.command(abort, T0 + 3 * MINUTE)
+    assert out.states[0].status is RolloutStatus.ABORTED  # devices return to stable at once
+    unknown = RolloutCommand(rollout_id="nope", command=RolloutCommandKind.PAUSE)
+    assert "unknown rollout" in c.command(unknown, T0).notes[0]
+
+
+def test_a_second_active_rollout_on_the_same_cohort_is_refused_with_an_alert():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    again = RolloutCommand(
+        rollout_id="r2",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        to_version="v3",
+        selector=CohortSelector(cohorts=("pilot",)),
+    )
+    out = c.command(again, T0)
+    assert out.states == ()
+    assert out.alerts[0].kind == "rollout_refused"
+    start(c, "r3", cohorts=("general",))  # another cohort is judged on its own
+
+
+def test_restart_restores_state_and_evidence_from_table_entries():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))
+    entries = {"r1": c.entry("r1")}
+    restarted = Controller(POLICY, producer="test")
+    restarted.restore(entries)
+    assert restarted.registry.get("r1").to_event() == c.registry.get("r1").to_event()
+    out = window(restarted, 1, metrics(2, 150, 1), metrics(8, 600, 4))
+    assert out.states[0].percent == 100.0  # the first window's evidence still counted
+
+
+def test_deadline_without_data_pauses_for_a_human():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    out = c.tick(T0 + 11 * MINUTE)
+    assert out.states[0].status is RolloutStatus.INCONCLUSIVE
+    assert out.alerts[0].severity is Severity.WARNING
+
+
+def test_accepted_candidate_gets_one_rollout_per_cohort_with_stable_ids():
+    result = OptimizationResult(
+        request_id="00000000-0000-4000-8000-000000000009",
+        model_id="intent",
+        base_version="v1",
+        candidate_version="v2",
+        accepted=True,
+    )
+    cmds = start_commands(result, cohorts=["pilot", "general"], stages=(20.0, 100.0), producer="p")
+    assert [c.rollout_id for c in cmds] == ["intent-v2-pilot", "intent-v2-general"]
+    assert all(c.from_version == "v1" and c.actor == "policy" for c in cmds)
+    assert start_commands(result, cohorts=[], stages=(), producer="p")[0].selector == (
+        CohortSelector()
+    )
+    refused = OptimizationResult(
+        request_id=result.request_id, model_id="intent", base_version="v1", accepted=False
+    )
+    assert start_commands(refused, cohorts=["pilot"], stages=(), producer="p") == []
+
+
+def test_split_and_merge_add_counts_exactly():
+    rollout = Rollout.create(
+        rollout_id="r",
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=("a", "b")),
+        salt="s",
+        now=T0,
+    )
+    groups = [
+        GroupWindow("v2", "a", metrics(1, 10, 1)),
+        GroupWindow("v2", "b", metrics(2, 30, 2, latency=50.0)),
+        GroupWindow("v2", "c", metrics(5, 99, 9)),
+        GroupWindow("v1", "a", metrics(4, 40, 0)),
+    ]
+    canary, stable = split(rollout, groups)
+    assert (canary.devices, canary.requests, canary.errors) == (3, 40, 3)
+    assert canary.latency_ms is not None
+    assert canary.latency_ms.total == 40
+    assert (stable.devices, stable.requests) == (4, 40)
+    assert merge_metrics([]) is None
+
+
+def test_evidence_counts_devices_once_across_windows_and_ignores_stale_windows():
+    rollout = Rollout.create(
+        rollout_id="r",
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(),
+        salt="s",
+        now=T0,
+    )
+    groups = [GroupWindow("v2", "a", metrics(3, 10, 0)), GroupWindow("v1", "a", metrics(9, 90, 1))]
+    assert accumulate(rollout, None, groups, T0 - MINUTE, T0) is None
+    first = accumulate(rollout, None, groups, T0, T0 + MINUTE)
+    second = accumulate(rollout, first, groups, T0 + MINUTE, T0 + 2 * MINUTE)
+    assert isinstance(second, Evidence)
+    assert (second.canary.requests, second.canary.devices, second.windows) == (20, 3, 2)
+    assert Evidence.from_dict(second.to_dict()) == second
+
+
+@pytest.mark.parametrize("status", [RolloutStatus.PAUSED])
+def test_paused_rollouts_ignore_windows(status):
+    c = Controller(POLICY, producer="test")
+    start(c)
+    c.command(RolloutCommand(rollout_id="r1", command=RolloutCommandKind.PAUSE), T0)
+    assert c.registry.get("r1").status is status
+    out = window(c, 3, metrics(2, 150, 100), metrics(8, 600, 4))
+    assert out.states == ()
