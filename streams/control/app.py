@@ -55,6 +55,7 @@ from streams.events.dead_letter import dead_letter_for
 from streams.events.errors import EventError
 from streams.kafka.clients import Undecodable
 from streams.kafka.connection import KafkaConnection
+from streams.kafka.internals import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -314,10 +315,8 @@ class ControlWorker:
             return False
         position = self._next_offset.get(source)
         if position is None:
-            # Nothing read since assignment: we start at the committed offset. Faust keeps it
-            # only in this attribute (set when partitions are assigned).
-            committed = getattr(self.app.consumer, "_committed_offset", {})
-            position = committed.get(tp) or 0
+            # Nothing read since assignment: we start at the committed offset.
+            position = committed_offsets(self.app.consumer).get(tp) or 0
         if position >= high:
             self._live.add(source)
             return True

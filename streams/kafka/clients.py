@@ -23,6 +23,7 @@ from streams.events.errors import EventError, StreamsError
 from streams.events.topics import Catalog
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaUnavailableError
+from streams.kafka.internals import force_metadata_update
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class EventConsumer:
             found = self._consumer.partitions_for_topic(topic)
             if found:
                 return set(found)
-            await self._consumer._client.force_metadata_update()
+            await force_metadata_update(self._consumer)
             await asyncio.sleep(0.1)
         raise StreamsError(
             f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
