@@ -1,0 +1,122 @@
+"""Records nested inside events (histograms, measurements, artifacts, selectors, examples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from datetime import datetime
+
+from streams.events.enums import RolloutStatus
+from streams.events.validation import check_id, check_number, fail
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Histogram:
+    """Fixed-bucket histogram; equal bounds merge exactly by adding counts."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        # One cheap pass for the common case; the checked loop only runs to name the error.
+        if not all(type(b) is float and math.isfinite(b) for b in self.bounds):
+            for b in self.bounds:
+                check_number(self, "bounds", b, low=None)
+        if any(b2 <= b1 for b1, b2 in zip(self.bounds, self.bounds[1:], strict=False)):
+            fail(self, "bounds", "must be strictly increasing")
+        if len(self.counts) != len(self.bounds) + 1:
+            fail(
+                self,
+                "counts",
+                f"needs len(bounds)+1 = {len(self.bounds) + 1} counts, got {len(self.counts)}",
+            )
+        if any(c < 0 for c in self.counts):
+            fail(self, "counts", "must be non-negative")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    """A metric judged against a threshold: the numbers behind a decision."""
+
+    metric: str
+    value: float | None = None
+    threshold: float | None = None
+    comparison: str = ""
+    passed: bool | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        check_id(self, "metric", self.metric)
+        check_number(self, "value", self.value, low=None, optional=True)
+        check_number(self, "threshold", self.threshold, low=None, optional=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    """One build of a model version for a set of hardware profiles."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+    format: str = "onnx"
+    precision: str = "fp32"
+    hardware_profiles: tuple[str, ...] = ()
+    signature: str | None = None
+    key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self, "uri", self.uri)
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            fail(self, "sha256", "must be 64 lowercase hex characters")
+        check_number(self, "size_bytes", self.size_bytes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CohortSelector:
+    """Which devices a rollout may touch; empty fields match every device."""
+
+    cohorts: tuple[str, ...] = ()
+    hardware_profiles: tuple[str, ...] = ()
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def matches(self, cohort: str, hardware_profile: str, labels: Mapping[str, str]) -> bool:
+        if self.cohorts and cohort not in self.cohorts:
+            return False
+        if self.hardware_profiles and hardware_profile not in self.hardware_profiles:
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One change of a rollout: when, to what, why, and the numbers behind it."""
+
+    at: datetime
+    status: RolloutStatus
+    stage_index: int
+    percent: float
+    reason: str = ""
+    gates: tuple[Measurement, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_number(self, "percent", self.percent, high=100.0)
+        check_number(self, "stage_index", self.stage_index)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LabeledExample:
+    """A labelled input another system shares with consent, for re-training."""
+
+    text: str
+    label: str
+    consent: bool
+
+    def __post_init__(self) -> None:
+        if self.consent is not True:
+            fail(self, "consent", "examples without consent=true are refused")
+        check_id(self, "label", self.label)
