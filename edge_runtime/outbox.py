@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka.errors import KafkaError
-
 from edge_runtime.buffer import DiskBuffer
 from streams.events import Event, decode, encode
 from streams.events.errors import EventError
 from streams.kafka.clients import EventProducer
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.errors import KafkaUnavailableError
+from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 

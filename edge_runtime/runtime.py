@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from aiokafka.errors import KafkaError
-
 from edge_runtime.buffer import DiskBuffer
 from edge_runtime.errors import (
     EdgeRuntimeError,
@@ -60,7 +58,7 @@ from streams.events.artifact import key_id, public_key_from_text
 from streams.events.errors import EventError
 from streams.events.membership import Device, desired_version
 from streams.kafka.clients import EventConsumer, Received
-from streams.kafka.errors import KafkaUnavailableError
+from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError as AIOKafkaError
 
-from streams.events.errors import StreamsError
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.errors import KafkaUnavailableError
+from streams.kafka.errors import AdminError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ async def _wait_for_broker(conn: KafkaConnection, timeout_s: float) -> dict[str,
             await admin.start()
             cluster: dict[str, Any] = await admin.describe_cluster()
             return cluster
-        except (KafkaError, OSError) as exc:
+        except (AIOKafkaError, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         finally:
             await admin.close()
@@ -143,8 +142,8 @@ async def create_topics(
                 else:
                     outcomes.append(TopicOutcome(name, created=False, error=f"{code}: {message}"))
             await _wait_for_leaders(admin, [t.name for t in wanted])
-    except (KafkaError, OSError) as exc:
-        raise StreamsError(f"could not create topics at {conn.bootstrap_servers}: {exc}") from exc
+    except (AIOKafkaError, OSError) as exc:
+        raise AdminError("create topics", conn.bootstrap_servers, str(exc)) from exc
     finally:
         await admin.close()
     order = {n: i for i, n in enumerate(catalog.names)}
@@ -192,8 +191,8 @@ async def describe_topics(conn: KafkaConnection) -> dict[str, dict[str, Any]]:
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
         )
-    except (KafkaError, OSError) as exc:
-        raise StreamsError(f"could not describe topics at {conn.bootstrap_servers}: {exc}") from exc
+    except (AIOKafkaError, OSError) as exc:
+        raise AdminError("describe topics", conn.bootstrap_servers, str(exc)) from exc
     finally:
         await admin.close()
     out: dict[str, dict[str, Any]] = {n: {"partitions": partitions.get(n, 0)} for n in names}
@@ -214,8 +213,8 @@ async def delete_topics(conn: KafkaConnection) -> None:
         names = [n for n in catalog.names if n in existing]
         if names:
             await admin.delete_topics(names)
-    except (KafkaError, OSError) as exc:
-        raise StreamsError(f"could not delete topics at {conn.bootstrap_servers}: {exc}") from exc
+    except (AIOKafkaError, OSError) as exc:
+        raise AdminError("delete topics", conn.bootstrap_servers, str(exc)) from exc
     finally:
         await admin.close()
 
@@ -237,9 +236,11 @@ async def ensure_topics(
             response = await admin.create_topics(wanted)
             for name, code, message in _topic_errors(response):
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise StreamsError(f"could not create topic {name}: {code} {message}")
+                    raise AdminError(
+                        f"create topic {name}", conn.bootstrap_servers, f"{code} {message}"
+                    )
             await _wait_for_leaders(admin, [t.name for t in wanted])
-    except (KafkaError, OSError) as exc:
-        raise StreamsError(f"could not create topics at {conn.bootstrap_servers}: {exc}") from exc
+    except (AIOKafkaError, OSError) as exc:
+        raise AdminError("create topics", conn.bootstrap_servers, str(exc)) from exc
     finally:
         await admin.close()

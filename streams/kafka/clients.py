@@ -7,22 +7,29 @@ every record; one it cannot decode goes to the dead-letter topic and the loop go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from streams.events import Codec, Event, default_codec
 from streams.events.dead_letter import dead_letter_for
-from streams.events.errors import EventError, StreamsError
+from streams.events.errors import EventError
 from streams.events.topics import Catalog
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.errors import KafkaUnavailableError
+from streams.kafka.errors import (
+    ConnectionLostError,
+    KafkaUnavailableError,
+    SendFailedError,
+    TopicMissingError,
+)
 from streams.kafka.internals import force_metadata_update
 
 log = logging.getLogger(__name__)
@@ -52,23 +59,30 @@ class EventProducer:
         # the client logs an error every 100 ms; fail at once with the fix instead.
         client = self._producer.client
         if client.cluster.partitions_for_topic(topic) is None:
-            await client.force_metadata_update()
+            try:
+                await client.force_metadata_update()
+            except (AIOKafkaError, OSError) as exc:
+                raise ConnectionLostError(
+                    "metadata", self.conn.bootstrap_servers, str(exc)
+                ) from exc
         if client.cluster.partitions_for_topic(topic) is None:
-            raise StreamsError(
-                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
-                "create the catalog's topics with `slmops topics create`"
-            )
+            raise TopicMissingError(topic, self.conn.bootstrap_servers)
         self._known_topics.add(topic)
 
     async def start(self) -> None:
         try:
             await self._producer.start()
-        except (KafkaError, OSError) as exc:
+        except (AIOKafkaError, OSError) as exc:
             await self._producer.stop()
             raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        try:
+            await self._producer.stop()
+        except (AIOKafkaError, OSError) as exc:
+            raise ConnectionLostError(
+                "stopping a producer", self.conn.bootstrap_servers, str(exc)
+            ) from exc
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -88,16 +102,22 @@ class EventProducer:
         topic = self.catalog.topic_for(type(event))
         if topic not in self._known_topics:
             await self._check_topic(topic)
+        return await self._send(topic, value, self.catalog.key_for(event))
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[object]:
         try:
-            fut: asyncio.Future[object] = await self._producer.send(
-                topic, value=value, key=self.catalog.key_for(event)
-            )
+            ack: asyncio.Future[object] = await self._producer.send(topic, value=value, key=key)
         except UnknownTopicOrPartitionError as exc:
-            raise StreamsError(
-                f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
-                "create the catalog's topics with `slmops topics create`"
-            ) from exc
-        return fut
+            raise TopicMissingError(topic, self.conn.bootstrap_servers) from exc
+        except (AIOKafkaError, OSError) as exc:
+            raise SendFailedError(topic, self.conn.bootstrap_servers, str(exc)) from exc
+        return asyncio.ensure_future(self._acknowledged(ack, topic))
+
+    async def _acknowledged(self, ack: asyncio.Future[object], topic: str) -> object:
+        try:
+            return await ack
+        except (AIOKafkaError, OSError) as exc:
+            raise SendFailedError(topic, self.conn.bootstrap_servers, str(exc)) from exc
 
     async def send_and_wait(self, event: Event) -> None:
         await (await self.send(event))
@@ -106,7 +126,7 @@ class EventProducer:
         """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
         if topic not in self._known_topics:
             await self._check_topic(topic)
-        await self._producer.send_and_wait(topic, value=value, key=key)
+        await (await self._send(topic, value, key))
 
     async def send_many(self, events: Iterable[Event]) -> int:
         futures = [await self.send(e) for e in events]
@@ -114,7 +134,10 @@ class EventProducer:
         return len(futures)
 
     async def flush(self) -> None:
-        await self._producer.flush()
+        try:
+            await self._producer.flush()
+        except (AIOKafkaError, OSError) as exc:
+            raise ConnectionLostError("flush", self.conn.bootstrap_servers, str(exc)) from exc
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,9 +203,18 @@ class EventConsumer:
     async def start(self) -> None:
         try:
             await self._consumer.start()
-        except (KafkaError, OSError) as exc:
+        except (AIOKafkaError, OSError) as exc:
             await self._consumer.stop()
             raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
+        try:
+            await self._assign()
+        except (AIOKafkaError, OSError) as exc:
+            await self._consumer.stop()
+            raise ConnectionLostError(
+                "assigning partitions", self.conn.bootstrap_servers, str(exc)
+            ) from exc
+
+    async def _assign(self) -> None:
         if self.group_id:
             self._consumer.subscribe(self.topics)
             return
@@ -206,13 +238,15 @@ class EventConsumer:
                 return set(found)
             await force_metadata_update(self._consumer)
             await asyncio.sleep(0.1)
-        raise StreamsError(
-            f"topic {topic} does not exist at {self.conn.bootstrap_servers}; "
-            "create the catalog's topics with `slmops topics create`"
-        )
+        raise TopicMissingError(topic, self.conn.bootstrap_servers)
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        except (AIOKafkaError, OSError) as exc:
+            raise ConnectionLostError(
+                "stopping a consumer", self.conn.bootstrap_servers, str(exc)
+            ) from exc
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -234,6 +268,10 @@ class EventConsumer:
         """
         if self.group_id:
             raise ValueError("snapshot() reads assigned partitions; it takes no consumer group")
+        with self._client_call("snapshot"):
+            return await self._snapshot(timeout_s)
+
+    async def _snapshot(self, timeout_s: float) -> list[Received | Undecodable]:
         partitions = list(self._consumer.assignment())
         ends = await self._consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if await self._consumer.position(tp) < ends[tp]}
@@ -249,6 +287,14 @@ class EventConsumer:
                 if await self._consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
+
+    @contextlib.contextmanager
+    def _client_call(self, operation: str) -> Iterator[None]:
+        """Wrap aiokafka's errors of one call; never around a ``yield`` to the caller."""
+        try:
+            yield
+        except (AIOKafkaError, OSError) as exc:
+            raise ConnectionLostError(operation, self.conn.bootstrap_servers, str(exc)) from exc
 
     def _decode(self, msg: Any) -> Received | Undecodable:
         try:
@@ -267,7 +313,8 @@ class EventConsumer:
         """
         idle = 0.0
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
+            with self._client_call("fetch"):
+                batch = await self._consumer.getmany(timeout_ms=200)
             if not batch:
                 idle += 0.2
                 if idle_timeout_s is not None and idle >= idle_timeout_s:
@@ -278,7 +325,8 @@ class EventConsumer:
                 for msg in messages:
                     yield self._decode(msg)
                     if self.group_id:
-                        await self._consumer.commit({tp: msg.offset + 1})
+                        with self._client_call("commit"):
+                            await self._consumer.commit({tp: msg.offset + 1})
 
     async def records(self, idle_timeout_s: float | None = None) -> AsyncIterator[Received]:
         """Yield decoded events; undecodable ones go to the dead-letter topic on the way."""

@@ -4,9 +4,14 @@ The tree, under the streams root::
 
     StreamsError
     └── KafkaError                  root of the Kafka I/O errors (all that streams.kafka raises)
-        └── KafkaUnavailableError   the broker did not answer in time
+        ├── KafkaUnavailableError   the broker did not answer in time
+        ├── TopicMissingError       a topic the catalog names does not exist on the cluster
+        ├── SendFailedError         the broker did not acknowledge a record
+        ├── ConnectionLostError     a running client lost the broker (fetch, commit, stop)
+        └── AdminError              a topic administration request failed
 
-No package outside ``streams.kafka`` imports ``aiokafka.errors``.
+No package outside ``streams.kafka`` imports ``aiokafka.errors`` (import-linter checks it): a
+caller catches :class:`KafkaError` and retries, or reports the message, which says what to do.
 """
 
 from __future__ import annotations
@@ -17,15 +22,68 @@ from streams.events.errors import StreamsError
 class KafkaError(StreamsError):
     """Root of the Kafka I/O layer's errors."""
 
+    def __init__(self, message: str, *, bootstrap_servers: str | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        super().__init__(message)
+
 
 class KafkaUnavailableError(KafkaError):
     """The broker did not answer; says where we looked and for how long."""
 
     def __init__(self, bootstrap_servers: str, waited_s: float, cause: str = "") -> None:
-        self.bootstrap_servers = bootstrap_servers
         self.waited_s = waited_s
+        self.cause = cause
         detail = f" ({cause})" if cause else ""
         super().__init__(
             f"no Kafka broker answered at {bootstrap_servers} within {waited_s:.0f}s{detail}; "
-            "start the local one with `slmops kafka up` or set SLMOPS_BOOTSTRAP_SERVERS"
+            "start the local one with `slmops kafka up` or set SLMOPS_BOOTSTRAP_SERVERS",
+            bootstrap_servers=bootstrap_servers,
+        )
+
+
+class TopicMissingError(KafkaError):
+    """A topic that does not exist on the cluster (the catalog's topics were not created)."""
+
+    def __init__(self, topic: str, bootstrap_servers: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"topic {topic} does not exist at {bootstrap_servers}; "
+            "create the catalog's topics with `slmops topics create`",
+            bootstrap_servers=bootstrap_servers,
+        )
+
+
+class SendFailedError(KafkaError):
+    """A record the broker did not acknowledge; it may be retried (producers are idempotent)."""
+
+    def __init__(self, topic: str, bootstrap_servers: str, cause: str) -> None:
+        self.topic = topic
+        self.cause = cause
+        super().__init__(
+            f"sending to {topic} at {bootstrap_servers} failed: {cause}",
+            bootstrap_servers=bootstrap_servers,
+        )
+
+
+class ConnectionLostError(KafkaError):
+    """A started client's request failed (fetch, commit, offsets, stop)."""
+
+    def __init__(self, operation: str, bootstrap_servers: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(
+            f"{operation} at {bootstrap_servers} failed: {cause}",
+            bootstrap_servers=bootstrap_servers,
+        )
+
+
+class AdminError(KafkaError):
+    """A topic administration request (create, describe, delete) that failed."""
+
+    def __init__(self, operation: str, bootstrap_servers: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(
+            f"could not {operation} at {bootstrap_servers}: {cause}",
+            bootstrap_servers=bootstrap_servers,
         )
