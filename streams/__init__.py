@@ -1,8 +1,13 @@
-"""The event contract and the control plane.
+"""Everything that travels on Kafka, in three rooms; each room's docstring describes it.
 
-Pure contract modules (no Faust, no Kafka client) that every deployable may import:
-``streams.events`` (schemas, typed records, codec), ``streams.topics`` (catalog),
-``streams.artifact`` (signed model artifacts), ``streams.histograms``, ``streams.dead_letter``,
-``streams.errors``. Kafka I/O without Faust: ``streams.kafka_io``, ``streams.admin``.
-The Faust control plane lives in ``streams.control`` and only the control workers import it.
+- :mod:`streams.events` — the event contract: schemas, typed records, codec, topic catalog,
+  artifact format, membership, histograms. Every deployable and every other system may use
+  it; it imports no Kafka client and no Faust.
+- :mod:`streams.kafka` — Kafka I/O over aiokafka without Faust (producer, consumer, admin,
+  the publisher, connection settings). Every deployable may use it.
+- :mod:`streams.control` — the control plane (Faust workers, rollouts, ledger). Only control
+  workers and the operator CLI import it.
+
+import-linter checks these boundaries in ``make lint`` (``[tool.importlinter]`` in
+pyproject.toml), and tests/lint/test_import_contracts.py proves each contract can fail.
 """
