@@ -3,10 +3,15 @@
 ::
 
     SlmopsError              root; the CLI prints its message and exits 1
-    └── LocalKafkaError      the embedded broker cannot be fetched, started or stopped
+    ├── LocalKafkaError      the embedded broker cannot be fetched, started or stopped
+    └── WorkerProcessError   a child worker process let down the parent waiting on it
+        ├── WorkerExitedError    it exited while the parent waited for something
+        └── WorkerTimeoutError   what the parent waited for did not happen in time
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class SlmopsError(Exception):
@@ -15,3 +20,27 @@ class SlmopsError(Exception):
 
 class LocalKafkaError(SlmopsError):
     """The local broker could not be fetched, started or stopped; the message says why."""
+
+
+class WorkerProcessError(SlmopsError):
+    """A worker process started by ``slmops.processes`` failed its parent."""
+
+
+class WorkerExitedError(WorkerProcessError):
+    """A worker exited while its parent was waiting for ``what``; its log says why."""
+
+    def __init__(self, name: str, returncode: int, what: str, log: Path) -> None:
+        self.name = name
+        self.returncode = returncode
+        self.what = what
+        self.log = log
+        super().__init__(f"worker {name} exited ({returncode}) waiting for {what} (log: {log})")
+
+
+class WorkerTimeoutError(WorkerProcessError, TimeoutError):
+    """``what`` did not happen within ``timeout_s`` while every worker kept running."""
+
+    def __init__(self, what: str, timeout_s: float) -> None:
+        self.what = what
+        self.timeout_s = timeout_s
+        super().__init__(f"timed out after {timeout_s}s waiting for {what}")

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from slmops.processes import WorkerProcess, control_worker_command, wait_for
 from streams.events import Event, Feedback, Histogram, OptimizationRequest, Telemetry, encode
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 from streams.kafka.admin import create_topics, delete_topics
@@ -138,64 +138,55 @@ def faust_counter_rate(conn: KafkaConnection, topic: str, total: int, tmp: Path)
     raise RuntimeError(f"counter printed no result:\n{out.stderr.decode()[-3000:]}")
 
 
-def metric(port: int, name: str, labels: str) -> float:
+def metric(worker: WorkerProcess, name: str, labels: str) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
+        text = worker.get("/metrics").decode()
     except OSError:
         return 0.0
     m = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
-def start_worker(
-    conn: KafkaConnection, port: int, tmp: Path, app_id: str
-) -> subprocess.Popen[bytes]:
-    args = [
-        sys.executable,
-        "-m",
-        "streams.control",
-        "--bootstrap-servers",
-        conn.bootstrap_servers,
-        "--topic-prefix",
-        conn.topic_prefix,
-        "--app-id",
-        app_id,
-        "--web-port",
-        str(port),
-        "--data-dir",
-        str(tmp / "worker"),
-        "--window-s",
-        str(WINDOW_S),
-        "--grace-s",
-        str(GRACE_S),
-        "--tick-s",
-        "0.1",
-        "--log-level",
-        "error",
-        "--min-requests",
-        "100000000",
-    ]
-    return subprocess.Popen(
-        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "worker.log").open("wb")
+def start_worker(conn: KafkaConnection, port: int, tmp: Path, app_id: str) -> WorkerProcess:
+    command = control_worker_command(
+        conn,
+        app_id=app_id,
+        web_port=port,
+        data_dir=tmp / "worker",
+        extra=[
+            "--window-s",
+            str(WINDOW_S),
+            "--grace-s",
+            str(GRACE_S),
+            "--tick-s",
+            "0.1",
+            "--log-level",
+            "error",
+            "--min-requests",
+            "100000000",
+        ],
     )
+    return WorkerProcess("control", command, tmp / "worker.log", port=port).start()
 
 
-def worker_rate(port: int, total: int, proc: subprocess.Popen[bytes]) -> float:
+def worker_rate(worker: WorkerProcess, total: int) -> float:
+    """Events per second the worker takes in, from its first counted event to the last."""
     label = 'topic="telemetry"'
-    t0 = n0 = None
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("worker exited")
-        n = metric(port, "slmops_events_total", label)
+    first: list[tuple[float, float]] = []
+
+    def rate() -> float | None:
+        n = metric(worker, "slmops_events_total", label)
         now = time.perf_counter()
-        if n and t0 is None:
-            t0, n0 = now, n
-        if n >= total and t0 is not None and n0 is not None:
+        if n and not first:
+            first.append((now, n))
+        if n >= total and first:
+            t0, n0 = first[0]
             return (n - n0) / (now - t0)
-        time.sleep(0.05)
-    raise RuntimeError("worker did not finish")
+        return None
+
+    return wait_for(
+        "the worker to count every event", rate, workers=[worker], timeout_s=600, interval_s=0.05
+    )
 
 
 async def decision_latency(conn: KafkaConnection, trials: int) -> list[float]:
@@ -267,7 +258,7 @@ def main() -> int:
     topic = conn.catalog().topic_for(Telemetry)
     app_id = f"{conn.topic_prefix}-control"
     asyncio.run(create_topics(conn))
-    proc = None
+    worker = None
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
@@ -282,17 +273,16 @@ def main() -> int:
             b = faust_counter_rate(conn, topic, args.events, tmp)
             print(f"(b) Faust counting agent:     {b:10.0f} events/s")
             port = free_port()
-            proc = start_worker(conn, port, tmp, app_id)
-            c = worker_rate(port, args.events, proc)
+            worker = start_worker(conn, port, tmp, app_id)
+            c = worker_rate(worker, args.events)
             print(f"(c) control worker:           {c:10.0f} events/s")
             print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
             lat = asyncio.run(decision_latency(conn, args.trials))
             shown = ", ".join(f"{x * 1000:.0f}" for x in lat)
             print(f"decision latency (window close -> OptimizationRequest on topic): {shown} ms")
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        if worker is not None:
+            worker.stop()
         asyncio.run(delete_topics(conn))
         asyncio.run(delete_internal(conn, [app_id, "bench-count-"]))
     return 0

@@ -8,11 +8,7 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +17,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from slmops import processes
+from slmops.errors import WorkerExitedError, WorkerTimeoutError
+from slmops.processes import WorkerProcess, control_worker_command
 from streams.kafka.connection import KafkaConnection
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,60 +33,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Worker:
-    """One `python -m streams.control` process with its own web port and data dir."""
+class Worker(WorkerProcess):
+    """One control worker process with its own web port and data dir."""
 
     def __init__(self, conn: KafkaConnection, app_id: str, tmp: Path, name: str, extra: list[str]):
+        port = free_port()
+        command = control_worker_command(
+            conn,
+            app_id=app_id,
+            worker_id=name,
+            web_port=port,
+            data_dir=tmp / f"{name}-data",
+            extra=[
+                "--window-s",
+                str(WINDOW_S),
+                "--grace-s",
+                str(GRACE_S),
+                "--tick-s",
+                "0.1",
+                "--log-level",
+                "warn",
+                *extra,
+            ],
+        )
+        # The developer's SLMOPS_* settings must not change what a test's worker does.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")}
+        super().__init__(name, command, tmp / f"{name}.log", port=port, env=env)
         self.conn = conn
         self.app_id = app_id
-        self.name = name
-        self.port = free_port()
-        self.log = tmp / f"{name}.log"
-        self.args = [
-            sys.executable,
-            "-m",
-            "streams.control",
-            "--bootstrap-servers",
-            conn.bootstrap_servers,
-            "--topic-prefix",
-            conn.topic_prefix,
-            "--app-id",
-            app_id,
-            "--worker-id",
-            name,
-            "--web-port",
-            str(self.port),
-            "--data-dir",
-            str(tmp / f"{name}-data"),
-            "--window-s",
-            str(WINDOW_S),
-            "--grace-s",
-            str(GRACE_S),
-            "--tick-s",
-            "0.1",
-            "--log-level",
-            "warn",
-            *extra,
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return self
-
-    def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-            body: bytes = r.read()
-            return body
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(self.get("/status"))
@@ -99,17 +72,9 @@ class Worker:
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             return None
 
-    def tail(self) -> str:
-        return self.log.read_bytes()[-4000:].decode("utf-8", "replace")
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """SIGKILL by default: no clean shutdown, as when a machine dies."""
+        self.stop(sig)
 
 
 def wait_for(
@@ -119,19 +84,18 @@ def wait_for(
     interval: float = 0.2,
     workers: list[Worker] | None = None,
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        for w in workers or []:
-            if w.proc is not None and w.proc.poll() is not None:
-                pytest.fail(
-                    f"worker {w.name} exited ({w.proc.returncode}) waiting for {what}:\n{w.tail()}"
-                )
-        time.sleep(interval)
-    tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in workers or [])
-    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tails}")
+    """``processes.wait_for`` that fails the test with the workers' logs."""
+    watched = workers or []
+    try:
+        return processes.wait_for(
+            what, predicate, workers=watched, timeout_s=timeout, interval_s=interval
+        )
+    except WorkerExitedError as exc:
+        exited = next(w for w in watched if w.name == exc.name)
+        pytest.fail(f"{exc}:\n{exited.tail()}")
+    except WorkerTimeoutError as exc:
+        tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in watched)
+        pytest.fail(f"{exc}\n{tails}")
 
 
 def all_live(workers: list[Worker], expected: int) -> bool:
