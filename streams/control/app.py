@@ -28,6 +28,7 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate, window_metrics
+from streams.control.avro_schema import AvroSchema
 from streams.control.errors import AggregationError
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import Decision, PolicyState, step
@@ -47,7 +48,6 @@ from streams.events import (
     OptimizationRequest,
     RolloutCommand,
     Telemetry,
-    default_codec,
     from_json,
     to_json,
 )
@@ -68,34 +68,6 @@ SOURCES: tuple[tuple[str, type[Event]], ...] = (
 )
 _STATUS_WINDOWS = 500
 _STATUS_ALERTS = 50
-
-
-class AvroSchema(faust.Schema):  # type: ignore[type-arg]  # generic only in faust's stubs
-    """Faust schema for one contract event type: Avro single-object encoding via the codec.
-
-    A record that breaks the contract becomes an :class:`Undecodable` value instead of an
-    exception, so the agent sees it, dead-letters it and goes on.
-    """
-
-    def __init__(self, event_type: type[Event]) -> None:
-        super().__init__(key_serializer="raw", value_serializer="raw")
-        self.event_type = event_type
-        self.codec = default_codec()
-
-    def loads_value(
-        self, app: Any, message: Any, *, loads: Any = None, serializer: Any = None
-    ) -> Any:
-        try:
-            return self.codec.decode(message.value, self.event_type)
-        except EventError as exc:
-            return Undecodable(
-                message.topic, message.partition, message.offset, message.key, message.value, exc
-            )
-
-    def dumps_value(
-        self, app: Any, value: Any, *, serializer: Any = None, headers: Any = None
-    ) -> tuple[bytes, Any]:
-        return self.codec.encode(value), headers
 
 
 def _ms(dt: Any) -> int:
