@@ -1,0 +1,49 @@
+"""Dead-lettering for every agent of the control worker: log, publish, count, go on."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter as Tally
+from typing import Any
+
+from streams.control.metrics import ControlMetrics
+from streams.events.dead_letter import dead_letter_for
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetters:
+    """Sends what an agent cannot use to the dead-letter topic, so one bad record stops nothing.
+
+    One instance serves every agent, so ``/status`` and ``/metrics`` count all of them.
+    """
+
+    def __init__(self, topic: Any, worker_id: str, metrics: ControlMetrics) -> None:
+        self._topic = topic
+        self._worker_id = worker_id
+        self._metrics = metrics
+        # Per input (a source, ``partials``, ``controller``, ...), for ``/status``.
+        self.counts: Tally[str] = Tally()
+
+    async def send(self, base: str, msg: Any, error: Exception) -> None:
+        """Dead-letter Faust message ``msg`` of input ``base`` that failed with ``error``."""
+        log.warning(
+            "dead-lettering topic=%s partition=%s offset=%s worker=%s reason=%s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            self._worker_id,
+            error,
+        )
+        dl = dead_letter_for(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            error=error,
+            consumer=self._worker_id,
+        )
+        await self._topic.send(key=msg.key or b"", value=dl)
+        self.counts[base] += 1
+        self._metrics.dead_letters.labels(msg.topic).inc()

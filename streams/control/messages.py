@@ -1,0 +1,170 @@
+"""The records the worker's stages send each other over its internal topics, typed.
+
+Two internal topics carry them as JSON:
+
+* ``<app>-partials``, stage 1 to stage 2: a :class:`Partial` per (group, window) a source
+  partition closed, and a :class:`Watermark` per source partition to every internal partition;
+* ``<app>-controller``, to the rollout controller: :class:`ClosedWindows` from stage 2, a
+  :class:`ForwardedCommand` per rollout command and a :class:`ControllerTick` from the timer.
+
+Both topics keep what was sent before a crash, and a restarted worker reads it back, so the
+JSON form (one-letter ``t`` tags and short keys) is the wire form: change it only compatibly.
+A record that is not one of these raises ``KeyError``, ``TypeError`` or ``ValueError`` (or the
+contract's ``EventError`` for a bad command), which the agents dead-letter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+from streams.control.aggregate import GroupKey, WindowAggregate
+from streams.control.rollouts.canary import GroupWindow
+from streams.events import RolloutCommand, from_json, to_json
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Partial:
+    """One source partition's aggregate of one group in one window it has closed."""
+
+    source: str
+    window: int
+    group: GroupKey
+    aggregate: WindowAggregate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": "p",
+            "src": self.source,
+            "w": self.window,
+            "g": self.group.encode(),
+            "agg": self.aggregate.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Partial:
+        _expect(data, "p")
+        return cls(
+            source=str(data["src"]),
+            window=int(data["w"]),
+            group=GroupKey.decode(str(data["g"])),
+            aggregate=WindowAggregate.from_dict(data["agg"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Watermark:
+    """Source partition ``source`` has closed every window up to ``upto``: no more partials."""
+
+    source: str
+    upto: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": "m", "src": self.source, "upto": self.upto}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Watermark:
+        _expect(data, "m")
+        return cls(source=str(data["src"]), upto=int(data["upto"]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClosedWindows:
+    """Stage 2 finalised window ``[start_ms, end_ms)`` of a model: its (version, cohort) groups.
+
+    Milliseconds, not datetimes, so the record round-trips exactly.
+    """
+
+    model_id: str
+    start_ms: int
+    end_ms: int
+    groups: tuple[GroupWindow, ...]
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_ms / 1000, tz=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp(self.end_ms / 1000, tz=UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": "window",
+            "model": self.model_id,
+            "start": self.start_ms,
+            "end": self.end_ms,
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClosedWindows:
+        _expect(data, "window")
+        return cls(
+            model_id=str(data["model"]),
+            start_ms=int(data["start"]),
+            end_ms=int(data["end"]),
+            groups=tuple(GroupWindow.from_dict(g) for g in data["groups"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ForwardedCommand:
+    """A ``RolloutCommand`` from the commands topic, moved onto the controller's one partition."""
+
+    command: RolloutCommand
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": "cmd", "cmd": to_json(self.command)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForwardedCommand:
+        _expect(data, "cmd")
+        return cls(from_json(RolloutCommand, data["cmd"]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControllerTick:
+    """Time passed: the controller checks its timeouts and bakes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": "tick"}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControllerTick:
+        _expect(data, "tick")
+        return cls()
+
+
+MergeInput: TypeAlias = Partial | Watermark
+ControllerInput: TypeAlias = ClosedWindows | ForwardedCommand | ControllerTick
+
+
+def merge_input(data: Mapping[str, Any]) -> MergeInput:
+    """The record of one ``<app>-partials`` message."""
+    tag = data["t"]
+    if tag == "p":
+        return Partial.from_dict(data)
+    if tag == "m":
+        return Watermark.from_dict(data)
+    raise ValueError(f"unknown partials record t={tag!r}")
+
+
+def controller_input(data: Mapping[str, Any]) -> ControllerInput:
+    """The record of one ``<app>-controller`` message."""
+    tag = data["t"]
+    if tag == "window":
+        return ClosedWindows.from_dict(data)
+    if tag == "cmd":
+        return ForwardedCommand.from_dict(data)
+    if tag == "tick":
+        return ControllerTick.from_dict(data)
+    raise ValueError(f"unknown controller record t={tag!r}")
+
+
+def _expect(data: Mapping[str, Any], tag: str) -> None:
+    # A record decoded as the wrong kind would silently lose its fields.
+    if data["t"] != tag:
+        raise ValueError(f"internal record t={data['t']!r}, expected {tag!r}")
