@@ -1,8 +1,9 @@
 """How a component reaches the cluster: brokers, topic prefix, TLS and SASL.
 
-Pure configuration (pydantic, no Kafka client): every deployable's settings embed these fields,
-and :mod:`streams.kafka.clients` and :mod:`streams.kafka.admin` turn them into client keyword
-arguments.
+Pure configuration (pydantic, no Kafka client). :class:`ClusterAccess` defines the fields once;
+:class:`KafkaConnection` adds the client id and turns them into client keyword arguments for
+:mod:`streams.kafka.clients` and :mod:`streams.kafka.admin`; :class:`KafkaClientSettings`, the
+base of every deployable's settings, carries the same fields as ``SLMOPS_*`` variables.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-class KafkaConnection(BaseModel):
-    """How a component reaches the cluster; every deployable's settings embed one.
+class ClusterAccess(BaseModel):
+    """Where the brokers are and how to authenticate to them; everything but the client's name.
+
+    Both :class:`KafkaConnection` and :class:`KafkaClientSettings` inherit these fields, so a
+    field added here is settable from every deployable's settings and environment at once.
 
     TLS: ``security_protocol="SSL"`` (or ``SASL_SSL``) with ``ssl_cafile`` for a private CA
     (the system's CAs otherwise) and ``ssl_certfile``/``ssl_keyfile`` for mutual TLS.
@@ -35,15 +39,26 @@ class KafkaConnection(BaseModel):
         default="127.0.0.1:9092", description="host:port[,host:port...] of the brokers"
     )
     topic_prefix: str = Field(default=DEFAULT_PREFIX, description="prefix of every topic name")
-    client_id: str = Field(default="slmops", description="client id the brokers log")
-    security_protocol: SecurityProtocol = "PLAINTEXT"
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT"
+    )
     ssl_cafile: Path | None = Field(default=None, description="PEM bundle of trusted CAs")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
     ssl_keyfile: Path | None = Field(default=None, description="client private key (mTLS)")
-    ssl_check_hostname: bool = True
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    ssl_check_hostname: bool = Field(
+        default=True, description="a broker's certificate must name the host it was reached at"
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+
+
+class KafkaConnection(ClusterAccess):
+    """How one client reaches the cluster: the access fields plus the name the brokers log."""
+
+    client_id: str = Field(default="slmops", description="client id the brokers log")
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaConnection:
@@ -93,7 +108,7 @@ class KafkaConnection(BaseModel):
         return Catalog(self.topic_prefix)
 
 
-class KafkaClientSettings(BaseSettings):
+class KafkaClientSettings(ClusterAccess, BaseSettings):
     """The Kafka fields every deployable's settings class shares, read from ``SLMOPS_*``.
 
     Subclass it (control worker, optimizer worker, edge runtime, CLI) so that one set of
@@ -102,28 +117,10 @@ class KafkaClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: str = DEFAULT_PREFIX
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-
     def kafka_connection(
         self, client_id: str, bootstrap_servers: str | None = None
     ) -> KafkaConnection:
-        return KafkaConnection(
-            bootstrap_servers=bootstrap_servers or self.bootstrap_servers,
-            topic_prefix=self.topic_prefix,
-            client_id=client_id,
-            security_protocol=self.security_protocol,
-            ssl_cafile=self.ssl_cafile,
-            ssl_certfile=self.ssl_certfile,
-            ssl_keyfile=self.ssl_keyfile,
-            sasl_mechanism=self.sasl_mechanism,
-            sasl_username=self.sasl_username,
-            sasl_password=self.sasl_password,
-        )
+        access = {name: getattr(self, name) for name in ClusterAccess.model_fields}
+        if bootstrap_servers:
+            access["bootstrap_servers"] = bootstrap_servers
+        return KafkaConnection(**access, client_id=client_id)

@@ -1,0 +1,49 @@
+"""The cluster fields are defined once: settings carry every field a connection has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from streams.kafka.connection import KafkaClientSettings, KafkaConnection
+
+# A non-default value of every field but client_id, consistent together (SASL over mutual TLS).
+NON_DEFAULT = {
+    "bootstrap_servers": "broker-1:9093,broker-2:9093",
+    "topic_prefix": "acme",
+    "security_protocol": "SASL_SSL",
+    "ssl_cafile": Path("/etc/slmops/ca.pem"),
+    "ssl_certfile": Path("/etc/slmops/client.pem"),
+    "ssl_keyfile": Path("/etc/slmops/client.key"),
+    "ssl_check_hostname": False,
+    "sasl_mechanism": "SCRAM-SHA-512",
+    "sasl_username": "control",
+    "sasl_password": SecretStr("s3cret"),
+}
+
+
+def test_every_connection_field_but_client_id_is_a_settings_field():
+    assert set(KafkaConnection.model_fields) - {"client_id"} == set(NON_DEFAULT)
+    assert set(NON_DEFAULT) <= set(KafkaClientSettings.model_fields)
+
+
+def test_every_connection_field_but_client_id_is_settable_through_the_settings():
+    default = KafkaConnection()
+    assert all(getattr(default, k) != v for k, v in NON_DEFAULT.items())  # each one shows
+    conn = KafkaClientSettings(**NON_DEFAULT).kafka_connection("control-1")
+    assert {k: getattr(conn, k) for k in NON_DEFAULT} == NON_DEFAULT
+    assert conn.client_id == "control-1"
+
+
+def test_a_bootstrap_override_replaces_only_the_brokers():
+    conn = KafkaClientSettings(**NON_DEFAULT).kafka_connection("cli", "127.0.0.1:9999")
+    assert conn.bootstrap_servers == "127.0.0.1:9999"
+    assert conn.sasl_username == "control"
+
+
+def test_inconsistent_security_settings_fail_when_the_connection_is_built():
+    settings = KafkaClientSettings(security_protocol="SASL_SSL")
+    with pytest.raises(ValidationError, match="needs sasl_mechanism"):
+        settings.kafka_connection("cli")
