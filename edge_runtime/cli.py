@@ -69,7 +69,7 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Any:
         ]
     if keys:
         overrides["trusted_keys"] = keys
-    return EdgeSettings(**overrides)
+    return EdgeSettings.from_env(**overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

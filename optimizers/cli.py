@@ -203,7 +203,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     }
     if args.no_feedback_data:
         overrides["feedback_data"] = False
-    settings = OptimizerSettings(**overrides)
+    settings = OptimizerSettings.from_env(**overrides)
     key_text = (
         Path(args.signing_key).read_text()
         if args.signing_key

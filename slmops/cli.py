@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["topic_prefix"] = args.topic_prefix
     if getattr(args, "port", None):
         overrides["kafka_port"] = args.port
-    return CliSettings(**overrides)
+    return CliSettings.from_env(**overrides)
 
 
 def _say(message: str) -> None:

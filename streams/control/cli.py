@@ -70,7 +70,11 @@ def _connection_flags(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    """The worker's settings: environment first, command-line flags override."""
+    """The worker's settings: the ``SLMOPS_*`` environment, command-line flags winning.
+
+    A rule or rollout flag overrides that one field: from_env merges it into the environment's
+    rules (``SLMOPS_RULES__MIN_QUALITY``) and rollout settings instead of replacing them.
+    """
     from streams.control.settings import ControlSettings
 
     overrides: dict[str, Any] = {}
@@ -82,10 +86,6 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
-    from streams.control.policy import SloRules
-    from streams.control.settings import RolloutSettings
-
-    base = ControlSettings(**overrides)
     rule_overrides = {
         field: getattr(args, field)
         for _, field, _ in _RULE_FLAGS
@@ -100,11 +100,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         rollout_overrides["auto"] = False
     if getattr(args, "no_relative_latency", False):
         rollout_overrides["relative_latency"] = False
-    if not rule_overrides and not rollout_overrides:
-        return base
-    rules = SloRules(**{**base.rules.model_dump(), **rule_overrides})
-    rollout = RolloutSettings(**{**base.rollout.model_dump(), **rollout_overrides})
-    return ControlSettings(**overrides, rules=rules, rollout=rollout)
+    if rule_overrides:
+        overrides["rules"] = rule_overrides
+    if rollout_overrides:
+        overrides["rollout"] = rollout_overrides
+    return ControlSettings.from_env(**overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """Settings of a control worker, read from ``SLMOPS_*`` variables and the command line.
 
-Built once at the entry point (``slmops control worker``) and passed down; nothing below reads
-the environment. Rules: ``SLMOPS_RULES__MIN_QUALITY=0.9`` sets the default SLO of every model,
+Built once at the entry point (``slmops control worker``, with ``ControlSettings.from_env``)
+and passed down; nothing below reads the environment.
+
+Rules: ``SLMOPS_RULES__MIN_QUALITY=0.9`` sets the default SLO of every model;
 ``SLMOPS_MODEL_RULES='{"intent": {"max_p95_latency_ms": 80}}'`` overrides it per model.
 """
 
@@ -71,7 +73,7 @@ class ControlSettings(KafkaClientSettings):
     """One control worker: where Kafka is, who it is, how it windows and judges."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SLMOPS_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="SLMOPS_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
     worker_id: str = Field(default="control-1", description="names this worker in logs and events")

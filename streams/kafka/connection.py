@@ -9,11 +9,12 @@ base of every deployable's settings, carries the same fields as ``SLMOPS_*`` var
 from __future__ import annotations
 
 import ssl
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.events.topics import DEFAULT_PREFIX, Catalog
 
@@ -53,6 +54,10 @@ class ClusterAccess(BaseModel):
     )
     sasl_username: str | None = Field(default=None, description="SASL user")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+
+    def cluster_fields(self) -> dict[str, Any]:
+        """These fields alone, to build another model that carries them (settings, connection)."""
+        return {name: getattr(self, name) for name in ClusterAccess.model_fields}
 
 
 class KafkaConnection(ClusterAccess):
@@ -109,18 +114,52 @@ class KafkaConnection(ClusterAccess):
 
 
 class KafkaClientSettings(ClusterAccess, BaseSettings):
-    """The Kafka fields every deployable's settings class shares, read from ``SLMOPS_*``.
+    """The base of every deployable's settings: the cluster fields, read from ``SLMOPS_*``.
 
-    Subclass it (control worker, optimizer worker, edge runtime, CLI) so that one set of
-    environment variables configures brokers, prefix, TLS and SASL everywhere.
+    Constructing one reads only its arguments, so settings built in library code or in tests
+    do not change with a developer's shell. Entry points (the CLI commands) call
+    :meth:`from_env` instead: it reads ``SLMOPS_BOOTSTRAP_SERVERS``, ``SLMOPS_SECURITY_PROTOCOL``,
+    ... and, where a subclass sets ``env_nested_delimiter``, nested names such as
+    ``SLMOPS_RULES__MIN_QUALITY``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="ignore")
+    # forbid: with the environment out of the way, an unknown keyword is a typo, not a variable.
+    model_config = SettingsConfigDict(env_prefix="SLMOPS_", frozen=True, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _READING_ENV.get():
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The settings the ``SLMOPS_*`` variables give, ``overrides`` (the flags) winning.
+
+        For entry points only. A nested override is merged into the environment's value:
+        ``from_env(rules={"min_quality": 0.9})`` keeps ``SLMOPS_RULES__MIN_FEEDBACK``.
+        """
+        token = _READING_ENV.set(True)
+        try:
+            return cls(**overrides)
+        finally:
+            _READING_ENV.reset(token)
 
     def kafka_connection(
         self, client_id: str, bootstrap_servers: str | None = None
     ) -> KafkaConnection:
-        access = {name: getattr(self, name) for name in ClusterAccess.model_fields}
+        access = self.cluster_fields()
         if bootstrap_servers:
             access["bootstrap_servers"] = bootstrap_servers
         return KafkaConnection(**access, client_id=client_id)
+
+
+# Whether the settings being built read the environment: set by from_env, for one call only.
+_READING_ENV: ContextVar[bool] = ContextVar("slmops_settings_reading_env", default=False)
