@@ -11,9 +11,11 @@ from __future__ import annotations
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.events.topics import DEFAULT_PREFIX, Catalog
@@ -152,6 +154,42 @@ class KafkaClientSettings(ClusterAccess, BaseSettings):
         finally:
             _READING_ENV.reset(token)
 
+    @classmethod
+    def env_name(cls, path: str) -> str:
+        """The variable :meth:`from_env` reads for a field, a nested one named by a dotted path.
+
+        ``rules.min_quality`` -> ``SLMOPS_RULES__MIN_QUALITY``: help texts print this name, so
+        they name what really works.
+        """
+        _field(cls, path)
+        parts = path.split(".")
+        delimiter = cls.model_config.get("env_nested_delimiter") or ""
+        if len(parts) > 1 and not delimiter:
+            raise ValueError(f"{cls.__name__} reads no nested variables, so none for {path}")
+        return (cls.model_config.get("env_prefix", "") + delimiter.join(parts)).upper()
+
+    @classmethod
+    def field_help(cls, path: str, *, env: bool = True) -> str:
+        """``--help`` text of the flag that sets ``path``: its description, default and variable.
+
+        Taken from the field, so a flag's help cannot drift from the code it configures.
+        """
+        info, default = _field(cls, path)
+        parts = [info.description] if info.description else []
+        # "unset: <what that means>" in a description already says what the default does.
+        if default is not PydanticUndefined and not (
+            default is None and "unset:" in "".join(parts)
+        ):
+            parts.append(f"default {_shown(default)}")
+        text = "; ".join(parts)
+        if env:
+            # pydantic-settings decodes a list, set, dict or model field's variable as JSON.
+            complex_ = get_origin(info.annotation) in (list, tuple, set, frozenset, dict) or (
+                isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+            )
+            text += f" (env {cls.env_name(path)}{', as JSON' if complex_ else ''})"
+        return text.replace("%", "%%")  # argparse expands %-formats in help texts
+
     def kafka_connection(
         self, client_id: str, bootstrap_servers: str | None = None
     ) -> KafkaConnection:
@@ -163,3 +201,40 @@ class KafkaClientSettings(ClusterAccess, BaseSettings):
 
 # Whether the settings being built read the environment: set by from_env, for one call only.
 _READING_ENV: ContextVar[bool] = ContextVar("slmops_settings_reading_env", default=False)
+
+
+def _field(cls: type[BaseModel], path: str) -> tuple[FieldInfo, Any]:
+    """The field at a dotted path and its default (looked up inside a nested model's default)."""
+    model: type[BaseModel] | None = cls
+    default: Any = PydanticUndefined
+    info: FieldInfo | None = None
+    for depth, part in enumerate(path.split(".")):
+        if model is None or part not in model.model_fields:
+            raise KeyError(f"{cls.__name__} has no field {path}")
+        info = model.model_fields[part]
+        if depth > 0 and isinstance(default, BaseModel):
+            default = getattr(default, part)
+        else:
+            default = info.get_default(call_default_factory=True)
+        nested = info.annotation
+        model = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+    assert info is not None  # a path has at least one part
+    return info, default
+
+
+def _shown(value: Any) -> str:
+    """A default as a user would type it on the command line."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, SecretStr):
+        return "(hidden)"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return ",".join(_shown(v) for v in items) or "empty"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_shown(v)}" for k, v in value.items()) or "empty"
+    return str(value)

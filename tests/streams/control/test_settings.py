@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from streams.control.settings import ControlSettings
 
 
@@ -36,3 +38,15 @@ def test_a_nested_override_keeps_the_rest_of_the_environments_rules(monkeypatch)
     monkeypatch.setenv("SLMOPS_RULES__MIN_FEEDBACK", "7")
     settings = ControlSettings.from_env(rules={"min_feedback": 30})
     assert (settings.rules.min_quality, settings.rules.min_feedback) == (0.9, 30)
+
+
+def test_help_names_the_nested_variable_and_the_default():
+    assert ControlSettings.env_name("rules.min_quality") == "SLMOPS_RULES__MIN_QUALITY"
+    assert ControlSettings.field_help("rollout.bake_s") == (
+        "seconds 100%% is watched before SUCCEEDED; default 1800 (env SLMOPS_ROLLOUT__BAKE_S)"
+    )
+
+
+def test_help_of_an_unknown_field_is_an_error():
+    with pytest.raises(KeyError, match=r"rules\.min_qualty"):
+        ControlSettings.field_help("rules.min_qualty")

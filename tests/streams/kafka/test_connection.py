@@ -92,3 +92,9 @@ def test_reading_the_environment_ends_with_from_env(monkeypatch):
 def test_an_unknown_keyword_is_refused(cls):
     with pytest.raises(ValidationError, match="topic_prefx"):
         cls(**_required(cls), topic_prefx="acme")
+
+
+def test_only_a_class_with_a_nested_delimiter_has_nested_variables():
+    assert KafkaClientSettings.env_name("ssl_check_hostname") == "SLMOPS_SSL_CHECK_HOSTNAME"
+    with pytest.raises(KeyError):
+        KafkaClientSettings.env_name("rules.min_quality")
