@@ -7,59 +7,74 @@ Imports only argparse at module level, so ``slmops --help`` stays cheap and work
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_runtime.settings import EdgeSettings
 
 EDGE_EPILOG = """\
-environment (flags win):
-  SLMOPS_BOOTSTRAP_SERVERS   brokers (default 127.0.0.1:9092)
-  SLMOPS_TOPIC_PREFIX        topic prefix (default slmops)
-  SLMOPS_TRUSTED_KEYS        JSON list of base64 ed25519 public keys of artifact signers
-  SLMOPS_DATA_DIR            cache, models and outbox (default .local/edge)
-  SLMOPS_WINDOW_S            telemetry window in seconds (default 10)
+Each flag names the SLMOPS_* variable read when the flag is absent.
 
 Without a rollout for its model a device serves the newest registered version of the model.
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-id", help="the model this device serves (default: intent)")
-    p.add_argument(
-        "--hardware-profile", help="cpu-small, cpu-medium, cpu-large (default: cpu-small)"
-    )
-    p.add_argument("--data-dir", help="cache, models and outbox (env SLMOPS_DATA_DIR)")
+# (flag, settings field, argparse type); help texts come from the fields' descriptions.
+_Flag = tuple[str, str, Any]
+_COMMON_FLAGS: tuple[_Flag, ...] = (
+    ("--model-id", "model_id", str),
+    ("--hardware-profile", "hardware_profile", str),
+    ("--data-dir", "data_dir", str),
+    ("--window-s", "window_s", float),
+    ("--bootstrap-servers", "bootstrap_servers", str),
+    ("--topic-prefix", "topic_prefix", str),
+)
+# Only `edge run` is one device; `edge fleet` names its devices itself.
+_RUN_FLAGS: tuple[_Flag, ...] = (
+    ("--cohort", "cohort", str),
+    ("--http-port", "http_port", int),
+    ("--http-host", "http_host", str),
+)
+
+
+def _add(
+    p: argparse.ArgumentParser, flags: tuple[_Flag, ...], settings: type[EdgeSettings]
+) -> None:
+    for flag, field, kind in flags:
+        help_ = settings.field_help(field)
+        p.add_argument(flag, dest=field, type=kind, metavar=field.upper(), help=help_)
+
+
+def _common(p: argparse.ArgumentParser, settings: type[EdgeSettings]) -> None:
+    _add(p, _COMMON_FLAGS, settings)
     p.add_argument(
         "--trusted-key",
         action="append",
         default=[],
         metavar="BASE64",
-        help="public key of an artifact signer; repeatable (env SLMOPS_TRUSTED_KEYS)",
+        help=f"repeatable; {settings.field_help('trusted_keys')}",
     )
     p.add_argument(
         "--trusted-keys-file",
-        help="file with one base64 public key per line",
+        help="file with one base64 public key per line, added to --trusted-key",
     )
-    p.add_argument("--window-s", type=float, help="telemetry window in seconds (default 10)")
-    p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
-    p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
 
 
-def _settings(args: argparse.Namespace, **fixed: Any) -> Any:
+def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The device's settings: ``fixed``, then the flags, then the ``SLMOPS_*`` environment."""
     from pathlib import Path
 
     from edge_runtime.settings import EdgeSettings
 
-    overrides: dict[str, Any] = {k: v for k, v in fixed.items() if v is not None}
-    for flag in (
-        "model_id",
-        "hardware_profile",
-        "data_dir",
-        "window_s",
-        "bootstrap_servers",
-        "topic_prefix",
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides[flag] = value
+    overrides: dict[str, Any] = {
+        field: getattr(args, field)
+        for _, field, _ in _COMMON_FLAGS + _RUN_FLAGS
+        if getattr(args, field, None) is not None
+    }
+    if getattr(args, "device_id", None):
+        overrides["device_id"] = args.device_id
+    if getattr(args, "label", None):
+        overrides["labels"] = dict(item.split("=", 1) for item in args.label)
     keys = list(args.trusted_key)
     if args.trusted_keys_file:
         keys += [
@@ -69,7 +84,7 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Any:
         ]
     if keys:
         overrides["trusted_keys"] = keys
-    return EdgeSettings(**overrides)
+    return EdgeSettings.from_env(**{**overrides, **fixed})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -79,15 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.runtime import EdgeRuntime
     from edge_runtime.server import serve
 
-    labels = dict(item.split("=", 1) for item in args.label)
-    settings = _settings(
-        args,
-        device_id=args.device_id,
-        cohort=args.cohort,
-        http_port=args.http_port,
-        http_host=args.http_host,
-        labels=labels or None,
-    )
+    settings = settings_from_args(args)
 
     async def main() -> None:
         runtime = EdgeRuntime(settings)
@@ -117,7 +124,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     from edge_runtime.fleet import Fleet
 
-    template = _settings(args, device_id="template")
+    template = settings_from_args(args, device_id="template")
     fleet = Fleet(
         template,
         devices=args.devices,
@@ -145,6 +152,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    # Pydantic only, no runtime: the help texts come from the settings' fields.
+    from edge_runtime.settings import EdgeSettings
+
     edge = subparsers.add_parser(
         "edge",
         help="the edge runtime: serve models on a device, or simulate a fleet",
@@ -161,16 +171,18 @@ def register(subparsers: Any) -> None:
         epilog=EDGE_EPILOG,
         formatter_class=formatter,
     )
-    run.add_argument("--device-id", required=True, help="this device's id (the bucketing key)")
     run.add_argument(
-        "--cohort", default=None, help="cohort for rollout selectors (default: default)"
+        "--device-id", required=True, help=EdgeSettings.field_help("device_id", env=False)
     )
+    _add(run, _RUN_FLAGS, EdgeSettings)
     run.add_argument(
-        "--label", action="append", default=[], metavar="KEY=VALUE", help="device label; repeatable"
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"repeatable; {EdgeSettings.field_help('labels')}",
     )
-    run.add_argument("--http-port", type=int, help="serve the HTTP API on this port (0: off)")
-    run.add_argument("--http-host", help="address of the HTTP API (default 127.0.0.1)")
-    _common(run)
+    _common(run, EdgeSettings)
     run.set_defaults(func=cmd_run)
 
     fleet = sub.add_parser(
@@ -193,5 +205,5 @@ def register(subparsers: Any) -> None:
         "--shift-after", type=float, help="shift the input distribution after S seconds"
     )
     fleet.add_argument("--seed", type=int, default=0, help="workload seed")
-    _common(fleet)
+    _common(fleet, EdgeSettings)
     fleet.set_defaults(func=cmd_fleet)

@@ -16,9 +16,11 @@ from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 class EdgeSettings(KafkaClientSettings):
     """Who the device is, what it serves, whom it trusts, and how it reports."""
 
-    device_id: str = Field(min_length=1)
-    cohort: str = Field(default="default", min_length=1)
-    hardware_profile: str = Field(default="cpu-small", min_length=1)
+    device_id: str = Field(min_length=1, description="this device's id (the bucketing key)")
+    cohort: str = Field(default="default", min_length=1, description="cohort for rollout selectors")
+    hardware_profile: str = Field(
+        default="cpu-small", min_length=1, description="cpu-small, cpu-medium or cpu-large"
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="device labels for selectors")
     model_id: str = Field(
         default="intent", min_length=1, description="the model this device serves"
@@ -27,14 +29,24 @@ class EdgeSettings(KafkaClientSettings):
     trusted_keys: list[str] = Field(
         default_factory=list, description="base64 raw ed25519 public keys of artifact signers"
     )
-    window_s: float = Field(default=10.0, gt=0, description="telemetry window length")
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=0, ge=0, le=65535, description="0: no HTTP server")
-    max_artifact_bytes: int = Field(default=1 << 30, ge=1)
-    fetch_attempts: int = Field(default=4, ge=1)
-    fetch_backoff_s: float = Field(default=0.5, ge=0)
-    outbox_max_entries: int = Field(default=10_000, ge=1)
-    kafka_retry_s: float = Field(default=1.0, gt=0)
+    window_s: float = Field(default=10.0, gt=0, description="telemetry window length, seconds")
+    http_host: str = Field(default="127.0.0.1", description="address of the HTTP API")
+    http_port: int = Field(
+        default=0, ge=0, le=65535, description="port of the HTTP API; 0: no HTTP server"
+    )
+    max_artifact_bytes: int = Field(
+        default=1 << 30, ge=1, description="largest artifact the device downloads"
+    )
+    fetch_attempts: int = Field(default=4, ge=1, description="tries per artifact download")
+    fetch_backoff_s: float = Field(
+        default=0.5, ge=0, description="seconds before retrying a download, doubling up to 10"
+    )
+    outbox_max_entries: int = Field(
+        default=10_000, ge=1, description="events kept on disk while Kafka is unreachable"
+    )
+    kafka_retry_s: float = Field(
+        default=1.0, gt=0, description="seconds before retrying an unreachable Kafka, then doubling"
+    )
     shutdown_drain_s: float = Field(
         default=2.0, ge=0, description="how long stopping waits for the outbox to empty"
     )

@@ -179,41 +179,53 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0 if outcome.accepted else REFUSED
 
 
+# (flag, settings field, argparse type); help texts come from the fields' descriptions.
+_WORKER_FLAGS: tuple[tuple[str, str, Any], ...] = (
+    ("--root", "root", str),
+    ("--group", "group", str),
+    ("--metrics-host", "metrics_host", str),
+    ("--metrics-port", "metrics_port", int),
+    ("--bootstrap-servers", "bootstrap_servers", str),
+    ("--topic-prefix", "topic_prefix", str),
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The worker's settings: the ``SLMOPS_*`` environment, command-line flags winning.
+
+    ``--signing-key FILE`` is read here, so the key reaches the worker the same way whether it
+    came from a file or from ``SLMOPS_OPTIMIZER_SIGNING_KEY``.
+    """
+    from pathlib import Path
+
+    from optimizers.settings import OptimizerSettings
+
+    overrides: dict[str, Any] = {
+        field: getattr(args, field)
+        for _, field, _ in _WORKER_FLAGS
+        if getattr(args, field, None) is not None
+    }
+    if args.feedback_data is not None:
+        overrides["feedback_data"] = args.feedback_data
+    if args.signing_key:
+        overrides["optimizer_signing_key"] = Path(args.signing_key).read_text().strip()
+    return OptimizerSettings.from_env(**overrides)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    from pathlib import Path
 
     from optimizers.feedback import FeedbackSources
     from optimizers.metrics import WorkerMetrics
-    from optimizers.settings import OptimizerSettings
     from optimizers.worker import OptimizerWorker
     from streams.events.artifact import private_key_from_text
 
-    overrides = {
-        name: value
-        for name, value in (
-            ("bootstrap_servers", args.bootstrap_servers),
-            ("topic_prefix", args.topic_prefix),
-            ("root", args.root),
-            ("group", args.group),
-            ("metrics_port", args.metrics_port),
-        )
-        if value is not None
-    }
-    if args.no_feedback_data:
-        overrides["feedback_data"] = False
-    settings = OptimizerSettings(**overrides)
-    key_text = (
-        Path(args.signing_key).read_text()
-        if args.signing_key
-        else settings.optimizer_signing_key.get_secret_value()
-        if settings.optimizer_signing_key
-        else None
-    )
-    if not key_text:
+    settings = settings_from_args(args)
+    if settings.optimizer_signing_key is None:
         _say("slmops optimizer worker: error: --signing-key FILE or SLMOPS_OPTIMIZER_SIGNING_KEY")
         return 1
+    key_text = settings.optimizer_signing_key.get_secret_value()
     conn = settings.connection()
     root = settings.root
     worker = OptimizerWorker(
@@ -274,6 +286,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_optimize)
 
+    # Pydantic only, no optimizer stack: the worker's help texts come from its settings' fields.
+    from optimizers.settings import OptimizerSettings
+
     opt = subparsers.add_parser("optimizer", help="optimizer workers")
     osub = opt.add_subparsers(dest="optimizer_command", metavar="ACTION", required=True)
     w = osub.add_parser(
@@ -282,24 +297,30 @@ def register(subparsers: Any) -> None:
         description="Consume optimization-requests in a consumer group; publish results and "
         "model versions. ROOT holds models/<id>/<version>/, data/<id>.jsonl, recipes/<name>.toml.",
     )
-    w.add_argument("--root", help="ROOT directory (env SLMOPS_ROOT, default .local/optimizer)")
+    for flag, field, kind in _WORKER_FLAGS:
+        help_ = OptimizerSettings.field_help(field)
+        w.add_argument(flag, dest=field, type=kind, metavar=field.upper(), help=help_)
     w.add_argument(
         "--signing-key",
-        help="file with a base64 raw ed25519 private key (or env SLMOPS_OPTIMIZER_SIGNING_KEY)",
+        metavar="FILE",
+        help="file with a base64 raw ed25519 private key that signs the artifacts "
+        f"(env {OptimizerSettings.env_name('optimizer_signing_key')}: the key itself)",
     )
-    w.add_argument("--group", help="consumer group id (env SLMOPS_GROUP, default slmops-optimizer)")
     w.add_argument(
         "--no-feedback-data",
-        action="store_true",
-        help="train on ROOT/data only, not also on the feedback topic's consented examples",
+        dest="feedback_data",
+        action="store_false",
+        default=None,
+        help="train on ROOT/data only, not also on the feedback topic's consented examples "
+        f"(env {OptimizerSettings.env_name('feedback_data')}=false)",
     )
     w.add_argument(
-        "--metrics-port",
-        type=int,
-        help="port of GET /metrics and /healthz (env SLMOPS_METRICS_PORT, default 9108; 0: off)",
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="stop after S idle seconds (default: run on)",
     )
-    w.add_argument("--idle-timeout", type=float, default=None, help="stop after S idle seconds")
-    w.add_argument("--max-requests", type=int, default=None)
-    w.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
-    w.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+    w.add_argument(
+        "--max-requests", type=int, default=None, help="stop after N requests (default: run on)"
+    )
     w.set_defaults(func=cmd_worker)

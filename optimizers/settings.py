@@ -12,12 +12,17 @@ from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 class OptimizerSettings(KafkaClientSettings):
     """Where the worker keeps models, data, recipes and its store; how it signs; whom it joins."""
 
-    root: Path = Field(default=Path(".local/optimizer"), description="models/, data/, recipes/")
+    root: Path = Field(
+        default=Path(".local/optimizer"),
+        description="holds models/, data/ and recipes/; work/ and store/ go here",
+    )
     optimizer_signing_key: SecretStr | None = Field(
         default=None, description="base64 raw ed25519 private key (or --signing-key FILE)"
     )
     group: str = Field(default="slmops-optimizer", description="consumer group id")
-    worker_id: str | None = None
+    worker_id: str | None = Field(
+        default=None, description="client id the brokers log; unset: slmops-optimizer"
+    )
     feedback_data: bool = Field(
         default=True, description="also train on the consented examples of the feedback topic"
     )

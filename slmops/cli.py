@@ -29,6 +29,7 @@ environment:
   SLMOPS_SECURITY_PROTOCOL  PLAINTEXT (default), SSL, SASL_SSL or SASL_PLAINTEXT
   SLMOPS_SSL_CAFILE         PEM of the CA that signed the brokers' certificates
   SLMOPS_SSL_CERTFILE, SLMOPS_SSL_KEYFILE      client certificate and key (mutual TLS)
+  SLMOPS_SSL_CHECK_HOSTNAME certificates must name the broker's host (default: true)
   SLMOPS_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
   SLMOPS_SASL_USERNAME, SLMOPS_SASL_PASSWORD  SASL credentials
 
@@ -50,7 +51,7 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["topic_prefix"] = args.topic_prefix
     if getattr(args, "port", None):
         overrides["kafka_port"] = args.port
-    return CliSettings(**overrides)
+    return CliSettings.from_env(**overrides)
 
 
 def _say(message: str) -> None:
@@ -268,9 +269,19 @@ def _register_component(module: str, sub: Any) -> None:
     mod.register(sub)
 
 
+# Written out rather than taken from CliSettings' fields: importing slmops.settings (the local
+# broker's launcher, aiokafka's admin client) would slow every --help. tests/slmops/
+# test_cli_help.py checks that each variable named here sets what its flag sets.
 def _add_connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
-    p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+    p.add_argument(
+        "--bootstrap-servers",
+        help="host:port[,host:port...] of the brokers; default: the local broker "
+        "(env SLMOPS_BOOTSTRAP_SERVERS)",
+    )
+    p.add_argument(
+        "--topic-prefix",
+        help="prefix of every topic name; default slmops (env SLMOPS_TOPIC_PREFIX)",
+    )
 
 
 def _add_port(p: argparse.ArgumentParser) -> None:
@@ -310,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     p = add(tsub, "create", cmd_topics_create, "create every catalog topic (idempotent)")
     _add_connection(p)
-    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument(
+        "--replication-factor", type=int, default=1, help="replicas of each topic (default 1)"
+    )
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the broker")
     p = add(tsub, "list", cmd_topics_list, "show the catalog and which topics exist")
     _add_connection(p)

@@ -17,11 +17,15 @@ class CliSettings(KafkaClientSettings):
     """Where the cluster is and where the local broker lives."""
 
     bootstrap_servers: str | None = Field(  # type: ignore[assignment]  # None: the local broker
-        default=None, description="brokers; default: the local broker on 127.0.0.1:KAFKA_PORT"
+        default=None, description="brokers; unset: the local broker on 127.0.0.1:KAFKA_PORT"
     )
-    client_id: str = "slmops-cli"
-    kafka_port: int = Field(default=9092, ge=1, le=65534)
-    kafka_home: Path = CHECKOUT / ".local" / "kafka"
+    client_id: str = Field(default="slmops-cli", description="client id the brokers log")
+    kafka_port: int = Field(
+        default=9092, ge=1, le=65534, description="port of the local broker; its controller: +1"
+    )
+    kafka_home: Path = Field(
+        default=CHECKOUT / ".local" / "kafka", description="the local broker's jars, data and log"
+    )
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(

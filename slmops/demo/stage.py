@@ -119,9 +119,8 @@ async def staged(run: RunConfig, timeline: Timeline, checks: Checks) -> AsyncIte
                 model_id=MODEL_ID,
                 data_dir=root / "devices",
                 trusted_keys=[art.public_key_to_text(public)],
-                bootstrap_servers=conn.bootstrap_servers,
-                topic_prefix=conn.topic_prefix,
                 window_s=config.window_s,
+                **conn.cluster_fields(),
             )
             for i in range(config.devices):
                 cohort = config.cohorts[i % len(config.cohorts)]

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_RULE_FLAGS = (
-    ("--min-quality", "min_quality", float),
-    ("--min-feedback", "min_feedback", int),
-    ("--max-error-rate", "max_error_rate", float),
-    ("--max-p95-ms", "max_p95_latency_ms", float),
-    ("--min-requests", "min_requests", int),
-    ("--max-psi", "max_psi", float),
-    ("--max-mean-shift", "max_mean_shift", float),
-    ("--drift-windows", "drift_windows", int),
-    ("--reference-windows", "reference_windows", int),
-    ("--clear-windows", "clear_windows", int),
-    ("--cooldown-windows", "cooldown_windows", int),
+if TYPE_CHECKING:
+    from streams.kafka.connection import KafkaClientSettings
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# (flag, settings field, argparse type). A dotted field is nested: ``rules.min_quality`` is
+# read from SLMOPS_RULES__MIN_QUALITY. Help texts come from the fields' descriptions.
+_Flag = tuple[str, str, Any]
+_CONNECTION_FLAGS: tuple[_Flag, ...] = (
+    ("--bootstrap-servers", "bootstrap_servers", str),
+    ("--topic-prefix", "topic_prefix", str),
 )
-_WORKER_FLAGS = (
+_WORKER_FLAGS: tuple[_Flag, ...] = (
     ("--worker-id", "worker_id", str),
     ("--app-id", "app_id", str),
     ("--web-host", "web_host", str),
@@ -37,74 +43,81 @@ _WORKER_FLAGS = (
     ("--session-timeout-s", "session_timeout_s", float),
     ("--log-level", "log_level", str),
 )
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
-def _words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-# The rollout controller's settings (env SLMOPS_ROLLOUT__<NAME>).
-_ROLLOUT_FLAGS: tuple[tuple[str, str, Any], ...] = (
-    ("--rollout-cohorts", "cohorts", _words),
-    ("--rollout-stages", "stages", _floats),
-    ("--rollout-window-s", "window_s", float),
-    ("--rollout-stage-deadline-s", "stage_deadline_s", float),
-    ("--rollout-bake-s", "bake_s", float),
-    ("--rollout-rollback-timeout-s", "rollback_timeout_s", float),
-    ("--rollout-tick-s", "tick_s", float),
-    ("--rollout-min-requests", "min_requests", int),
-    ("--rollout-min-devices", "min_devices", int),
-    ("--rollout-min-feedback", "min_feedback", int),
-    ("--rollout-max-error-rate", "max_error_rate", float),
-    ("--rollout-min-quality", "min_quality", float),
+# The default SLOs of every model (SLMOPS_MODEL_RULES overrides them per model).
+_RULE_FLAGS: tuple[_Flag, ...] = (
+    ("--min-quality", "rules.min_quality", float),
+    ("--min-feedback", "rules.min_feedback", int),
+    ("--max-error-rate", "rules.max_error_rate", float),
+    ("--max-p95-ms", "rules.max_p95_latency_ms", float),
+    ("--min-requests", "rules.min_requests", int),
+    ("--max-psi", "rules.max_psi", float),
+    ("--max-mean-shift", "rules.max_mean_shift", float),
+    ("--drift-windows", "rules.drift_windows", int),
+    ("--reference-windows", "rules.reference_windows", int),
+    ("--clear-windows", "rules.clear_windows", int),
+    ("--cooldown-windows", "rules.cooldown_windows", int),
 )
+# The rollout controller's settings.
+_ROLLOUT_FLAGS: tuple[_Flag, ...] = (
+    ("--rollout-cohorts", "rollout.cohorts", _words),
+    ("--rollout-stages", "rollout.stages", _floats),
+    ("--rollout-window-s", "rollout.window_s", float),
+    ("--rollout-stage-deadline-s", "rollout.stage_deadline_s", float),
+    ("--rollout-bake-s", "rollout.bake_s", float),
+    ("--rollout-rollback-timeout-s", "rollout.rollback_timeout_s", float),
+    ("--rollout-tick-s", "rollout.tick_s", float),
+    ("--rollout-min-requests", "rollout.min_requests", int),
+    ("--rollout-min-devices", "rollout.min_devices", int),
+    ("--rollout-min-feedback", "rollout.min_feedback", int),
+    ("--rollout-max-error-rate", "rollout.max_error_rate", float),
+    ("--rollout-min-quality", "rollout.min_quality", float),
+)
+# (flag, boolean settings field, help): the flag turns a default-on field off.
+_OFF_SWITCHES: tuple[tuple[str, str, str], ...] = (
+    (
+        "--rollout-no-relative-latency",
+        "rollout.relative_latency",
+        "do not gate rollouts on canary vs stable tail latency",
+    ),
+    ("--no-auto-rollout", "rollout.auto", "do not start rollouts for accepted candidates"),
+)
+_SETTINGS_FLAGS = (*_CONNECTION_FLAGS, *_WORKER_FLAGS, *_RULE_FLAGS, *_ROLLOUT_FLAGS)
 
 
-def _connection_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap-servers", help="brokers (env SLMOPS_BOOTSTRAP_SERVERS)")
-    p.add_argument("--topic-prefix", help="topic name prefix (env SLMOPS_TOPIC_PREFIX)")
+def _dest(field: str) -> str:
+    return field.replace(".", "__")
+
+
+def _metavar(field: str) -> str:
+    return field.rpartition(".")[2].upper()
+
+
+def _connection_flags(p: argparse.ArgumentParser, settings: type[KafkaClientSettings]) -> None:
+    for flag, field, kind in _CONNECTION_FLAGS:
+        help_ = settings.field_help(field)
+        p.add_argument(flag, dest=_dest(field), type=kind, metavar=_metavar(field), help=help_)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    """The worker's settings: environment first, command-line flags override."""
+    """The worker's settings: the ``SLMOPS_*`` environment, command-line flags winning.
+
+    A rule or rollout flag overrides that one field: from_env merges it into the environment's
+    rules (``SLMOPS_RULES__MIN_QUALITY``) and rollout settings instead of replacing them.
+    """
     from streams.control.settings import ControlSettings
 
     overrides: dict[str, Any] = {}
-    for _, field, _ in (
-        *_WORKER_FLAGS,
-        (None, "bootstrap_servers", str),
-        (None, "topic_prefix", str),
-    ):
-        value = getattr(args, field, None)
-        if value is not None:
-            overrides[field] = value
-    from streams.control.policy import SloRules
-    from streams.control.settings import RolloutSettings
-
-    base = ControlSettings(**overrides)
-    rule_overrides = {
-        field: getattr(args, field)
-        for _, field, _ in _RULE_FLAGS
-        if getattr(args, field, None) is not None
-    }
-    rollout_overrides = {
-        field: getattr(args, f"rollout_{field}")
-        for _, field, _ in _ROLLOUT_FLAGS
-        if getattr(args, f"rollout_{field}", None) is not None
-    }
-    if getattr(args, "no_auto_rollout", False):
-        rollout_overrides["auto"] = False
-    if getattr(args, "no_relative_latency", False):
-        rollout_overrides["relative_latency"] = False
-    if not rule_overrides and not rollout_overrides:
-        return base
-    rules = SloRules(**{**base.rules.model_dump(), **rule_overrides})
-    rollout = RolloutSettings(**{**base.rollout.model_dump(), **rollout_overrides})
-    return ControlSettings(**overrides, rules=rules, rollout=rollout)
+    fields = [field for _, field, _ in _SETTINGS_FLAGS] + [field for _, field, _ in _OFF_SWITCHES]
+    for field in fields:
+        value = getattr(args, _dest(field), None)
+        if value is None:
+            continue
+        *parents, name = field.split(".")
+        node = overrides
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return ControlSettings.from_env(**overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -262,34 +275,35 @@ def cmd_models_where(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the control plane's commands to the ``slmops`` parser."""
+    # Pydantic and the pure policy modules only, no Faust: the help texts come from its fields.
+    from streams.control.settings import ControlSettings
+
     control = subparsers.add_parser("control", help="the control plane (Faust workers)")
     csub = control.add_subparsers(dest="control_command", metavar="ACTION", required=True)
-    p = csub.add_parser("worker", help="run a control worker: windows, drift, policy, /metrics")
+    p = csub.add_parser(
+        "worker",
+        help="run a control worker: windows, drift, policy, /metrics",
+        description="Run a control worker. A flag wins over its SLMOPS_* variable; per-model "
+        f"SLOs come from {ControlSettings.env_name('model_rules')} (JSON; docs/control-plane.md).",
+    )
     p.set_defaults(func=cmd_worker)
-    _connection_flags(p)
-    for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS:
-        p.add_argument(flag, dest=field, type=kind, help=f"(env SLMOPS_{field.upper()})")
-    for flag, field, kind in _ROLLOUT_FLAGS:
+    _connection_flags(p, ControlSettings)
+    for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS + _ROLLOUT_FLAGS:
+        help_ = ControlSettings.field_help(field)
+        p.add_argument(flag, dest=_dest(field), type=kind, metavar=_metavar(field), help=help_)
+    for flag, field, text in _OFF_SWITCHES:
         p.add_argument(
-            flag, dest=f"rollout_{field}", type=kind, help=f"(env SLMOPS_ROLLOUT__{field.upper()})"
+            flag,
+            dest=_dest(field),
+            action="store_false",
+            default=None,
+            help=f"{text} (env {ControlSettings.env_name(field)}=false)",
         )
-    p.add_argument(
-        "--rollout-no-relative-latency",
-        dest="no_relative_latency",
-        action="store_true",
-        help="do not gate rollouts on canary vs stable tail latency "
-        "(env SLMOPS_ROLLOUT__RELATIVE_LATENCY=false)",
-    )
-    p.add_argument(
-        "--no-auto-rollout",
-        action="store_true",
-        help="do not start rollouts for accepted candidates (env SLMOPS_ROLLOUT__AUTO=false)",
-    )
 
     def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:
         q: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
         q.set_defaults(func=func)
-        _connection_flags(q)
+        _connection_flags(q, ControlSettings)
         q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         q.add_argument(
             "--idle-timeout", type=float, default=1.5, help="stop reading after S idle seconds"

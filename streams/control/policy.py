@@ -35,13 +35,25 @@ class SloRules(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_quality: float = Field(default=0.8, ge=0.0, le=1.0)
+    min_quality: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="lowest share of good feedback in a window"
+    )
     min_feedback: int = Field(default=20, ge=1, description="outcomes needed to judge quality")
-    max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_p95_latency_ms: float = Field(default=500.0, gt=0.0)
+    max_error_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="highest share of failed requests in a window"
+    )
+    max_p95_latency_ms: float = Field(
+        default=500.0, gt=0.0, description="highest p95 latency in a window, ms"
+    )
     min_requests: int = Field(default=50, ge=1, description="requests needed to judge errors")
-    max_psi: float = Field(default=0.25, gt=0.0)
-    max_mean_shift: float = Field(default=3.0, gt=0.0, description="in reference std units")
+    max_psi: float = Field(
+        default=0.25, gt=0.0, description="highest PSI of any drift histogram against the reference"
+    )
+    max_mean_shift: float = Field(
+        default=3.0,
+        gt=0.0,
+        description="highest shift of the embeddings' mean, in reference std units",
+    )
     drift_windows: int = Field(default=3, ge=1, description="K: windows drift must be held")
     reference_windows: int = Field(default=3, ge=1, description="N: windows forming the reference")
     clear_windows: int = Field(

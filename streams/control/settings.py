@@ -1,7 +1,9 @@
 """Settings of a control worker, read from ``SLMOPS_*`` variables and the command line.
 
-Built once at the entry point (``slmops control worker``) and passed down; nothing below reads
-the environment. Rules: ``SLMOPS_RULES__MIN_QUALITY=0.9`` sets the default SLO of every model,
+Built once at the entry point (``slmops control worker``, with ``ControlSettings.from_env``)
+and passed down; nothing below reads the environment.
+
+Rules: ``SLMOPS_RULES__MIN_QUALITY=0.9`` sets the default SLO of every model;
 ``SLMOPS_MODEL_RULES='{"intent": {"max_p95_latency_ms": 80}}'`` overrides it per model.
 """
 
@@ -29,20 +31,47 @@ class RolloutSettings(BaseModel):
     cohorts: list[str] = Field(
         default_factory=list, description="one rollout per cohort; empty: one for all devices"
     )
-    stages: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
-    window_s: float = Field(default=600.0, gt=0, description="analysis window of a stage")
-    stage_deadline_s: float = Field(default=3600.0, gt=0, description="then INCONCLUSIVE")
-    bake_s: float = Field(default=1800.0, gt=0, description="watch at 100% before SUCCEEDED")
-    bake_deadline_s: float = Field(default=7200.0, gt=0)
-    rollback_timeout_s: float = Field(default=900.0, gt=0)
-    tick_s: float = Field(default=1.0, gt=0, description="how often deadlines are checked")
+    stages: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
+        description="percent of the devices on the canary at each stage, ending at 100",
+    )
+    window_s: float = Field(
+        default=600.0, gt=0, description="seconds a stage runs before it is judged"
+    )
+    stage_deadline_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds a stage may wait for enough data, then INCONCLUSIVE",
+    )
+    bake_s: float = Field(
+        default=1800.0, gt=0, description="seconds 100% is watched before SUCCEEDED"
+    )
+    bake_deadline_s: float = Field(
+        default=7200.0, gt=0, description="seconds the bake may wait for enough data"
+    )
+    rollback_timeout_s: float = Field(
+        default=900.0, gt=0, description="seconds devices have to confirm they are back on stable"
+    )
+    tick_s: float = Field(default=1.0, gt=0, description="how often deadlines are checked, seconds")
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="false-alarm rate per gate")
-    min_requests: int = Field(default=500, ge=1)
-    min_devices: int = Field(default=3, ge=0)
-    min_feedback: int = Field(default=100, ge=1)
-    max_error_rate: float | None = 0.05
-    max_p95_latency_ms: float | None = None
-    min_quality: float | None = None
+    min_requests: int = Field(
+        default=500, ge=1, description="canary requests in a window needed to judge a stage"
+    )
+    min_devices: int = Field(
+        default=3, ge=0, description="canary devices reporting in a window needed to judge a stage"
+    )
+    min_feedback: int = Field(
+        default=100, ge=1, description="feedback outcomes needed to judge quality"
+    )
+    max_error_rate: float | None = Field(
+        default=0.05, description="highest canary error rate; unset: no absolute error gate"
+    )
+    max_p95_latency_ms: float | None = Field(
+        default=None, description="highest canary p95 latency, ms; unset: no absolute latency gate"
+    )
+    min_quality: float | None = Field(
+        default=None, description="lowest canary feedback quality; unset: no absolute quality gate"
+    )
     relative_latency: bool = Field(
         default=True, description="judge the canary's tail latency against stable's"
     )
@@ -71,27 +100,36 @@ class ControlSettings(KafkaClientSettings):
     """One control worker: where Kafka is, who it is, how it windows and judges."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SLMOPS_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="SLMOPS_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
     worker_id: str = Field(default="control-1", description="names this worker in logs and events")
     app_id: str | None = Field(
         default=None,
-        description="Faust app id: consumer group and table topic prefix; default <prefix>-control",
+        description="Faust app id: consumer group and table topic prefix; unset: <prefix>-control",
     )
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(default=6066, ge=1, le=65535)
-    data_dir: Path = Path(".local/control")
-    window_s: float = Field(default=60.0, gt=0, description="tumbling window length")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="host name in the web server's URLs (it binds every address)",
+    )
+    web_port: int = Field(
+        default=6066, ge=1, le=65535, description="port of the status page and /metrics"
+    )
+    data_dir: Path = Field(default=Path(".local/control"), description="the worker's local state")
+    window_s: float = Field(default=60.0, gt=0, description="tumbling window length, seconds")
     grace_s: float = Field(
         default=15.0,
         ge=0,
-        description="how long a window waits for late events; at least the devices' telemetry "
-        "window (default 10 s), since a device reports a window when it ends",
+        description="seconds a window waits for late events; at least the devices' telemetry "
+        "window (10 s by default), since a device reports a window when it ends",
     )
-    tick_s: float = Field(default=0.2, gt=0, description="how often closed windows are looked for")
+    tick_s: float = Field(
+        default=0.2, gt=0, description="how often closed windows are looked for, seconds"
+    )
     max_future_s: float = Field(
-        default=300.0, gt=0, description="event times further ahead are dead-lettered (clock skew)"
+        default=300.0,
+        gt=0,
+        description="event times more seconds ahead are dead-lettered (clock skew)",
     )
     privacy_k: int = Field(
         default=5, ge=1, description="devices needed before quality/drift export"
@@ -99,14 +137,18 @@ class ControlSettings(KafkaClientSettings):
     session_timeout_s: float = Field(
         default=30.0,
         ge=6.0,
-        description="how soon the group notices a dead worker (broker min 6 s)",
+        description="seconds until the group notices a dead worker (the broker's minimum is 6)",
     )
     internal_partitions: int = Field(default=3, ge=1, description="partitions of internal topics")
-    positive_outcomes: frozenset[str] = DEFAULT_POSITIVE_OUTCOMES
-    rules: SloRules = SloRules()
-    model_rules: dict[str, SloRules] = Field(default_factory=dict)
-    rollout: RolloutSettings = RolloutSettings()
-    log_level: str = "warn"
+    positive_outcomes: frozenset[str] = Field(
+        default=DEFAULT_POSITIVE_OUTCOMES, description="feedback outcomes that count as good"
+    )
+    rules: SloRules = Field(default=SloRules(), description="SLOs of every model")
+    model_rules: dict[str, SloRules] = Field(
+        default_factory=dict, description="SLOs of one model, overriding rules: {model_id: {...}}"
+    )
+    rollout: RolloutSettings = Field(default=RolloutSettings(), description="the rollouts")
+    log_level: str = Field(default="warn", description="Faust's log level: debug, info, warn")
 
     @property
     def resolved_app_id(self) -> str:

@@ -294,7 +294,7 @@ def effective_settings(component: Component, env: Mapping[str, str]) -> BaseSett
         f: "placeholder" for f in component.required if f"SLMOPS_{f.upper()}" not in env
     }
     with environment(env):
-        built: BaseSettings = cls(**placeholders)
+        built: BaseSettings = cls.from_env(**placeholders)
     return built
 
 

@@ -1,7 +1,8 @@
 """Every SLMOPS_* name in the deploy tree is one that a settings class reads.
 
-A misspelt or renamed variable is silently ignored by pydantic-settings (``extra="ignore"``),
-so without this test a manifest could configure nothing and look fine.
+A misspelt or renamed variable is silently ignored by pydantic-settings (``from_env`` reads
+only the names of fields), so without this test a manifest could configure nothing and look
+fine.
 """
 
 from __future__ import annotations
