@@ -24,10 +24,10 @@ from tests.streams.control.conftest import (
     Worker,
     _delete_internal,
     all_live,
-    free_port,
     wait_for,
 )
 from tests.streams.control.helpers import telemetry
+from tests.support.ports import free_port
 
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
 

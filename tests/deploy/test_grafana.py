@@ -21,7 +21,7 @@ from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
 from streams.events.artifact import new_signing_key, public_key_to_text
 from tests.deploy.live import control_worker, optimizer_exposition, tool
-from tests.streams.control.conftest import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import socket
 import tarfile
 
 import pytest
@@ -14,6 +13,7 @@ from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.store import ModelStore
 from streams.events.artifact import new_signing_key, sha256_file
 from tests.edge_runtime.tiny_models import build
+from tests.support.ports import free_port
 
 FAST = FetchPolicy(attempts=3, backoff_s=0.01)
 
@@ -167,12 +167,6 @@ def test_last_good_is_reverified_from_disk(tmp_path, signing_key, trusted):
 # --------------------------------------------------------------------------- http
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _serve(data, *, cut_first=0, ranges=True, requests=None):
     """Serve ``data``; the first ``cut_first`` responses stop half-way (a dropped link)."""
     calls = {"n": 0}
@@ -200,7 +194,7 @@ async def _serve(data, *, cut_first=0, ranges=True, requests=None):
     app.router.add_get("/a.tar", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/a.tar"
 

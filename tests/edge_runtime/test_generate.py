@@ -24,7 +24,6 @@ from edge_runtime.model_slot import ModelSlot, prepare
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from streams.events import Artifact, ModelVersion, Task
-from tests.edge_runtime.test_fetch import _free_port
 from tests.edge_runtime.test_runtime import promoted, registered, settings
 from tests.edge_runtime.tiny_models import (
     EOS,
@@ -35,6 +34,7 @@ from tests.edge_runtime.tiny_models import (
     causal_reference,
     unpacked,
 )
+from tests.support.ports import free_port
 
 PROMPTS = ["book a flight to paris", "what weather today", "play"]
 
@@ -186,7 +186,7 @@ def test_hot_swap_between_generate_versions_serves_every_request(tmp_path, signi
 
 def test_http_api_serves_generated_text(tmp_path, signing_key):
     v1 = _gen(tmp_path, signing_key)
-    port = _free_port()
+    port = free_port()
 
     async def scenario():
         rt = _runtime(tmp_path, signing_key)

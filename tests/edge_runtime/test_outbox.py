@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,14 +12,9 @@ from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import Telemetry
 from streams.kafka.clients import EventConsumer
 from streams.kafka.connection import KafkaConnection
+from tests.support.ports import free_port
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Link:
@@ -33,7 +27,7 @@ class Link:
     def __init__(self, target: str) -> None:
         host, port = target.split(",")[0].rsplit(":", 1)
         self.target = (host, int(port))
-        self.port = _free_port()
+        self.port = free_port()
         self._server = None
 
     async def up(self):
@@ -121,8 +115,8 @@ def own_broker(tmp_path):
     shared.fetch()
     kafka = LocalKafka(
         home=tmp_path / "kafka",
-        port=_free_port(),
-        controller_port=_free_port(),
+        port=free_port(),
+        controller_port=free_port(),
         libs_dir=shared.libs,
     )
     kafka.up()

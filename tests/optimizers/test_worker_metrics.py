@@ -13,7 +13,7 @@ from optimizers.worker import DirectorySources, OptimizerWorker
 from streams.events import OptimizationRequest
 from streams.events.artifact import new_signing_key
 from streams.kafka.clients import EventProducer
-from tests.streams.control.conftest import free_port
+from tests.support.ports import free_port
 
 from .test_worker_integration import _root
 

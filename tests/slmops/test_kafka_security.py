@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import socket
 import uuid
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.clients import EventConsumer, EventProducer
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaUnavailableError
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -80,17 +80,6 @@ def make_server_cert(
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture(scope="module")

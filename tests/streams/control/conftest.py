@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka.connection import KafkaConnection
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 WINDOW_S = 1.0
 GRACE_S = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Worker:

@@ -1,0 +1,7 @@
+"""Helpers shared by test modules of several folders, one module per concept.
+
+Fixtures stay in the ``conftest.py`` beside their users; what a test imports lives here, so no
+test module imports another. Modules (import them by name; this package imports nothing):
+
+- ``ports``: free local TCP ports for servers a test starts.
+"""
