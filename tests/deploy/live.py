@@ -24,10 +24,10 @@ from tests.streams.control.conftest import (
     Worker,
     _delete_internal,
     all_live,
-    wait_for,
 )
 from tests.streams.control.helpers import telemetry
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for, wait_for_async
 
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
 
@@ -75,12 +75,13 @@ async def _optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
     port = free_port()
     runner = await server.serve(worker, "127.0.0.1", port)
     running = asyncio.create_task(worker.run())
+
+    async def consuming() -> bool:
+        assert not running.done(), running
+        return worker.consuming
+
     try:
-        deadline = time.monotonic() + 60
-        while not worker.consuming:
-            assert not running.done(), running
-            assert time.monotonic() < deadline, "the optimizer worker never started consuming"
-            await asyncio.sleep(0.05)
+        await wait_for_async("the optimizer worker to consume", consuming, interval=0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()

@@ -15,8 +15,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dev dependency
 
 from tests.deploy.live import close_one_window, control_worker, tool
-from tests.streams.control.conftest import wait_for
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"

@@ -14,6 +14,7 @@ from streams.events import OptimizationRequest
 from streams.events.artifact import new_signing_key
 from streams.kafka.clients import EventProducer
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for_async
 
 from .test_worker_integration import _root
 
@@ -24,12 +25,11 @@ async def _get(base: str, path: str) -> tuple[int, str]:
 
 
 async def _until_status(base: str, path: str, status: int) -> None:
-    async with asyncio.timeout(60):
-        # Polled, as Kubernetes polls it: the endpoint is what is under test.
-        while True:
-            if (await _get(base, path))[0] == status:
-                return
-            await asyncio.sleep(0.1)
+    async def answers() -> bool:
+        return (await _get(base, path))[0] == status
+
+    # Polled, as Kubernetes polls it: the endpoint is what is under test.
+    await wait_for_async(f"{path} to answer {status}", answers, timeout=60, interval=0.1)
 
 
 def _samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

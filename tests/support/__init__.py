@@ -4,4 +4,5 @@ Fixtures stay in the ``conftest.py`` beside their users; what a test imports liv
 test module imports another. Modules (import them by name; this package imports nothing):
 
 - ``ports``: free local TCP ports for servers a test starts.
+- ``waiting``: wait for a condition with a deadline (sync and async), never a fixed sleep.
 """

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -104,28 +103,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-
-
-def wait_for(
-    what: str,
-    predicate: Callable[[], Any],
-    timeout: float = 60.0,
-    interval: float = 0.2,
-    workers: list[Worker] | None = None,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        for w in workers or []:
-            if w.proc is not None and w.proc.poll() is not None:
-                pytest.fail(
-                    f"worker {w.name} exited ({w.proc.returncode}) waiting for {what}:\n{w.tail()}"
-                )
-        time.sleep(interval)
-    tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in workers or [])
-    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tails}")
 
 
 def all_live(workers: list[Worker], expected: int) -> bool:

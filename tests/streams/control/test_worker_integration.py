@@ -27,8 +27,9 @@ from streams.events import (
 )
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.waiting import wait_for
 
-from .conftest import WINDOW_S, all_live, wait_for
+from .conftest import WINDOW_S, all_live
 from .helpers import feedback, latency_hist, telemetry
 
 pytestmark = pytest.mark.integration
