@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,43 +11,10 @@ from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import Telemetry
 from streams.kafka.clients import EventConsumer
 from streams.kafka.connection import KafkaConnection
+from tests.support.link import Link
 from tests.support.ports import free_port
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
-
-
-class Link:
-    """A TCP forwarder to the broker that a test can cut and restore: the device's network.
-
-    The broker's metadata names its own address, so the link carries the bootstrap; with the
-    link down the device cannot reach the cluster at all.
-    """
-
-    def __init__(self, target: str) -> None:
-        host, port = target.split(",")[0].rsplit(":", 1)
-        self.target = (host, int(port))
-        self.port = free_port()
-        self._server = None
-
-    async def up(self):
-        async def pipe(reader, writer):
-            with contextlib.suppress(OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        async def handle(reader, writer):
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-
-    async def down(self):
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
 
 def _windows(n):
