@@ -12,8 +12,8 @@ from edge_runtime.errors import FetchError, VerificationError
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.store import ModelStore
 from streams.events.artifact import new_signing_key, sha256_file
-from tests.edge_runtime.tiny_models import build
 from tests.support.ports import free_port
+from tests.support.tiny_models import build
 
 FAST = FetchPolicy(attempts=3, backoff_s=0.01)
 

@@ -14,7 +14,7 @@ from slmops.cli import build_parser
 from streams.events import DeviceStatus
 from streams.events.artifact import public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
-from tests.edge_runtime.tiny_models import build
+from tests.support.tiny_models import build
 
 
 def test_workload_shift_changes_labels_and_vocabulary():

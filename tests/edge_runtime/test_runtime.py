@@ -15,7 +15,7 @@ from streams.events import (
     RolloutStatus,
 )
 from streams.events.artifact import new_signing_key, public_key_to_text
-from tests.edge_runtime.tiny_models import LABELS, build
+from tests.support.tiny_models import LABELS, build
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TEXTS = ["book a flight to paris"]

@@ -18,7 +18,7 @@ from streams.events import (
 )
 from streams.events.artifact import public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
-from tests.edge_runtime.tiny_models import LABELS, build
+from tests.support.tiny_models import LABELS, build
 
 
 @pytest.mark.integration

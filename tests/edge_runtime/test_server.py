@@ -7,8 +7,8 @@ import aiohttp
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from tests.edge_runtime.test_runtime import registered, settings
-from tests.edge_runtime.tiny_models import LABELS, build
 from tests.support.ports import free_port
+from tests.support.tiny_models import LABELS, build
 
 
 def test_http_api_serves_health_inference_and_metrics(tmp_path, signing_key):

@@ -11,7 +11,7 @@ from edge_runtime.model_slot import prepare
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import SCHEMA_DIR, DriftSketch, Telemetry, decode, encode
 from streams.events.histograms import quantile
-from tests.edge_runtime.tiny_models import build, unpacked
+from tests.support.tiny_models import build, unpacked
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ID = Identity(device_id="d1", model_id="intent", cohort="beta", hardware_profile="cpu-small")

@@ -15,38 +15,14 @@ from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
 from optimizers.passes.package import Package, PackageConfig
 from optimizers.passes.quantize import Quantize, QuantizeConfig
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
-
-from .conftest import SPECIALS
+from tests.support import tiny_transformers
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> ModelRef:
-    import torch
-    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    from optimizers import intents
-
-    torch.manual_seed(0)
-    vocab = {w: i for i, w in enumerate(SPECIALS + intents.vocabulary())}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=2,
-        eos_token_id=3,
-        pad_token_id=0,
-    )
+    model, tokenizer = tiny_transformers.tiny_llama()
     path = tmp_path_factory.mktemp("llama")
-    LlamaForCausalLM(config).eval().save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    ref = ModelRef(path=path, format="hf", task="generate", max_length=48)
-    ref.save_meta()
-    return ref
+    return tiny_transformers.save(model, tokenizer, path, task="generate", max_length=48)
 
 
 @pytest.fixture(scope="module")

@@ -5,5 +5,7 @@ test module imports another. Modules (import them by name; this package imports 
 
 - ``link``: a TCP forwarder to the broker that a test cuts and restores.
 - ``ports``: free local TCP ports for servers a test starts.
+- ``tiny_models``: tiny ONNX graphs and tokenizers, packaged as signed artifacts (no torch).
+- ``tiny_transformers``: tiny BERT and Llama models from a transformers config.
 - ``waiting``: wait for a condition with a deadline (sync and async), never a fixed sleep.
 """
