@@ -25,7 +25,7 @@ from tests.streams.control.conftest import (
     _delete_internal,
     all_live,
 )
-from tests.streams.control.helpers import telemetry
+from tests.support.control_inputs import telemetry
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for, wait_for_async
 

@@ -26,7 +26,7 @@ from streams.events import (
 )
 from streams.events.membership import Device, is_member
 from streams.kafka.clients import EventConsumer, EventProducer, Received
-from tests.streams.factories import T0, sample
+from tests.support.sample_events import T0, sample
 
 
 def rollout_state() -> RolloutState:

@@ -3,8 +3,10 @@
 Fixtures stay in the ``conftest.py`` beside their users; what a test imports lives here, so no
 test module imports another. Modules (import them by name; this package imports nothing):
 
+- ``control_inputs``: telemetry, feedback and drift sketches with known values.
 - ``link``: a TCP forwarder to the broker that a test cuts and restores.
 - ``ports``: free local TCP ports for servers a test starts.
+- ``sample_events``: one valid instance of every event type.
 - ``tiny_models``: tiny ONNX graphs and tokenizers, packaged as signed artifacts (no torch).
 - ``tiny_transformers``: tiny BERT and Llama models from a transformers config.
 - ``waiting``: wait for a condition with a deadline (sync and async), never a fixed sleep.

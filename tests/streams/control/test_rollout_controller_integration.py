@@ -17,10 +17,10 @@ from streams.events import (
 )
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.control_inputs import telemetry
 from tests.support.waiting import wait_for
 
 from .conftest import WINDOW_S, all_live
-from .helpers import telemetry
 
 pytestmark = pytest.mark.integration
 SOURCES = 6

@@ -27,10 +27,10 @@ from streams.events import (
 )
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.control_inputs import feedback, latency_hist, telemetry
 from tests.support.waiting import wait_for
 
 from .conftest import WINDOW_S, all_live
-from .helpers import feedback, latency_hist, telemetry
 
 pytestmark = pytest.mark.integration
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (the fixture's default)

@@ -33,7 +33,7 @@ from streams.events import (
     to_json,
 )
 from streams.events.errors import EventError
-from tests.streams.factories import sample, sample_events
+from tests.support.sample_events import sample, sample_events
 
 
 def _schema(name: str) -> dict:

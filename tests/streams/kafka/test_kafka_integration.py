@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.events import SCHEMA_DIR, DeadLetter, Feedback, Telemetry
 from streams.kafka.admin import describe_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Undecodable
-from tests.streams.factories import sample, sample_events
+from tests.support.sample_events import sample, sample_events
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Builders of control-plane input events with known values."""
+"""Builders of control-plane input events (telemetry, feedback, drift sketches) with known
+values, on the latency and confidence histograms the devices use."""
 
 from __future__ import annotations
 
