@@ -20,7 +20,7 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
 from streams.events.artifact import new_signing_key, public_key_to_text
-from tests.deploy.live import control_worker, optimizer_exposition, tool
+from tests.support.live import control_worker, optimizer_exposition, tool
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dev dependency
 
-from tests.deploy.live import close_one_window, control_worker, tool
+from tests.support.live import close_one_window, control_worker, tool
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 

@@ -5,6 +5,7 @@ test module imports another. Modules (import them by name; this package imports 
 
 - ``control_inputs``: telemetry, feedback and drift sketches with known values.
 - ``link``: a TCP forwarder to the broker that a test cuts and restores.
+- ``live``: a running control worker, events produced in the next window, required tools.
 - ``ports``: free local TCP ports for servers a test starts.
 - ``sample_events``: one valid instance of every event type.
 - ``tiny_models``: tiny ONNX graphs and tokenizers, packaged as signed artifacts (no torch).

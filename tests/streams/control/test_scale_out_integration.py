@@ -12,10 +12,10 @@ import pytest
 from streams.control.aggregate import WindowAggregate, window_metrics
 from streams.events import Event, Feedback, Telemetry
 from tests.support.control_inputs import feedback, latency_hist, telemetry
+from tests.support.live import SOURCES, next_window, produce
 from tests.support.waiting import wait_for
 
 from .conftest import WINDOW_S, Worker, all_live
-from .test_worker_integration import SOURCES, next_window, produce
 
 pytestmark = pytest.mark.integration
 FAST_GROUP = ["--session-timeout-s", "6"]

@@ -16,12 +16,11 @@ import aiohttp
 import pytest
 
 from streams.events import OptimizationResult
-from tests.deploy.live import close_one_window, control_worker, send, tool
+from tests.support.live import close_one_window, control_worker, produce, tool
 from tests.support.waiting import wait_for, wait_for_async
 
-from .conftest import ROOT
-
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
 ROLLOUT = "intent-v2-pilot"
 FLAGS = [
@@ -159,7 +158,7 @@ async def _look(url: str, port: str) -> tuple[str, str, list[str], bytes]:
 def test_status_page_shows_a_running_rollout_without_console_errors(kafka_conn, tmp_path):
     with control_worker(kafka_conn, tmp_path, FLAGS) as worker:
         close_one_window(kafka_conn, worker, devices=3, requests=60, cohort="pilot")
-        send(
+        produce(
             kafka_conn,
             [
                 OptimizationResult(

@@ -1,6 +1,6 @@
-"""Running components for the monitoring tests: a control worker process, an edge runtime's
-HTTP API, an optimizer worker's HTTP endpoint, known telemetry, and the tools from Debian's
-packages (which must be installed)."""
+"""Running components for the integration tests of the control plane and the monitoring: a
+control worker process, an optimizer worker's HTTP endpoint, events produced to the broker in
+the next window, and the tools from Debian's packages (which must be installed)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ from tests.support.ports import free_port
 from tests.support.waiting import wait_for, wait_for_async
 
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
+
+
+def next_window(offset: int = 1) -> tuple[int, int]:
+    """(window index, start in ms) `offset` windows ahead: events arrive before it closes."""
+    w = int(time.time() / WINDOW_S) + offset
+    return w, int(w * WINDOW_S * 1000)
 
 
 def tool(name: str, package: str) -> str:
@@ -103,22 +109,28 @@ def optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
     return asyncio.run(_optimizer_exposition(conn, tmp))
 
 
-async def _send(conn: KafkaConnection, events: list[Event]) -> None:
+async def _produce(
+    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]]
+) -> None:
     async with EventProducer(conn) as producer:
+        for topic, value in raw:
+            await producer.send_raw(topic, value, b"raw")
         await producer.send_many(events)
 
 
-def send(conn: KafkaConnection, events: list[Event]) -> None:
-    asyncio.run(_send(conn, events))
+def produce(
+    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Send ``events`` (after the ``raw`` (topic, bytes) records, if any) and wait for acks."""
+    asyncio.run(_produce(conn, events, raw or []))
 
 
 def close_one_window(
     conn: KafkaConnection, worker: Worker, *, devices: int, requests: int, cohort: str = "eu"
 ) -> dict[str, Any]:
     """Telemetry of ``devices`` devices in the next window; returns its row once it closed."""
-    w = int(time.time() / WINDOW_S) + 1
-    start_ms = int(w * WINDOW_S * 1000)
-    send(
+    w, start_ms = next_window()
+    produce(
         conn,
         [
             telemetry(f"d{i}", start_ms=start_ms, cohort=cohort, requests=requests)
