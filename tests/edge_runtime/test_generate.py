@@ -24,7 +24,7 @@ from edge_runtime.model_slot import ModelSlot, prepare
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from streams.events import Artifact, ModelVersion, Task
-from tests.edge_runtime.test_runtime import promoted, registered, settings
+from tests.support.device import promoted, registered, settings
 from tests.support.ports import free_port
 from tests.support.tiny_models import (
     EOS,

@@ -6,7 +6,7 @@ import aiohttp
 
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
-from tests.edge_runtime.test_runtime import registered, settings
+from tests.support.device import registered, settings
 from tests.support.ports import free_port
 from tests.support.tiny_models import LABELS, build
 

@@ -4,6 +4,7 @@ Fixtures stay in the ``conftest.py`` beside their users; what a test imports liv
 test module imports another. Modules (import them by name; this package imports nothing):
 
 - ``control_inputs``: telemetry, feedback and drift sketches with known values.
+- ``device``: an offline edge device's settings and the events that tell it what to serve.
 - ``link``: a TCP forwarder to the broker that a test cuts and restores.
 - ``live``: a running control worker, events produced in the next window, required tools.
 - ``ports``: free local TCP ports for servers a test starts.
