@@ -12,6 +12,7 @@ import pytest
 from optimizers import dataset, intents
 from optimizers.dataset import Dataset
 from optimizers.model import ModelRef
+from tests.support.optimizer_sources import FAST_EVAL
 from tests.support.tiny_transformers import tiny_bert
 
 
@@ -44,14 +45,6 @@ def tiny_onnx(
 
     out: Path = tmp_path_factory.mktemp("onnx")
     return ExportOnnx(ExportOnnxConfig(), PassContext(data=intent_data)).run(tiny_model, out)
-
-
-FAST_EVAL = """
-[evaluate]
-latency_runs = 10
-throughput_batches = 2
-warmup = 1
-"""
 
 
 @pytest.fixture(scope="session")

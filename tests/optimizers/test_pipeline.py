@@ -7,8 +7,7 @@ from optimizers.passes.base import PassContext
 from optimizers.recipe import Gates, loads
 from optimizers.store import ArtifactStore
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
-
-from .conftest import FAST_EVAL
+from tests.support.optimizer_sources import FAST_EVAL
 
 EXPORT_ONLY = (
     """

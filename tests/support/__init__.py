@@ -7,6 +7,7 @@ test module imports another. Modules (import them by name; this package imports 
 - ``device``: an offline edge device's settings and the events that tell it what to serve.
 - ``link``: a TCP forwarder to the broker that a test cuts and restores.
 - ``live``: a running control worker, events produced in the next window, required tools.
+- ``optimizer_sources``: quick recipes and an optimizer worker's sources directory.
 - ``ports``: free local TCP ports for servers a test starts.
 - ``sample_events``: one valid instance of every event type.
 - ``tiny_models``: tiny ONNX graphs and tokenizers, packaged as signed artifacts (no torch).
