@@ -86,7 +86,7 @@ def queries() -> Iterator[tuple[str, str, str]]:
 
 
 def recording_rules() -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for path in RULES.glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             found |= {r["record"]: r["expr"] for r in group["rules"] if "record" in r}

@@ -121,7 +121,13 @@ def _tar(path, members):
 
 def _members(built):
     with tarfile.open(built.archive) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        return {m.name: _read_member(tar, m) for m in tar.getmembers()}
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(member)
+    assert f is not None, f"{member.name} is not a regular file"
+    return f.read()
 
 
 def test_unsigned_artifact_is_refused(tmp_path, signing_key, trusted):
@@ -202,7 +208,7 @@ async def _serve(data, *, cut_first=0, ranges=True, requests=None):
 def test_http_download_survives_a_dropped_connection(tmp_path, signing_key):
     built = build(tmp_path, signing_key)
     data = built.archive.read_bytes()
-    seen = []
+    seen: list[str | None] = []
 
     async def scenario():
         runner, url = await _serve(data, cut_first=1, requests=seen)
@@ -224,7 +230,7 @@ def test_http_download_resumes_a_partial_file_left_by_a_killed_process(tmp_path,
     data = built.archive.read_bytes()
     fetcher = _fetcher(tmp_path)
     fetcher.cache.part(built.artifact.sha256).write_bytes(data[:1000])
-    seen = []
+    seen: list[str | None] = []
 
     async def scenario():
         runner, url = await _serve(data, requests=seen)

@@ -13,6 +13,7 @@ from streams.kafka.clients import EventConsumer
 from streams.kafka.connection import KafkaConnection
 from tests.support.link import Link
 from tests.support.ports import free_port
+from tests.support.records import event_of
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
 
@@ -27,10 +28,10 @@ def _windows(n):
 
 
 async def _read_telemetry(conn, n):
-    got = []
+    got: list[Telemetry] = []
     async with EventConsumer(conn, [conn.catalog().topic_for(Telemetry)], name="t") as consumer:
         async for record in consumer.raw_records(idle_timeout_s=5.0):
-            got.append(record.event)
+            got.append(event_of(record, Telemetry))
             if len(got) == n:
                 break
     return got
@@ -128,7 +129,7 @@ def test_broker_stopped_and_restarted_mid_session_loses_nothing(own_broker, tmp_
         topic = conn.catalog().topic_for(Telemetry)
         async with EventConsumer(conn, [topic], name="t") as consumer:
             async for record in consumer.raw_records(idle_timeout_s=5.0):
-                got.append(record.event)
+                got.append(event_of(record, Telemetry))
         return got
 
     async def scenario():

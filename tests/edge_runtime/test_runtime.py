@@ -168,6 +168,7 @@ def test_tampered_last_good_is_not_served_at_start(tmp_path, signing_key):
         rt = EdgeRuntime(settings(tmp_path, signing_key))
         await rt.start_offline()
         await rt.apply(registered(v1, 1))
+        assert rt.installed is not None
         (rt.installed.directory / "model.onnx").write_bytes(b"tampered")
         again = EdgeRuntime(settings(tmp_path, signing_key))
         await again.start_offline()

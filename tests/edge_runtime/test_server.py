@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
@@ -20,7 +21,7 @@ def test_http_api_serves_health_inference_and_metrics(tmp_path, signing_key):
         await rt.start_offline()
         runner = await serve(rt, "127.0.0.1", port)
         base = f"http://127.0.0.1:{port}"
-        out = {}
+        out: dict[str, Any] = {}
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/healthz") as r:

@@ -159,7 +159,8 @@ def test_served_text_never_reaches_the_encoded_events(tmp_path, signing_key):
         "v1",
         1.0,
         n_classes=4,
-        confidences=[p.confidence for p in result.predictions],
+        # As the runtime records them: a prediction without a confidence adds none.
+        confidences=[p.confidence for p in result.predictions if p.confidence is not None],
         token_counts=result.token_counts,
         class_indices=result.class_indices,
         features=result.features,

@@ -33,6 +33,7 @@ def llama_onnx(tiny_llama, intent_data, tmp_path_factory) -> ModelRef:
 
 def test_causal_export_has_per_position_logits_and_matches_torch_greedy(tiny_llama, llama_onnx):
     import torch
+    from transformers import GenerationMixin
 
     runner = Runner(llama_onnx)
     logits = runner.run(["turn on the lights"], batch_size=1)
@@ -40,10 +41,13 @@ def test_causal_export_has_per_position_logits_and_matches_torch_greedy(tiny_lla
     assert logits.shape[0] == 1
     assert logits.shape[2] > 100
     model = hf.load_model(tiny_llama.path, "generate")
+    assert isinstance(model, GenerationMixin)
     tok = hf.load_tokenizer(tiny_llama.path)
     ids = hf.encode(tok, ["turn on the lights"], 48)["input_ids"]
     with torch.no_grad():
-        want = model.generate(
+        # transformers types GenerationMixin's self as a protocol written for the ty
+        # checker, which its own models do not satisfy under mypy.
+        want = model.generate(  # type: ignore[misc]
             ids, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(ids)
         )
     assert greedy(runner, "turn on the lights", 6) == want[0, ids.shape[1] :].tolist()
@@ -72,6 +76,7 @@ def test_causal_package_states_the_generate_signature(llama_onnx, tmp_path):
     key = new_signing_key()
     step = Package(PackageConfig(), PassContext(model_id="slm", version="v1", signing_key=key))
     out = step.run(llama_onnx, tmp_path)
+    assert step.last is not None
     manifest = unpack_and_verify(
         out.path,
         tmp_path / "u",

@@ -10,12 +10,13 @@ from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
 from streams.kafka.clients import EventConsumer, EventProducer
 from tests.support.optimizer_sources import sources_root
+from tests.support.records import event_of
 
 
 async def _read(conn, event_type, idle=2.0):
     topic = conn.catalog().topic_for(event_type)
     async with EventConsumer(conn, [topic], name="check", from_beginning=True) as consumer:
-        return [r.event async for r in consumer.raw_records(idle_timeout_s=idle)]
+        return [event_of(r, event_type) async for r in consumer.raw_records(idle_timeout_s=idle)]
 
 
 @pytest.mark.integration

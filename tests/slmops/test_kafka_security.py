@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
 from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
 from streams.events import Feedback
@@ -156,7 +157,7 @@ def test_sasl_scram_over_tls(secure_broker):
         ssl_cafile=secure_broker["ca"],
         sasl_mechanism="SCRAM-SHA-256",
         sasl_username="edge-fleet",
-        sasl_password="s3cret-pass",
+        sasl_password=SecretStr("s3cret-pass"),
     )
     assert _round_trip(conn).outcomes == {"correct": 3}
 
@@ -168,7 +169,7 @@ def test_wrong_scram_password_is_refused(secure_broker):
         ssl_cafile=secure_broker["ca"],
         sasl_mechanism="SCRAM-SHA-256",
         sasl_username="edge-fleet",
-        sasl_password="wrong",
+        sasl_password=SecretStr("wrong"),
     )
     with pytest.raises(KafkaUnavailableError, match=str(secure_broker["sasl"])):
         asyncio.run(wait_for_broker(conn, 3))

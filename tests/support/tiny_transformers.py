@@ -16,7 +16,11 @@ from optimizers import intents
 from optimizers.model import ModelRef, TaskName
 
 if TYPE_CHECKING:
-    from transformers import BertTokenizerFast, LlamaForCausalLM, PreTrainedModel
+    from transformers import (  # type: ignore[attr-defined]  # see intent_tokenizer
+        BertTokenizerFast,
+        LlamaForCausalLM,
+        PreTrainedModel,
+    )
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 """The first token ids of every tiny tokenizer: padding 0, ``[CLS]`` 2, ``[SEP]`` 3."""
@@ -24,7 +28,9 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def intent_tokenizer(words: Sequence[str]) -> BertTokenizerFast:
     """A lower-casing word-piece tokenizer whose vocabulary is ``words`` in order."""
-    from transformers import BertTokenizerFast
+    # transformers 5 keeps BertTokenizerFast as an alias of BertTokenizer, outside its typed
+    # exports; transformers 4 (still allowed by the optimize extra) has only the former fast.
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
@@ -68,8 +74,7 @@ def tiny_bert(
         num_attention_heads=4,
         intermediate_size=hidden * 2,
         max_position_embeddings=64,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
+        id2label=dict(enumerate(labels)),  # which sets num_labels
         label2id={label: i for i, label in enumerate(labels)},
         pad_token_id=0,
         bos_token_id=2,

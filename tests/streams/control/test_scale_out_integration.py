@@ -142,7 +142,7 @@ def test_sigkill_and_restart_neither_lose_nor_double_count(kafka_conn, start_wor
 
     def taken_in() -> bool:
         st = first.try_status() or {"sources": {}}
-        return sum(i["pending_events"] for i in st["sources"].values()) >= len(batch2)
+        return sum(int(i["pending_events"]) for i in st["sources"].values()) >= len(batch2)
 
     wait_for("w2 events taken in", taken_in, workers=[first])
     assert not observed([first], {w2[0]}), "w2 closed before the kill; the test proves nothing"
