@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +32,11 @@ from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW_S = 1.0
 GRACE_S = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def telemetry_records(n: int, devices: int) -> list[tuple[bytes, bytes]]:

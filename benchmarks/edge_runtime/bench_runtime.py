@@ -31,7 +31,7 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events.artifact import new_signing_key, public_key_to_text
-from tests.edge_runtime.tiny_models import build, unpacked
+from tests.support.tiny_models import build, unpacked
 
 PROFILE = PROFILES["cpu-small"]
 TEXT = ["book a flight to paris tomorrow"]

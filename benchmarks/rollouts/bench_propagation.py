@@ -49,7 +49,7 @@ from streams.events.membership import Decision, Device, desired_version, is_memb
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
-from tests.edge_runtime.tiny_models import build
+from tests.support.tiny_models import build
 
 BOOTSTRAP = "127.0.0.1:9092"
 DECISION_SIZES = (10, 100, 1000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 
 import pytest
 
@@ -27,12 +28,12 @@ from tests.deploy.manifests import (
 )
 
 STACK = compose()
-SERVICES: dict = STACK["services"]
+SERVICES: dict[str, Any] = STACK["services"]
 # Provisioning that the Prometheus and Grafana parts of deploy/ own; compose only mounts it.
 MOUNTED_FROM_ELSEWHERE = (DEPLOY / "prometheus", DEPLOY / "grafana")
 
 
-def _component(service: dict) -> Component | None:
+def _component(service: dict[str, Any]) -> Component | None:
     image = str(service.get("image", ""))
     for c in COMPONENTS.values():
         if image.split(":")[0] == c.image:
@@ -40,14 +41,21 @@ def _component(service: dict) -> Component | None:
     return None
 
 
-SLMOPS_SERVICES = [
-    pytest.param(name, svc, _component(svc), id=name)
-    for name, svc in SERVICES.items()
-    if _component(svc) is not None
-]
+def _slmops_services() -> list[tuple[str, dict[str, Any], Component]]:
+    """(name, service, component) of every service that runs an slmops image."""
+    found = []
+    for name, svc in SERVICES.items():
+        component = _component(svc)
+        if component is not None:
+            found.append((name, svc, component))
+    return found
 
 
-def _env(service: dict, component: Component) -> dict[str, str]:
+SLMOPS = _slmops_services()
+SLMOPS_SERVICES = [pytest.param(name, svc, c, id=name) for name, svc, c in SLMOPS]
+
+
+def _env(service: dict[str, Any], component: Component) -> dict[str, str]:
     """The container's environment: the image's ENV, then the service's."""
     instructions = dockerfile_instructions(component.dockerfile)
     last = max(i.stage for i in instructions)
@@ -62,9 +70,9 @@ def _interpolate(value: str) -> str:
 
 
 def test_every_component_runs_in_the_stack():
-    running = {c.name for _, _, c in (p.values for p in SLMOPS_SERVICES)}
+    running = {c.name for _, _, c in SLMOPS}
     assert running == set(COMPONENTS)
-    assert sum(1 for *_, c in (p.values for p in SLMOPS_SERVICES) if c.name == "edge") >= 2
+    assert sum(1 for *_, c in SLMOPS if c.name == "edge") >= 2
 
 
 def test_kafka_is_one_kraft_node_of_the_launchers_release():
@@ -95,7 +103,7 @@ def test_topics_are_created_once_before_any_worker_starts():
     assert parse_cli(list(topics["command"])).func.__name__ == "cmd_topics_create"
     assert topics["restart"] == "no"
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
-    for name, service, _ in (p.values for p in SLMOPS_SERVICES):
+    for name, service, _ in SLMOPS:
         if name != "topics":
             assert service["depends_on"]["topics"]["condition"] == (
                 "service_completed_successfully"
@@ -146,7 +154,7 @@ def exec_form_or_list(test: object) -> list[str]:
 
 
 def test_edge_devices_are_distinct_and_span_cohorts():
-    edges = [_env(svc, c) for _, svc, c in (p.values for p in SLMOPS_SERVICES) if c.name == "edge"]
+    edges = [_env(svc, c) for _, svc, c in SLMOPS if c.name == "edge"]
     ids = [e["SLMOPS_DEVICE_ID"] for e in edges]
     assert len(ids) == len(set(ids))
     assert len({e.get("SLMOPS_COHORT", "default") for e in edges}) >= 2

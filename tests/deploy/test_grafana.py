@@ -20,8 +20,8 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
 from streams.events.artifact import new_signing_key, public_key_to_text
-from tests.deploy.live import control_worker, optimizer_exposition, tool
-from tests.streams.control.conftest import free_port
+from tests.support.live import control_worker, optimizer_exposition, tool
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -86,7 +86,7 @@ def queries() -> Iterator[tuple[str, str, str]]:
 
 
 def recording_rules() -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for path in RULES.glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             found |= {r["record"]: r["expr"] for r in group["rules"] if "record" in r}

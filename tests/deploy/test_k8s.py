@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ RESOURCES = k8s_resources()
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def _of_kind(kind: str) -> list[dict]:
+def _of_kind(kind: str) -> list[dict[str, Any]]:
     return [r for r in RESOURCES if r["kind"] == kind]
 
 
@@ -37,12 +38,12 @@ CONFIG = {r["metadata"]["name"]: r.get("data", {}) for r in _of_kind("ConfigMap"
 SECRETS = {r["metadata"]["name"]: r for r in _of_kind("Secret")}
 
 
-def _component(container: dict) -> Component:
+def _component(container: dict[str, Any]) -> Component:
     image = container["image"].split(":")[0]
     return next(c for c in COMPONENTS.values() if c.image == image)
 
 
-def _containers() -> list[tuple[dict, dict, Component]]:
+def _containers() -> list[tuple[dict[str, Any], dict[str, Any], Component]]:
     return [
         (d, c, _component(c))
         for d in _of_kind("Deployment")
@@ -53,7 +54,7 @@ def _containers() -> list[tuple[dict, dict, Component]]:
 CONTAINERS = [pytest.param(d, c, comp, id=comp.name) for d, c, comp in _containers()]
 
 
-def _env(container: dict) -> dict[str, str]:
+def _env(container: dict[str, Any]) -> dict[str, str]:
     """The container's SLMOPS_* environment with ConfigMap references resolved."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -69,10 +70,10 @@ def _env(container: dict) -> dict[str, str]:
     return env
 
 
-def _port_number(container: dict, port: int | str) -> int:
+def _port_number(container: dict[str, Any], port: int | str) -> int:
     if isinstance(port, int):
         return port
-    return next(p["containerPort"] for p in container.get("ports", []) if p["name"] == port)
+    return int(next(p["containerPort"] for p in container.get("ports", []) if p["name"] == port))
 
 
 def test_kustomization_lists_every_manifest():

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dev dependency
 
-from tests.deploy.live import close_one_window, control_worker, tool
-from tests.streams.control.conftest import free_port, wait_for
+from tests.support.live import close_one_window, control_worker, tool
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -130,6 +131,7 @@ def test_prometheus_scrapes_a_running_control_worker(kafka_conn, tmp_path):
                 timeout=30,
             )
             assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+            assert isinstance(found, list)  # the samples, not the exit that ended the wait
             assert [(s["metric"]["version"], float(s["value"][1])) for s in found] == [("v1", 51)]
             assert found[0]["metric"]["instance"] == f"127.0.0.1:{worker.port}"
             # A recording rule over the same scrape: the rules are loaded and evaluate.

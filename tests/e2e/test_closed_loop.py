@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _index(lines: list[str], pattern: str) -> int:
@@ -47,7 +42,7 @@ def test_demo_runs_the_closed_loop_and_the_rollback(kafka_bootstrap):
             "--devices",
             "12",
             "--web-port",
-            str(_free_port()),
+            str(free_port()),
         ],
         cwd=ROOT,
         env=env,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import socket
 import tarfile
 
 import pytest
@@ -13,7 +12,8 @@ from edge_runtime.errors import FetchError, VerificationError
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.store import ModelStore
 from streams.events.artifact import new_signing_key, sha256_file
-from tests.edge_runtime.tiny_models import build
+from tests.support.ports import free_port
+from tests.support.tiny_models import build
 
 FAST = FetchPolicy(attempts=3, backoff_s=0.01)
 
@@ -121,7 +121,13 @@ def _tar(path, members):
 
 def _members(built):
     with tarfile.open(built.archive) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        return {m.name: _read_member(tar, m) for m in tar.getmembers()}
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(member)
+    assert f is not None, f"{member.name} is not a regular file"
+    return f.read()
 
 
 def test_unsigned_artifact_is_refused(tmp_path, signing_key, trusted):
@@ -167,12 +173,6 @@ def test_last_good_is_reverified_from_disk(tmp_path, signing_key, trusted):
 # --------------------------------------------------------------------------- http
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _serve(data, *, cut_first=0, ranges=True, requests=None):
     """Serve ``data``; the first ``cut_first`` responses stop half-way (a dropped link)."""
     calls = {"n": 0}
@@ -200,7 +200,7 @@ async def _serve(data, *, cut_first=0, ranges=True, requests=None):
     app.router.add_get("/a.tar", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/a.tar"
 
@@ -208,7 +208,7 @@ async def _serve(data, *, cut_first=0, ranges=True, requests=None):
 def test_http_download_survives_a_dropped_connection(tmp_path, signing_key):
     built = build(tmp_path, signing_key)
     data = built.archive.read_bytes()
-    seen = []
+    seen: list[str | None] = []
 
     async def scenario():
         runner, url = await _serve(data, cut_first=1, requests=seen)
@@ -230,7 +230,7 @@ def test_http_download_resumes_a_partial_file_left_by_a_killed_process(tmp_path,
     data = built.archive.read_bytes()
     fetcher = _fetcher(tmp_path)
     fetcher.cache.part(built.artifact.sha256).write_bytes(data[:1000])
-    seen = []
+    seen: list[str | None] = []
 
     async def scenario():
         runner, url = await _serve(data, requests=seen)

@@ -14,7 +14,8 @@ from slmops.cli import build_parser
 from streams.events import DeviceStatus
 from streams.events.artifact import public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
-from tests.edge_runtime.tiny_models import build
+from tests.support.records import event_of
+from tests.support.tiny_models import build
 
 
 def test_workload_shift_changes_labels_and_vocabulary():
@@ -61,7 +62,9 @@ def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key):
         await fleet.run(duration_s=3.0, shift_after_s=1.5)
         topic = kafka_conn.catalog().topic_for(DeviceStatus)
         async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
-            return [r.event async for r in consumer.raw_records(idle_timeout_s=2.0)]
+            return [
+                event_of(r, DeviceStatus) async for r in consumer.raw_records(idle_timeout_s=2.0)
+            ]
 
     statuses = asyncio.run(scenario())
     summary = fleet.summary()

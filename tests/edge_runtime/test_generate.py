@@ -1,8 +1,8 @@
 """GENERATE builds on the edge runtime: greedy decoding of causal LMs, served and hot-swapped.
 
-The fast tests use the tiny causal graph of ``tiny_models`` (checked against a numpy
-re-implementation of its arithmetic) and a tiny Llama exported and packaged by the optimizer's
-own passes (checked against torch). The slow test serves SmolLM2-135M-Instruct int8.
+The fast tests use the tiny causal graph of ``tests.support.tiny_models`` (checked against a
+numpy re-implementation of its arithmetic) and a tiny Llama exported and packaged by the
+optimizer's own passes (checked against torch). The slow test serves SmolLM2-135M-Instruct int8.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from edge_runtime.model_slot import ModelSlot, prepare
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from streams.events import Artifact, ModelVersion, Task
-from tests.edge_runtime.test_fetch import _free_port
-from tests.edge_runtime.test_runtime import promoted, registered, settings
-from tests.edge_runtime.tiny_models import (
+from tests.support.device import promoted, registered, settings
+from tests.support.ports import free_port
+from tests.support.tiny_models import (
     EOS,
     LEAD_WORD,
     STOP_WORD,
@@ -79,7 +79,12 @@ def _words(built: Built, ids: tuple[int, ...], model_dir: Path) -> list[str]:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(unpacked(model_dir, built) / "tokenizer.json"))
-    return [tok.id_to_token(i) for i in ids]
+    words = []
+    for i in ids:
+        word = tok.id_to_token(i)
+        assert word is not None, f"id {i} is outside the vocabulary"
+        words.append(word)
+    return words
 
 
 def test_max_new_tokens_has_a_default_and_a_hard_cap(tmp_path, signing_key):
@@ -186,7 +191,7 @@ def test_hot_swap_between_generate_versions_serves_every_request(tmp_path, signi
 
 def test_http_api_serves_generated_text(tmp_path, signing_key):
     v1 = _gen(tmp_path, signing_key)
-    port = _free_port()
+    port = free_port()
 
     async def scenario():
         rt = _runtime(tmp_path, signing_key)
@@ -194,7 +199,7 @@ def test_http_api_serves_generated_text(tmp_path, signing_key):
         await rt.apply(registered(v1, 1))
         runner = await serve(rt, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/v1/infer"
-        out = {}
+        out: dict[str, Any] = {}
         try:
             async with aiohttp.ClientSession() as http:
                 body = {"texts": ["what weather today", LEAD_WORD], "max_new_tokens": 4}
@@ -261,39 +266,18 @@ def _package_with_optimizer(
 
 def test_tiny_llama_exported_by_the_optimizer_is_served_like_torch_generates(tmp_path, signing_key):
     import torch
-    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
 
-    from optimizers import intents
-    from optimizers.model import ModelRef
     from optimizers.passes.base import PassContext
     from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
+    from tests.support import tiny_transformers
 
-    torch.manual_seed(0)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "</s>", *intents.vocabulary()]
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
-    tokenizer.add_special_tokens({"eos_token": "</s>"})
-    config = LlamaConfig(
-        vocab_size=len(words),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=2,
-        eos_token_id=5,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model, tokenizer = tiny_transformers.tiny_llama(eos="</s>")
+    eos = tokenizer.eos_token_id
     # Give the end token the output row of a word the random model likes to say, scaled up,
     # so that decoding stops early on some prompts and runs to the limit on others.
     with torch.no_grad():
-        model.lm_head.weight[5] = model.lm_head.weight[131] * 1.5
-    hf_dir = tmp_path / "hf"
-    model.save_pretrained(str(hf_dir))
-    tokenizer.save_pretrained(str(hf_dir))
-    ref = ModelRef(path=hf_dir, format="hf", task="generate", max_length=32)
-    ref.save_meta()
+        model.lm_head.weight[eos] = model.lm_head.weight[131] * 1.5
+    ref = tiny_transformers.save(model, tokenizer, tmp_path / "hf", task="generate", max_length=32)
     onnx_model = ExportOnnx(ExportOnnxConfig(), PassContext()).run(ref, tmp_path / "onnx")
     event = _package_with_optimizer(
         onnx_model, signing_key, tmp_path / "pkg", model_id="slm", version="v1"
@@ -313,15 +297,17 @@ def test_tiny_llama_exported_by_the_optimizer_is_served_like_torch_generates(tmp
     for prompt, got in zip(prompts, result.predictions, strict=True):
         ids = tokenizer([prompt], return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            want = model.generate(
+            # transformers types GenerationMixin's self as a protocol written for the ty
+            # checker, which its own models do not satisfy under mypy.
+            want = model.generate(  # type: ignore[misc]
                 ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=8,
                 do_sample=False,
-                eos_token_id=5,
+                eos_token_id=eos,
                 pad_token_id=0,
             )[0, ids.shape[1] :].tolist()
-        if want and want[-1] == 5:
+        if want and want[-1] == eos:
             want = want[:-1]
         assert list(got.token_ids) == want
         assert got.text == tokenizer.decode(want, skip_special_tokens=True)

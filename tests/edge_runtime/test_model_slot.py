@@ -8,7 +8,7 @@ import pytest
 from edge_runtime.errors import NoModelError, WarmUpError
 from edge_runtime.hardware import PROFILES
 from edge_runtime.model_slot import ModelSlot, prepare
-from tests.edge_runtime.tiny_models import LABELS, build, unpacked
+from tests.support.tiny_models import LABELS, build, unpacked
 
 PROFILE = PROFILES["cpu-small"]
 TEXTS = ["book a flight to paris", "play some music please"]

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,48 +11,11 @@ from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import Telemetry
 from streams.kafka.clients import EventConsumer
 from streams.kafka.connection import KafkaConnection
+from tests.support.link import Link
+from tests.support.ports import free_port
+from tests.support.records import event_of
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Link:
-    """A TCP forwarder to the broker that a test can cut and restore: the device's network.
-
-    The broker's metadata names its own address, so the link carries the bootstrap; with the
-    link down the device cannot reach the cluster at all.
-    """
-
-    def __init__(self, target: str) -> None:
-        host, port = target.split(",")[0].rsplit(":", 1)
-        self.target = (host, int(port))
-        self.port = _free_port()
-        self._server = None
-
-    async def up(self):
-        async def pipe(reader, writer):
-            with contextlib.suppress(OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        async def handle(reader, writer):
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-
-    async def down(self):
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
 
 def _windows(n):
@@ -67,10 +28,10 @@ def _windows(n):
 
 
 async def _read_telemetry(conn, n):
-    got = []
+    got: list[Telemetry] = []
     async with EventConsumer(conn, [conn.catalog().topic_for(Telemetry)], name="t") as consumer:
         async for record in consumer.raw_records(idle_timeout_s=5.0):
-            got.append(record.event)
+            got.append(event_of(record, Telemetry))
             if len(got) == n:
                 break
     return got
@@ -121,8 +82,8 @@ def own_broker(tmp_path):
     shared.fetch()
     kafka = LocalKafka(
         home=tmp_path / "kafka",
-        port=_free_port(),
-        controller_port=_free_port(),
+        port=free_port(),
+        controller_port=free_port(),
         libs_dir=shared.libs,
     )
     kafka.up()
@@ -168,7 +129,7 @@ def test_broker_stopped_and_restarted_mid_session_loses_nothing(own_broker, tmp_
         topic = conn.catalog().topic_for(Telemetry)
         async with EventConsumer(conn, [topic], name="t") as consumer:
             async for record in consumer.raw_records(idle_timeout_s=5.0):
-                got.append(record.event)
+                got.append(event_of(record, Telemetry))
         return got
 
     async def scenario():

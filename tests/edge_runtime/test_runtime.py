@@ -2,65 +2,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from edge_runtime.runtime import EdgeRuntime
-from edge_runtime.settings import EdgeSettings
 from streams.events import (
-    CohortSelector,
     DeviceState,
-    RolloutState,
     RolloutStatus,
 )
-from streams.events.artifact import new_signing_key, public_key_to_text
-from tests.edge_runtime.tiny_models import LABELS, build
+from streams.events.artifact import new_signing_key
+from tests.support.device import promoted, registered, rollout, settings
+from tests.support.tiny_models import LABELS, build
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TEXTS = ["book a flight to paris"]
-
-
-def settings(tmp_path, signing_key, **extra):
-    return EdgeSettings(
-        device_id=extra.pop("device_id", "dev-1"),
-        cohort="beta",
-        data_dir=tmp_path / "devices",
-        trusted_keys=[public_key_to_text(signing_key.public_key())],
-        bootstrap_servers="127.0.0.1:1",  # offline: events stay in the outbox
-        fetch_attempts=2,
-        fetch_backoff_s=0.01,
-        shutdown_drain_s=0.1,
-        **extra,
-    )
-
-
-def registered(built, minutes):
-    return dataclasses.replace(built.event, occurred_at=T0 + timedelta(minutes=minutes))
-
-
-def promoted(to="v2", *, model_id="intent"):
-    """A finished rollout to ``to``: how a serving device is told to change version."""
-    return dataclasses.replace(
-        rollout(RolloutStatus.SUCCEEDED, to=to), model_id=model_id, rollout_id=f"r-{to}"
-    )
-
-
-def rollout(status, *, revision=0, percent=100.0, to="v2"):
-    return RolloutState(
-        occurred_at=T0 + timedelta(hours=1, minutes=revision),
-        rollout_id="r1",
-        model_id="intent",
-        from_version="v1",
-        to_version=to,
-        selector=CohortSelector(cohorts=("beta",)),
-        stages=(percent,),
-        stage_index=0,
-        percent=percent,
-        salt="s",
-        status=status,
-        revision=revision,
-    )
 
 
 async def _served_label(rt):
@@ -214,6 +168,7 @@ def test_tampered_last_good_is_not_served_at_start(tmp_path, signing_key):
         rt = EdgeRuntime(settings(tmp_path, signing_key))
         await rt.start_offline()
         await rt.apply(registered(v1, 1))
+        assert rt.installed is not None
         (rt.installed.directory / "model.onnx").write_bytes(b"tampered")
         again = EdgeRuntime(settings(tmp_path, signing_key))
         await again.start_offline()

@@ -12,13 +12,15 @@ from streams.events import (
     CohortSelector,
     DeviceStatus,
     DriftSketch,
+    Event,
     RolloutState,
     RolloutStatus,
     Telemetry,
 )
 from streams.events.artifact import public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
-from tests.edge_runtime.tiny_models import LABELS, build
+from tests.support.records import event_of
+from tests.support.tiny_models import LABELS, build
 
 
 @pytest.mark.integration
@@ -71,12 +73,13 @@ def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_pat
                 await asyncio.sleep(0.7)  # at least one telemetry window
             finally:
                 await rt.stop()
-        got = {}
+        got: dict[type[Event], list[Event]] = {}
         catalog = kafka_conn.catalog()
         topics = [catalog.topic_for(t) for t in (DeviceStatus, Telemetry, DriftSketch)]
         async with EventConsumer(kafka_conn, topics, name="check") as consumer:
             async for record in consumer.raw_records(idle_timeout_s=2.0):
-                got.setdefault(type(record.event), []).append(record.event)
+                event = event_of(record, Event)
+                got.setdefault(type(event), []).append(event)
         return on_target, got
 
     on_target, got = asyncio.run(scenario())

@@ -1,26 +1,27 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
-from tests.edge_runtime.test_fetch import _free_port
-from tests.edge_runtime.test_runtime import registered, settings
-from tests.edge_runtime.tiny_models import LABELS, build
+from tests.support.device import registered, settings
+from tests.support.ports import free_port
+from tests.support.tiny_models import LABELS, build
 
 
 def test_http_api_serves_health_inference_and_metrics(tmp_path, signing_key):
     v1 = build(tmp_path, signing_key, version="v1", favour=3)
-    port = _free_port()
+    port = free_port()
 
     async def scenario():
         rt = EdgeRuntime(settings(tmp_path, signing_key))
         await rt.start_offline()
         runner = await serve(rt, "127.0.0.1", port)
         base = f"http://127.0.0.1:{port}"
-        out = {}
+        out: dict[str, Any] = {}
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/healthz") as r:

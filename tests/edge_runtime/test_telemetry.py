@@ -11,7 +11,7 @@ from edge_runtime.model_slot import prepare
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import SCHEMA_DIR, DriftSketch, Telemetry, decode, encode
 from streams.events.histograms import quantile
-from tests.edge_runtime.tiny_models import build, unpacked
+from tests.support.tiny_models import build, unpacked
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ID = Identity(device_id="d1", model_id="intent", cohort="beta", hardware_profile="cpu-small")
@@ -159,7 +159,8 @@ def test_served_text_never_reaches_the_encoded_events(tmp_path, signing_key):
         "v1",
         1.0,
         n_classes=4,
-        confidences=[p.confidence for p in result.predictions],
+        # As the runtime records them: a prediction without a confidence adds none.
+        confidences=[p.confidence for p in result.predictions if p.confidence is not None],
         token_counts=result.token_counts,
         class_indices=result.class_indices,
         features=result.features,

@@ -1,21 +1,19 @@
-"""Tiny models built in-process from a transformers config, and generated intent data.
-
-A 2-layer, width-64 BERT classifier exports, quantizes and evaluates in seconds, so every pass
-is tested on a real graph without loading pretrained weights.
-"""
+"""Fixtures of the optimizer tests: tiny models built in-process from a transformers config
+(``tests.support.tiny_transformers``), generated intent data and recipes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from optimizers import dataset, intents
 from optimizers.dataset import Dataset
 from optimizers.model import ModelRef
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from tests.support.optimizer_sources import FAST_EVAL
+from tests.support.tiny_transformers import tiny_bert
 
 
 @pytest.fixture(scope="session")
@@ -25,37 +23,10 @@ def intent_data() -> Dataset:
 
 @pytest.fixture(scope="session")
 def make_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ModelRef]:
-    def make(
-        *, layers: int = 2, hidden: int = 64, seed: int = 0, labels=intents.INTENTS
-    ) -> ModelRef:
-        import torch
-        from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    """Factory of tiny BERT classifiers (see ``tests.support.tiny_transformers.tiny_bert``)."""
 
-        torch.manual_seed(seed)
-        words = SPECIALS + intents.vocabulary()
-        vocab = {w: i for i, w in enumerate(words)}
-        tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-        config = BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            intermediate_size=hidden * 2,
-            max_position_embeddings=64,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-        )
-        model = BertForSequenceClassification(config).eval()
-        path = tmp_path_factory.mktemp("tiny")
-        model.save_pretrained(str(path))
-        tokenizer.save_pretrained(str(path))
-        ref = ModelRef(path=path, format="hf", task="classify", labels=tuple(labels), max_length=32)
-        ref.save_meta()
-        return ref
+    def make(**spec: Any) -> ModelRef:
+        return tiny_bert(tmp_path_factory.mktemp("tiny"), **spec)
 
     return make
 
@@ -74,14 +45,6 @@ def tiny_onnx(
 
     out: Path = tmp_path_factory.mktemp("onnx")
     return ExportOnnx(ExportOnnxConfig(), PassContext(data=intent_data)).run(tiny_model, out)
-
-
-FAST_EVAL = """
-[evaluate]
-latency_runs = 10
-throughput_batches = 2
-warmup = 1
-"""
 
 
 @pytest.fixture(scope="session")

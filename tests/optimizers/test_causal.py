@@ -15,38 +15,14 @@ from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
 from optimizers.passes.package import Package, PackageConfig
 from optimizers.passes.quantize import Quantize, QuantizeConfig
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
-
-from .conftest import SPECIALS
+from tests.support import tiny_transformers
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> ModelRef:
-    import torch
-    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    from optimizers import intents
-
-    torch.manual_seed(0)
-    vocab = {w: i for i, w in enumerate(SPECIALS + intents.vocabulary())}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=2,
-        eos_token_id=3,
-        pad_token_id=0,
-    )
+    model, tokenizer = tiny_transformers.tiny_llama()
     path = tmp_path_factory.mktemp("llama")
-    LlamaForCausalLM(config).eval().save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    ref = ModelRef(path=path, format="hf", task="generate", max_length=48)
-    ref.save_meta()
-    return ref
+    return tiny_transformers.save(model, tokenizer, path, task="generate", max_length=48)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +33,7 @@ def llama_onnx(tiny_llama, intent_data, tmp_path_factory) -> ModelRef:
 
 def test_causal_export_has_per_position_logits_and_matches_torch_greedy(tiny_llama, llama_onnx):
     import torch
+    from transformers import GenerationMixin
 
     runner = Runner(llama_onnx)
     logits = runner.run(["turn on the lights"], batch_size=1)
@@ -64,10 +41,13 @@ def test_causal_export_has_per_position_logits_and_matches_torch_greedy(tiny_lla
     assert logits.shape[0] == 1
     assert logits.shape[2] > 100
     model = hf.load_model(tiny_llama.path, "generate")
+    assert isinstance(model, GenerationMixin)
     tok = hf.load_tokenizer(tiny_llama.path)
     ids = hf.encode(tok, ["turn on the lights"], 48)["input_ids"]
     with torch.no_grad():
-        want = model.generate(
+        # transformers types GenerationMixin's self as a protocol written for the ty
+        # checker, which its own models do not satisfy under mypy.
+        want = model.generate(  # type: ignore[misc]
             ids, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(ids)
         )
     assert greedy(runner, "turn on the lights", 6) == want[0, ids.shape[1] :].tolist()
@@ -96,6 +76,7 @@ def test_causal_package_states_the_generate_signature(llama_onnx, tmp_path):
     key = new_signing_key()
     step = Package(PackageConfig(), PassContext(model_id="slm", version="v1", signing_key=key))
     out = step.run(llama_onnx, tmp_path)
+    assert step.last is not None
     manifest = unpack_and_verify(
         out.path,
         tmp_path / "u",

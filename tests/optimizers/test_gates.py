@@ -21,6 +21,7 @@ def test_a_bad_candidate_is_refused_with_the_numbers_that_failed():
     bad_ones = failed(judge(gates, BASE, bad, profile="arm-small"))
     assert [m.metric for m in bad_ones] == ["quality_drop", "latency_p95_ms"]
     drop = bad_ones[0]
+    assert drop.value is not None
     assert abs(drop.value - 0.20) < 1e-9
     assert drop.threshold == 0.02
     assert drop.comparison == "<="

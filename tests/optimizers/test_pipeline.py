@@ -7,8 +7,7 @@ from optimizers.passes.base import PassContext
 from optimizers.recipe import Gates, loads
 from optimizers.store import ArtifactStore
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
-
-from .conftest import FAST_EVAL
+from tests.support.optimizer_sources import FAST_EVAL
 
 EXPORT_ONLY = (
     """
@@ -56,6 +55,7 @@ def test_each_hardware_profile_gets_its_own_signed_build(tiny_trained, intent_da
     assert all(m.passed for m in outcome.measurements)
     for build in outcome.builds:
         p = build.packaged
+        assert p is not None
         manifest = unpack_and_verify(
             p.stored.path,
             tmp_path / build.precision,
@@ -110,6 +110,7 @@ max_quality_drop = 0.05
     assert [m.metric for m in outcome.failed] == ["quality_drop"]
     drop = outcome.failed[0]
     assert drop.value == pytest.approx(outcome.baseline["quality"] - outcome.candidate["quality"])
+    assert drop.value is not None
     assert drop.value > 0.05
     assert "quality_drop" in outcome.reason
     assert outcome.builds == ()
@@ -129,6 +130,7 @@ def test_request_constraints_can_refuse_what_the_recipe_allows(tiny_trained, int
     assert {m.metric for m in outcome.failed} == {"size_bytes", "latency_p95_ms"}
     size = next(m for m in outcome.failed if m.metric == "size_bytes")
     assert size.threshold == 1000
+    assert size.value is not None
     assert size.value > 1000
 
 
@@ -140,13 +142,14 @@ def test_an_embedder_is_judged_by_cosine_to_its_baseline(tiny_model, intent_data
     assert outcome.accepted, outcome.reason
     assert outcome.baseline["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert 0.95 < outcome.tried["int8_dynamic"]["cosine"] <= 1.0 + 1e-6
-    build = outcome.builds[0]
+    packaged = outcome.builds[0].packaged
+    assert packaged is not None
     manifest = unpack_and_verify(
-        build.packaged.stored.path,
+        packaged.stored.path,
         tmp_path / "unpacked",
-        expected_sha256=build.packaged.stored.sha256,
-        expected_size=build.packaged.stored.size_bytes,
-        signature=build.packaged.signature,
+        expected_sha256=packaged.stored.sha256,
+        expected_size=packaged.stored.size_bytes,
+        signature=packaged.signature,
         trusted={key_id(key.public_key()): key.public_key()},
     )
     assert manifest.task == "EMBED"

@@ -8,6 +8,7 @@ import pytest
 from optimizers.errors import RecipeError
 from optimizers.passes import REGISTRY, resolve
 from optimizers.passes.base import Pass, PassConfig
+from optimizers.passes.prune import PruneConfig
 from optimizers.recipe import Gates, loads
 
 GOOD = """
@@ -51,7 +52,9 @@ def test_importing_the_package_does_not_load_torch():
 def test_a_good_recipe_parses_whole():
     recipe = loads(GOOD)
     assert [s.name for s in recipe.steps] == ["finetune", "prune", "export_onnx"]
-    assert recipe.steps[1].config.sparsity == 0.2
+    prune = recipe.steps[1].config
+    assert isinstance(prune, PruneConfig)
+    assert prune.sparsity == 0.2
     assert recipe.precision.chain == ("int8_dynamic", "fp32")
     assert recipe.gates.max_quality_drop == 0.05
 

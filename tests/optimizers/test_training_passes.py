@@ -16,6 +16,13 @@ from optimizers.passes.prune import Prune, PruneConfig, linear_sparsity
 from optimizers.training import encoder_layers
 
 
+def _linear(layer: torch.nn.Module, name: str) -> torch.nn.Linear:
+    """The linear submodule at dotted ``name`` of an encoder layer."""
+    sub = layer.get_submodule(name)
+    assert isinstance(sub, torch.nn.Linear), name
+    return sub
+
+
 def _weights(ref):
     return {
         k: v.clone()
@@ -85,10 +92,11 @@ def test_ffn_pruning_zeroes_whole_channels(tiny_model, tmp_path):
     out = Prune(PruneConfig(method="ffn", sparsity=0.5)).run(tiny_model, tmp_path)
     net = hf.load_model(out.path, "classify", out.labels)
     for layer in encoder_layers(net):
-        dead = layer.intermediate.dense.weight.abs().sum(1) == 0
-        assert int(dead.sum()) == layer.intermediate.dense.weight.shape[0] // 2
-        assert torch.all(layer.output.dense.weight[:, dead] == 0)
-        assert torch.all(layer.intermediate.dense.bias[dead] == 0)
+        intermediate, output = _linear(layer, "intermediate.dense"), _linear(layer, "output.dense")
+        dead = intermediate.weight.abs().sum(1) == 0
+        assert int(dead.sum()) == intermediate.weight.shape[0] // 2
+        assert torch.all(output.weight[:, dead] == 0)
+        assert torch.all(intermediate.bias[dead] == 0)
     assert out.metrics["sparsity"] == pytest.approx(0.5)
 
 
@@ -98,7 +106,7 @@ def test_head_pruning_zeroes_the_weakest_heads(tiny_model, tmp_path):
     width = 64 // 4
     dead = 0
     for layer in encoder_layers(net):
-        q = layer.attention.self.query.weight
+        q = _linear(layer, "attention.self.query").weight
         dead += sum(int(q[h * width : (h + 1) * width].abs().sum() == 0) for h in range(4))
     assert dead == 2  # 25% of 2 layers x 4 heads
     assert out.metrics["sparsity"] == pytest.approx(0.25)

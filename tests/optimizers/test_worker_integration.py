@@ -1,52 +1,27 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 
-from optimizers import dataset, intents
 from optimizers.model import ModelRef
 from optimizers.worker import DirectorySources, OptimizerWorker
 from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
 from streams.kafka.clients import EventConsumer, EventProducer
-
-from .conftest import FAST_EVAL
-
-RECIPE = (
-    """
-name = "quick"
-[[steps]]
-pass = "export_onnx"
-[precision]
-chain = ["int8_dynamic", "fp32"]
-max_drop = 0.2
-[gates]
-max_quality_drop = 0.2
-"""
-    + FAST_EVAL
-)
-
-
-def _root(tmp_path, trained):
-    root = tmp_path / "root"
-    shutil.copytree(trained.path, root / "models" / "intent" / "v1")
-    dataset.write_jsonl(root / "data" / "intent.jsonl", intents.generate(200, seed=1))
-    (root / "recipes").mkdir(parents=True)
-    (root / "recipes" / "quick.toml").write_text(RECIPE)
-    return root
+from tests.support.optimizer_sources import sources_root
+from tests.support.records import event_of
 
 
 async def _read(conn, event_type, idle=2.0):
     topic = conn.catalog().topic_for(event_type)
     async with EventConsumer(conn, [topic], name="check", from_beginning=True) as consumer:
-        return [r.event async for r in consumer.raw_records(idle_timeout_s=idle)]
+        return [event_of(r, event_type) async for r in consumer.raw_records(idle_timeout_s=idle)]
 
 
 @pytest.mark.integration
 def test_worker_builds_accepts_refuses_and_never_builds_twice(kafka_conn, tiny_trained, tmp_path):
-    root = _root(tmp_path, tiny_trained)
+    root = sources_root(tmp_path, tiny_trained)
     key = new_signing_key()
     good = OptimizationRequest(
         model_id="intent",

@@ -13,9 +13,9 @@ from optimizers.worker import DirectorySources, OptimizerWorker
 from streams.events import OptimizationRequest
 from streams.events.artifact import new_signing_key
 from streams.kafka.clients import EventProducer
-from tests.streams.control.conftest import free_port
-
-from .test_worker_integration import _root
+from tests.support.optimizer_sources import sources_root
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for_async
 
 
 async def _get(base: str, path: str) -> tuple[int, str]:
@@ -24,12 +24,11 @@ async def _get(base: str, path: str) -> tuple[int, str]:
 
 
 async def _until_status(base: str, path: str, status: int) -> None:
-    async with asyncio.timeout(60):
-        # Polled, as Kubernetes polls it: the endpoint is what is under test.
-        while True:
-            if (await _get(base, path))[0] == status:
-                return
-            await asyncio.sleep(0.1)
+    async def answers() -> bool:
+        return (await _get(base, path))[0] == status
+
+    # Polled, as Kubernetes polls it: the endpoint is what is under test.
+    await wait_for_async(f"{path} to answer {status}", answers, timeout=60, interval=0.1)
 
 
 def _samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -44,7 +43,7 @@ def _samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
 def test_worker_serves_counts_by_outcome_build_durations_and_health(
     kafka_conn, tiny_trained, tmp_path
 ):
-    root = _root(tmp_path, tiny_trained)
+    root = sources_root(tmp_path, tiny_trained)
     good = OptimizationRequest(model_id="intent", base_version="v1", reason="drift", recipe="quick")
     refused = OptimizationRequest(
         model_id="intent", base_version="v1", reason="drift", recipe="quick", max_size_bytes=1000

@@ -101,12 +101,14 @@ def test_every_flag_says_what_it_means(command, needed, settings_of):
 
 
 def test_every_control_worker_flag_names_its_variable():
-    missing = [a.option_strings[0] for a in _flags("control worker") if not ENV.search(a.help)]
+    missing = [
+        a.option_strings[0] for a in _flags("control worker") if not ENV.search(a.help or "")
+    ]
     assert missing == []
 
 
 def test_rule_flags_name_the_nested_variables():
-    helps = {a.option_strings[0]: a.help for a in _flags("control worker")}
+    helps = {a.option_strings[0]: a.help or "" for a in _flags("control worker")}
     assert "(env SLMOPS_RULES__MIN_QUALITY)" in helps["--min-quality"]
     assert "(env SLMOPS_ROLLOUT__MIN_QUALITY)" in helps["--rollout-min-quality"]
 
@@ -160,5 +162,5 @@ def test_the_variable_a_flag_names_sets_what_the_flag_sets(
 
 
 def test_json_variables_say_so():
-    helps = {a.option_strings[0]: a.help for a in _flags("control worker")}
+    helps = {a.option_strings[0]: a.help or "" for a in _flags("control worker")}
     assert "(env SLMOPS_ROLLOUT__STAGES, as JSON)" in helps["--rollout-stages"]

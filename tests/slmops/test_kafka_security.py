@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import socket
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
 from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
 from streams.events import Feedback
@@ -25,6 +25,7 @@ from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.clients import EventConsumer, EventProducer
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaUnavailableError
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -80,17 +81,6 @@ def make_server_cert(
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +157,7 @@ def test_sasl_scram_over_tls(secure_broker):
         ssl_cafile=secure_broker["ca"],
         sasl_mechanism="SCRAM-SHA-256",
         sasl_username="edge-fleet",
-        sasl_password="s3cret-pass",
+        sasl_password=SecretStr("s3cret-pass"),
     )
     assert _round_trip(conn).outcomes == {"correct": 3}
 
@@ -179,7 +169,7 @@ def test_wrong_scram_password_is_refused(secure_broker):
         ssl_cafile=secure_broker["ca"],
         sasl_mechanism="SCRAM-SHA-256",
         sasl_username="edge-fleet",
-        sasl_password="wrong",
+        sasl_password=SecretStr("wrong"),
     )
     with pytest.raises(KafkaUnavailableError, match=str(secure_broker["sasl"])):
         asyncio.run(wait_for_broker(conn, 3))

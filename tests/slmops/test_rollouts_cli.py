@@ -26,7 +26,8 @@ from streams.events import (
 )
 from streams.events.membership import Device, is_member
 from streams.kafka.clients import EventConsumer, EventProducer, Received
-from tests.streams.factories import T0, sample
+from tests.support.records import event_of
+from tests.support.sample_events import T0, sample
 
 
 def rollout_state() -> RolloutState:
@@ -117,7 +118,7 @@ def test_commands_are_published_for_the_controller(kafka_conn):
         topic = kafka_conn.catalog().topic_for(RolloutCommand)
         async with EventConsumer(kafka_conn, [topic], name="t") as consumer:
             records = await consumer.snapshot()
-        return [r.event for r in records if isinstance(r, Received)]
+        return [event_of(r, RolloutCommand) for r in records if isinstance(r, Received)]
 
     commands = asyncio.run(read())
     assert [c.command for c in commands] == [RolloutCommandKind.START, RolloutCommandKind.PAUSE]

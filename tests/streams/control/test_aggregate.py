@@ -14,8 +14,7 @@ from streams.control.aggregate import (
 from streams.control.errors import AggregationError
 from streams.events import Histogram, Telemetry
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
-
-from .helpers import conf_hist, feedback, latency_hist, sketch, telemetry
+from tests.support.control_inputs import conf_hist, feedback, latency_hist, sketch, telemetry
 
 
 def test_window_index_is_floor_of_event_time():

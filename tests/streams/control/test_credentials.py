@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import faust
+from pydantic import SecretStr
 
 from streams.control.app import faust_credentials
 from streams.kafka.connection import KafkaConnection
@@ -22,7 +23,7 @@ def test_sasl_over_tls_keeps_mechanism_user_and_tls():
             security_protocol="SASL_SSL",
             sasl_mechanism="SCRAM-SHA-512",
             sasl_username="control",
-            sasl_password="pw",
+            sasl_password=SecretStr("pw"),
         )
     )
     assert isinstance(creds, faust.SASLCredentials)
@@ -38,7 +39,7 @@ def test_sasl_plaintext_has_no_tls_context():
             security_protocol="SASL_PLAINTEXT",
             sasl_mechanism="PLAIN",
             sasl_username="u",
-            sasl_password="p",
+            sasl_password=SecretStr("p"),
         )
     )
     assert isinstance(creds, faust.SASLCredentials)

@@ -15,8 +15,7 @@ from streams.control.drift import (
     psi,
 )
 from streams.events import Histogram
-
-from .helpers import sketch
+from tests.support.control_inputs import sketch
 
 
 def test_psi_hand_computed():

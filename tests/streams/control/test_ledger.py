@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from streams.control.ledger import device_history, devices_running, latest_versions, lineage
 from streams.events import DeviceState, DeviceStatus, ModelVersion
-from tests.streams.factories import SHA, T0, sample
+from tests.support.sample_events import SHA, T0, sample
 
 OTHER_SHA = "b" * 64
 

@@ -14,7 +14,7 @@ import pytest
 
 from streams.events import DeviceState, DeviceStatus, ModelVersion
 from streams.kafka.clients import EventProducer
-from tests.streams.factories import SHA, T0, sample
+from tests.support.sample_events import SHA, T0, sample
 
 pytestmark = pytest.mark.integration
 OTHER = "c" * 64

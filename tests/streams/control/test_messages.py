@@ -18,8 +18,7 @@ from streams.control.messages import (
 from streams.control.rollouts.canary import GroupWindow
 from streams.control.rollouts.gates import GroupMetrics
 from streams.events import CohortSelector, RolloutCommand, RolloutCommandKind
-
-from .helpers import feedback, latency_hist, sketch, telemetry
+from tests.support.control_inputs import feedback, latency_hist, sketch, telemetry
 
 
 def _over_json(data: dict[str, Any]) -> Any:

@@ -4,8 +4,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.control.aggregate import GroupKey, WindowAggregate, window_metrics
 from streams.control.metrics import ControlMetrics
-
-from .helpers import feedback, telemetry
+from tests.support.control_inputs import feedback, telemetry
 
 G = GroupKey("intent", "v1", "eu")
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 from streams.control.aggregate import GroupKey, WindowAggregate, window_metrics
 from streams.control.policy import PolicyState, SloRules, step
 from streams.events import Histogram
-
-from .helpers import conf_hist, feedback, sketch, telemetry
+from tests.support.control_inputs import conf_hist, feedback, sketch, telemetry
 
 GROUP = GroupKey("intent", "v1", "eu")
 RULES = SloRules(

@@ -15,14 +15,14 @@ from streams.events import (
     RolloutState,
     RolloutStatus,
 )
-from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
-
-from .conftest import WINDOW_S, all_live, wait_for
-from .helpers import telemetry
+from tests.support.control_inputs import telemetry
+from tests.support.control_workers import WINDOW_S, all_live
+from tests.support.live import SOURCES, produce
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-SOURCES = 6
 ROLLOUT = "intent-v2-pilot"
 FLAGS = [
     "--rollout-cohorts", "pilot",
@@ -35,11 +35,6 @@ FLAGS = [
     "--rollout-min-devices", "1",
     "--rollout-tick-s", "0.5",
 ]  # fmt: skip
-
-
-async def _send(conn: KafkaConnection, events: list[Event]) -> None:
-    async with EventProducer(conn) as producer:
-        await producer.send_many(events)
 
 
 async def _snapshot(conn: KafkaConnection, event_type: type[Event]) -> list[Event]:
@@ -66,7 +61,7 @@ def accept_candidate(conn: KafkaConnection) -> None:
         accepted=True,
         reason="all gates passed",
     )
-    asyncio.run(_send(conn, [result]))
+    produce(conn, [result])
 
 
 def serve_until(conn, worker, want: RolloutStatus, canary_errors: int, timeout: float = 90.0):
@@ -96,7 +91,7 @@ def serve_until(conn, worker, want: RolloutStatus, canary_errors: int, timeout: 
                 )
                 for i in range(2)
             ]
-        asyncio.run(_send(conn, events))
+        produce(conn, events)
         history = states(conn)
         latest = history[-1] if history else None
         if latest is not None and latest.status is want:

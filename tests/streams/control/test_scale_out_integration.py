@@ -11,10 +11,10 @@ import pytest
 
 from streams.control.aggregate import WindowAggregate, window_metrics
 from streams.events import Event, Feedback, Telemetry
-
-from .conftest import WINDOW_S, Worker, all_live, wait_for
-from .helpers import feedback, latency_hist, telemetry
-from .test_worker_integration import SOURCES, next_window, produce
+from tests.support.control_inputs import feedback, latency_hist, telemetry
+from tests.support.control_workers import WINDOW_S, Worker, all_live
+from tests.support.live import SOURCES, next_window, produce
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 FAST_GROUP = ["--session-timeout-s", "6"]
@@ -141,7 +141,7 @@ def test_sigkill_and_restart_neither_lose_nor_double_count(kafka_conn, start_wor
 
     def taken_in() -> bool:
         st = first.try_status() or {"sources": {}}
-        return sum(i["pending_events"] for i in st["sources"].values()) >= len(batch2)
+        return sum(int(i["pending_events"]) for i in st["sources"].values()) >= len(batch2)
 
     wait_for("w2 events taken in", taken_in, workers=[first])
     assert not observed([first], {w2[0]}), "w2 closed before the kill; the test proves nothing"

@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ import aiohttp
 import pytest
 
 from streams.events import OptimizationResult
-from tests.deploy.live import close_one_window, control_worker, send, tool
-
-from .conftest import ROOT, wait_for
+from tests.support.live import close_one_window, control_worker, produce, tool
+from tests.support.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
 ROLLOUT = "intent-v2-pilot"
 FLAGS = [
@@ -89,11 +88,12 @@ def chromium(profile: Path) -> Iterator[str]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
+
+        def opened() -> bool:
             assert proc.poll() is None, f"chromium exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.1)
+            return port_file.exists() and bool(port_file.read_text().strip())
+
+        wait_for("chromium to open its DevTools port", opened, timeout=30, interval=0.1)
         yield port_file.read_text().split()[0]
     finally:
         proc.terminate()
@@ -137,14 +137,14 @@ async def _look(url: str, port: str) -> tuple[str, str, list[str], bytes]:
             mobile=False,
         )  # fmt: skip
         await page.call("Page.navigate", url=url)
-        deadline = time.monotonic() + 30
-        text = None
-        while text is None and time.monotonic() < deadline:
-            text = await page.evaluate(SHOWN)
-            if text is None:
-                await asyncio.sleep(0.25)
+        text = await wait_for_async(
+            "the page to show the rollout",
+            lambda: page.evaluate(SHOWN),
+            timeout=30,
+            interval=0.25,
+            explain=lambda: page.evaluate("document.body.innerText"),
+        )
         body = await page.evaluate("document.body.innerText")
-        assert text is not None, f"the page never showed the rollout:\n{body}"
         await asyncio.sleep(2.5)  # one more poll: the page keeps itself up to date quietly
         height = await page.evaluate("document.documentElement.scrollHeight")
         await page.call(
@@ -158,7 +158,7 @@ async def _look(url: str, port: str) -> tuple[str, str, list[str], bytes]:
 def test_status_page_shows_a_running_rollout_without_console_errors(kafka_conn, tmp_path):
     with control_worker(kafka_conn, tmp_path, FLAGS) as worker:
         close_one_window(kafka_conn, worker, devices=3, requests=60, cohort="pilot")
-        send(
+        produce(
             kafka_conn,
             [
                 OptimizationResult(

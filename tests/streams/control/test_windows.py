@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from streams.control.aggregate import GroupKey, WindowAggregate
 from streams.control.windows import MergeState, SourceWindows, accept_partial
-
-from .helpers import telemetry
+from tests.support.control_inputs import telemetry
 
 G = GroupKey("intent", "v1", "eu")
 

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import math
-import time
 from typing import Any
 
 import fastavro
@@ -25,35 +24,14 @@ from streams.events import (
     default_codec,
     to_record,
 )
-from streams.kafka.clients import EventConsumer, EventProducer, Received
+from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
-
-from .conftest import WINDOW_S, all_live, wait_for
-from .helpers import feedback, latency_hist, telemetry
+from tests.support.control_inputs import feedback, latency_hist, telemetry
+from tests.support.control_workers import WINDOW_S, all_live
+from tests.support.live import SOURCES, next_window, produce
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (the fixture's default)
-
-
-def next_window(offset: int = 1) -> tuple[int, int]:
-    """(window index, start in ms) `offset` windows ahead: events arrive before it closes."""
-    w = int(time.time() / WINDOW_S) + offset
-    return w, int(w * WINDOW_S * 1000)
-
-
-async def _produce(
-    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]]
-) -> None:
-    async with EventProducer(conn) as producer:
-        for topic, value in raw:
-            await producer.send_raw(topic, value, b"raw")
-        await producer.send_many(events)
-
-
-def produce(
-    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]] | None = None
-) -> None:
-    asyncio.run(_produce(conn, events, raw or []))
 
 
 async def _read(conn: KafkaConnection, event_type: type[Event]) -> list[Event]:

@@ -6,6 +6,7 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -33,11 +34,12 @@ from streams.events import (
     to_json,
 )
 from streams.events.errors import EventError
-from tests.streams.factories import sample, sample_events
+from tests.support.sample_events import sample, sample_events
 
 
-def _schema(name: str) -> dict:
-    return json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+def _schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+    return schema
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.SCHEMA)
@@ -88,6 +90,7 @@ def test_plain_fastavro_decodes_the_body_with_the_avsc_alone():
     record = fastavro.schemaless_reader(
         io.BytesIO(data[10:]), fastavro.parse_schema(_schema("Telemetry"))
     )
+    assert isinstance(record, dict)
     assert record["device_id"] == "d1"
     assert record["latency_ms"]["counts"] == [3, 4, 2, 1]
 
@@ -133,7 +136,9 @@ def test_every_released_schema_resolves_against_the_current_one():
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, writer, record)
         buf.seek(0)
-        assert fastavro.schemaless_reader(buf, writer, reader)["event_id"]
+        decoded = fastavro.schemaless_reader(buf, writer, reader)
+        assert isinstance(decoded, dict)
+        assert decoded["event_id"]
 
 
 def test_current_schemas_are_released():

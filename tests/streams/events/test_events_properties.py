@@ -24,7 +24,7 @@ from streams.events import (
 )
 
 ids = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20
+    st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20
 ).filter(lambda s: s.strip() != "")
 finite = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 counts = st.integers(min_value=0, max_value=2**40)

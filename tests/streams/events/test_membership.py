@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from streams.events import CohortSelector, RolloutState, RolloutStatus
 from streams.events.membership import BUCKETS, Device, bucket, desired_version, is_member
-from tests.streams.factories import T0, sample
+from tests.support.sample_events import T0, sample
 
 
 def rollout(**changes) -> RolloutState:

@@ -6,7 +6,7 @@ from streams.events import EVENT_TYPES, DeadLetter, Telemetry
 from streams.events.errors import TopicError
 from streams.events.topics import DAY_MS, SPECS, Catalog
 from streams.kafka.connection import KafkaConnection
-from tests.streams.factories import sample_events
+from tests.support.sample_events import sample_events
 
 
 def test_every_event_type_has_exactly_one_topic():

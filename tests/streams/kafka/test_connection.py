@@ -37,13 +37,13 @@ def test_every_connection_field_but_client_id_is_a_settings_field():
 def test_every_connection_field_but_client_id_is_settable_through_the_settings():
     default = KafkaConnection()
     assert all(getattr(default, k) != v for k, v in NON_DEFAULT.items())  # each one shows
-    conn = KafkaClientSettings(**NON_DEFAULT).kafka_connection("control-1")
+    conn = KafkaClientSettings.model_validate(NON_DEFAULT).kafka_connection("control-1")
     assert {k: getattr(conn, k) for k in NON_DEFAULT} == NON_DEFAULT
     assert conn.client_id == "control-1"
 
 
 def test_a_bootstrap_override_replaces_only_the_brokers():
-    conn = KafkaClientSettings(**NON_DEFAULT).kafka_connection("cli", "127.0.0.1:9999")
+    conn = KafkaClientSettings.model_validate(NON_DEFAULT).kafka_connection("cli", "127.0.0.1:9999")
     assert conn.bootstrap_servers == "127.0.0.1:9999"
     assert conn.sasl_username == "control"
 

@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.events import SCHEMA_DIR, DeadLetter, Feedback, Telemetry
 from streams.kafka.admin import describe_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Undecodable
-from tests.streams.factories import sample, sample_events
+from tests.support.records import event_of
+from tests.support.sample_events import sample, sample_events
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +119,8 @@ def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(kafka
                 dead_lettered = consumer.dead_lettered
         async with EventConsumer(kafka_conn, [catalog.dead_letter], name="dlq") as dlq:
             letters = [r async for r in dlq.raw_records(idle_timeout_s=2)]
-        return seen, [r.event for r in letters if not isinstance(r, Undecodable)], dead_lettered
+        dead = [event_of(r, DeadLetter) for r in letters if not isinstance(r, Undecodable)]
+        return seen, dead, dead_lettered
 
     seen, letters, dead_lettered = asyncio.run(scenario())
     assert seen == [good, good]
@@ -162,6 +164,7 @@ def test_bytes_on_the_topic_decode_with_plain_fastavro_and_the_avsc(kafka_conn):
     schema = fastavro.parse_schema(json.loads((SCHEMA_DIR / "Feedback.avsc").read_text()))
     assert raw[:2] == b"\xc3\x01"
     record = fastavro.schemaless_reader(io.BytesIO(raw[10:]), schema)
+    assert isinstance(record, dict)
     assert record["model_id"] == "intent"
     assert record["outcomes"] == {"correct": 9, "incorrect": 1}
     assert record["examples"][0]["consent"] is True

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import random
 from statistics import NormalDist
@@ -193,10 +194,10 @@ def test_absolute_slo_fails_without_a_stable_group():
 
 def test_quality_drop_fails_relative_gate_and_pass_when_equal():
     policy = GatePolicy(min_requests=100, min_feedback=100)
-    base = {"devices": 5, "requests": 1000, "errors": 1}
-    worse = GroupMetrics(**base, feedback_good=850, feedback_total=1000)
-    same = GroupMetrics(**base, feedback_good=900, feedback_total=1000)
-    stable = GroupMetrics(**base, feedback_good=900, feedback_total=1000)
+    base = GroupMetrics(devices=5, requests=1000, errors=1)
+    worse = dataclasses.replace(base, feedback_good=850, feedback_total=1000)
+    same = dataclasses.replace(base, feedback_good=900, feedback_total=1000)
+    stable = dataclasses.replace(base, feedback_good=900, feedback_total=1000)
     j_worse = judge(worse, stable, policy, alpha=0.01, stable_required=True)
     j_same = judge(same, stable, policy, alpha=0.01, stable_required=True)
     assert [m.metric for m in j_worse.failed] == ["quality.relative"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from streams.control.rollouts.gates import GroupMetrics
 from streams.control.rollouts.inputs import (
     Abort,
     Alert,
+    Input,
     Pause,
     Promote,
     Resume,
@@ -19,7 +21,7 @@ from streams.control.rollouts.inputs import (
     WakeAt,
     WindowResult,
 )
-from streams.control.rollouts.machine import transition
+from streams.control.rollouts.machine import Step, transition
 from streams.control.rollouts.policy import RolloutPolicy
 from streams.control.rollouts.registry import RolloutRegistry, selectors_overlap
 from streams.control.rollouts.state import TERMINAL, Rollout
@@ -73,7 +75,7 @@ SHORT = group(devices=2, requests=50, errors=0)
 QUIET = group(devices=0, requests=0, errors=0)
 
 
-def step(state: Rollout, value, at: timedelta = timedelta(minutes=30)):
+def step(state: Rollout, value: Input, at: timedelta = timedelta(minutes=30)) -> Step:
     return transition(state, value, state.since + at)
 
 
@@ -85,7 +87,7 @@ def in_status(status: RolloutStatus) -> Rollout:
     if status is S.ABORTED:
         return step(r, Abort()).state
     r = step(r, Start()).state
-    chains = {
+    chains: dict[RolloutStatus, list[Input | GroupMetrics]] = {
         S.PROGRESSING: [],
         S.PAUSED: [Pause()],
         S.BAKING: [Promote()],
@@ -104,7 +106,7 @@ def in_status(status: RolloutStatus) -> Rollout:
     return r
 
 
-INPUTS = {
+INPUTS: dict[str, Callable[[Rollout], tuple[Input, timedelta]]] = {
     "Start": lambda r: (Start(), timedelta(minutes=30)),
     "Window: pass": lambda r: (window(r, PASS), timedelta(minutes=30)),
     "Window: fail": lambda r: (window(r, FAIL), timedelta(minutes=30)),
@@ -141,7 +143,7 @@ def outcome(state: Rollout, name: str) -> str:
     try:
         result = step(state, value, at)
     except TransitionRefused as exc:
-        refused_in = exc.status
+        refused_in: RolloutStatus | None = exc.status
     else:
         refused_in = None
     if refused_in is not None:
@@ -304,6 +306,7 @@ def test_state_round_trips_through_the_wire(status):
     r = in_status(status)
     event = r.to_event()
     decoded = decode(encode(event), RolloutState)
+    assert isinstance(decoded, RolloutState)
     assert Rollout.from_event(decoded, POLICY) == r
     assert event.event_id == r.to_event().event_id  # same revision, same id
 

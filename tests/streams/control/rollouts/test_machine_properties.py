@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -8,7 +9,16 @@ from hypothesis import strategies as st
 
 from streams.control.errors import RolloutConflict, TransitionRefused
 from streams.control.rollouts.gates import GroupMetrics
-from streams.control.rollouts.inputs import Abort, Pause, Promote, Resume, Start, Tick, WindowResult
+from streams.control.rollouts.inputs import (
+    Abort,
+    Input,
+    Pause,
+    Promote,
+    Resume,
+    Start,
+    Tick,
+    WindowResult,
+)
 from streams.control.rollouts.machine import transition
 from streams.control.rollouts.policy import RolloutPolicy
 from streams.control.rollouts.registry import RolloutRegistry
@@ -24,7 +34,13 @@ CANARY = {
     "short": GroupMetrics(devices=2, requests=50, errors=0),
     "quiet": GroupMetrics(devices=0, requests=0, errors=0),
 }
-COMMANDS = {"start": Start, "pause": Pause, "resume": Resume, "abort": Abort, "promote": Promote}
+COMMANDS: dict[str, Callable[[], Input]] = {
+    "start": Start,
+    "pause": Pause,
+    "resume": Resume,
+    "abort": Abort,
+    "promote": Promote,
+}
 
 # Weighted so that sequences reach every status, not mostly an early abort.
 KINDS = [*COMMANDS, *CANARY, "tick", "pass", "pass", "pass", "pass", "tick", "resume"]
@@ -56,6 +72,7 @@ def run(ops, stage_list, started=True):
     states = [r]
     for kind, minutes, stale in ([("start", 0, False)] if started else []) + list(ops):
         clock += timedelta(minutes=minutes)
+        value: Input
         if kind in COMMANDS:
             value = COMMANDS[kind]()
         elif kind == "tick":
@@ -113,12 +130,15 @@ def test_every_reachable_state_round_trips_through_its_event(ops, stage_list):
     for r in run(ops, stage_list):
         event = r.to_event()
         assert Rollout.from_event(event, POLICY) == r
-        assert Rollout.from_event(decode(encode(event), RolloutState), POLICY) == r
+        decoded = decode(encode(event), RolloutState)
+        assert isinstance(decoded, RolloutState)
+        assert Rollout.from_event(decoded, POLICY) == r
 
 
 # --------------------------------------------------------------------------- registry
 
-COHORTS, PROFILES, LABELS = ("a", "b", "c"), ("x", "y", "z"), ({}, {"t": "1"}, {"t": "2"})
+COHORTS, PROFILES = ("a", "b", "c"), ("x", "y", "z")
+LABELS: tuple[dict[str, str], ...] = ({}, {"t": "1"}, {"t": "2"})
 selectors = st.builds(
     CohortSelector,
     cohorts=st.lists(st.sampled_from(COHORTS[:2]), max_size=2, unique=True).map(tuple),
@@ -129,7 +149,13 @@ selectors = st.builds(
 
 def share_a_device(a: CohortSelector, b: CohortSelector) -> bool:
     """Brute force over every kind of device: does any match both selectors?"""
-    labels = ({}, {"t": "1"}, {"t": "2"}, {"t": "2", "u": "1"}, {"t": "1", "u": "1"})
+    labels: tuple[dict[str, str], ...] = (
+        {},
+        {"t": "1"},
+        {"t": "2"},
+        {"t": "2", "u": "1"},
+        {"t": "1", "u": "1"},
+    )
     return any(
         a.matches(c, h, lab) and b.matches(c, h, lab)
         for c in COHORTS

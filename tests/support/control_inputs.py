@@ -1,7 +1,9 @@
-"""Builders of control-plane input events with known values."""
+"""Builders of control-plane input events (telemetry, feedback, drift sketches) with known
+values, on the latency and confidence histograms the devices use."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -39,9 +41,7 @@ def telemetry(
     confidence: Histogram | None = None,
     event_id: str | None = None,
 ) -> Telemetry:
-    extra = {"event_id": event_id} if event_id else {}
-    return Telemetry(
-        **extra,
+    event = Telemetry(
         device_id=device,
         model_id=model,
         model_version=version,
@@ -53,6 +53,7 @@ def telemetry(
         latency_ms=latency or latency_hist(b5=requests),
         confidence=confidence or conf_hist([0] * 18 + [requests]),
     )
+    return dataclasses.replace(event, event_id=event_id) if event_id else event
 
 
 def feedback(
@@ -66,15 +67,16 @@ def feedback(
     score: float | None = None,
     occurred_ms: int | None = None,
 ) -> Feedback:
-    extra = {"occurred_at": at_ms(occurred_ms)} if occurred_ms is not None else {}
-    return Feedback(
-        **extra,
+    event = Feedback(
         model_id=model,
         model_version=version,
         cohort=cohort,
         device_id=device,
         outcomes={"correct": good, "incorrect": bad},
         score=score,
+    )
+    return (
+        event if occurred_ms is None else dataclasses.replace(event, occurred_at=at_ms(occurred_ms))
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from streams.events import (
     Alert,
@@ -47,8 +47,16 @@ def measurement() -> Measurement:
     )
 
 
+class Envelope(TypedDict):
+    """The fields every event shares, fixed so that encodings are reproducible."""
+
+    event_id: str
+    occurred_at: datetime
+    producer: str
+
+
 def sample_events() -> list[Event]:
-    env = {"event_id": EVENT_ID, "occurred_at": T0, "producer": "test"}
+    env: Envelope = {"event_id": EVENT_ID, "occurred_at": T0, "producer": "test"}
     return [
         ModelVersion(
             **env,

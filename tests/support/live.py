@@ -1,6 +1,6 @@
-"""Running components for the monitoring tests: a control worker process, an edge runtime's
-HTTP API, an optimizer worker's HTTP endpoint, known telemetry, and the tools from Debian's
-packages (which must be installed)."""
+"""Running components for the integration tests of the control plane and the monitoring: a
+control worker process, an optimizer worker's HTTP endpoint, events produced to the broker in
+the next window, and the tools from Debian's packages (which must be installed)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,23 @@ import pytest
 from streams.events import Event
 from streams.kafka.clients import EventProducer
 from streams.kafka.connection import KafkaConnection
-from tests.streams.control.conftest import (
+from tests.support.control_inputs import telemetry
+from tests.support.control_workers import (
     WINDOW_S,
     Worker,
-    _delete_internal,
     all_live,
-    free_port,
-    wait_for,
+    delete_internal_topics,
 )
-from tests.streams.control.helpers import telemetry
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for, wait_for_async
 
 SOURCES = 6  # telemetry, drift and feedback with 2 partitions each (make_kafka_conn's default)
+
+
+def next_window(offset: int = 1) -> tuple[int, int]:
+    """(window index, start in ms) `offset` windows ahead: events arrive before it closes."""
+    w = int(time.time() / WINDOW_S) + offset
+    return w, int(w * WINDOW_S * 1000)
 
 
 def tool(name: str, package: str) -> str:
@@ -53,7 +59,7 @@ def control_worker(
     finally:
         worker.kill(signal.SIGTERM)
         with contextlib.suppress(Exception):  # clean-up of a shared broker must not fail a test
-            asyncio.run(_delete_internal(conn, [worker.app_id]))
+            asyncio.run(delete_internal_topics(conn, [worker.app_id]))
 
 
 async def _optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
@@ -75,12 +81,13 @@ async def _optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
     port = free_port()
     runner = await server.serve(worker, "127.0.0.1", port)
     running = asyncio.create_task(worker.run())
+
+    async def consuming() -> bool:
+        assert not running.done(), running
+        return worker.consuming
+
     try:
-        deadline = time.monotonic() + 60
-        while not worker.consuming:
-            assert not running.done(), running
-            assert time.monotonic() < deadline, "the optimizer worker never started consuming"
-            await asyncio.sleep(0.05)
+        await wait_for_async("the optimizer worker to consume", consuming, interval=0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
@@ -102,22 +109,28 @@ def optimizer_exposition(conn: KafkaConnection, tmp: Path) -> str:
     return asyncio.run(_optimizer_exposition(conn, tmp))
 
 
-async def _send(conn: KafkaConnection, events: list[Event]) -> None:
+async def _produce(
+    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]]
+) -> None:
     async with EventProducer(conn) as producer:
+        for topic, value in raw:
+            await producer.send_raw(topic, value, b"raw")
         await producer.send_many(events)
 
 
-def send(conn: KafkaConnection, events: list[Event]) -> None:
-    asyncio.run(_send(conn, events))
+def produce(
+    conn: KafkaConnection, events: list[Event], raw: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Send ``events`` (after the ``raw`` (topic, bytes) records, if any) and wait for acks."""
+    asyncio.run(_produce(conn, events, raw or []))
 
 
 def close_one_window(
     conn: KafkaConnection, worker: Worker, *, devices: int, requests: int, cohort: str = "eu"
 ) -> dict[str, Any]:
     """Telemetry of ``devices`` devices in the next window; returns its row once it closed."""
-    w = int(time.time() / WINDOW_S) + 1
-    start_ms = int(w * WINDOW_S * 1000)
-    send(
+    w, start_ms = next_window()
+    produce(
         conn,
         [
             telemetry(f"d{i}", start_ms=start_ms, cohort=cohort, requests=requests)

@@ -1,0 +1,68 @@
+"""An offline edge device under test: its settings, and the events that tell it what to serve.
+
+The device talks to no broker (its bootstrap address is closed, so its events stay in the
+outbox); a test hands it registry and rollout events with ``EdgeRuntime.apply``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_runtime.settings import EdgeSettings
+from streams.events import CohortSelector, ModelVersion, RolloutState, RolloutStatus
+from streams.events.artifact import public_key_to_text
+from tests.support.tiny_models import Built
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def settings(tmp_path: Path, signing_key: Ed25519PrivateKey, **extra: Any) -> EdgeSettings:
+    """Settings of device ``dev-1`` in cohort ``beta`` that trusts ``signing_key``."""
+    return EdgeSettings(
+        device_id=extra.pop("device_id", "dev-1"),
+        cohort="beta",
+        data_dir=tmp_path / "devices",
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers="127.0.0.1:1",  # offline: events stay in the outbox
+        fetch_attempts=2,
+        fetch_backoff_s=0.01,
+        shutdown_drain_s=0.1,
+        **extra,
+    )
+
+
+def registered(built: Built, minutes: int) -> ModelVersion:
+    """The registry event of ``built``, ``minutes`` after T0 (later registrations are newer)."""
+    return dataclasses.replace(built.event, occurred_at=T0 + timedelta(minutes=minutes))
+
+
+def promoted(to: str = "v2", *, model_id: str = "intent") -> RolloutState:
+    """A finished rollout to ``to``: how a serving device is told to change version."""
+    return dataclasses.replace(
+        rollout(RolloutStatus.SUCCEEDED, to=to), model_id=model_id, rollout_id=f"r-{to}"
+    )
+
+
+def rollout(
+    status: RolloutStatus, *, revision: int = 0, percent: float = 100.0, to: str = "v2"
+) -> RolloutState:
+    """Rollout ``r1`` of intent v1 -> ``to`` over cohort ``beta``, in one stage of ``percent``."""
+    return RolloutState(
+        occurred_at=T0 + timedelta(hours=1, minutes=revision),
+        rollout_id="r1",
+        model_id="intent",
+        from_version="v1",
+        to_version=to,
+        selector=CohortSelector(cohorts=("beta",)),
+        stages=(percent,),
+        stage_index=0,
+        percent=percent,
+        salt="s",
+        status=status,
+        revision=revision,
+    )
