@@ -78,8 +78,10 @@ class Outbox:
         producer, self._producer = self._producer, None
         self.connected = False
         if producer is not None:
-            with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(producer.stop(), self.send_timeout_s)
+            # Unsent events stay in the buffer on disk, so a producer that cannot flush is
+            # closed without them.
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop(timeout_s=self.send_timeout_s)
 
     async def _run(self) -> None:
         delay = self.retry_s

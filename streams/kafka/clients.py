@@ -30,7 +30,7 @@ from streams.kafka.errors import (
     SendFailedError,
     TopicMissingError,
 )
-from streams.kafka.internals import force_metadata_update
+from streams.kafka.internals import abandon_producer, force_metadata_update
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,25 @@ class EventProducer:
             await self._producer.stop()
             raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Flush and close; with ``timeout_s``, records still unsent by then are dropped.
+
+        A device whose broker is away cannot flush; without a bound its shutdown would hang,
+        and with a plain cancellation the client would leak its connections.
+        """
+        stopping = asyncio.ensure_future(self._producer.stop())
         try:
-            await self._producer.stop()
+            await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "producer could not flush within %.1fs; closing it without the pending records "
+                "bootstrap=%s",
+                timeout_s,
+                self.conn.bootstrap_servers,
+            )
+            stopping.cancel()
+            await asyncio.wait([stopping])
+            await abandon_producer(self._producer)
         except (AIOKafkaError, OSError) as exc:
             raise ConnectionLostError(
                 "stopping a producer", self.conn.bootstrap_servers, str(exc)

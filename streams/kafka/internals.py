@@ -1,11 +1,12 @@
 """The private attributes of aiokafka and Faust that slmops relies on, in one place.
 
-Neither library offers a public call for these two needs; when an upgrade renames one, this
+Neither library offers a public call for these needs; when an upgrade renames one, this
 module is the only place to change, and tests/streams/kafka/test_internals.py notices.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 
@@ -27,3 +28,21 @@ def committed_offsets(faust_consumer: Any) -> dict[Any, int]:
     """
     committed: dict[Any, int] = getattr(faust_consumer, "_committed_offset", {})
     return committed
+
+
+async def abandon_producer(producer: Any) -> None:
+    """Close an ``AIOKafkaProducer`` whose pending records cannot be delivered.
+
+    ``stop()`` first waits until every pending batch is delivered, which never happens while
+    the broker is away; cancelled there, it leaves the sender task running and its connections
+    open (one leaked producer per outage retry). This cancels the sender and closes the
+    connections; the pending records are dropped, so only callers that keep their own copy
+    (the edge outbox keeps every event on disk until acknowledged) may use it.
+    """
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait([task])
+    producer._closed = True
+    await producer.client.close()
