@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from slmops.processes import WorkerProcess, control_worker_command, wait_for
 from streams.events import Event, Feedback, Histogram, OptimizationRequest, Telemetry, encode
@@ -32,6 +31,7 @@ from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.control_workers import delete_internal_topics
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,17 +228,6 @@ async def decision_latency(conn: KafkaConnection, trials: int) -> list[float]:
     return latencies
 
 
-async def delete_internal(conn: KafkaConnection, prefixes: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=conn.bootstrap_servers)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if any(t.startswith(p) for p in prefixes)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
@@ -278,7 +267,7 @@ def main() -> int:
         if worker is not None:
             worker.stop()
         asyncio.run(delete_topics(conn))
-        asyncio.run(delete_internal(conn, [app_id, "bench-count-"]))
+        asyncio.run(delete_internal_topics(conn, [app_id, "bench-count-"]))
     return 0
 
 
