@@ -143,7 +143,12 @@ def test_controller_killed_mid_rollout_carries_on_after_restart(kafka_conn, star
     first = start_worker(kafka_conn, app_id=app_id, name="first", extra=FLAGS)
     wait_for("sources live", lambda: all_live([first], SOURCES), workers=[first])
     accept_candidate(kafka_conn)
-    wait_for("rollout started", lambda: states(kafka_conn), workers=[first])
+    # PENDING and PROGRESSING are two records; kill only once the rollout is under way.
+    wait_for(
+        "rollout progressing",
+        lambda: any(s.status is RolloutStatus.PROGRESSING for s in states(kafka_conn)),
+        workers=[first],
+    )
     first.kill()  # SIGKILL: no clean shutdown, the table is recovered from its changelog
     before = states(kafka_conn)
     assert before[-1].status is RolloutStatus.PROGRESSING
