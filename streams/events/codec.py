@@ -129,15 +129,23 @@ class Codec:
         if expected is not None and writer.name != expected.SCHEMA:
             raise EventError(f"expected {expected.SCHEMA}, got {writer.name}")
         body = io.BytesIO(data[_HEADER_LEN:])
+        # The contract's boundary: whatever arrives, a consumer sees only EventError. fastavro
+        # raises many types on hostile bodies (OverflowError for a timestamp past year 9999,
+        # SchemaResolutionError for a symbol a newer writer added, RecursionError, ...).
         try:
             record = fastavro.schemaless_reader(body, writer.parsed, self._readers[writer.name])
-        except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError) as exc:
+        except Exception as exc:
             raise EventError(f"corrupt or truncated body: {exc!r}", event_type=writer.name) from exc
         if body.tell() != len(data) - _HEADER_LEN:
             raise EventError("trailing bytes after the record", event_type=writer.name)
         if not isinstance(record, dict):
             raise EventError("body is not a record", event_type=writer.name)
-        return from_record(EVENT_TYPES[writer.name], record)
+        try:
+            return from_record(EVENT_TYPES[writer.name], record)
+        except EventError:
+            raise
+        except Exception as exc:
+            raise EventError(f"invalid values: {exc!r}", event_type=writer.name) from exc
 
 
 @functools.cache

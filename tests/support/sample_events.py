@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict, TypeVar
 
+import fastavro
+
 from streams.events import (
+    MAGIC,
+    SCHEMA_DIR,
     Alert,
     Artifact,
     CohortSelector,
@@ -30,6 +36,8 @@ from streams.events import (
     Task,
     Telemetry,
     Transition,
+    schema_fingerprint,
+    to_record,
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -226,3 +234,15 @@ E = TypeVar("E", bound=Event)
 def sample(event_type: type[E]) -> E:
     """The sample instance of one event type."""
     return next(e for e in sample_events() if isinstance(e, event_type))
+
+
+def with_overflowing_timestamp(event: Event) -> bytes:
+    """``event`` encoded with ``occurred_at`` past year 9999 (2**62 ms): schema-valid Avro that
+    once escaped the codec as OverflowError and crash-looped every consumer of its topic."""
+    schema = json.loads((SCHEMA_DIR / f"{event.SCHEMA}.avsc").read_text())
+    record = to_record(event)
+    record["occurred_at"] = 2**62
+    buf = io.BytesIO()
+    buf.write(MAGIC + schema_fingerprint(schema))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema, named_schemas={}), record)
+    return buf.getvalue()

@@ -29,6 +29,7 @@ from streams.kafka.connection import KafkaConnection
 from tests.support.control_inputs import feedback, latency_hist, telemetry
 from tests.support.control_workers import WINDOW_S, all_live
 from tests.support.live import SOURCES, next_window, produce
+from tests.support.sample_events import with_overflowing_timestamp
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -215,19 +216,21 @@ def test_garbage_wrong_schema_and_nan_are_dead_lettered_and_the_worker_goes_on(
         (topic, _nan_telemetry(telemetry("n", start_ms=start))),
         (topic, codec.encode(foreign)),
         (topic, codec.encode(telemetry("skewed", start_ms=start + 3_600_000))),
+        (topic, with_overflowing_timestamp(telemetry("o", start_ms=start))),
     ]
     produce(kafka_conn, [telemetry(f"d{i}", start_ms=start, requests=3) for i in range(5)], raw)
 
     row = wait_for("window closed", lambda: closed(worker, w), workers=[worker])
     assert (row["requests"], row["devices"]) == (15, 5)
     letters = read(kafka_conn, DeadLetter)
-    assert len(letters) == 5
+    assert len(letters) == 6
     reasons = sorted(dl.reason for dl in letters if isinstance(dl, DeadLetter))
     assert any("magic" in r for r in reasons)
     assert any("expected Telemetry, got Feedback" in r for r in reasons)
     assert any("finite" in r for r in reasons)
     assert any("shared bounds" in r for r in reasons)
     assert any("too far in the future" in r for r in reasons)
+    assert any("corrupt or truncated body" in r for r in reasons)
     assert all(isinstance(dl, DeadLetter) and dl.source_topic == topic for dl in letters)
     m = scrape(worker)
-    assert m[("slmops_dead_letters_total", (("topic", topic),))] == 5
+    assert m[("slmops_dead_letters_total", (("topic", topic),))] == 6

@@ -13,11 +13,16 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.events import SCHEMA_DIR, DeadLetter, Feedback, Telemetry
+from streams.events import (
+    SCHEMA_DIR,
+    DeadLetter,
+    Feedback,
+    Telemetry,
+)
 from streams.kafka.admin import describe_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Undecodable
 from tests.support.records import event_of
-from tests.support.sample_events import sample, sample_events
+from tests.support.sample_events import sample, sample_events, with_overflowing_timestamp
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +101,22 @@ def test_tail_shows_undecodable_records_with_their_reason(kafka_conn):
     assert line["value_hex"] == b"junk, not avro".hex()
 
 
-def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(kafka_conn):
+PILLS = [
+    pytest.param(
+        b"\xc3\x01" + b"\x00" * 8 + b"body", "unknown schema fingerprint", id="fingerprint"
+    ),
+    pytest.param(
+        with_overflowing_timestamp(sample(Telemetry)),
+        "corrupt or truncated body",
+        id="timestamp-overflow",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pill", "reason"), PILLS)
+def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(
+    kafka_conn, pill, reason
+):
     catalog = kafka_conn.catalog()
     topic = catalog.topic_for(Telemetry)
     good = next(e for e in sample_events() if isinstance(e, Telemetry))
@@ -105,7 +125,7 @@ def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(kafka
         async with EventProducer(kafka_conn) as producer:
             await producer.send_and_wait(good)
             # Same key, so the three records share a partition and keep their order.
-            await producer.send_raw(topic, b"\xc3\x01" + b"\x00" * 8 + b"body", key=b"d1")
+            await producer.send_raw(topic, pill, key=b"d1")
             await producer.send_and_wait(good)
             async with EventConsumer(
                 kafka_conn, [topic], name="agg-test", group_id="agg-test", dead_letters=producer
@@ -130,8 +150,8 @@ def test_malformed_record_goes_to_dead_letter_and_the_consumer_keeps_going(kafka
     assert isinstance(letter, DeadLetter)
     assert letter.source_topic == topic
     assert letter.source_offset == 1
-    assert letter.original_value == b"\xc3\x01" + b"\x00" * 8 + b"body"
-    assert "unknown schema fingerprint" in letter.reason
+    assert letter.original_value == pill
+    assert reason in letter.reason
     assert letter.producer == "agg-test"
 
 
