@@ -137,6 +137,8 @@ class Intake:
         if source in self.live:
             return True
         consumer = self._app.consumer
+        if tp not in consumer.assignment():
+            return False
         high = consumer.highwater(tp)
         if high is None:
             return False
@@ -159,6 +161,10 @@ class Intake:
             if base is None:
                 continue
             source = f"{base}:{tp.partition}"
+            if tp not in consumer.assignment():
+                # Revoked by a rebalance while this tick awaited: no longer ours to close
+                # (highwater() of an unassigned partition raises and would kill the worker).
+                continue
             high = consumer.highwater(tp)
             if high is not None:
                 pos = self._next_offset.get(source, high)
