@@ -125,6 +125,9 @@ def test_refused_update_keeps_last_good_serving_and_says_why(
 
     rt, served = asyncio.run(scenario())
     assert served == ("v1", LABELS[0])
+    # Nothing of the refused version stays behind: no staging directory, no partial download.
+    assert list(rt.store.models.glob("*/.staging-*")) == []
+    assert rt.fetcher.cache.partial_files() == []
     status = rt.statuses[-1]
     assert status.state is DeviceState.SERVING
     assert status.model_version == "v1"
