@@ -202,3 +202,23 @@ def test_start_up_removes_interrupted_unpacks_and_stale_partial_downloads(tmp_pa
         "slmops_edge_cleanup_bytes_total", {"device_id": "dev-1"}
     )
     assert freed == 105_000
+
+
+def test_stop_on_a_full_disk_does_not_raise_and_keeps_what_reached_the_disk(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1")
+    disk = FillableDisk()
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key, **FAST), disk=disk)
+        await rt.start()
+        await rt.apply(registered(v1, 1))
+        on_disk = len(rt.outbox.buffer)
+        disk.full = True
+        await rt.infer(TEXTS)
+        await rt.stop()  # the last window and the STOPPED status cannot be written
+        return rt, on_disk
+
+    rt, on_disk = asyncio.run(scenario())
+    assert rt.statuses[-1].state is DeviceState.STOPPED
+    assert rt.outbox.buffer.held >= 2  # still in memory: lost when the process ends
+    assert len(list(rt.outbox.buffer.directory.glob("*.evt"))) >= on_disk
