@@ -137,8 +137,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_app(runtime: EdgeRuntime, limits: HttpLimits | None = None) -> web.Application:
-    """The API of ``runtime`` under ``limits`` (default: the runtime's settings)."""
-    limits = limits or runtime.settings.http_limits()
+    """The API of ``runtime`` under ``limits`` (default: :class:`HttpLimits`' defaults, which
+    are the settings' defaults; :func:`serve` passes the runtime's settings)."""
+    limits = limits or HttpLimits()
     app = web.Application(client_max_size=limits.max_body_bytes)
     app[RUNTIME] = runtime
     app[ADMISSION] = Admission(limits)
@@ -159,6 +160,7 @@ async def serve(
     ``await runner.cleanup()``."""
     host = runtime.settings.http_host if host is None else host
     port = runtime.settings.http_port if port is None else port
+    limits = limits or runtime.settings.http_limits()
     runner = web.AppRunner(build_app(runtime, limits), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -50,3 +50,9 @@ def test_limits_under_which_the_largest_body_could_never_be_admitted_are_refused
         HttpLimits(max_inflight_bytes=100, max_body_bytes=200)
     with pytest.raises(ValueError, match="at least 1"):
         HttpLimits(max_concurrent=0)
+
+
+def test_the_defaults_are_the_device_settings_defaults():
+    from edge_runtime.settings import EdgeSettings
+
+    assert EdgeSettings(device_id="d").http_limits() == HttpLimits()
