@@ -55,7 +55,7 @@ class Supervisor:
         """Record that task ``name`` works; ends its failing state if it had one."""
         if self.book.succeeded(name):
             log.info("task recovered %s task=%s", self.context, name)
-            self._on_change()
+            self._notify(lambda _: self._on_change(), name)
 
     def running(self, name: str) -> bool:
         task = self._tasks.get(name)
@@ -99,7 +99,14 @@ class Supervisor:
                 record.last_error,
                 exc_info=error if isinstance(error, BaseException) else None,
             )
-            self._on_failure(name)
+            self._notify(self._on_failure, name)
             if record.failures == 1:
-                self._on_change()
+                self._notify(lambda _: self._on_change(), name)
             await asyncio.sleep(delay)
+
+    def _notify(self, callback: Callable[[str], None], name: str) -> None:
+        # A callback that fails must not end the supervision it reports on.
+        try:
+            callback(name)
+        except Exception:
+            log.exception("task callback failed %s task=%s", self.context, name)

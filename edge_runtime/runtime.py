@@ -282,8 +282,9 @@ class EdgeRuntime:
         self.statuses.append(status)
         try:
             self.outbox.put(status)
-        except EventError as exc:
-            log.error("cannot encode device status device=%s reason=%s", self.device.device_id, exc)
+        except (EventError, OSError) as exc:
+            # The buffer holds what the disk refuses, so only a broken buffer gets here.
+            log.error("cannot queue device status device=%s reason=%s", self.device.device_id, exc)
         self._changed.set()
         log.info(
             "status device=%s state=%s version=%s error=%s",
@@ -464,6 +465,11 @@ class EdgeRuntime:
             except ModelRefused as exc:
                 self._refuse(version, artifact.sha256, str(exc))
                 return
+            except BaseException:
+                # Not a refusal (a bug, a cancelled stop): leave UPDATING, or the device would
+                # report it forever; the caller's supervisor reports the error itself.
+                self.lifecycle = DeviceState.SERVING if self.slot.current else DeviceState.STARTING
+                raise
             self._space_failures, self._space_retry_at, self._space_wait = 0, None, None
             self.health.condition("update", None)
             self.rollout_id = rollout_id

@@ -70,3 +70,34 @@ def test_a_loop_that_returns_counts_as_a_failure_and_is_restarted():
     asyncio.run(scenario())
     assert book.tasks["job"].total_failures == 1
     assert book.tasks["job"].last_error == "the loop ended"
+
+
+def test_a_failing_report_callback_does_not_end_the_supervision():
+    book = HealthBook(["job"])
+    runs = 0
+
+    def broken_report() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def body(beat):
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            raise RuntimeError("boom")
+        beat()
+        await asyncio.Event().wait()
+
+    async def scenario():
+        supervisor = Supervisor(
+            book, Backoff(initial_s=0.01, max_s=0.01), context="t", on_change=broken_report
+        )
+        supervisor.spawn("job", body)
+
+        async def recovered():
+            return runs == 3 and not book.reasons()
+
+        await wait_for_async("the job to recover", recovered, timeout=10, interval=0.01)
+        await supervisor.stop()
+
+    asyncio.run(scenario())
+    assert book.tasks["job"].total_failures == 2
