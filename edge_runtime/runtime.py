@@ -242,15 +242,17 @@ class EdgeRuntime:
     @property
     def state(self) -> DeviceState:
         """What the device reports: its lifecycle state, DEGRADED while something is wrong."""
-        return reported_state(self.lifecycle, self.health.reasons())
+        return reported_state(self.lifecycle, self.degraded_reasons)
 
     @property
     def last_error(self) -> str | None:
         """Why the device is degraded, then the last refusal; None when all is well."""
-        return status_error(self.health.reasons(), self.refusal)
+        return status_error(self.degraded_reasons, self.refusal)
 
     @property
     def degraded_reasons(self) -> list[str]:
+        """Why the device is degraded now (empty when it is not)."""
+        self._update_conditions()
         return self.health.reasons()
 
     def _status(self) -> DeviceStatus:
@@ -416,11 +418,13 @@ class EdgeRuntime:
     async def reconcile(self) -> None:
         async with self._update_lock:
             version, rollout_id, reason = self.target()
+            if self._space_wait is not None and self._space_wait[0] != version:
+                self._stop_waiting_for_space()  # that version is no longer wanted
             if version is None:
                 return
             if rollout_id != self.rollout_id and version == self.version:
                 self.rollout_id = rollout_id
-                self._publish_status(self.state)
+                self._publish_status(self.lifecycle)
             if version == self.version:
                 return
             mv = self.registry.get(version)
@@ -470,8 +474,7 @@ class EdgeRuntime:
                 # report it forever; the caller's supervisor reports the error itself.
                 self.lifecycle = DeviceState.SERVING if self.slot.current else DeviceState.STARTING
                 raise
-            self._space_failures, self._space_retry_at, self._space_wait = 0, None, None
-            self.health.condition("update", None)
+            self._stop_waiting_for_space()
             self.rollout_id = rollout_id
             self.refusal = None
             self._publish_status(DeviceState.SERVING)
@@ -506,6 +509,10 @@ class EdgeRuntime:
             return
         if self._unmarked is model:
             self._unmarked = None
+
+    def _stop_waiting_for_space(self) -> None:
+        self._space_failures, self._space_retry_at, self._space_wait = 0, None, None
+        self.health.condition("update", None)
 
     def _lacks_space(self, version: str, sha256: str, exc: DiskFullError) -> None:
         """A refusal for lack of space: keep serving, say so, and try again later."""

@@ -12,8 +12,8 @@ import pytest
 
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
-from streams.events import DeviceState
-from tests.support.device import FillableDisk, promoted, registered, settings
+from streams.events import DeviceState, RolloutStatus
+from tests.support.device import FillableDisk, promoted, registered, rollout, settings
 from tests.support.ports import free_port
 from tests.support.tiny_models import LABELS, build
 from tests.support.waiting import wait_for_async
@@ -222,3 +222,33 @@ def test_stop_on_a_full_disk_does_not_raise_and_keeps_what_reached_the_disk(tmp_
     assert rt.statuses[-1].state is DeviceState.STOPPED
     assert rt.outbox.buffer.held >= 2  # still in memory: lost when the process ends
     assert len(list(rt.outbox.buffer.directory.glob("*.evt"))) >= on_disk
+
+
+def test_a_rollback_while_waiting_for_room_ends_the_wait_and_the_degradation(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1")
+    v2 = build(tmp_path, signing_key, version="v2")
+    disk = FillableDisk()
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key), disk=disk)
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.apply(registered(v2, 2))
+        disk.full = True
+        await rt.apply(rollout(RolloutStatus.PROGRESSING, revision=1))
+        waiting = rt.state
+        await rt.apply(rollout(RolloutStatus.ROLLED_BACK, revision=2))
+        reasons = rt.degraded_reasons
+        disk.full = False
+        assert rt.outbox.buffer.flush()
+        return waiting, reasons, rt
+
+    waiting, reasons, rt = asyncio.run(scenario())
+    assert waiting is DeviceState.DEGRADED
+    assert rt.version == "v1"
+    # Only the held events remain a reason: the rollback ended the wait for room.
+    assert len(reasons) == 1
+    assert "held in memory" in reasons[0]
+    assert rt.state is DeviceState.SERVING  # once the disk has room again
+    assert rt.statuses[-1].rollout_id == "r1"
+    assert "lack of disk space" in (rt.last_error or "")  # the refusal stays on record
