@@ -61,13 +61,12 @@ from edge_runtime.model import InferenceResult
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.outbox import Outbox
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.status import StatusBoard
 from edge_runtime.store import InstalledModel, ModelStore
 from edge_runtime.supervision import (
     Backoff,
     HealthBook,
-    reported_state,
     short_reason,
-    status_error,
 )
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import (
@@ -79,7 +78,6 @@ from streams.events import (
     RolloutState,
 )
 from streams.events.artifact import key_id, public_key_from_text
-from streams.events.errors import EventError
 from streams.events.membership import Device, desired_version
 
 log = logging.getLogger(__name__)
@@ -164,7 +162,7 @@ class EdgeRuntime:
             self.health,
             settings.task_backoff(),
             context=f"device={settings.device_id}",
-            on_change=self._health_changed,
+            on_change=lambda: self.board.health_changed(),
             on_failure=lambda task: self.metrics.task_failures.labels(
                 settings.device_id, task
             ).inc(),
@@ -174,13 +172,15 @@ class EdgeRuntime:
         self.rollouts: dict[str, RolloutState] = {}
         self.refused: dict[tuple[str, str], str] = {}
         self.installed: InstalledModel | None = None
-        self.lifecycle = DeviceState.STARTING
-        self.refusal: str | None = None
-        self.rollout_id: str | None = None
-        self.statuses: list[DeviceStatus] = []
+        self.board = StatusBoard(
+            self.device,
+            self.model_id,
+            outbox=self.outbox,
+            health=self.health,
+            metrics=self.metrics,
+            models=self._models,
+        )
         self._update_lock = asyncio.Lock()
-        self._changed = asyncio.Event()
-        self._published_reasons: tuple[str, ...] = ()
         self._unmarked: InstalledModel | None = None
         self._space_failures = 0
         self._space_retry_at: float | None = None
@@ -242,84 +242,26 @@ class EdgeRuntime:
     @property
     def state(self) -> DeviceState:
         """What the device reports: its lifecycle state, DEGRADED while something is wrong."""
-        return reported_state(self.lifecycle, self.degraded_reasons)
+        return self.board.state
 
     @property
     def last_error(self) -> str | None:
         """Why the device is degraded, then the last refusal; None when all is well."""
-        return status_error(self.degraded_reasons, self.refusal)
+        return self.board.last_error
 
     @property
     def degraded_reasons(self) -> list[str]:
         """Why the device is degraded now (empty when it is not)."""
-        self._update_conditions()
-        return self.health.reasons()
+        return self.board.reasons
 
-    def _status(self) -> DeviceStatus:
+    @property
+    def statuses(self) -> list[DeviceStatus]:
+        """Every status this runtime queued, oldest first."""
+        return self.board.statuses
+
+    def _models(self) -> tuple[InstalledModel | None, InstalledModel | None]:
         current = self.installed
-        lkg = self.store.last_good(self.model_id) if current is None else current
-        return DeviceStatus(
-            producer=self.device.device_id,
-            device_id=self.device.device_id,
-            cohort=self.device.cohort,
-            hardware_profile=self.device.hardware_profile,
-            labels=dict(self.device.labels),
-            state=self.state,
-            model_id=self.model_id,
-            model_version=current.version if current else None,
-            model_sha256=current.sha256 if current else None,
-            last_known_good_version=lkg.version if lkg else None,
-            last_known_good_sha256=lkg.sha256 if lkg else None,
-            rollout_id=self.rollout_id,
-            last_error=self.last_error,
-        )
-
-    def _publish_status(self, lifecycle: DeviceState) -> None:
-        """Move to ``lifecycle`` and queue a DeviceStatus saying so; never raises."""
-        self.lifecycle = lifecycle
-        self._update_conditions()
-        self._published_reasons = tuple(self.health.reasons())
-        self.metrics.degraded.set(1 if self._published_reasons else 0)
-        status = self._status()
-        self.statuses.append(status)
-        try:
-            self.outbox.put(status)
-        except (EventError, OSError) as exc:
-            # The buffer holds what the disk refuses, so only a broken buffer gets here.
-            log.error("cannot queue device status device=%s reason=%s", self.device.device_id, exc)
-        self._changed.set()
-        log.info(
-            "status device=%s state=%s version=%s error=%s",
-            self.device.device_id,
-            status.state.value,
-            status.model_version,
-            status.last_error,
-        )
-
-    def _update_conditions(self) -> None:
-        """Standing conditions (not task errors) that degrade the device."""
-        buffer = self.outbox.buffer
-        self.health.condition(
-            "outbox",
-            f"disk refuses writes ({buffer.last_write_error}): outgoing events held in memory"
-            if buffer.held
-            else None,
-        )
-        self.health.condition(
-            "last-known-good",
-            f"last-known-good record of {self._unmarked.version} not written yet"
-            if self._unmarked is not None
-            else None,
-        )
-        self.metrics.outbox_pending.set(len(buffer))
-        self.metrics.outbox_held.set(buffer.held)
-        self.metrics.outbox_dropped.set(buffer.dropped)
-
-    def _health_changed(self) -> None:
-        """Publish a status when the reasons for degradation changed since the last one."""
-        self._update_conditions()
-        if tuple(self.health.reasons()) != self._published_reasons:
-            self._publish_status(self.lifecycle)
+        return current, self.store.last_good(self.model_id) if current is None else current
 
     async def wait_until(self, predicate: Callable[[EdgeRuntime], bool], timeout_s: float) -> bool:
         """Wait for a state change that satisfies ``predicate``; False at the timeout."""
@@ -329,9 +271,9 @@ class EdgeRuntime:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            self._changed.clear()
+            self.board.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(self.board.changed.wait(), remaining)
         return True
 
     # ------------------------------------------------------------------ updates
@@ -360,17 +302,17 @@ class EdgeRuntime:
         await asyncio.to_thread(self._remove_leftovers)
         good = await asyncio.to_thread(self.store.last_good, self.model_id)
         if good is None:
-            self._publish_status(DeviceState.STARTING)
+            self.board.publish(DeviceState.STARTING)
             return
         try:
             await self.slot.install(good.directory, good.manifest, self.profile, sha256=good.sha256)
         except WarmUpError as exc:
-            self.refusal = f"last-known-good unusable: {exc}"
-            self._publish_status(DeviceState.DEGRADED)
+            self.board.refusal = f"last-known-good unusable: {exc}"
+            self.board.publish(DeviceState.DEGRADED)
             return
         self.installed = good
         self.metrics.swaps.inc()
-        self._publish_status(DeviceState.SERVING)
+        self.board.publish(DeviceState.SERVING)
 
     async def apply(self, event: Event, *, reconcile: bool = True) -> None:
         """Take a registry or rollout record into account and converge on the desired version.
@@ -422,9 +364,9 @@ class EdgeRuntime:
                 self._stop_waiting_for_space()  # that version is no longer wanted
             if version is None:
                 return
-            if rollout_id != self.rollout_id and version == self.version:
-                self.rollout_id = rollout_id
-                self._publish_status(self.lifecycle)
+            if rollout_id != self.board.rollout_id and version == self.version:
+                self.board.rollout_id = rollout_id
+                self.board.publish(self.board.lifecycle)
             if version == self.version:
                 return
             mv = self.registry.get(version)
@@ -460,7 +402,7 @@ class EdgeRuntime:
                 version,
                 reason,
             )
-            self._publish_status(DeviceState.UPDATING)
+            self.board.publish(DeviceState.UPDATING)
             try:
                 await self._install(version, artifact)
             except DiskFullError as exc:
@@ -472,12 +414,14 @@ class EdgeRuntime:
             except BaseException:
                 # Not a refusal (a bug, a cancelled stop): leave UPDATING, or the device would
                 # report it forever; the caller's supervisor reports the error itself.
-                self.lifecycle = DeviceState.SERVING if self.slot.current else DeviceState.STARTING
+                self.board.lifecycle = (
+                    DeviceState.SERVING if self.slot.current else DeviceState.STARTING
+                )
                 raise
             self._stop_waiting_for_space()
-            self.rollout_id = rollout_id
-            self.refusal = None
-            self._publish_status(DeviceState.SERVING)
+            self.board.rollout_id = rollout_id
+            self.board.refusal = None
+            self.board.publish(DeviceState.SERVING)
 
     async def _install(self, version: str, artifact: Artifact) -> None:
         archive = await self.fetcher.fetch(self.model_id, version, artifact)
@@ -491,6 +435,10 @@ class EdgeRuntime:
         self.metrics.swaps.inc()
         self._unmarked = installed
         await asyncio.to_thread(self._mark_good)
+        self.health.condition(
+            "last-known-good",
+            f"last-known-good record of {version} not written yet" if self._unmarked else None,
+        )
 
     def _mark_good(self) -> None:
         """Write the pending last-known-good record; on a full disk, retried each window."""
@@ -520,7 +468,7 @@ class EdgeRuntime:
         self._space_failures += 1
         delay = self.settings.task_backoff().delay(self._space_failures, random.random())
         self._space_retry_at = time.monotonic() + delay
-        self.refusal = str(exc)
+        self.board.refusal = str(exc)
         self.metrics.refusals.inc()
         self.health.condition("update", f"{exc}; retrying")
         log.warning(
@@ -531,11 +479,11 @@ class EdgeRuntime:
             delay,
             exc.reason,
         )
-        self._publish_status(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
+        self.board.publish(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
 
     def _refuse(self, version: str, sha256: str, reason: str) -> None:
         self.refused[(version, sha256)] = reason
-        self.refusal = reason
+        self.board.refusal = reason
         self.metrics.refusals.inc()
         log.warning(
             "refused model device=%s model=%s version=%s reason=%s",
@@ -544,7 +492,7 @@ class EdgeRuntime:
             version,
             reason,
         )
-        self._publish_status(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
+        self.board.publish(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
 
     # ------------------------------------------------------------------ telemetry
 
@@ -555,7 +503,7 @@ class EdgeRuntime:
         )
         for event in events:
             self.outbox.put(event)
-        self._update_conditions()
+        self.board.refresh()
         return len(events)
 
     async def _telemetry_loop(self, beat: Callable[[], None]) -> None:
@@ -570,6 +518,8 @@ class EdgeRuntime:
         await asyncio.to_thread(self.outbox.buffer.flush)
         if self._unmarked is not None:
             await asyncio.to_thread(self._mark_good)
+            if self._unmarked is None:
+                self.health.condition("last-known-good", None)
         retry_at = self._space_retry_at
         if (
             retry_at is not None
@@ -578,7 +528,7 @@ class EdgeRuntime:
         ):
             self._space_retry_at = None
             self._space_retry = asyncio.create_task(self._retry_update())
-        self._health_changed()
+        self.board.health_changed()
 
     async def _retry_update(self) -> None:
         try:
@@ -630,7 +580,7 @@ class EdgeRuntime:
             log.error(
                 "cannot close the last window device=%s reason=%r", self.device.device_id, exc
             )
-        self._publish_status(DeviceState.STOPPED)
+        self.board.publish(DeviceState.STOPPED)
         drained = self.supervisor.running("outbox") and await self.outbox.drained(
             settings.shutdown_drain_s
         )
