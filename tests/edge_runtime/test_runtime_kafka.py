@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.background import Supervisor
+from edge_runtime.follower import UpdateFollower
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.supervision import Backoff, HealthBook
 from streams.events import (
     CohortSelector,
     DeviceState,
     DeviceStatus,
     DriftSketch,
     Event,
+    ModelVersion,
     RolloutState,
     RolloutStatus,
     Telemetry,
@@ -27,6 +31,7 @@ from tests.support.device import registered
 from tests.support.ports import free_port
 from tests.support.records import event_of
 from tests.support.tiny_models import LABELS, build
+from tests.support.waiting import wait_for_async
 
 
 @pytest.mark.integration
@@ -163,3 +168,47 @@ def test_stop_without_a_broker_keeps_the_outbox_on_disk_and_a_restart_delivers_i
     assert kept[-1].state is DeviceState.STOPPED
     assert sum(e.request_count for e in kept if isinstance(e, Telemetry)) == 1
     assert {e.event_id for e in kept} <= set(got)  # every record kept on disk arrived
+
+
+@pytest.mark.integration
+def test_an_update_follower_that_fails_is_restarted_and_reads_the_history_again(
+    kafka_conn, tmp_path, signing_key
+):
+    v1 = build(tmp_path, signing_key, version="v1")
+    seen: list[str] = []
+    book = HealthBook(["updates"])
+
+    async def apply(event: Event, reconcile: bool) -> None:
+        assert isinstance(event, ModelVersion)
+        seen.append(event.version)
+        if len(seen) == 1:
+            raise RuntimeError("unexpected failure while applying a record")
+
+    async def reconcile() -> None:
+        return None
+
+    async def scenario() -> None:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(v1.event)
+        follower = UpdateFollower(
+            kafka_conn,
+            apply=apply,
+            reconcile=reconcile,
+            device_id="edge-it-follow",
+            retry=Backoff(initial_s=0.1, max_s=0.5),
+        )
+        supervisor = Supervisor(book, Backoff(initial_s=0.05, max_s=0.1), context="t")
+        supervisor.spawn("updates", follower.run)
+
+        async def recovered() -> bool:
+            return len(seen) >= 2 and not book.reasons()
+
+        try:
+            await wait_for_async("the follower to recover", recovered, timeout=30)
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(scenario())
+    assert seen[:2] == ["v1", "v1"]  # the same record, read again after the restart
+    assert book.tasks["updates"].total_failures == 1
+    assert "unexpected failure while applying a record" in (book.tasks["updates"].last_error or "")
