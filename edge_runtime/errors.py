@@ -7,7 +7,8 @@ The tree, so a caller can pick what to catch::
     ├── ModelRefused             a model version this device will not serve; ``reason`` says why
     │   ├── FetchError           the artifact could not be downloaded (network, size limit)
     │   ├── VerificationError    the bytes are not what the registry and a trusted key vouch for
-    │   └── WarmUpError          it verified but failed to load or failed its self-test
+    │   ├── WarmUpError          it verified but failed to load or failed its self-test
+    │   └── DiskFullError        no room to download or unpack it; retried once there is room
     ├── NoModelError             a request arrived before any model was installed
     └── InferenceError           the serving session failed on a request
 
@@ -63,6 +64,16 @@ class WarmUpError(ModelRefused):
     """The model verified but did not load or failed its self-test."""
 
     stage = "failed warm-up"
+
+
+class DiskFullError(ModelRefused):
+    """No room to download or unpack the version; unlike other refusals it is retried."""
+
+    stage = "refused for lack of disk space"
+
+    def __init__(self, model_id: str, version: str, reason: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(model_id, version, reason)
 
 
 class NoModelError(EdgeRuntimeError):

@@ -5,7 +5,13 @@ address, so a version already fetched (or shared by two versions) is never downl
 A download goes to ``partial/<sha256>.part`` and moves to ``blobs/<sha256>.tar`` only once its
 size and sha256 match. A process killed mid-download therefore leaves at most a partial file:
 the next attempt resumes it over HTTP (``Range``) or starts over, and nothing half-written is
-ever taken for an artifact.
+ever taken for an artifact. A download that fails for good (every attempt, a wrong address, no
+room) removes its partial file, and :meth:`ArtifactCache.remove_stale_partials` removes those a
+crash left behind longer ago than the device is willing to resume.
+
+Before downloading, the free space is checked against the artifact's size; a write that finds
+the disk full ends the download at once. Both refuse the version with
+:class:`~edge_runtime.errors.DiskFullError`, which the runtime retries later.
 
 Only the archive's address is checked here; its signature and files are checked when it is
 unpacked (see :mod:`edge_runtime.store`).
@@ -17,12 +23,15 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 import aiohttp
 
-from edge_runtime.errors import FetchError, VerificationError
+from edge_runtime.disk import Disk, LocalDisk, is_disk_full, tree_bytes
+from edge_runtime.errors import DiskFullError, FetchError, ModelRefused, VerificationError
 from streams.events import Artifact
 from streams.events.artifact import sha256_file
 
@@ -44,6 +53,10 @@ class FetchPolicy:
 
 class _Retryable(Exception):
     """A transfer problem worth another attempt (network, truncated body)."""
+
+
+class _NoRoom(Exception):
+    """A write into the cache found the disk full."""
 
 
 class ArtifactCache:
@@ -76,20 +89,66 @@ class ArtifactCache:
     def partial_files(self) -> list[Path]:
         return sorted(self.partial.glob("*.part"))
 
+    def remove_stale_partials(self, max_age_s: float, *, now: float | None = None) -> int:
+        """Remove partial downloads untouched for ``max_age_s``; returns the bytes freed."""
+        cutoff = (time.time() if now is None else now) - max_age_s
+        freed = 0
+        for part in self.partial_files():
+            try:
+                stat = part.stat()
+                if stat.st_mtime <= cutoff:
+                    part.unlink()
+                    freed += stat.st_size
+            except OSError as exc:
+                log.warning("cannot remove stale partial download path=%s reason=%s", part, exc)
+        return freed
+
+    def discard_partial(self, sha256: str) -> int:
+        """Remove the partial download of ``sha256``; returns the bytes freed."""
+        part = self.part(sha256)
+        try:
+            size = tree_bytes(part)
+            part.unlink()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.warning("cannot remove partial download path=%s reason=%s", part, exc)
+            return 0
+        return size
+
 
 class Fetcher:
     """Fetches ``file://`` and ``http(s)://`` artifacts into an :class:`ArtifactCache`."""
 
-    def __init__(self, cache: ArtifactCache, policy: FetchPolicy | None = None) -> None:
+    def __init__(
+        self, cache: ArtifactCache, policy: FetchPolicy | None = None, *, disk: Disk | None = None
+    ) -> None:
         self.cache = cache
         self.policy = policy or FetchPolicy()
+        self.disk: Disk = disk or LocalDisk()
 
     async def fetch(self, model_id: str, version: str, artifact: Artifact) -> Path:
         """Return the cached archive at the artifact's address, downloading it if needed.
 
-        Raises :class:`FetchError` when every attempt failed and :class:`VerificationError`
-        when the bytes arrived whole but are not the ones announced.
+        Raises :class:`FetchError` when every attempt failed, :class:`VerificationError`
+        when the bytes arrived whole but are not the ones announced, and
+        :class:`DiskFullError` when there is no room for them. On any of these the partial
+        download is removed.
         """
+        try:
+            return await self._fetch(model_id, version, artifact)
+        except ModelRefused:
+            freed = await asyncio.to_thread(self.cache.discard_partial, artifact.sha256)
+            if freed:
+                log.info(
+                    "removed partial download model=%s version=%s bytes=%d",
+                    model_id,
+                    version,
+                    freed,
+                )
+            raise
+
+    async def _fetch(self, model_id: str, version: str, artifact: Artifact) -> Path:
         if artifact.size_bytes > self.policy.max_bytes:
             raise FetchError(
                 model_id,
@@ -107,6 +166,7 @@ class Fetcher:
                 model_id, version, f"unsupported URI scheme {scheme!r}", uri=artifact.uri
             )
         part = self.cache.part(artifact.sha256)
+        await asyncio.to_thread(self._check_room, model_id, version, artifact, part)
         delay = self.policy.backoff_s
         last = ""
         for attempt in range(1, self.policy.attempts + 1):
@@ -116,6 +176,8 @@ class Fetcher:
                 else:
                     await asyncio.wait_for(self._download(artifact, part), self.policy.timeout_s)
                 await asyncio.to_thread(self._check_address, model_id, version, artifact, part)
+            except _NoRoom as exc:
+                raise DiskFullError(model_id, version, str(exc), path=str(part)) from exc
             except _Retryable as exc:
                 last = str(exc)
             except TimeoutError:
@@ -144,6 +206,18 @@ class Fetcher:
             uri=artifact.uri,
         )
 
+    def _check_room(self, model_id: str, version: str, artifact: Artifact, part: Path) -> None:
+        have = part.stat().st_size if part.exists() else 0
+        needed = artifact.size_bytes - have
+        free = self.disk.free_bytes(self.cache.root)
+        if free < needed:
+            raise DiskFullError(
+                model_id,
+                version,
+                f"{needed} bytes to download, {free} free in {self.cache.root}",
+                path=str(part),
+            )
+
     def _check_address(self, model_id: str, version: str, artifact: Artifact, part: Path) -> None:
         size = part.stat().st_size
         if size < artifact.size_bytes:
@@ -165,14 +239,21 @@ class Fetcher:
     def _copy_file(self, artifact: Artifact, part: Path) -> None:
         source = Path(unquote(urlparse(artifact.uri).path))
         try:
-            with source.open("rb") as src, part.open("wb") as dst:
-                # One byte more than announced is enough to reveal an oversized file.
-                remaining = artifact.size_bytes + 1
-                while remaining > 0 and (chunk := src.read(min(_CHUNK, remaining))):
-                    dst.write(chunk)
-                    remaining -= len(chunk)
+            src = source.open("rb")
         except OSError as exc:
             raise _Retryable(f"cannot read {source}: {exc.strerror or exc}") from exc
+        with src, _writing(self.disk, part, append=False) as dst:
+            # One byte more than announced is enough to reveal an oversized file.
+            remaining = artifact.size_bytes + 1
+            while remaining > 0:
+                try:
+                    chunk = src.read(min(_CHUNK, remaining))
+                except OSError as exc:
+                    raise _Retryable(f"cannot read {source}: {exc.strerror or exc}") from exc
+                if not chunk:
+                    break
+                _write(dst, chunk, part)
+                remaining -= len(chunk)
 
     async def _download(self, artifact: Artifact, part: Path) -> None:
         have = await asyncio.to_thread(_resume_offset, part, artifact.size_bytes)
@@ -191,16 +272,49 @@ class Fetcher:
                 declared = response.content_length
                 if declared is not None and have + declared > self.policy.max_bytes:
                     raise _Retryable(f"server announces {have + declared} bytes, over the limit")
-                with part.open(mode) as out:
+                with _writing(self.disk, part, append=mode == "ab") as out:
                     written = have
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         written += len(chunk)
+                        _write(out, chunk, part)
                         if written > artifact.size_bytes:
-                            out.write(chunk)
                             return  # the address check refuses it
-                        out.write(chunk)
         except aiohttp.ClientError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class _writing:
+    """``disk.open_write`` whose failures say whether the disk is full (:class:`_NoRoom`)."""
+
+    def __init__(self, disk: Disk, path: Path, *, append: bool) -> None:
+        self.disk, self.path, self.append = disk, path, append
+
+    def __enter__(self) -> BinaryIO:
+        try:
+            self.file = self.disk.open_write(self.path, append=self.append)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from exc
+        return self.file
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.file.close()
+        except OSError as exc:  # a close flushes, so it can find the disk full too
+            if exc_info[0] is None:
+                raise _write_error(exc, self.path) from exc
+
+
+def _write(out: BinaryIO, chunk: bytes, path: Path) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
+
+
+def _write_error(exc: OSError, path: Path) -> Exception:
+    if is_disk_full(exc):
+        return _NoRoom(f"disk full while writing {path}: {exc.strerror or exc}")
+    return _Retryable(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _resume_offset(part: Path, size: int) -> int:

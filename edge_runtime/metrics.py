@@ -59,5 +59,37 @@ class EdgeMetrics:
             registry=self.registry,
         ).labels(device_id=device_id)
 
+        self.outbox_held = Gauge(
+            "slmops_edge_outbox_held",
+            "Events held in memory because the disk refused them.",
+            ["device_id"],
+            registry=self.registry,
+        ).labels(device_id=device_id)
+        # The task label takes the three supervised task names only.
+        self.task_failures = Counter(
+            "slmops_edge_task_failures",
+            "Errors of a background task (each one restarts it after a backoff).",
+            ["device_id", "task"],
+            registry=self.registry,
+        )
+        self.degraded = Gauge(
+            "slmops_edge_degraded",
+            "1 while the device reports DEGRADED (a failing task or a full disk).",
+            ["device_id"],
+            registry=self.registry,
+        ).labels(device_id=device_id)
+        self.cleanup_bytes = Counter(
+            "slmops_edge_cleanup_bytes",
+            "Bytes of interrupted unpacks and stale partial downloads removed.",
+            ["device_id"],
+            registry=self.registry,
+        ).labels(device_id=device_id)
+        self.http_refused = Counter(
+            "slmops_edge_http_refused",
+            "HTTP requests refused by the limits (429 busy, 413 too large).",
+            ["device_id", "status"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 SELF_TEST_TEXTS = ("warm up self test", "", "long " * 600)
 # A GENERATE self-test decodes this many tokens per self-test text.
 SELF_TEST_NEW_TOKENS = 4
+# Tokenizing a text only to keep max_length of its tokens costs memory in proportion to the
+# whole text (a 4 MiB text: about 500 MB of encodings). So a text is first cut to this many
+# characters per token of max_length (keeping its end for GENERATE), a cut that only shows
+# on text averaging more characters per token than this.
+CHARS_PER_TOKEN_BOUND = 32
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -229,6 +234,7 @@ class LoadedModel:
         session = self._session
         if session is None:
             raise InferenceError(self.model_id, self.version, "the session was released")
+        texts = self._clip(texts)
         if self._decoder is not None:
             return self._generate(texts, max_new_tokens)
         encodings = self._tokenizer.encode_batch(list(texts))
@@ -248,6 +254,12 @@ class LoadedModel:
         if self.manifest.task == "CLASSIFY":
             return self._classify(primary, raw, tokens)
         return self._embed(primary, tokens)
+
+    def _clip(self, texts: Sequence[str]) -> list[str]:
+        limit = self.manifest.max_length * CHARS_PER_TOKEN_BOUND
+        if self._decoder is not None:
+            return [t if len(t) <= limit else t[-limit:] for t in texts]
+        return [t if len(t) <= limit else t[:limit] for t in texts]
 
     def _classify(
         self, primary: FloatArray, raw: list[Any], tokens: tuple[int, ...]

@@ -6,6 +6,10 @@ receives events in the order they were produced, a restart loses nothing that wa
 and an outage only delays (or, past the bound, drops the oldest). Delivery is at least once:
 an acknowledgement lost in an outage resends the event, and consumers are idempotent on
 ``event_id``.
+
+An unreachable broker is the normal case and is retried here, with a doubling delay. Any other
+error escapes :meth:`Outbox.run`, whose supervisor (see :mod:`edge_runtime.background`)
+restarts it; :meth:`Outbox.start` runs it unsupervised for tests and tools.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from edge_runtime.buffer import DiskBuffer
 from streams.events import Event, decode, encode
@@ -53,15 +58,28 @@ class Outbox:
         self._wake.set()
 
     def start(self) -> None:
+        """Run :meth:`run` in a task of its own (unsupervised); :meth:`stop` ends it."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox")
+            self._task = asyncio.create_task(self.run(), name="outbox")
 
     async def stop(self) -> None:
+        """End the task started by :meth:`start` and close the producer; never raises.
+
+        What is not delivered stays in the buffer on disk for the next start.
+        """
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a task that already died must not fail the shutdown
+                log.error("outbox task had failed reason=%r", exc)
             self._task = None
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the producer (unsent events stay buffered); never raises."""
         await self._close_producer()
 
     async def drained(self, timeout_s: float) -> bool:
@@ -80,23 +98,33 @@ class Outbox:
         if producer is not None:
             # Unsent events stay in the buffer on disk, so a producer that cannot flush is
             # closed without them.
-            with contextlib.suppress(KafkaError, OSError):
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await producer.stop(timeout_s=self.send_timeout_s)
 
-    async def _run(self) -> None:
+    async def run(self, beat: Callable[[], None] = lambda: None) -> None:
+        """Deliver forever; ``beat`` is called after each delivery and whenever the queue is empty.
+
+        Closes the producer on the way out, whatever ends the loop.
+        """
+        try:
+            await self._deliver(beat)
+        finally:
+            await self._close_producer()
+
+    async def _deliver(self, beat: Callable[[], None]) -> None:
         delay = self.retry_s
         while True:
             entry = self.buffer.oldest()
             if entry is None:
+                beat()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            path, data = entry
             try:
-                event = decode(data)
+                event = decode(entry.data)
             except EventError as exc:
-                log.error("dropping undecodable buffered entry path=%s reason=%s", path, exc)
-                self.buffer.remove(path)
+                log.error("dropping undecodable buffered entry seq=%d reason=%s", entry.seq, exc)
+                self.buffer.remove(entry)
                 continue
             try:
                 if self._producer is None:
@@ -119,5 +147,6 @@ class Outbox:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             delay = self.retry_s
-            self.buffer.remove(path)
+            self.buffer.remove(entry)
             self.delivered += 1
+            beat()

@@ -13,9 +13,22 @@ load and warm up beside the serving model, swap, record as last-known-good. A fa
 step leaves the serving model in place, records the reason in the device status and is not
 retried for the same (version, sha256): a new registry record (a new build) is needed.
 
-Start-up. Partial downloads of a killed process are left for resumption; the last-known-good
-model is re-verified from disk and served before Kafka is even reached, so a device with no
-network keeps serving what it served before.
+A version refused for lack of disk space is the exception: it is retried, with backoff, until
+it fits or another version is wanted.
+
+Start-up. Staging directories of a killed unpack are removed, and so are partial downloads
+older than ``stale_partial_s`` (younger ones are resumed); the last-known-good model is
+re-verified from disk and served before Kafka is even reached, so a device with no network
+keeps serving what it served before.
+
+Background. The update follower (:mod:`edge_runtime.follower`), the telemetry loop and the
+outbox run supervised (:mod:`edge_runtime.background`): any error restarts the task after a
+backoff and the device reports DEGRADED, with the reasons in ``last_error``, until it recovers.
+A full disk degrades the device the same way while outgoing events are held in memory.
+
+Shutdown. :meth:`EdgeRuntime.stop` ends the tasks, closes the window, then gives the outbox
+``shutdown_drain_s`` to deliver and the Kafka clients ``shutdown_close_s`` to close; what is
+not delivered stays on disk for the next start. It never raises.
 """
 
 from __future__ import annotations
@@ -24,27 +37,37 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from edge_runtime.background import Supervisor
 from edge_runtime.buffer import DiskBuffer
+from edge_runtime.disk import Disk, LocalDisk
 from edge_runtime.errors import (
-    EdgeRuntimeError,
+    DiskFullError,
     InferenceError,
     ModelRefused,
     WarmUpError,
 )
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
+from edge_runtime.follower import UpdateFollower
 from edge_runtime.hardware import HardwareProfile, profile_named
 from edge_runtime.metrics import EdgeMetrics
 from edge_runtime.model import InferenceResult
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.outbox import Outbox
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.status import StatusBoard
 from edge_runtime.store import InstalledModel, ModelStore
+from edge_runtime.supervision import (
+    Backoff,
+    HealthBook,
+    short_reason,
+)
 from edge_runtime.telemetry import Identity, WindowAggregator
 from streams.events import (
     Artifact,
@@ -55,10 +78,7 @@ from streams.events import (
     RolloutState,
 )
 from streams.events.artifact import key_id, public_key_from_text
-from streams.events.errors import EventError
 from streams.events.membership import Device, desired_version
-from streams.kafka.clients import EventConsumer, Received
-from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +93,7 @@ def process_rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-async def _stop_quietly(consumer: EventConsumer) -> None:
-    with contextlib.suppress(KafkaError, OSError):
-        await consumer.stop()
+TASKS = ("updates", "telemetry", "outbox")
 
 
 def _now() -> datetime:
@@ -86,8 +104,9 @@ class EdgeRuntime:
     """One device: a model slot, its update pipeline, telemetry and the Kafka links.
 
     Usable without Kafka: :meth:`start_offline` serves the last good model and :meth:`apply`
-    takes registry and rollout events from any source; :meth:`run` adds the Kafka follower,
-    the outbox and the telemetry loop.
+    takes registry and rollout events from any source; :meth:`start` adds the Kafka follower,
+    the outbox and the telemetry loop. ``disk`` is where the device writes its state (the seam
+    a test uses to fill the disk).
     """
 
     def __init__(
@@ -96,6 +115,7 @@ class EdgeRuntime:
         *,
         profiles: dict[str, HardwareProfile] | None = None,
         rss: Callable[[], int] = process_rss_bytes,
+        disk: Disk | None = None,
     ) -> None:
         self.settings = settings
         self.device = Device(
@@ -106,8 +126,11 @@ class EdgeRuntime:
         keys = [public_key_from_text(k) for k in settings.trusted_keys]
         self.trusted = {key_id(k): k for k in keys}
         root = settings.device_dir
+        disk = disk or LocalDisk()
         self.slot = ModelSlot(settings.model_id)
-        self.store = ModelStore(root / "store", self.trusted, max_bytes=settings.max_artifact_bytes)
+        self.store = ModelStore(
+            root / "store", self.trusted, max_bytes=settings.max_artifact_bytes, disk=disk
+        )
         self.fetcher = Fetcher(
             ArtifactCache(root / "cache"),
             FetchPolicy(
@@ -115,6 +138,7 @@ class EdgeRuntime:
                 attempts=settings.fetch_attempts,
                 backoff_s=settings.fetch_backoff_s,
             ),
+            disk=disk,
         )
         self.aggregator = WindowAggregator(
             Identity(
@@ -125,21 +149,43 @@ class EdgeRuntime:
         self.metrics = EdgeMetrics(settings.device_id, settings.model_id)
         self.outbox = Outbox(
             settings.connection(),
-            DiskBuffer(root / "outbox", max_entries=settings.outbox_max_entries),
+            DiskBuffer(
+                root / "outbox",
+                max_entries=settings.outbox_max_entries,
+                memory_max_entries=settings.outbox_memory_max_entries,
+                disk=disk,
+            ),
             retry_s=settings.kafka_retry_s,
+        )
+        self.health = HealthBook(TASKS)
+        self.supervisor = Supervisor(
+            self.health,
+            settings.task_backoff(),
+            context=f"device={settings.device_id}",
+            on_change=lambda: self.board.health_changed(),
+            on_failure=lambda task: self.metrics.task_failures.labels(
+                settings.device_id, task
+            ).inc(),
         )
         self._rss = rss
         self.registry: dict[str, ModelVersion] = {}
         self.rollouts: dict[str, RolloutState] = {}
         self.refused: dict[tuple[str, str], str] = {}
         self.installed: InstalledModel | None = None
-        self.state = DeviceState.STARTING
-        self.last_error: str | None = None
-        self.rollout_id: str | None = None
-        self.statuses: list[DeviceStatus] = []
+        self.board = StatusBoard(
+            self.device,
+            self.model_id,
+            outbox=self.outbox,
+            health=self.health,
+            metrics=self.metrics,
+            models=self._models,
+        )
         self._update_lock = asyncio.Lock()
-        self._changed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._unmarked: InstalledModel | None = None
+        self._space_failures = 0
+        self._space_retry_at: float | None = None
+        self._space_wait: tuple[str, str] | None = None
+        self._space_retry: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ serving
 
@@ -193,38 +239,29 @@ class EdgeRuntime:
 
     # ------------------------------------------------------------------ status
 
-    def _status(self) -> DeviceStatus:
-        current = self.installed
-        lkg = self.store.last_good(self.model_id) if current is None else current
-        return DeviceStatus(
-            producer=self.device.device_id,
-            device_id=self.device.device_id,
-            cohort=self.device.cohort,
-            hardware_profile=self.device.hardware_profile,
-            labels=dict(self.device.labels),
-            state=self.state,
-            model_id=self.model_id,
-            model_version=current.version if current else None,
-            model_sha256=current.sha256 if current else None,
-            last_known_good_version=lkg.version if lkg else None,
-            last_known_good_sha256=lkg.sha256 if lkg else None,
-            rollout_id=self.rollout_id,
-            last_error=self.last_error,
-        )
+    @property
+    def state(self) -> DeviceState:
+        """What the device reports: its lifecycle state, DEGRADED while something is wrong."""
+        return self.board.state
 
-    def _publish_status(self, state: DeviceState) -> None:
-        self.state = state
-        status = self._status()
-        self.statuses.append(status)
-        self.outbox.put(status)
-        self._changed.set()
-        log.info(
-            "status device=%s state=%s version=%s error=%s",
-            self.device.device_id,
-            state.value,
-            status.model_version,
-            status.last_error,
-        )
+    @property
+    def last_error(self) -> str | None:
+        """Why the device is degraded, then the last refusal; None when all is well."""
+        return self.board.last_error
+
+    @property
+    def degraded_reasons(self) -> list[str]:
+        """Why the device is degraded now (empty when it is not)."""
+        return self.board.reasons
+
+    @property
+    def statuses(self) -> list[DeviceStatus]:
+        """Every status this runtime queued, oldest first."""
+        return self.board.statuses
+
+    def _models(self) -> tuple[InstalledModel | None, InstalledModel | None]:
+        current = self.installed
+        return current, self.store.last_good(self.model_id) if current is None else current
 
     async def wait_until(self, predicate: Callable[[EdgeRuntime], bool], timeout_s: float) -> bool:
         """Wait for a state change that satisfies ``predicate``; False at the timeout."""
@@ -234,15 +271,24 @@ class EdgeRuntime:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            self._changed.clear()
+            self.board.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(self.board.changed.wait(), remaining)
         return True
 
     # ------------------------------------------------------------------ updates
 
-    async def start_offline(self) -> None:
-        """Serve the last-known-good model, if one verifies; needs no network."""
+    def _remove_leftovers(self) -> None:
+        """Staging directories and stale partial downloads of an earlier life."""
+        freed = self.store.remove_staging()
+        freed += self.fetcher.cache.remove_stale_partials(self.settings.stale_partial_s)
+        if freed:
+            self.metrics.cleanup_bytes.inc(freed)
+            log.info(
+                "removed leftovers of an interrupted install device=%s bytes=%d",
+                self.device.device_id,
+                freed,
+            )
         partial = self.fetcher.cache.partial_files()
         if partial:
             log.info(
@@ -250,19 +296,23 @@ class EdgeRuntime:
                 self.device.device_id,
                 len(partial),
             )
+
+    async def start_offline(self) -> None:
+        """Serve the last-known-good model, if one verifies; needs no network."""
+        await asyncio.to_thread(self._remove_leftovers)
         good = await asyncio.to_thread(self.store.last_good, self.model_id)
         if good is None:
-            self._publish_status(DeviceState.STARTING)
+            self.board.publish(DeviceState.STARTING)
             return
         try:
             await self.slot.install(good.directory, good.manifest, self.profile, sha256=good.sha256)
         except WarmUpError as exc:
-            self.last_error = f"last-known-good unusable: {exc}"
-            self._publish_status(DeviceState.DEGRADED)
+            self.board.refusal = f"last-known-good unusable: {exc}"
+            self.board.publish(DeviceState.DEGRADED)
             return
         self.installed = good
         self.metrics.swaps.inc()
-        self._publish_status(DeviceState.SERVING)
+        self.board.publish(DeviceState.SERVING)
 
     async def apply(self, event: Event, *, reconcile: bool = True) -> None:
         """Take a registry or rollout record into account and converge on the desired version.
@@ -310,11 +360,13 @@ class EdgeRuntime:
     async def reconcile(self) -> None:
         async with self._update_lock:
             version, rollout_id, reason = self.target()
+            if self._space_wait is not None and self._space_wait[0] != version:
+                self._stop_waiting_for_space()  # that version is no longer wanted
             if version is None:
                 return
-            if rollout_id != self.rollout_id and version == self.version:
-                self.rollout_id = rollout_id
-                self._publish_status(self.state)
+            if rollout_id != self.board.rollout_id and version == self.version:
+                self.board.rollout_id = rollout_id
+                self.board.publish(self.board.lifecycle)
             if version == self.version:
                 return
             mv = self.registry.get(version)
@@ -336,6 +388,12 @@ class EdgeRuntime:
                 return
             if (version, artifact.sha256) in self.refused:
                 return
+            if (
+                self._space_wait == (version, artifact.sha256)
+                and self._space_retry_at is not None
+                and time.monotonic() < self._space_retry_at
+            ):
+                return  # refused for lack of space a moment ago; the retry is scheduled
             log.info(
                 "updating device=%s model=%s from=%s to=%s reason=%s",
                 self.device.device_id,
@@ -344,15 +402,26 @@ class EdgeRuntime:
                 version,
                 reason,
             )
-            self._publish_status(DeviceState.UPDATING)
+            self.board.publish(DeviceState.UPDATING)
             try:
                 await self._install(version, artifact)
+            except DiskFullError as exc:
+                self._lacks_space(version, artifact.sha256, exc)
+                return
             except ModelRefused as exc:
                 self._refuse(version, artifact.sha256, str(exc))
                 return
-            self.rollout_id = rollout_id
-            self.last_error = None
-            self._publish_status(DeviceState.SERVING)
+            except BaseException:
+                # Not a refusal (a bug, a cancelled stop): leave UPDATING, or the device would
+                # report it forever; the caller's supervisor reports the error itself.
+                self.board.lifecycle = (
+                    DeviceState.SERVING if self.slot.current else DeviceState.STARTING
+                )
+                raise
+            self._stop_waiting_for_space()
+            self.board.rollout_id = rollout_id
+            self.board.refusal = None
+            self.board.publish(DeviceState.SERVING)
 
     async def _install(self, version: str, artifact: Artifact) -> None:
         archive = await self.fetcher.fetch(self.model_id, version, artifact)
@@ -362,13 +431,59 @@ class EdgeRuntime:
         await self.slot.install(
             installed.directory, installed.manifest, self.profile, sha256=installed.sha256
         )
-        await asyncio.to_thread(self.store.mark_good, installed)
         self.installed = installed
         self.metrics.swaps.inc()
+        self._unmarked = installed
+        await asyncio.to_thread(self._mark_good)
+        self.health.condition(
+            "last-known-good",
+            f"last-known-good record of {version} not written yet" if self._unmarked else None,
+        )
+
+    def _mark_good(self) -> None:
+        """Write the pending last-known-good record; on a full disk, retried each window."""
+        model = self._unmarked
+        if model is None:
+            return
+        try:
+            self.store.mark_good(model)
+        except OSError as exc:
+            log.warning(
+                "cannot record last-known-good device=%s version=%s reason=%s",
+                self.device.device_id,
+                model.version,
+                exc,
+            )
+            return
+        if self._unmarked is model:
+            self._unmarked = None
+
+    def _stop_waiting_for_space(self) -> None:
+        self._space_failures, self._space_retry_at, self._space_wait = 0, None, None
+        self.health.condition("update", None)
+
+    def _lacks_space(self, version: str, sha256: str, exc: DiskFullError) -> None:
+        """A refusal for lack of space: keep serving, say so, and try again later."""
+        self._space_wait = (version, sha256)
+        self._space_failures += 1
+        delay = self.settings.task_backoff().delay(self._space_failures, random.random())
+        self._space_retry_at = time.monotonic() + delay
+        self.board.refusal = str(exc)
+        self.metrics.refusals.inc()
+        self.health.condition("update", f"{exc}; retrying")
+        log.warning(
+            "no room for model device=%s model=%s version=%s retry_in_s=%.1f reason=%s",
+            self.device.device_id,
+            self.model_id,
+            version,
+            delay,
+            exc.reason,
+        )
+        self.board.publish(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
 
     def _refuse(self, version: str, sha256: str, reason: str) -> None:
         self.refused[(version, sha256)] = reason
-        self.last_error = reason
+        self.board.refusal = reason
         self.metrics.refusals.inc()
         log.warning(
             "refused model device=%s model=%s version=%s reason=%s",
@@ -377,7 +492,7 @@ class EdgeRuntime:
             version,
             reason,
         )
-        self._publish_status(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
+        self.board.publish(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
 
     # ------------------------------------------------------------------ telemetry
 
@@ -388,83 +503,103 @@ class EdgeRuntime:
         )
         for event in events:
             self.outbox.put(event)
-        self.metrics.outbox_pending.set(len(self.outbox.buffer))
-        self.metrics.outbox_dropped.set(self.outbox.buffer.dropped)
+        self.board.refresh()
         return len(events)
 
-    async def _telemetry_loop(self) -> None:
+    async def _telemetry_loop(self, beat: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(self.settings.window_s)
             self.close_window()
+            await self._housekeeping()
+            beat()
 
-    # ------------------------------------------------------------------ kafka
+    async def _housekeeping(self) -> None:
+        """Once a window: move held events to disk, retry what waited for room, report."""
+        await asyncio.to_thread(self.outbox.buffer.flush)
+        if self._unmarked is not None:
+            await asyncio.to_thread(self._mark_good)
+            if self._unmarked is None:
+                self.health.condition("last-known-good", None)
+        retry_at = self._space_retry_at
+        if (
+            retry_at is not None
+            and time.monotonic() >= retry_at
+            and (self._space_retry is None or self._space_retry.done())
+        ):
+            self._space_retry_at = None
+            self._space_retry = asyncio.create_task(self._retry_update())
+        self.board.health_changed()
 
-    async def _follow(self) -> None:
-        conn = self.settings.connection()
-        catalog = conn.catalog()
-        topics = [catalog.topic_for(ModelVersion), catalog.topic_for(RolloutState)]
-        delay = self.settings.kafka_retry_s
-        while True:
-            consumer = EventConsumer(conn, topics, name="updates", group_id=None)
-            try:
-                await consumer.start()
-            except (KafkaUnavailableError, EventError, KafkaError, OSError) as exc:
-                log.warning(
-                    "cannot follow updates yet device=%s retry_in_s=%.1f reason=%s",
-                    self.device.device_id,
-                    delay,
-                    exc,
-                )
-                await _stop_quietly(consumer)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            except asyncio.CancelledError:
-                await _stop_quietly(consumer)
-                raise
-            try:
-                # Catch up with the compacted history first, then decide once, then follow.
-                await self._consume(consumer, idle_timeout_s=0.5, reconcile=False)
-                await self.reconcile()
-                await self._consume(consumer, idle_timeout_s=None, reconcile=True)
-            finally:
-                await consumer.stop()
+    async def _retry_update(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception as exc:  # a detached retry: log it, the next window tries again
+            log.error(
+                "retrying the update failed device=%s reason=%s",
+                self.device.device_id,
+                short_reason(exc),
+            )
 
-    async def _consume(
-        self, consumer: EventConsumer, *, idle_timeout_s: float | None, reconcile: bool
-    ) -> None:
-        async for record in consumer.raw_records(idle_timeout_s=idle_timeout_s):
-            if not isinstance(record, Received):
-                log.warning(
-                    "skipping undecodable record topic=%s offset=%d reason=%s",
-                    record.topic,
-                    record.offset,
-                    record.error,
-                )
-                continue
-            try:
-                await self.apply(record.event, reconcile=reconcile)
-            except EdgeRuntimeError as exc:
-                log.error("update failed device=%s reason=%s", self.device.device_id, exc)
+    # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Serve the last good model, then follow Kafka, report and publish in the background."""
-        self.outbox.start()
+        settings = self.settings
+        follower = UpdateFollower(
+            settings.connection(),
+            apply=lambda event, reconcile: self.apply(event, reconcile=reconcile),
+            reconcile=self.reconcile,
+            device_id=settings.device_id,
+            retry=Backoff(
+                initial_s=settings.kafka_retry_s,
+                max_s=max(settings.kafka_retry_s, 30.0),
+                jitter=settings.task_backoff_jitter,
+            ),
+        )
+        self.supervisor.spawn("outbox", self.outbox.run)
         await self.start_offline()
-        self._tasks = [
-            asyncio.create_task(self._follow(), name=f"follow-{self.device.device_id}"),
-            asyncio.create_task(self._telemetry_loop(), name=f"telemetry-{self.device.device_id}"),
-        ]
+        self.supervisor.spawn("updates", follower.run)
+        self.supervisor.spawn("telemetry", self._telemetry_loop)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        self.close_window()
-        self._publish_status(DeviceState.STOPPED)
-        await self.outbox.drained(self.settings.shutdown_drain_s)
-        await self.outbox.stop()
-        await asyncio.to_thread(self.slot.close)
+        """Stop within ``shutdown_drain_s + shutdown_close_s``; never raises.
+
+        Events the outbox could not deliver in time stay on disk and go out after the next
+        start; events held in memory (the disk was full) are written to disk if it has room.
+        """
+        settings = self.settings
+        await self.supervisor.cancel("updates", "telemetry")
+        if self._space_retry is not None:
+            self._space_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._space_retry
+            self._space_retry = None
+        try:
+            self.close_window()
+        except Exception as exc:  # shutdown must go on: the window is lost, the rest is not
+            log.error(
+                "cannot close the last window device=%s reason=%r", self.device.device_id, exc
+            )
+        self.board.publish(DeviceState.STOPPED)
+        drained = self.supervisor.running("outbox") and await self.outbox.drained(
+            settings.shutdown_drain_s
+        )
+        try:
+            await asyncio.wait_for(self.supervisor.stop(), settings.shutdown_close_s)
+        except TimeoutError:
+            log.warning("kafka clients did not close in time device=%s", self.device.device_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox.close(), settings.shutdown_close_s)
+        buffer = self.outbox.buffer
+        await asyncio.to_thread(buffer.flush)
+        if not drained:
+            log.warning(
+                "stopped before the outbox drained device=%s kept_on_disk=%d lost_in_memory=%d",
+                self.device.device_id,
+                len(buffer) - buffer.held,
+                buffer.held,
+            )
+        try:
+            await asyncio.to_thread(self.slot.close)
+        except Exception as exc:  # shutdown must go on
+            log.error("cannot close the model device=%s reason=%r", self.device.device_id, exc)

@@ -5,6 +5,19 @@ model version that computed all of them (a batch never spans a swap). A GENERATE
 ``{"text", "confidence", "finish_reason"}`` per text; the optional ``max_new_tokens`` field
 bounds its output (other tasks ignore it). Texts are served and forgotten: nothing here logs or
 stores them.
+
+Limits (:mod:`edge_runtime.http_limits`, from the device's settings): an inference request is
+admitted only while fewer than ``http_max_concurrent`` are served and its declared bytes fit in
+what is left of ``http_max_inflight_bytes``, else it is answered 429 with a ``Retry-After``
+header; a body over ``http_max_body_bytes`` is answered 413. Both answer
+``{"error": "..."}`` like every other refusal. The listener binds ``http_host`` (default
+127.0.0.1): only an explicit setting exposes the device beyond itself.
+
+``GET /healthz`` is readiness: 200 while a model serves, whether the device is SERVING or
+DEGRADED (a failing background task or a full disk does not stop inference, and taking the
+device out of rotation would turn a reporting problem into an outage), 503 while no model
+serves. ``GET /healthz?strict=1`` is for a balancer that should also avoid degraded devices:
+503 while DEGRADED. The body always carries ``state`` and the ``degraded`` reasons.
 """
 
 from __future__ import annotations
@@ -17,12 +30,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge_runtime.errors import InferenceError, NoModelError
 from edge_runtime.generation import MAX_NEW_TOKENS_CAP
+from edge_runtime.http_limits import Admission, HttpLimits, Verdict
 from edge_runtime.model import Prediction
 from edge_runtime.runtime import EdgeRuntime
+from streams.events import DeviceState
 
 log = logging.getLogger(__name__)
 
 RUNTIME: web.AppKey[EdgeRuntime] = web.AppKey("runtime", EdgeRuntime)
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 
 
 def _output(p: Prediction) -> dict[str, Any]:
@@ -39,8 +55,29 @@ def _problem(status: int, message: str) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    admission = request.app[ADMISSION]
+    decision = admission.admit(request.content_length)
+    if decision.verdict is not Verdict.ADMITTED:
+        status = 413 if decision.verdict is Verdict.TOO_LARGE else 429
+        runtime.metrics.http_refused.labels(runtime.device.device_id, str(status)).inc()
+        response = _problem(status, decision.reason)
+        if status == 429:
+            response.headers["Retry-After"] = "1"
+        return response
+    try:
+        return await _infer(request, runtime)
+    finally:
+        admission.release(decision)
+
+
+async def _infer(request: web.Request, runtime: EdgeRuntime) -> web.Response:
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        # The body was longer than it declared (or declared nothing): cut off while reading.
+        runtime.metrics.http_refused.labels(runtime.device.device_id, "413").inc()
+        limit = request.app[ADMISSION].limits.max_body_bytes
+        return _problem(413, f"request body exceeds the limit of {limit} bytes")
     except ValueError:
         return _problem(400, "body must be JSON")
     texts = body.get("texts") if isinstance(body, dict) else None
@@ -72,39 +109,59 @@ async def infer(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    state = runtime.state
     body = {
         "device_id": runtime.device.device_id,
-        "state": runtime.state.value,
+        "state": state.value,
+        "degraded": runtime.degraded_reasons,
         "model_id": runtime.model_id,
         "model_version": runtime.version,
         "last_error": runtime.last_error,
         "outbox_pending": len(runtime.outbox.buffer),
+        "outbox_held_in_memory": runtime.outbox.buffer.held,
         "outbox_dropped": runtime.outbox.buffer.dropped,
     }
-    return web.json_response(body, status=200 if runtime.version else 503)
+    strict = request.query.get("strict", "") not in ("", "0", "false")
+    ready = runtime.version is not None and not (strict and state is DeviceState.DEGRADED)
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     runtime.metrics.outbox_pending.set(len(runtime.outbox.buffer))
+    runtime.metrics.outbox_held.set(runtime.outbox.buffer.held)
     runtime.metrics.outbox_dropped.set(runtime.outbox.buffer.dropped)
     response = web.Response(body=runtime.metrics.render())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 
 
-def build_app(runtime: EdgeRuntime) -> web.Application:
-    app = web.Application(client_max_size=4 << 20)
+def build_app(runtime: EdgeRuntime, limits: HttpLimits | None = None) -> web.Application:
+    """The API of ``runtime`` under ``limits`` (default: :class:`HttpLimits`' defaults, which
+    are the settings' defaults; :func:`serve` passes the runtime's settings)."""
+    limits = limits or HttpLimits()
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app[RUNTIME] = runtime
+    app[ADMISSION] = Admission(limits)
     app.router.add_post("/v1/infer", infer)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
 
 
-async def serve(runtime: EdgeRuntime, host: str, port: int) -> web.AppRunner:
-    """Start the API; stop it with ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(runtime), access_log=None)
+async def serve(
+    runtime: EdgeRuntime,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    limits: HttpLimits | None = None,
+) -> web.AppRunner:
+    """Start the API on ``host:port`` (default: the runtime's settings); stop it with
+    ``await runner.cleanup()``."""
+    host = runtime.settings.http_host if host is None else host
+    port = runtime.settings.http_port if port is None else port
+    limits = limits or runtime.settings.http_limits()
+    runner = web.AppRunner(build_app(runtime, limits), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("http api listening device=%s host=%s port=%d", runtime.device.device_id, host, port)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from edge_runtime.http_limits import HttpLimits
+from edge_runtime.supervision import Backoff
 from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
@@ -34,6 +36,17 @@ class EdgeSettings(KafkaClientSettings):
     http_port: int = Field(
         default=0, ge=0, le=65535, description="port of the HTTP API; 0: no HTTP server"
     )
+    http_max_concurrent: int = Field(
+        default=4, ge=1, description="HTTP requests served at once; more are answered 429"
+    )
+    http_max_inflight_bytes: int = Field(
+        default=8 << 20,
+        ge=1,
+        description="request bytes admitted at once over all HTTP requests; more: 429",
+    )
+    http_max_body_bytes: int = Field(
+        default=4 << 20, ge=1, description="largest HTTP request body; larger ones: 413"
+    )
     max_artifact_bytes: int = Field(
         default=1 << 30, ge=1, description="largest artifact the device downloads"
     )
@@ -44,15 +57,51 @@ class EdgeSettings(KafkaClientSettings):
     outbox_max_entries: int = Field(
         default=10_000, ge=1, description="events kept on disk while Kafka is unreachable"
     )
+    outbox_memory_max_entries: int = Field(
+        default=1_000, ge=1, description="events held in memory while the disk is full"
+    )
+    stale_partial_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="partial downloads older than this are removed at start-up, seconds",
+    )
+    task_backoff_s: float = Field(
+        default=0.5, ge=0, description="first delay before restarting a failed task, doubling"
+    )
+    task_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="longest delay before restarting a failed task"
+    )
+    task_backoff_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="fraction by which a restart delay may be shortened"
+    )
     kafka_retry_s: float = Field(
         default=1.0, gt=0, description="seconds before retrying an unreachable Kafka, then doubling"
     )
     shutdown_drain_s: float = Field(
         default=2.0, ge=0, description="how long stopping waits for the outbox to empty"
     )
+    shutdown_close_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how long stopping waits for the Kafka clients to close, after the drain",
+    )
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(f"edge-{self.device_id}")
+
+    def task_backoff(self) -> Backoff:
+        return Backoff(
+            initial_s=min(self.task_backoff_s, self.task_backoff_max_s),
+            max_s=self.task_backoff_max_s,
+            jitter=self.task_backoff_jitter,
+        )
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_concurrent=self.http_max_concurrent,
+            max_inflight_bytes=self.http_max_inflight_bytes,
+            max_body_bytes=self.http_max_body_bytes,
+        )
 
     @property
     def device_dir(self) -> Path:

@@ -2,7 +2,12 @@
 
 An archive is unpacked with :func:`streams.events.artifact.unpack_and_verify` (address, signature
 against the device's trusted keys, every file's sha256, no path outside the flat directory)
-into a temporary directory that is renamed into place only when everything checks out.
+into a temporary ``.staging-*`` directory that is renamed into place only when everything checks
+out. A staging directory is removed whenever an install does not complete, whatever the
+reason, and :meth:`ModelStore.remove_staging` removes those a killed process left behind (an
+unpack is never resumed). Before unpacking, the free space is checked against the archive's
+size (an uncompressed tar holds no more than itself); too little, or a write that finds the disk
+full, refuses the version with :class:`~edge_runtime.errors.DiskFullError`.
 
 The last-known-good record names the newest version that passed warm-up and served. At
 start-up it is checked again (files and signature) before the device serves it: disks are not
@@ -23,7 +28,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_runtime.errors import VerificationError
+from edge_runtime.disk import Disk, LocalDisk, is_disk_full, tree_bytes
+from edge_runtime.errors import DiskFullError, ModelRefused, VerificationError
 from streams.events import Artifact
 from streams.events.artifact import (
     MANIFEST,
@@ -36,6 +42,8 @@ from streams.events.artifact import (
 )
 
 log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".staging-"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,23 +62,83 @@ class ModelStore:
     """``models/<model_id>/<version>-<sha12>/`` plus ``last-known-good/<model_id>.json``."""
 
     def __init__(
-        self, root: Path, trusted: Mapping[str, Ed25519PublicKey], *, max_bytes: int = 2 << 30
+        self,
+        root: Path,
+        trusted: Mapping[str, Ed25519PublicKey],
+        *,
+        max_bytes: int = 2 << 30,
+        disk: Disk | None = None,
     ) -> None:
         self.root = root
         self.trusted = dict(trusted)
         self.max_bytes = max_bytes
+        self.disk: Disk = disk or LocalDisk()
         self.models = root / "models"
         self.lkg = root / "last-known-good"
         self.models.mkdir(parents=True, exist_ok=True)
         self.lkg.mkdir(parents=True, exist_ok=True)
 
+    def remove_staging(self) -> int:
+        """Remove every staging directory (and temporary record) left by a killed process.
+
+        Returns the bytes freed. Call it before any install runs.
+        """
+        freed = 0
+        leftovers = [*self.models.glob(f"*/{STAGING_PREFIX}*"), *self.lkg.glob("*.tmp")]
+        for path in leftovers:
+            size = tree_bytes(path)
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                log.warning("cannot remove leftover path=%s reason=%s", path, exc)
+                continue
+            freed += size
+        return freed
+
     def install(
         self, archive: Path, model_id: str, version: str, artifact: Artifact
     ) -> InstalledModel:
-        """Unpack and verify ``archive``; raise :class:`VerificationError` with the reason."""
+        """Unpack and verify ``archive``; raise a :class:`ModelRefused` with the reason.
+
+        :class:`VerificationError` when the archive does not check out, :class:`DiskFullError`
+        when it does not fit, a plain :class:`ModelRefused` when the disk fails otherwise.
+        Nothing of a failed install stays on disk.
+        """
         final = self.models / model_id / f"{version}-{artifact.sha256[:12]}"
-        staging = self.models / model_id / f".staging-{uuid.uuid4().hex[:8]}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.models / model_id / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            free = self.disk.free_bytes(staging.parent)
+            if free < artifact.size_bytes and not final.exists():
+                raise DiskFullError(
+                    model_id,
+                    version,
+                    f"{artifact.size_bytes} bytes to unpack, {free} free in {self.models}",
+                    path=str(staging),
+                )
+            return self._unpack(archive, model_id, version, artifact, staging, final)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(
+                    model_id, version, f"disk full while unpacking: {exc}", path=str(staging)
+                ) from exc
+            raise ModelRefused(model_id, version, f"cannot unpack: {exc}") from exc
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _unpack(
+        self,
+        archive: Path,
+        model_id: str,
+        version: str,
+        artifact: Artifact,
+        staging: Path,
+        final: Path,
+    ) -> InstalledModel:
         try:
             manifest = unpack_and_verify(
                 archive,
@@ -87,17 +155,17 @@ class ModelStore:
                     f"registry announced {model_id}:{version}"
                 )
         except ArtifactError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             raise VerificationError(model_id, version, str(exc)) from exc
         signature = artifact.signature or (staging / SIGNATURE).read_text().strip()
-        if final.exists():
-            shutil.rmtree(staging)
-        else:
+        if not final.exists():
             os.replace(staging, final)
         return InstalledModel(model_id, version, artifact.sha256, final, manifest, signature)
 
     def mark_good(self, model: InstalledModel) -> None:
-        """Record ``model`` as the one to serve at the next start-up (atomic write)."""
+        """Record ``model`` as the one to serve at the next start-up (atomic write).
+
+        Raises ``OSError`` when the record cannot be written (the old record then stays).
+        """
         record = {
             "model_id": model.model_id,
             "version": model.version,
@@ -108,8 +176,11 @@ class ModelStore:
         }
         path = self.lkg / f"{model.model_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        try:
+            self.disk.write_bytes(tmp, json.dumps(record, indent=1).encode())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def last_good(self, model_id: str) -> InstalledModel | None:
         """The last-known-good model, re-verified; None (and a warning) when unusable."""

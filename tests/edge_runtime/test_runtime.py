@@ -125,6 +125,9 @@ def test_refused_update_keeps_last_good_serving_and_says_why(
 
     rt, served = asyncio.run(scenario())
     assert served == ("v1", LABELS[0])
+    # Nothing of the refused version stays behind: no staging directory, no partial download.
+    assert list(rt.store.models.glob("*/.staging-*")) == []
+    assert rt.fetcher.cache.partial_files() == []
     status = rt.statuses[-1]
     assert status.state is DeviceState.SERVING
     assert status.model_version == "v1"
@@ -195,3 +198,23 @@ def test_window_reports_served_requests(tmp_path, signing_key):
     before, emitted, after = asyncio.run(scenario())
     assert emitted == 2  # a Telemetry and a DriftSketch
     assert after == before + 2
+
+
+def test_a_megabyte_text_is_cut_before_tokenizing_and_answers_like_its_first_tokens(
+    tmp_path, signing_key
+):
+    v1 = build(tmp_path, signing_key, version="v1")
+    huge = "play some music " * 250_000  # 4 MB
+    head = " ".join(huge.split()[:1000])
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        assert rt.slot.current is not None
+        max_length = rt.slot.current.manifest.max_length
+        return max_length, await rt.infer([huge]), await rt.infer([head])
+
+    max_length, cut, reference = asyncio.run(scenario())
+    assert cut.token_counts == (max_length,)
+    assert cut.predictions == reference.predictions

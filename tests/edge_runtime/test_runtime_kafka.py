@@ -2,25 +2,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from edge_runtime.background import Supervisor
+from edge_runtime.follower import UpdateFollower
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.supervision import Backoff, HealthBook
 from streams.events import (
     CohortSelector,
+    DeviceState,
     DeviceStatus,
     DriftSketch,
     Event,
+    ModelVersion,
     RolloutState,
     RolloutStatus,
     Telemetry,
+    decode,
 )
 from streams.events.artifact import public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
+from tests.support.device import registered
+from tests.support.ports import free_port
 from tests.support.records import event_of
 from tests.support.tiny_models import LABELS, build
+from tests.support.waiting import wait_for_async
 
 
 @pytest.mark.integration
@@ -91,3 +102,113 @@ def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_pat
     assert {t.model_version for t in got[Telemetry]} >= {"v1"}
     assert sum(t.request_count for t in got[Telemetry]) == 1
     assert got[DriftSketch]
+
+
+def _queued_on_disk(directory: Path) -> list[Event]:
+    return [decode(path.read_bytes()) for path in sorted(directory.glob("*.evt"))]
+
+
+@pytest.mark.integration
+def test_stop_without_a_broker_keeps_the_outbox_on_disk_and_a_restart_delivers_it(
+    kafka_conn, tmp_path, signing_key
+):
+    v1 = build(tmp_path, signing_key, version="v1")
+    offline = EdgeSettings(
+        device_id="edge-it-stop",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers=f"127.0.0.1:{free_port()}",  # nothing listens there
+        topic_prefix=kafka_conn.topic_prefix,
+        window_s=0.2,
+        kafka_retry_s=0.2,
+        shutdown_drain_s=0.5,
+        shutdown_close_s=1.0,
+    )
+    online = offline.model_copy(update={"bootstrap_servers": kafka_conn.bootstrap_servers})
+    outbox_dir = offline.device_dir / "outbox"
+
+    async def offline_life() -> float:
+        rt = EdgeRuntime(offline)
+        await rt.start()
+        await rt.apply(registered(v1, 1))
+        await rt.infer(["play some music"])
+        started = time.monotonic()
+        await rt.stop()  # must not raise
+        return time.monotonic() - started
+
+    async def online_life() -> None:
+        rt = EdgeRuntime(online)
+        await rt.start()
+        try:
+            assert await rt.outbox.drained(30.0)
+        finally:
+            await rt.stop()
+
+    async def delivered() -> dict[str, Event]:
+        catalog = kafka_conn.catalog()
+        topics = [catalog.topic_for(t) for t in (DeviceStatus, Telemetry, DriftSketch)]
+        got: dict[str, Event] = {}
+        async with EventConsumer(kafka_conn, topics, name="check") as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=2.0):
+                event = event_of(record, Event)
+                got[event.event_id] = event
+        return got
+
+    took = asyncio.run(offline_life())
+    kept = _queued_on_disk(outbox_dir)
+    asyncio.run(online_life())
+    got = asyncio.run(delivered())
+
+    # The bound is the settings' drain and close times; the slack is for a loaded machine.
+    assert took <= offline.shutdown_drain_s + offline.shutdown_close_s + 2.0
+    kinds = {type(e) for e in kept}
+    assert {DeviceStatus, Telemetry} <= kinds
+    assert isinstance(kept[-1], DeviceStatus)
+    assert kept[-1].state is DeviceState.STOPPED
+    assert sum(e.request_count for e in kept if isinstance(e, Telemetry)) == 1
+    assert {e.event_id for e in kept} <= set(got)  # every record kept on disk arrived
+
+
+@pytest.mark.integration
+def test_an_update_follower_that_fails_is_restarted_and_reads_the_history_again(
+    kafka_conn, tmp_path, signing_key
+):
+    v1 = build(tmp_path, signing_key, version="v1")
+    seen: list[str] = []
+    book = HealthBook(["updates"])
+
+    async def apply(event: Event, reconcile: bool) -> None:
+        assert isinstance(event, ModelVersion)
+        seen.append(event.version)
+        if len(seen) == 1:
+            raise RuntimeError("unexpected failure while applying a record")
+
+    async def reconcile() -> None:
+        return None
+
+    async def scenario() -> None:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(v1.event)
+        follower = UpdateFollower(
+            kafka_conn,
+            apply=apply,
+            reconcile=reconcile,
+            device_id="edge-it-follow",
+            retry=Backoff(initial_s=0.1, max_s=0.5),
+        )
+        supervisor = Supervisor(book, Backoff(initial_s=0.05, max_s=0.1), context="t")
+        supervisor.spawn("updates", follower.run)
+
+        async def recovered() -> bool:
+            return len(seen) >= 2 and not book.reasons()
+
+        try:
+            await wait_for_async("the follower to recover", recovered, timeout=30)
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(scenario())
+    assert seen[:2] == ["v1", "v1"]  # the same record, read again after the restart
+    assert book.tasks["updates"].total_failures == 1
+    assert "unexpected failure while applying a record" in (book.tasks["updates"].last_error or "")

@@ -2,23 +2,55 @@
 
 The device talks to no broker (its bootstrap address is closed, so its events stay in the
 outbox); a test hands it registry and rollout events with ``EdgeRuntime.apply``.
+:class:`FillableDisk` is the disk a test fills and empties.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_runtime.disk import LocalDisk
 from edge_runtime.settings import EdgeSettings
 from streams.events import CohortSelector, ModelVersion, RolloutState, RolloutStatus
 from streams.events.artifact import public_key_to_text
 from tests.support.tiny_models import Built
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FillableDisk(LocalDisk):
+    """The real file system, except that while :attr:`full` every write fails with ENOSPC.
+
+    ``free_bytes`` reports 0 while full; ``lying`` makes it report plenty while writes still
+    fail (the space went to another process between the check and the write).
+    """
+
+    def __init__(self) -> None:
+        self.full = False
+        self.lying = False
+        self.refused_writes = 0
+
+    def _check(self, path: Path) -> None:
+        if self.full:
+            self.refused_writes += 1
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        self._check(path)
+        super().write_bytes(path, data)
+
+    def open_write(self, path: Path, *, append: bool = False) -> BinaryIO:
+        self._check(path)
+        return super().open_write(path, append=append)
+
+    def free_bytes(self, path: Path) -> int:
+        return 0 if self.full and not self.lying else super().free_bytes(path)
 
 
 def settings(tmp_path: Path, signing_key: Ed25519PrivateKey, **extra: Any) -> EdgeSettings:
