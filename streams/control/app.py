@@ -16,11 +16,13 @@ and goes on.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
+from faust.web.base import BlueprintManager
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.control.avro_schema import AvroSchema
@@ -54,8 +56,20 @@ class ControlWorker:
             broker_credentials=faust_credentials(settings.connection()),
             store="memory://",
             datadir=str(settings.data_dir),
-            web_host=settings.web_host,
+            # Faust listens on web_bind (every interface by default); web_host only names URLs.
+            web_bind=settings.web_host,
+            web_host=_url_host(settings.web_host),
             web_port=settings.web_port,
+            # Faust's own pages show table contents and the cluster's workers: off unless asked.
+            web_router_enabled=settings.web_debug_pages,
+            web_tables_enabled=settings.web_debug_pages,
+            web_stats_enabled=settings.web_debug_pages,
+            web_graph_enabled=settings.web_debug_pages,
+            web_metrics_enabled=settings.web_debug_pages,
+            # Stopping or rebalancing must not wait for the source events intake holds until
+            # their window closes (it may never close, e.g. under a backlog): those events are
+            # replayed from the committed offsets and deduplicated by event_id.
+            stream_wait_empty=False,
             topic_partitions=settings.internal_partitions,
             topic_replication_factor=1,
             consumer_auto_offset_reset="earliest",
@@ -163,6 +177,10 @@ class ControlWorker:
         async def ui_page(view: Any, request: Any) -> Any:
             return view.html(STATUS_PAGE)
 
+        if not settings.web_debug_pages:
+            # With its own pages off Faust still mounts a placeholder index at "/", which
+            # collides with the status page; only the pages below are served.
+            app.web.blueprints = BlueprintManager([])
         app.page("/metrics")(metrics_page)
         app.page("/status")(status_page)
         app.page("/")(ui_page)
@@ -232,6 +250,11 @@ class ControlWorker:
             "rollouts": [v["state"] for _, v in sorted(self.rollouts.table.items())],
             "alerts": list(self.board.alerts),
         }
+
+
+def _url_host(bind: str) -> str:
+    # A worker bound to every interface is reached by its host name, not by 0.0.0.0.
+    return socket.gethostname() if bind in ("0.0.0.0", "::", "") else bind
 
 
 def faust_credentials(conn: KafkaConnection) -> faust.types.auth.CredentialsT | None:

@@ -41,6 +41,7 @@ _WORKER_FLAGS: tuple[_Flag, ...] = (
     ("--privacy-k", "privacy_k", int),
     ("--internal-partitions", "internal_partitions", int),
     ("--session-timeout-s", "session_timeout_s", float),
+    ("--shutdown-timeout-s", "shutdown_timeout_s", float),
     ("--log-level", "log_level", str),
 )
 # The default SLOs of every model (SLMOPS_MODEL_RULES overrides them per model).
@@ -81,7 +82,14 @@ _OFF_SWITCHES: tuple[tuple[str, str, str], ...] = (
     ),
     ("--no-auto-rollout", "rollout.auto", "do not start rollouts for accepted candidates"),
 )
-_SETTINGS_FLAGS = (*_CONNECTION_FLAGS, *_WORKER_FLAGS, *_RULE_FLAGS, *_ROLLOUT_FLAGS)
+# (flag, boolean settings field): the flag turns a default-off field on.
+_ON_SWITCHES: tuple[tuple[str, str], ...] = (("--web-debug-pages", "web_debug_pages"),)
+_SETTINGS_FLAGS = (
+    *_CONNECTION_FLAGS,
+    *_WORKER_FLAGS,
+    *_RULE_FLAGS,
+    *_ROLLOUT_FLAGS,
+)
 
 
 def _dest(field: str) -> str:
@@ -107,7 +115,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     from streams.control.settings import ControlSettings
 
     overrides: dict[str, Any] = {}
-    fields = [field for _, field, _ in _SETTINGS_FLAGS] + [field for _, field, _ in _OFF_SWITCHES]
+    fields = [
+        *(field for _, field, _ in _SETTINGS_FLAGS),
+        *(field for _, field, _ in _OFF_SWITCHES),
+        *(field for _, field in _ON_SWITCHES),
+    ]
     for field in fields:
         value = getattr(args, _dest(field), None)
         if value is None:
@@ -298,6 +310,15 @@ def register(subparsers: Any) -> None:
             action="store_false",
             default=None,
             help=f"{text} (env {ControlSettings.env_name(field)}=false)",
+        )
+    for flag, field in _ON_SWITCHES:
+        p.add_argument(
+            flag,
+            dest=_dest(field),
+            action="store_true",
+            default=None,
+            help=f"{ControlSettings.field_help(field, env=False)} "
+            f"(env {ControlSettings.env_name(field)}=true)",
         )
 
     def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:

@@ -110,10 +110,21 @@ class ControlSettings(KafkaClientSettings):
     )
     web_host: str = Field(
         default="127.0.0.1",
-        description="host name in the web server's URLs (it binds every address)",
+        description="address the status page and /metrics listen on; 0.0.0.0: every interface",
     )
     web_port: int = Field(
         default=6066, ge=1, le=65535, description="port of the status page and /metrics"
+    )
+    web_debug_pages: bool = Field(
+        default=False,
+        description="also serve Faust's own pages (/router/, /table/, /stats/, /graph/), which "
+        "show table contents and the cluster's workers",
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="seconds a worker may take to stop after SIGTERM/SIGINT (commit, flush, "
+        "leave the group); past it the process exits with status 70",
     )
     data_dir: Path = Field(default=Path(".local/control"), description="the worker's local state")
     window_s: float = Field(default=60.0, gt=0, description="tumbling window length, seconds")
