@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.control.avro_schema import AvroSchema
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
+from streams.control.guard import WriteGuard
 from streams.control.intake import SOURCES, Intake
 from streams.control.merge import Merge
 from streams.control.metrics import ControlMetrics
@@ -48,7 +49,7 @@ class ControlWorker:
 
     def __init__(self, settings: ControlSettings, partitions: Mapping[str, int]) -> None:
         self.settings = settings
-        self.metrics = metrics = ControlMetrics()
+        self.metrics = metrics = ControlMetrics(settings.limits.max_label_values)
         self.catalog = catalog = settings.connection().catalog()
         self.app = app = faust.App(
             settings.resolved_app_id,
@@ -97,6 +98,12 @@ class ControlWorker:
 
         self.board = StatusBoard()
         self.dead_letters = DeadLetters(topics["dead-letter"], settings.worker_id, metrics)
+        guard = WriteGuard(
+            settings.limits,
+            internal_topic=f"{settings.resolved_app_id}-partials",
+            metrics=metrics,
+            dead_letters=self.dead_letters,
+        )
         self.intake = Intake(
             app,
             settings,
@@ -104,6 +111,7 @@ class ControlWorker:
             source_topics={catalog.name(catalog.resolve(b)): b for b, _ in SOURCES},
             metrics=metrics,
             dead_letters=self.dead_letters,
+            guard=guard,
         )
         self.decisions = Decisions(
             settings,
@@ -128,6 +136,7 @@ class ControlWorker:
             status=self.board,
             metrics=metrics,
             dead_letters=self.dead_letters,
+            guard=guard,
         )
         self.rollouts = RolloutAgents(
             settings,
@@ -230,7 +239,7 @@ class ControlWorker:
         return agent
 
     def _alerted(self, alert: Alert) -> None:
-        self.metrics.alerts.labels(alert.model_id, alert.kind).inc()
+        self.metrics.alerted(alert.model_id, alert.kind)
         self.board.alerted(alert)
 
     def status(self) -> dict[str, Any]:

@@ -44,6 +44,15 @@ _WORKER_FLAGS: tuple[_Flag, ...] = (
     ("--shutdown-timeout-s", "shutdown_timeout_s", float),
     ("--log-level", "log_level", str),
 )
+# Caps on the worker's state and writes (streams.control.limits says what happens past them).
+_LIMIT_FLAGS: tuple[_Flag, ...] = (
+    ("--max-models", "limits.max_models", int),
+    ("--max-versions-per-model", "limits.max_versions_per_model", int),
+    ("--max-cohorts-per-model", "limits.max_cohorts_per_model", int),
+    ("--max-groups-per-window", "limits.max_groups_per_window", int),
+    ("--max-label-values", "limits.max_label_values", int),
+    ("--max-message-bytes", "limits.max_message_bytes", int),
+)
 # The default SLOs of every model (SLMOPS_MODEL_RULES overrides them per model).
 _RULE_FLAGS: tuple[_Flag, ...] = (
     ("--min-quality", "rules.min_quality", float),
@@ -87,6 +96,7 @@ _ON_SWITCHES: tuple[tuple[str, str], ...] = (("--web-debug-pages", "web_debug_pa
 _SETTINGS_FLAGS = (
     *_CONNECTION_FLAGS,
     *_WORKER_FLAGS,
+    *_LIMIT_FLAGS,
     *_RULE_FLAGS,
     *_ROLLOUT_FLAGS,
 )
@@ -300,7 +310,7 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_worker)
     _connection_flags(p, ControlSettings)
-    for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS + _ROLLOUT_FLAGS:
+    for flag, field, kind in _WORKER_FLAGS + _LIMIT_FLAGS + _RULE_FLAGS + _ROLLOUT_FLAGS:
         help_ = ControlSettings.field_help(field)
         p.add_argument(flag, dest=_dest(field), type=kind, metavar=_metavar(field), help=help_)
     for flag, field, text in _OFF_SWITCHES:
