@@ -4,8 +4,8 @@ Labels are bounded: model, version, cohort, source topic, decision kind, rollout
 name — never a device id. Model, version and cohort are chosen by producers, so each metric
 takes at most ``max_label_values`` of their label sets (``StateLimits.max_label_values``);
 further ones are written to one series whose labels are all ``other`` (it shows the latest of
-them) and counted in ``slmops_label_values_folded_total{metric}``. A label set keeps its place
-once it has one.
+them), each such write counted in ``slmops_label_values_folded_total{metric}``. A label set
+keeps its place once it has one.
 Privacy floor: a group's quality and drift gauges are set only when at least k devices
 contributed to the window; otherwise ``slmops_window_suppressed`` is 1 and those gauges are
 removed, so no value of a small group is ever scraped.
@@ -107,7 +107,7 @@ class ControlMetrics:
         )
         self.labels_folded = Counter(
             "slmops_label_values_folded",
-            "Label sets shown as 'other' past max_label_values, by metric",
+            "Writes shown under labels 'other' past max_label_values, by metric",
             ("metric",),
             registry=r,
         )
