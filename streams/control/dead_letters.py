@@ -49,11 +49,15 @@ class DeadLetters:
         self._metrics.dead_letters.labels(msg.topic).inc()
 
     async def refused(self, topic: str, *, key: bytes, value: bytes, error: Exception) -> None:
-        """Dead-letter a record the worker built for ``topic`` but may not write (a cap)."""
+        """Dead-letter a record the worker built for ``topic`` but may not write (a cap).
+
+        It was never written, so it has no partition or offset: both are 0, and the reason
+        (a :class:`~streams.control.errors.LimitExceeded`) names the cap.
+        """
         dl = dead_letter_for(
             topic=topic,
-            partition=-1,  # never written: no partition or offset
-            offset=-1,
+            partition=0,
+            offset=0,
             key=key,
             value=value,
             error=error,

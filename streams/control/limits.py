@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.control.aggregate import GroupKey, WindowAggregate, merge_all
@@ -130,6 +130,28 @@ def bound_groups(groups: Mapping[GroupKey, WindowAggregate], limits: StateLimits
 
 def _refusal(reason: str, limit: str, key: GroupKey) -> LimitExceeded:
     return LimitExceeded(reason, limit=limit, model_id=key.model_id)
+
+
+def merge_target(open_groups: Iterable[str], group: GroupKey, limits: StateLimits) -> GroupKey:
+    """The group stage 2 merges ``group``'s partial into, given the window's open groups.
+
+    Stage 1 folds per source partition, so each may keep other names; here, where all of a
+    model's partials meet, a version or cohort that is new to the window once the model has
+    its fill of them goes to ``other`` as well. Names already open keep their row.
+    """
+    versions: set[str] = set()
+    cohorts: set[str] = set()
+    for text in open_groups:
+        key = GroupKey.decode(text)
+        if key.model_id == group.model_id:
+            versions.add(key.version)
+            cohorts.add(key.cohort)
+    version, cohort = group.version, group.cohort
+    if version not in versions and len(versions - {OTHER}) >= limits.max_versions_per_model:
+        version = OTHER
+    if cohort not in cohorts and len(cohorts - {OTHER}) >= limits.max_cohorts_per_model:
+        cohort = OTHER
+    return GroupKey(group.model_id, version, cohort)
 
 
 class LabelBudget:

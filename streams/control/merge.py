@@ -20,7 +20,7 @@ from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
 from streams.control.errors import AggregationError, LimitExceeded
 from streams.control.guard import WriteGuard
-from streams.control.limits import encoded_size
+from streams.control.limits import encoded_size, merge_target
 from streams.control.messages import ClosedWindows, Partial, Watermark, merge_input
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import PolicyState, step
@@ -79,12 +79,20 @@ class Merge:
         mkey = f"q{q}"
         state = MergeState.from_dict(self._merge.get(mkey))
         if isinstance(record, Partial):
-            w, g = record.window, record.group.encode()
+            w = record.window
             if state.is_final(w):
                 self._metrics.late.inc()
                 return
+            target = merge_target(state.open.get(w, []), record.group, self._settings.limits)
+            g = target.encode()
+            # A folded partial is told apart by its own group too: several of one source
+            # may go into one "other" entry, and a replay of each is still dropped.
+            source = record.source
+            if target != record.group:
+                source = f"{record.source}>{record.group.encode()}"
+                self._metrics.folded.inc()
             wkey = f"{g}|{w}"
-            entry = accept_partial(self._windows.get(wkey), record.source, record.aggregate)
+            entry = accept_partial(self._windows.get(wkey), source, record.aggregate)
             if entry is None:
                 self._metrics.late.inc()
                 return

@@ -148,3 +148,50 @@ def test_3000_groups_make_a_bounded_number_of_series():
     (total,) = [s for s in folded.samples if s.name.endswith("_total")]
     assert total.labels == {"metric": "group"}
     assert total.value == 2950 * 2  # window() and judged() both reported each folded group
+
+
+def test_stage_two_folds_a_version_new_to_a_full_window_and_keeps_open_ones():
+    from streams.control.limits import merge_target
+
+    limits = StateLimits(max_versions_per_model=2, max_cohorts_per_model=1)
+    open_groups = [GroupKey("intent", v, "eu").encode() for v in ("v1", "v2")]
+    open_groups.append(GroupKey("other-model", "v9", "us").encode())
+    assert merge_target(open_groups, GroupKey("intent", "v2", "eu"), limits) == GroupKey(
+        "intent", "v2", "eu"
+    )
+    assert merge_target(open_groups, GroupKey("intent", "v3", "us"), limits) == GroupKey(
+        "intent", OTHER, OTHER
+    )
+    # Another model's names do not count against this one.
+    assert merge_target(open_groups, GroupKey("third", "v3", "us"), limits) == GroupKey(
+        "third", "v3", "us"
+    )
+
+
+def test_a_refused_record_makes_a_valid_dead_letter():
+    import asyncio
+
+    from streams.control.dead_letters import DeadLetters
+    from streams.control.guard import WriteGuard
+    from streams.events import DeadLetter, default_codec
+
+    sent: list[DeadLetter] = []
+
+    class Topic:
+        async def send(self, *, key: bytes, value: DeadLetter) -> None:
+            default_codec().encode(value)  # what the Faust schema does on send
+            sent.append(value)
+
+    metrics = ControlMetrics()
+    guard = WriteGuard(
+        StateLimits(),
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=DeadLetters(Topic(), "w1", metrics),
+    )
+    groups = {GroupKey("intent", "\x01" * 200_000, "eu"): agg_of("d0")}
+    assert asyncio.run(guard.partials("telemetry:0", 1, groups)) == []
+    (letter,) = sent
+    assert letter.source_topic == "app-partials"
+    assert "max_message_bytes" in letter.reason
+    assert len(letter.original_value or b"") <= 64 * 1024
