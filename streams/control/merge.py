@@ -20,7 +20,7 @@ from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
 from streams.control.errors import AggregationError, LimitExceeded
 from streams.control.guard import WriteGuard
-from streams.control.limits import encoded_size, merge_target
+from streams.control.limits import OTHER, encoded_size, merge_target
 from streams.control.messages import ClosedWindows, Partial, Watermark, merge_input
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import PolicyState, step
@@ -174,7 +174,10 @@ class Merge:
         self._metrics.judged(group, end_s, None if m.suppressed else state.drift_streak)
         self._metrics.slo(group.model_id, s.rules_for(group.model_id))
         self._status.window_closed(window_row(group, w, s.window_ms, m, judged, state))
-        if judged.decision is not None:
+        if judged.decision is not None and group.version == OTHER:
+            # Folded versions have no build to alert on or optimise from; the metrics show it.
+            log.warning("no decision for folded versions group=%s", group.encode())
+        elif judged.decision is not None:
             await self._decisions.publish(judged.decision, w)
         good = sum(n for k, n in agg.outcomes.items() if k in s.positive_outcomes)
         return GroupWindow(
