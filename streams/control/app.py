@@ -28,8 +28,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.control.avro_schema import AvroSchema
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
+from streams.control.errors import LimitExceeded
 from streams.control.guard import WriteGuard
 from streams.control.intake import SOURCES, Intake
+from streams.control.limits import check_size
 from streams.control.merge import Merge
 from streams.control.metrics import ControlMetrics
 from streams.control.rollout_agents import RolloutAgents
@@ -233,6 +235,12 @@ class ControlWorker:
                 key = value.ref if isinstance(value, ModelVersion) else value.device_id
                 known = table.get(key)
                 record = to_json(value)
+                try:
+                    # JSON escaping can make a valid record several times its Avro size.
+                    check_size("registry entry", record, self.settings.limits.max_message_bytes)
+                except LimitExceeded as exc:
+                    await self.dead_letters.send("registry", event.message, exc)
+                    continue
                 if known is None or known["occurred_at"] <= record["occurred_at"]:
                     table[key] = record
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.events import DeadLetter, Event
+from streams.events import DeadLetter, Event, RolloutCommand, RolloutCommandKind
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
 from tests.support.control_inputs import sketch, telemetry
@@ -90,6 +90,15 @@ def test_thousands_of_versions_fold_and_oversized_records_are_refused_while_the_
     letters = asyncio.run(_dead_letters(kafka_conn, 1))
     assert any("max_message_bytes" in dl.reason or "model_version" in dl.reason for dl in letters)
     assert all(len(dl.original_value or b"") < 100_000 for dl in letters)
+
+    # A rollout command whose note is 200 kB of control characters: 1.2 MB once forwarded.
+    note = RolloutCommand(
+        rollout_id="r-huge", command=RolloutCommandKind.PAUSE, note="\x01" * 200_000
+    )
+    produce(kafka_conn, [note])
+    letters = asyncio.run(_dead_letters(kafka_conn, 2))
+    commands = kafka_conn.catalog().topic_for(RolloutCommand)
+    assert any(dl.source_topic == commands for dl in letters)
 
     m = scrape(worker)
     assert m["slmops_folded_groups_total"] >= VERSIONS - CAP
