@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.control.aggregate import GroupKey, WindowAggregate, merge_all, window_metrics
@@ -195,3 +197,28 @@ def test_a_refused_record_makes_a_valid_dead_letter():
     assert letter.source_topic == "app-partials"
     assert "max_message_bytes" in letter.reason
     assert len(letter.original_value or b"") <= 64 * 1024
+
+
+@given(
+    names=st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(0, 9), st.integers(0, 4), st.integers(1, 50)),
+        max_size=60,
+    ),
+    versions=st.integers(1, 4),
+    cohorts=st.integers(1, 3),
+)
+def test_folding_never_changes_a_kept_models_totals(names, versions, cohorts):
+    groups: dict[GroupKey, WindowAggregate] = {}
+    for model, v, c, requests in names:
+        groups.setdefault(GroupKey(model, f"v{v}", f"c{c}"), WindowAggregate()).merge_from(
+            agg_of(f"{model}{v}{c}", model=model, requests=requests)
+        )
+    limits = StateLimits(max_versions_per_model=versions, max_cohorts_per_model=cohorts)
+    out = bound_groups(groups, limits)
+    assert not out.refused
+    for model in {k.model_id for k in groups}:
+        kept = [a for k, a in out.kept.items() if k.model_id == model]
+        given_ = [a for k, a in groups.items() if k.model_id == model]
+        assert merge_all(kept).to_dict() == merge_all(given_).to_dict()
+        assert len({k.version for k in out.kept if k.model_id == model} - {OTHER}) <= versions
+        assert len({k.cohort for k in out.kept if k.model_id == model} - {OTHER}) <= cohorts
