@@ -222,3 +222,16 @@ def test_folding_never_changes_a_kept_models_totals(names, versions, cohorts):
         assert merge_all(kept).to_dict() == merge_all(given_).to_dict()
         assert len({k.version for k in out.kept if k.model_id == model} - {OTHER}) <= versions
         assert len({k.cohort for k in out.kept if k.model_id == model} - {OTHER}) <= cohorts
+
+
+def test_long_device_ids_cost_a_digest_each_and_old_records_with_ids_still_count_alike():
+    from streams.control.aggregate import device_digest
+
+    agg = WindowAggregate()
+    for i in range(40_000):
+        agg.devices.add(device_digest(f"{i:06d}" + "x" * 122))
+    assert encoded_size(agg.to_dict()) < StateLimits().max_message_bytes
+    old = agg_of("d1").to_dict()
+    old["dev"] = ["d1"]
+    del old["dh"]
+    assert WindowAggregate.from_dict(old).devices == agg_of("d1").devices
