@@ -30,10 +30,11 @@ COPY --from=build /opt/slmops /opt/slmops
 ENV PATH=/opt/slmops/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SLMOPS_DATA_DIR=/var/lib/slmops
+    SLMOPS_DATA_DIR=/var/lib/slmops \
+    SLMOPS_WEB_HOST=0.0.0.0
 WORKDIR /var/lib/slmops
 USER 10001:10001
-# ControlSettings.web_port; Faust binds the web server on every interface.
+# ControlSettings.web_port, on every interface of the container (SLMOPS_WEB_HOST above).
 EXPOSE 6066
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:6066/metrics', timeout=4)"]

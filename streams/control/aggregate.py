@@ -1,9 +1,17 @@
 """Window aggregation per (model, version, cohort, window) with an exact merge.
 
 Every quantity is kept in a form whose merge is exact and order-independent: counts and
-histogram bins add as integers, device sets unite, and embedding moments are summed as exact
-fractions. So the window a group ends with does not depend on how its events were spread over
-partitions, workers or restarts; the Faust shell only decides *which* partials to merge.
+histogram bins add as integers, sets of device digests unite, and embedding moments and
+feedback scores are summed as integers in fixed point (units of 2**-64, each event's value
+rounded once). So
+the window a group ends with does not depend on how its events were spread over partitions,
+workers or restarts; the Faust shell only decides *which* partials to merge.
+
+Fixed point rather than exact fractions because a fraction's size follows its input: a sketch
+of 2,000 subnormal floats became 80 times its own size as fractions, past Kafka's 1 MB limit
+for one table value. In fixed point a value costs about 20 digits, whatever the float; the
+price is an absolute resolution of 2**-64 (5e-20). Embedding values beyond +-2**32 and
+variances beyond 2**64 are refused with :class:`AggregationError`.
 
 Telemetry histograms must use the fleet's shared bounds (``streams.events.histograms``): a histogram
 with other bounds cannot be merged exactly and is refused with :class:`AggregationError`.
@@ -12,6 +20,8 @@ with other bounds cannot be merged exactly and is refused with :class:`Aggregati
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -50,13 +60,35 @@ def window_index(timestamp_ms: int, window_ms: int) -> int:
     return timestamp_ms // window_ms
 
 
+def device_digest(device_id: str) -> str:
+    """What a window keeps of a device: 16 hex digits of its BLAKE2b hash.
+
+    Device counts must be exact across partials, so a window keeps a set, but an id may be
+    128 characters: as digests a partial holds about 45,000 devices in its size limit whatever
+    the ids. Two devices share a digest with odds of about n**2 / 2**65 (3e-10 for 100,000).
+    """
+    return hashlib.blake2b(device_id.encode(), digest_size=8).hexdigest()
+
+
 def _add(into: list[int], counts: Sequence[int]) -> None:
     for i, c in enumerate(counts):
         into[i] += c
 
 
-def _frac(x: float) -> Fraction:
-    return Fraction(x)
+_FIXED_BITS = 64
+_FIXED_ONE = 1 << _FIXED_BITS
+_MAX_VALUE = 2.0**32
+_MAX_VARIANCE = 2.0**64
+
+
+def _fixed(x: float) -> int:
+    """``x`` in units of 2**-64, rounded to the nearest (ldexp scales a float exactly)."""
+    return round(math.ldexp(x, _FIXED_BITS))
+
+
+def _fixed_square(f: int) -> int:
+    """The square of fixed-point ``f``, in fixed point, rounded half up (integers only)."""
+    return (f * f + (_FIXED_ONE >> 1)) >> _FIXED_BITS
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,15 +104,17 @@ class WindowAggregate:
     confidence_counts: list[int] = dataclasses.field(
         default_factory=lambda: [0] * (len(UNIT_BOUNDS) + 1)
     )
+    # 64-bit digests of the contributing device ids (see device_digest), not the ids.
     devices: set[str] = dataclasses.field(default_factory=set)
     feedback_events: int = 0
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
-    score_sum: Fraction = Fraction(0)
+    score_sum: int = 0  # fixed point, 2**-64
     score_count: int = 0
     drift_samples: int = 0
-    # sum over sketches of n*mean and n*(var + mean^2): merge exactly, give mean and variance.
-    embedding_sum: list[Fraction] = dataclasses.field(default_factory=list)
-    embedding_sq_sum: list[Fraction] = dataclasses.field(default_factory=list)
+    # sum over sketches of n*mean and n*(var + mean^2), fixed point: merge exactly, give mean
+    # and variance.
+    embedding_sum: list[int] = dataclasses.field(default_factory=list)
+    embedding_sq_sum: list[int] = dataclasses.field(default_factory=list)
     drift_bounds: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     drift_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
@@ -105,17 +139,21 @@ class WindowAggregate:
         self.telemetry_events += 1
         _add(self.latency_counts, lat.counts)
         _add(self.confidence_counts, conf.counts)
-        self.devices.add(event.device_id)
+        self.devices.add(device_digest(event.device_id))
 
     def add_feedback(self, event: Feedback) -> None:
         self.feedback_events += 1
         for name, count in event.outcomes.items():
             self.outcomes[name] = self.outcomes.get(name, 0) + count
         if event.score is not None:
-            self.score_sum += _frac(event.score)
+            if not abs(event.score) <= _MAX_VALUE:
+                raise AggregationError(
+                    f"score beyond +-{_MAX_VALUE:g}", model_id=event.model_id, field="score"
+                )
+            self.score_sum += _fixed(event.score)
             self.score_count += 1
         if event.device_id:
-            self.devices.add(event.device_id)
+            self.devices.add(device_digest(event.device_id))
 
     def add_drift(self, event: DriftSketch) -> None:
         dim = len(event.embedding_mean)
@@ -133,22 +171,32 @@ class WindowAggregate:
                     model_id=event.model_id,
                     field="histograms",
                 )
+        means, variances = event.embedding_mean, event.embedding_var
+        if dim and not (
+            all(abs(m) <= _MAX_VALUE for m in means)
+            and all(abs(v) <= _MAX_VARIANCE for v in variances)
+        ):
+            raise AggregationError(
+                f"embedding mean beyond +-{_MAX_VALUE:g} or variance beyond {_MAX_VARIANCE:g}",
+                model_id=event.model_id,
+                field="embedding_mean",
+            )
         n = event.sample_count
         self.drift_samples += n
         if dim:
             if not self.embedding_sum:
-                self.embedding_sum = [Fraction(0)] * dim
-                self.embedding_sq_sum = [Fraction(0)] * dim
-            for i, (m, v) in enumerate(zip(event.embedding_mean, event.embedding_var, strict=True)):
-                fm = _frac(m)
+                self.embedding_sum = [0] * dim
+                self.embedding_sq_sum = [0] * dim
+            for i, (m, v) in enumerate(zip(means, variances, strict=True)):
+                fm = _fixed(m)
                 self.embedding_sum[i] += n * fm
-                self.embedding_sq_sum[i] += n * (_frac(v) + fm * fm)
+                self.embedding_sq_sum[i] += n * (_fixed(v) + _fixed_square(fm))
         for name, h in event.histograms.items():
             if name not in self.drift_bounds:
                 self.drift_bounds[name] = h.bounds
                 self.drift_counts[name] = [0] * len(h.counts)
             _add(self.drift_counts[name], h.counts)
-        self.devices.add(event.device_id)
+        self.devices.add(device_digest(event.device_id))
 
     # ------------------------------------------------------------------ merge
 
@@ -178,8 +226,8 @@ class WindowAggregate:
         self.drift_samples += other.drift_samples
         if other.embedding_sum:
             if not self.embedding_sum:
-                self.embedding_sum = [Fraction(0)] * len(other.embedding_sum)
-                self.embedding_sq_sum = [Fraction(0)] * len(other.embedding_sum)
+                self.embedding_sum = [0] * len(other.embedding_sum)
+                self.embedding_sq_sum = [0] * len(other.embedding_sum)
             for i in range(len(other.embedding_sum)):
                 self.embedding_sum[i] += other.embedding_sum[i]
                 self.embedding_sq_sum[i] += other.embedding_sq_sum[i]
@@ -210,10 +258,10 @@ class WindowAggregate:
         """Pooled per-dimension mean and population variance of every sketch's samples."""
         if not self.embedding_sum or self.drift_samples == 0:
             return [], []
-        n = self.drift_samples
-        means = [s / n for s in self.embedding_sum]
+        n = self.drift_samples * _FIXED_ONE
+        means = [Fraction(s, n) for s in self.embedding_sum]
         variances = [
-            max(q / n - m * m, Fraction(0))
+            max(Fraction(q, n) - m * m, Fraction(0))
             for q, m in zip(self.embedding_sq_sum, means, strict=True)
         ]
         return [float(m) for m in means], [float(v) for v in variances]
@@ -228,14 +276,14 @@ class WindowAggregate:
             "tev": self.telemetry_events,
             "lat": list(self.latency_counts),
             "conf": list(self.confidence_counts),
-            "dev": sorted(self.devices),
+            "dh": sorted(self.devices),
             "fev": self.feedback_events,
             "out": dict(self.outcomes),
-            "ss": _fraction_out(self.score_sum),
+            "ss": str(self.score_sum),
             "sn": self.score_count,
             "dn": self.drift_samples,
-            "es": [_fraction_out(f) for f in self.embedding_sum],
-            "eq": [_fraction_out(f) for f in self.embedding_sq_sum],
+            "es": [str(f) for f in self.embedding_sum],
+            "eq": [str(f) for f in self.embedding_sq_sum],
             "db": {k: list(v) for k, v in self.drift_bounds.items()},
             "dc": {k: list(v) for k, v in self.drift_counts.items()},
         }
@@ -248,26 +296,26 @@ class WindowAggregate:
             telemetry_events=int(data["tev"]),
             latency_counts=[int(c) for c in data["lat"]],
             confidence_counts=[int(c) for c in data["conf"]],
-            devices=set(data["dev"]),
+            # "dev": the device ids themselves, as records before digests carried them.
+            devices=set(data.get("dh", ())) | {device_digest(d) for d in data.get("dev", ())},
             feedback_events=int(data["fev"]),
             outcomes={str(k): int(v) for k, v in data["out"].items()},
-            score_sum=_fraction_in(data["ss"]),
+            score_sum=_fixed_in(data["ss"]),
             score_count=int(data["sn"]),
             drift_samples=int(data["dn"]),
-            embedding_sum=[_fraction_in(f) for f in data["es"]],
-            embedding_sq_sum=[_fraction_in(f) for f in data["eq"]],
+            embedding_sum=[_fixed_in(f) for f in data["es"]],
+            embedding_sq_sum=[_fixed_in(f) for f in data["eq"]],
             drift_bounds={str(k): tuple(float(b) for b in v) for k, v in data["db"].items()},
             drift_counts={str(k): [int(c) for c in v] for k, v in data["dc"].items()},
         )
 
 
-def _fraction_out(f: Fraction) -> list[str]:
-    # Strings: JSON numbers lose precision past 2**53 in many readers.
-    return [str(f.numerator), str(f.denominator)]
-
-
-def _fraction_in(pair: Sequence[str]) -> Fraction:
-    return Fraction(int(pair[0]), int(pair[1]))
+def _fixed_in(value: str | Sequence[str]) -> int:
+    # A decimal string (JSON numbers lose precision past 2**53 in many readers); records
+    # written before fixed point carry an exact fraction as [numerator, denominator].
+    if isinstance(value, str):
+        return int(value)
+    return round(Fraction(int(value[0]), int(value[1])) * _FIXED_ONE)
 
 
 def merge_all(parts: Iterable[WindowAggregate]) -> WindowAggregate:
@@ -317,6 +365,8 @@ def window_metrics(
         devices=len(agg.devices),
         feedback_total=feedback_total,
         quality=positive / feedback_total if feedback_total else None,
-        score_mean=float(agg.score_sum / agg.score_count) if agg.score_count else None,
+        score_mean=float(Fraction(agg.score_sum, agg.score_count * _FIXED_ONE))
+        if agg.score_count
+        else None,
         suppressed=len(agg.devices) < privacy_k,
     )

@@ -16,17 +16,22 @@ and goes on.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
+from faust.web.base import BlueprintManager
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streams.control.avro_schema import AvroSchema
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
+from streams.control.errors import LimitExceeded
+from streams.control.guard import WriteGuard
 from streams.control.intake import SOURCES, Intake
+from streams.control.limits import check_size
 from streams.control.merge import Merge
 from streams.control.metrics import ControlMetrics
 from streams.control.rollout_agents import RolloutAgents
@@ -46,7 +51,7 @@ class ControlWorker:
 
     def __init__(self, settings: ControlSettings, partitions: Mapping[str, int]) -> None:
         self.settings = settings
-        self.metrics = metrics = ControlMetrics()
+        self.metrics = metrics = ControlMetrics(settings.limits.max_label_values)
         self.catalog = catalog = settings.connection().catalog()
         self.app = app = faust.App(
             settings.resolved_app_id,
@@ -54,8 +59,20 @@ class ControlWorker:
             broker_credentials=faust_credentials(settings.connection()),
             store="memory://",
             datadir=str(settings.data_dir),
-            web_host=settings.web_host,
+            # Faust listens on web_bind (every interface by default); web_host only names URLs.
+            web_bind=settings.web_host,
+            web_host=_url_host(settings.web_host),
             web_port=settings.web_port,
+            # Faust's own pages show table contents and the cluster's workers: off unless asked.
+            web_router_enabled=settings.web_debug_pages,
+            web_tables_enabled=settings.web_debug_pages,
+            web_stats_enabled=settings.web_debug_pages,
+            web_graph_enabled=settings.web_debug_pages,
+            web_metrics_enabled=settings.web_debug_pages,
+            # Stopping or rebalancing must not wait for the source events intake holds until
+            # their window closes (it may never close, e.g. under a backlog): those events are
+            # replayed from the committed offsets and deduplicated by event_id.
+            stream_wait_empty=False,
             topic_partitions=settings.internal_partitions,
             topic_replication_factor=1,
             consumer_auto_offset_reset="earliest",
@@ -83,6 +100,12 @@ class ControlWorker:
 
         self.board = StatusBoard()
         self.dead_letters = DeadLetters(topics["dead-letter"], settings.worker_id, metrics)
+        guard = WriteGuard(
+            settings.limits,
+            internal_topic=f"{settings.resolved_app_id}-partials",
+            metrics=metrics,
+            dead_letters=self.dead_letters,
+        )
         self.intake = Intake(
             app,
             settings,
@@ -90,6 +113,7 @@ class ControlWorker:
             source_topics={catalog.name(catalog.resolve(b)): b for b, _ in SOURCES},
             metrics=metrics,
             dead_letters=self.dead_letters,
+            guard=guard,
         )
         self.decisions = Decisions(
             settings,
@@ -114,6 +138,7 @@ class ControlWorker:
             status=self.board,
             metrics=metrics,
             dead_letters=self.dead_letters,
+            guard=guard,
         )
         self.rollouts = RolloutAgents(
             settings,
@@ -163,6 +188,10 @@ class ControlWorker:
         async def ui_page(view: Any, request: Any) -> Any:
             return view.html(STATUS_PAGE)
 
+        if not settings.web_debug_pages:
+            # With its own pages off Faust still mounts a placeholder index at "/", which
+            # collides with the status page; only the pages below are served.
+            app.web.blueprints = BlueprintManager([])
         app.page("/metrics")(metrics_page)
         app.page("/status")(status_page)
         app.page("/")(ui_page)
@@ -206,13 +235,19 @@ class ControlWorker:
                 key = value.ref if isinstance(value, ModelVersion) else value.device_id
                 known = table.get(key)
                 record = to_json(value)
+                try:
+                    # JSON escaping can make a valid record several times its Avro size.
+                    check_size("registry entry", record, self.settings.limits.max_message_bytes)
+                except LimitExceeded as exc:
+                    await self.dead_letters.send("registry", event.message, exc)
+                    continue
                 if known is None or known["occurred_at"] <= record["occurred_at"]:
                     table[key] = record
 
         return agent
 
     def _alerted(self, alert: Alert) -> None:
-        self.metrics.alerts.labels(alert.model_id, alert.kind).inc()
+        self.metrics.alerted(alert.model_id, alert.kind)
         self.board.alerted(alert)
 
     def status(self) -> dict[str, Any]:
@@ -232,6 +267,11 @@ class ControlWorker:
             "rollouts": [v["state"] for _, v in sorted(self.rollouts.table.items())],
             "alerts": list(self.board.alerts),
         }
+
+
+def _url_host(bind: str) -> str:
+    # A worker bound to every interface is reached by its host name, not by 0.0.0.0.
+    return socket.gethostname() if bind in ("0.0.0.0", "::", "") else bind
 
 
 def faust_credentials(conn: KafkaConnection) -> faust.types.auth.CredentialsT | None:

@@ -41,7 +41,17 @@ _WORKER_FLAGS: tuple[_Flag, ...] = (
     ("--privacy-k", "privacy_k", int),
     ("--internal-partitions", "internal_partitions", int),
     ("--session-timeout-s", "session_timeout_s", float),
+    ("--shutdown-timeout-s", "shutdown_timeout_s", float),
     ("--log-level", "log_level", str),
+)
+# Caps on the worker's state and writes (streams.control.limits says what happens past them).
+_LIMIT_FLAGS: tuple[_Flag, ...] = (
+    ("--max-models", "limits.max_models", int),
+    ("--max-versions-per-model", "limits.max_versions_per_model", int),
+    ("--max-cohorts-per-model", "limits.max_cohorts_per_model", int),
+    ("--max-groups-per-window", "limits.max_groups_per_window", int),
+    ("--max-label-values", "limits.max_label_values", int),
+    ("--max-message-bytes", "limits.max_message_bytes", int),
 )
 # The default SLOs of every model (SLMOPS_MODEL_RULES overrides them per model).
 _RULE_FLAGS: tuple[_Flag, ...] = (
@@ -81,7 +91,15 @@ _OFF_SWITCHES: tuple[tuple[str, str, str], ...] = (
     ),
     ("--no-auto-rollout", "rollout.auto", "do not start rollouts for accepted candidates"),
 )
-_SETTINGS_FLAGS = (*_CONNECTION_FLAGS, *_WORKER_FLAGS, *_RULE_FLAGS, *_ROLLOUT_FLAGS)
+# (flag, boolean settings field): the flag turns a default-off field on.
+_ON_SWITCHES: tuple[tuple[str, str], ...] = (("--web-debug-pages", "web_debug_pages"),)
+_SETTINGS_FLAGS = (
+    *_CONNECTION_FLAGS,
+    *_WORKER_FLAGS,
+    *_LIMIT_FLAGS,
+    *_RULE_FLAGS,
+    *_ROLLOUT_FLAGS,
+)
 
 
 def _dest(field: str) -> str:
@@ -107,7 +125,11 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     from streams.control.settings import ControlSettings
 
     overrides: dict[str, Any] = {}
-    fields = [field for _, field, _ in _SETTINGS_FLAGS] + [field for _, field, _ in _OFF_SWITCHES]
+    fields = [
+        *(field for _, field, _ in _SETTINGS_FLAGS),
+        *(field for _, field, _ in _OFF_SWITCHES),
+        *(field for _, field in _ON_SWITCHES),
+    ]
     for field in fields:
         value = getattr(args, _dest(field), None)
         if value is None:
@@ -288,7 +310,7 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_worker)
     _connection_flags(p, ControlSettings)
-    for flag, field, kind in _WORKER_FLAGS + _RULE_FLAGS + _ROLLOUT_FLAGS:
+    for flag, field, kind in _WORKER_FLAGS + _LIMIT_FLAGS + _RULE_FLAGS + _ROLLOUT_FLAGS:
         help_ = ControlSettings.field_help(field)
         p.add_argument(flag, dest=_dest(field), type=kind, metavar=_metavar(field), help=help_)
     for flag, field, text in _OFF_SWITCHES:
@@ -298,6 +320,15 @@ def register(subparsers: Any) -> None:
             action="store_false",
             default=None,
             help=f"{text} (env {ControlSettings.env_name(field)}=false)",
+        )
+    for flag, field in _ON_SWITCHES:
+        p.add_argument(
+            flag,
+            dest=_dest(field),
+            action="store_true",
+            default=None,
+            help=f"{ControlSettings.field_help(field, env=False)} "
+            f"(env {ControlSettings.env_name(field)}=true)",
         )
 
     def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:

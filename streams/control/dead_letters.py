@@ -47,3 +47,22 @@ class DeadLetters:
         await self._topic.send(key=msg.key or b"", value=dl)
         self.counts[base] += 1
         self._metrics.dead_letters.labels(msg.topic).inc()
+
+    async def refused(self, topic: str, *, key: bytes, value: bytes, error: Exception) -> None:
+        """Dead-letter a record the worker built for ``topic`` but may not write (a cap).
+
+        It was never written, so it has no partition or offset: both are 0, and the reason
+        (a :class:`~streams.control.errors.LimitExceeded`) names the cap.
+        """
+        dl = dead_letter_for(
+            topic=topic,
+            partition=0,
+            offset=0,
+            key=key,
+            value=value,
+            error=error,
+            consumer=self._worker_id,
+        )
+        await self._topic.send(key=key, value=dl)
+        self.counts["refused"] += 1
+        self._metrics.dead_letters.labels(topic).inc()

@@ -97,7 +97,7 @@ class Decisions:
         await self._requests.send(key=key, value=request)
         self.sent += 1
         self._alerted(alert)
-        self._metrics.requests_sent.labels(d.group.model_id).inc()
+        self._metrics.request_sent(d.group.model_id)
         close_s = ((w + 1) * s.window_ms + s.grace_ms) / 1000
         self._metrics.decision_latency.observe(max(time.time() - close_s, 0.0))
         log.warning(

@@ -5,6 +5,7 @@ The tree, under the streams root::
     StreamsError
     └── ControlError             root of the control plane's errors
         ├── AggregationError     an event that cannot be merged exactly (e.g. foreign bucket bounds)
+        ├── LimitExceeded        a group or write past one of the worker's caps (refused)
         ├── StatusUnavailableError  a worker's status endpoint did not answer
         └── RolloutError         a rollout that cannot be built, recovered or changed as asked
             ├── TransitionRefused    a command that makes no sense in the rollout's status
@@ -74,3 +75,14 @@ class RolloutConflict(RolloutError):
             "cohort selector; finish, abort or narrow it first",
             rollout_id=rollout_id,
         )
+
+
+class LimitExceeded(ControlError):
+    """A group or write past one of the worker's caps (``StateLimits``): refused, dead-lettered."""
+
+    def __init__(self, reason: str, *, limit: str, model_id: str | None = None) -> None:
+        self.reason = reason
+        self.limit = limit
+        self.model_id = model_id
+        where = f" model={model_id}" if model_id else ""
+        super().__init__(f"{reason} (limit {limit}{where})")

@@ -18,7 +18,8 @@ from typing import Any
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
 from streams.control.dead_letters import DeadLetters
 from streams.control.errors import AggregationError
-from streams.control.messages import Partial, Watermark
+from streams.control.guard import WriteGuard
+from streams.control.messages import Watermark
 from streams.control.metrics import ControlMetrics
 from streams.control.settings import ControlSettings
 from streams.control.windows import SourceWindows
@@ -59,7 +60,9 @@ class Intake:
         source_topics: Mapping[str, str],
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
+        guard: WriteGuard,
     ) -> None:
+        self._guard = guard
         self._app = app
         self._settings = settings
         self._partials = partials
@@ -176,9 +179,10 @@ class Intake:
                 continue
             upto, partials, tokens = closed
             for w, groups in partials:
-                for group, agg in groups.items():
-                    partial = Partial(source=source, window=w, group=group, aggregate=agg)
-                    await self._partials.send(key=group.model_id.encode(), value=partial.to_dict())
+                # Within the caps and the size limit (streams.control.limits); refusals are
+                # dead-lettered by the guard.
+                for key, value in await self._guard.partials(source, w, groups):
+                    await self._partials.send(key=key, value=value)
             mark = Watermark(source=source, upto=upto).to_dict()
             for q in range(self._settings.internal_partitions):
                 await self._partials.send(key=b"", partition=q, value=mark)

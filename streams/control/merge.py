@@ -10,6 +10,7 @@ written when a partial arrives or a window closes, never per source event.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from streams.control.aggregate import GroupKey, WindowAggregate, window_metrics
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
-from streams.control.errors import AggregationError
+from streams.control.errors import AggregationError, LimitExceeded
+from streams.control.guard import WriteGuard
+from streams.control.limits import OTHER, encoded_size, merge_target
 from streams.control.messages import ClosedWindows, Partial, Watermark, merge_input
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import PolicyState, step
@@ -48,7 +51,9 @@ class Merge:
         status: StatusBoard,
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
+        guard: WriteGuard,
     ) -> None:
+        self._guard = guard
         self._settings = settings
         self._expected_sources = list(expected_sources)
         self._windows = windows
@@ -74,18 +79,41 @@ class Merge:
         mkey = f"q{q}"
         state = MergeState.from_dict(self._merge.get(mkey))
         if isinstance(record, Partial):
-            w, g = record.window, record.group.encode()
+            w = record.window
             if state.is_final(w):
                 self._metrics.late.inc()
                 return
+            target = merge_target(state.open.get(w, []), record.group, self._settings.limits)
+            g = target.encode()
+            # A folded partial is told apart by its own group too: several of one source
+            # may go into one "other" entry, and a replay of each is still dropped.
+            source = record.source
+            if target != record.group:
+                source = f"{record.source}>{record.group.encode()}"
+                self._metrics.folded.inc()
             wkey = f"{g}|{w}"
-            entry = accept_partial(self._windows.get(wkey), record.source, record.aggregate)
+            entry = accept_partial(self._windows.get(wkey), source, record.aggregate)
             if entry is None:
                 self._metrics.late.inc()
                 return
-            self._windows[wkey] = entry
+            model = record.group.model_id
+            groups = state.open.get(w, [])
+            if g not in groups and len(groups) >= self._settings.limits.max_groups_per_window:
+                cap = self._settings.limits.max_groups_per_window
+                error = LimitExceeded(
+                    f"more than {cap} groups in one window", limit="max_groups_per_window"
+                )
+                await self._guard.refuse(model, record.to_dict(), error)
+                return
+            # Both writes are checked first: a refused partial leaves both tables as they were.
             state.note_group(w, g)
-            self._merge[mkey] = state.to_dict()
+            merged = state.to_dict()
+            if not await self._guard.fits("window entry", model, entry):
+                return
+            if not await self._guard.fits("merge state", model, merged):
+                return
+            self._windows[wkey] = entry
+            self._merge[mkey] = merged
             return
         done = state.advance(record.source, record.upto, self._expected_sources)
         window_ms = self._settings.window_ms
@@ -97,11 +125,31 @@ class Merge:
                 if group_window is not None:
                     closed.setdefault(key.model_id, []).append(group_window)
             for model_id, windows in sorted(closed.items()):
-                message = ClosedWindows(
-                    model_id, w * window_ms, (w + 1) * window_ms, tuple(windows)
+                message = self._fitting(
+                    ClosedWindows(model_id, w * window_ms, (w + 1) * window_ms, tuple(windows))
                 )
                 await self._controller.send(key=model_id.encode(), value=message.to_dict())
         self._merge[mkey] = state.to_dict()
+
+    def _fitting(self, message: ClosedWindows) -> ClosedWindows:
+        """``message`` within the size limit: the groups with fewest requests dropped first.
+
+        The controller judges canary against stable, the busiest groups of a model; a
+        window with more groups than one message can carry loses only its smallest ones.
+        """
+        limit = self._settings.limits.max_message_bytes
+        if encoded_size(message.to_dict()) <= limit:
+            return message
+        groups = sorted(message.groups, key=lambda g: (-g.metrics.requests, g.version, g.cohort))
+        while (
+            groups
+            and encoded_size(dataclasses.replace(message, groups=tuple(groups)).to_dict()) > limit
+        ):
+            groups = groups[: len(groups) * 3 // 4]
+        dropped = len(message.groups) - len(groups)
+        log.warning("closed window too large model=%s dropped_groups=%s", message.model_id, dropped)
+        self._metrics.refused.labels("max_message_bytes").inc(dropped)
+        return dataclasses.replace(message, groups=tuple(groups))
 
     async def _finalize(self, group: GroupKey, w: int) -> GroupWindow | None:
         wkey = f"{group.encode()}|{w}"
@@ -113,14 +161,23 @@ class Merge:
         m = window_metrics(agg, privacy_k=s.privacy_k, positive_outcomes=s.positive_outcomes)
         state = PolicyState.from_dict(self._policy.get(group.encode()) or {})
         judged = step(s.rules_for(group.model_id), state, group, w, agg, m)
-        self._policy[group.encode()] = state.to_dict()
+        policy = state.to_dict()
+        if encoded_size(policy) <= s.limits.max_message_bytes:
+            self._policy[group.encode()] = policy
+        else:
+            # The group keeps its previous state (its reference stops growing); counted.
+            log.warning("policy state too large model=%s group=%s", group.model_id, group.encode())
+            self._metrics.refused.labels("max_message_bytes").inc()
         self._windows.pop(wkey, None)
         self._metrics.window(group, m, judged.drift)
         end_s = (w + 1) * s.window_ms / 1000
         self._metrics.judged(group, end_s, None if m.suppressed else state.drift_streak)
         self._metrics.slo(group.model_id, s.rules_for(group.model_id))
         self._status.window_closed(window_row(group, w, s.window_ms, m, judged, state))
-        if judged.decision is not None:
+        if judged.decision is not None and group.version == OTHER:
+            # Folded versions have no build to alert on or optimise from; the metrics show it.
+            log.warning("no decision for folded versions group=%s", group.encode())
+        elif judged.decision is not None:
             await self._decisions.publish(judged.decision, w)
         good = sum(n for k, n in agg.outcomes.items() if k in s.positive_outcomes)
         return GroupWindow(

@@ -1,7 +1,11 @@
 """Prometheus metrics of a control worker, on its own registry (so tests can build many).
 
 Labels are bounded: model, version, cohort, source topic, decision kind, rollout id and gate
-name — never a device id.
+name — never a device id. Model, version and cohort are chosen by producers, so each metric
+takes at most ``max_label_values`` of their label sets (``StateLimits.max_label_values``);
+further ones are written to one series whose labels are all ``other`` (it shows the latest of
+them), each such write counted in ``slmops_label_values_folded_total{metric}``. A label set
+keeps its place once it has one.
 Privacy floor: a group's quality and drift gauges are set only when at least k devices
 contributed to the window; otherwise ``slmops_window_suppressed`` is 1 and those gauges are
 removed, so no value of a small group is ever scraped.
@@ -18,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from streams.control.aggregate import GroupKey, WindowMetrics
 from streams.control.drift import DriftScores
+from streams.control.limits import LabelBudget
 from streams.control.policy import SloRules
 from streams.events import RolloutState, RolloutStatus
 
@@ -30,9 +35,10 @@ _FLEET = ("model", "version", "cohort", "state")
 class ControlMetrics:
     """Every series the worker exports."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_label_values: int = 200) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._budget = LabelBudget(max_label_values)
         self.requests = Gauge(
             "slmops_window_requests", "Requests in the last closed window", _GROUP, registry=r
         )
@@ -87,6 +93,23 @@ class ControlMetrics:
         )
         self.dead_letters = Counter(
             "slmops_dead_letters", "Records sent to the dead-letter topic", ("topic",), registry=r
+        )
+        self.refused = Counter(
+            "slmops_refused_groups",
+            "Groups or writes refused past a cap (dead-lettered), by the cap",
+            ("limit",),
+            registry=r,
+        )
+        self.folded = Counter(
+            "slmops_folded_groups",
+            "Groups merged into version or cohort 'other' past a cap",
+            registry=r,
+        )
+        self.labels_folded = Counter(
+            "slmops_label_values_folded",
+            "Writes shown under labels 'other' past max_label_values, by metric",
+            ("metric",),
+            registry=r,
         )
         self.late = Counter(
             "slmops_late_partials", "Partials dropped: replayed or after finalisation", registry=r
@@ -193,8 +216,16 @@ class ControlMetrics:
             registry=r,
         )
 
+    def _bounded(self, metric: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+        before = self._budget.folded.get(metric, 0)
+        out = self._budget.labels(metric, labels)
+        if self._budget.folded.get(metric, 0) != before:
+            self.labels_folded.labels(metric).inc()
+        return out
+
     def window(self, group: GroupKey, m: WindowMetrics, drift: DriftScores | None) -> None:
-        labels = (group.model_id, group.version, group.cohort)
+        # One budget for every per-group series: they share their label sets.
+        labels = self._bounded("group", (group.model_id, group.version, group.cohort))
         self.requests.labels(*labels).set(m.requests)
         self.errors.labels(*labels).set(m.errors)
         self.devices.labels(*labels).set(m.devices)
@@ -207,19 +238,27 @@ class ControlMetrics:
         _set_or_remove(self.quality, labels, m.quality if visible else None)
         _set_or_remove(self.psi, labels, drift.max_psi if visible and drift else None)
         _set_or_remove(self.shift, labels, drift.mean_shift if visible and drift else None)
-        self.windows.labels(group.model_id).inc()
+        self.windows.labels(*self._bounded("model", (group.model_id,))).inc()
 
     def judged(self, group: GroupKey, end_s: float, drift_streak: int | None) -> None:
         """After the policy judged a window: its end, the drift streak (None: suppressed)."""
-        labels = (group.model_id, group.version, group.cohort)
+        labels = self._bounded("group", (group.model_id, group.version, group.cohort))
         self.window_end_ts.labels(*labels).set(end_s)
         _set_or_remove(self.drift_held, labels, drift_streak)
 
     def slo(self, model_id: str, rules: SloRules) -> None:
-        self.slo_min_quality.labels(model_id).set(rules.min_quality)
-        self.slo_max_error_rate.labels(model_id).set(rules.max_error_rate)
-        self.slo_max_p95.labels(model_id).set(rules.max_p95_latency_ms)
-        self.slo_drift_windows.labels(model_id).set(rules.drift_windows)
+        (model,) = self._bounded("model", (model_id,))
+        self.slo_min_quality.labels(model).set(rules.min_quality)
+        self.slo_max_error_rate.labels(model).set(rules.max_error_rate)
+        self.slo_max_p95.labels(model).set(rules.max_p95_latency_ms)
+        self.slo_drift_windows.labels(model).set(rules.drift_windows)
+
+    def alerted(self, model_id: str, kind: str) -> None:
+        (model,) = self._bounded("model", (model_id,))
+        self.alerts.labels(model, kind).inc()
+
+    def request_sent(self, model_id: str) -> None:
+        self.requests_sent.labels(*self._bounded("model", (model_id,))).inc()
 
     def rollout(self, state: RolloutState, *, changed: bool = True) -> None:
         """Export a rollout's latest state; ``changed`` counts it as a new transition."""
@@ -242,14 +281,19 @@ class ControlMetrics:
 
     def fleet(self, devices: Iterable[Mapping[str, Any]]) -> None:
         """Replace the fleet gauges with counts over device-status records (JSON form)."""
-        counts: dict[tuple[str, str, str, str], int] = {}
-        newest: dict[tuple[str, str], float] = {}
+        # Rebuilt per scrape: the budget is this scrape's, and folded devices are added up.
+        budget = LabelBudget(self._budget.limit)
+        counts: dict[tuple[str, ...], int] = {}
+        newest: dict[tuple[str, ...], float] = {}
         for d in devices:
             model = d.get("model_id") or "none"
-            key = (model, d.get("model_version") or "none", d["cohort"], d["state"])
+            key = budget.labels(
+                "devices", (model, d.get("model_version") or "none", d["cohort"], d["state"])
+            )
             counts[key] = counts.get(key, 0) + 1
             at = datetime.fromisoformat(d["occurred_at"]).timestamp()
-            newest[(model, d["cohort"])] = max(at, newest.get((model, d["cohort"]), 0.0))
+            mc = budget.labels("last", (model, d["cohort"]))
+            newest[mc] = max(at, newest.get(mc, 0.0))
         self.fleet_devices.clear()
         for key, n in counts.items():
             self.fleet_devices.labels(*key).set(n)

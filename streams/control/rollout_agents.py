@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.control.dead_letters import DeadLetters
+from streams.control.errors import LimitExceeded
+from streams.control.limits import check_size
 from streams.control.messages import (
     ClosedWindows,
     ControllerInput,
@@ -74,9 +76,19 @@ class RolloutAgents:
             if isinstance(value, Undecodable):
                 await self._dead_letters.send("rollout-commands", event.message, value.error)
                 continue
-            await self._controller_topic.send(
-                key=value.rollout_id.encode(), value=ForwardedCommand(value).to_dict()
-            )
+            forwarded = ForwardedCommand(value).to_dict()
+            try:
+                # JSON escaping can make a valid command several times its Avro size.
+                check_size(
+                    "forwarded command",
+                    forwarded,
+                    self._settings.limits.max_message_bytes,
+                    model_id=value.model_id,
+                )
+            except LimitExceeded as exc:
+                await self._dead_letters.send("rollout-commands", event.message, exc)
+                continue
+            await self._controller_topic.send(key=value.rollout_id.encode(), value=forwarded)
 
     async def candidates_agent(self, stream: Any) -> None:
         """An accepted ``OptimizationResult`` starts its rollouts when auto-rollout is on."""

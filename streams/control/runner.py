@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+from collections.abc import Callable
 
 from streams.control.errors import ControlError
 from streams.control.registry import RegistryView
@@ -12,6 +15,61 @@ from streams.events import DeviceStatus, ModelVersion
 from streams.kafka.connection import KafkaConnection
 
 log = logging.getLogger(__name__)
+
+# EX_SOFTWARE: the worker did not stop by itself; a supervisor tells it from a clean stop (0).
+EXIT_STOP_TIMEOUT = 70
+
+
+class ShutdownWatchdog:
+    """Ends the process when stopping it takes longer than ``bound_s``.
+
+    A thread, not a task: what it guards against is the event loop itself not getting on
+    with the stop (Faust's ``Worker.stop_and_shutdown`` waiting for something that never
+    comes). Armed once, by the first stop request; a clean stop exits before it fires.
+    """
+
+    def __init__(
+        self,
+        bound_s: float,
+        *,
+        worker_id: str,
+        exit_process: Callable[[int], object] = os._exit,
+    ) -> None:
+        self.bound_s = bound_s
+        self._worker_id = worker_id
+        self._exit = exit_process
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def armed(self) -> bool:
+        return self._timer is not None
+
+    def arm(self, why: str) -> None:
+        """Start counting down (again: a no-op); ``why`` is logged if the bound is hit."""
+        with self._lock:
+            if self._timer is not None:
+                return
+            self._timer = threading.Timer(self.bound_s, self._fire, args=(why,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _fire(self, why: str) -> None:
+        log.error(
+            "worker did not stop within its bound worker=%s bound_s=%s after=%s exit=%s",
+            self._worker_id,
+            self.bound_s,
+            why,
+            EXIT_STOP_TIMEOUT,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        self._exit(EXIT_STOP_TIMEOUT)
 
 
 async def _partitions(settings: ControlSettings) -> dict[str, int]:
@@ -46,7 +104,25 @@ def run_worker(settings: ControlSettings) -> int:
         settings.web_port,
         settings.window_s,
     )
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, loop=loop)
+    watchdog = ShutdownWatchdog(settings.shutdown_timeout_s, worker_id=settings.worker_id)
+
+    class Worker(faust.Worker):
+        """Faust's worker, with every way of stopping it bounded by the watchdog."""
+
+        def _on_sigterm(self) -> None:
+            watchdog.arm("SIGTERM")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            watchdog.arm("SIGINT")
+            super()._on_sigint()
+
+        def on_worker_shutdown(self) -> None:
+            # Reached on every way out of execute_from_commandline, a crash included.
+            watchdog.arm("shutdown")
+            super().on_worker_shutdown()
+
+    faust_worker = Worker(worker.app, loglevel=settings.log_level, loop=loop)
     faust_worker.execute_from_commandline()
     return 0
 

@@ -96,6 +96,47 @@ class RolloutSettings(BaseModel):
         )
 
 
+class StateLimits(BaseModel):
+    """Caps on the worker's state and writes (``SLMOPS_LIMITS__MAX_MODELS=50`` etc.).
+
+    Producers choose model, version and cohort names, so without caps a fleet (or one bad
+    device) decides how large the worker's tables, internal messages and ``/metrics`` grow.
+    What happens past each cap is in ``streams.control.limits``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_models: int = Field(
+        default=100, ge=1, description="models tracked per window; a further model is refused"
+    )
+    max_versions_per_model: int = Field(
+        default=10,
+        ge=1,
+        description="versions of a model tracked per window; further ones fold into 'other'",
+    )
+    max_cohorts_per_model: int = Field(
+        default=20,
+        ge=1,
+        description="cohorts of a model tracked per window; further ones fold into 'other'",
+    )
+    max_groups_per_window: int = Field(
+        default=1000,
+        ge=1,
+        description="(model, version, cohort) groups open in one window; a further one is refused",
+    )
+    max_label_values: int = Field(
+        default=200,
+        ge=1,
+        description="distinct label sets per Prometheus metric; further ones are shown as 'other'",
+    )
+    max_message_bytes: int = Field(
+        default=900_000,
+        ge=10_000,
+        description="largest encoded table value or internal message the worker writes; "
+        "below the topics' max.message.bytes (1 MB by default)",
+    )
+
+
 class ControlSettings(KafkaClientSettings):
     """One control worker: where Kafka is, who it is, how it windows and judges."""
 
@@ -110,10 +151,24 @@ class ControlSettings(KafkaClientSettings):
     )
     web_host: str = Field(
         default="127.0.0.1",
-        description="host name in the web server's URLs (it binds every address)",
+        description="address the status page and /metrics listen on; 0.0.0.0: every interface",
     )
     web_port: int = Field(
         default=6066, ge=1, le=65535, description="port of the status page and /metrics"
+    )
+    web_debug_pages: bool = Field(
+        default=False,
+        description="also serve Faust's own pages (/router/, /table/, /stats/, /graph/), which "
+        "show table contents and the cluster's workers",
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="seconds a worker may take to stop after SIGTERM/SIGINT (commit, flush, "
+        "leave the group); past it the process exits with status 70",
+    )
+    limits: StateLimits = Field(
+        default=StateLimits(), description="caps on what the worker keeps and writes"
     )
     data_dir: Path = Field(default=Path(".local/control"), description="the worker's local state")
     window_s: float = Field(default=60.0, gt=0, description="tumbling window length, seconds")

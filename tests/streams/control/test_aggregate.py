@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from streams.control.aggregate import (
     GroupKey,
     WindowAggregate,
+    device_digest,
     merge_all,
     window_index,
     window_metrics,
@@ -42,7 +43,7 @@ def test_telemetry_counts_and_bins_add_and_devices_unite():
     assert agg.error_count == 3
     assert agg.latency_counts[4] == 20
     assert agg.latency_counts[9] == 20
-    assert agg.devices == {"d1", "d2"}
+    assert agg.devices == {device_digest("d1"), device_digest("d2")}
 
 
 def test_metrics_from_hand_computed_histogram():

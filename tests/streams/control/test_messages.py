@@ -52,7 +52,7 @@ def test_a_partial_round_trips_over_json_with_its_exact_aggregate():
     back = merge_input(_over_json(partial.to_dict()))
     assert back == partial
     assert isinstance(back, Partial)
-    # Fractions survive exactly, not as floats.
+    # Fixed-point sums survive exactly (decimal strings), not as floats.
     assert back.aggregate.score_sum == partial.aggregate.score_sum
 
 

@@ -1,0 +1,81 @@
+"""The caps of ``limits`` applied where the worker writes: refusals dead-lettered and counted.
+
+Stage 1 sends a closed window's groups through :meth:`WriteGuard.partials`; stage 2 checks
+each table value and controller message with :meth:`WriteGuard.fits` before writing it. What
+is refused goes to the dead-letter topic with the reason and the record's first bytes, is
+counted in ``slmops_refused_groups_total{limit}`` and logged; folding is counted in
+``slmops_folded_groups_total``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from streams.control.aggregate import GroupKey, WindowAggregate
+from streams.control.dead_letters import DeadLetters
+from streams.control.errors import LimitExceeded
+from streams.control.limits import bound_groups, check_size
+from streams.control.messages import Partial
+from streams.control.metrics import ControlMetrics
+from streams.control.settings import StateLimits
+
+log = logging.getLogger(__name__)
+
+# What a refusal's dead letter keeps of the record: enough to see what it was.
+_KEEP_BYTES = 64 * 1024
+
+
+class WriteGuard:
+    """One per worker: the caps, the dead-letter topic and the counters they report to."""
+
+    def __init__(
+        self,
+        limits: StateLimits,
+        *,
+        internal_topic: str,
+        metrics: ControlMetrics,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.limits = limits
+        self._topic = internal_topic
+        self._metrics = metrics
+        self._dead_letters = dead_letters
+
+    async def partials(
+        self, source: str, window: int, groups: Mapping[GroupKey, WindowAggregate]
+    ) -> list[tuple[bytes, dict[str, Any]]]:
+        """(key, value) of each partial of one closed window to send, within the caps."""
+        bounded = bound_groups(groups, self.limits)
+        if bounded.folded:
+            self._metrics.folded.inc(bounded.folded)
+        for refused in bounded.refused:
+            record = Partial(source, window, refused.group, refused.aggregate).to_dict()
+            await self.refuse(refused.group.model_id, record, refused.error)
+        out = []
+        for group, agg in sorted(bounded.kept.items()):
+            value = Partial(source, window, group, agg).to_dict()
+            if await self.fits("partial", group.model_id, value):
+                out.append((group.model_id.encode(), value))
+        return out
+
+    async def fits(self, what: str, model_id: str, value: Any) -> bool:
+        """True when ``value`` may be written; otherwise it is refused (dead-lettered)."""
+        try:
+            check_size(what, value, self.limits.max_message_bytes, model_id=model_id)
+        except LimitExceeded as exc:
+            await self.refuse(model_id, value, exc)
+            return False
+        return True
+
+    async def refuse(self, model_id: str, record: Any, error: LimitExceeded) -> None:
+        body = json.dumps(record).encode()
+        log.warning(
+            "refused model=%s limit=%s bytes=%s reason=%s", model_id, error.limit, len(body), error
+        )
+        self._metrics.refused.labels(error.limit).inc()
+        await self._dead_letters.refused(
+            self._topic, key=model_id.encode(), value=body[:_KEEP_BYTES], error=error
+        )

@@ -1,0 +1,112 @@
+"""Records that are valid but would grow the worker's state: folded or refused, never a crash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.events import DeadLetter, Event, RolloutCommand, RolloutCommandKind
+from streams.kafka.clients import EventConsumer, Received
+from streams.kafka.connection import KafkaConnection
+from tests.support.control_inputs import sketch, telemetry
+from tests.support.control_workers import all_live
+from tests.support.live import SOURCES, next_window, produce
+from tests.support.waiting import wait_for, wait_for_async
+
+pytestmark = pytest.mark.integration
+
+VERSIONS = 3000
+CAP = 5
+
+
+def rows(worker: Any, window: int) -> list[dict[str, Any]]:
+    st = worker.try_status() or {}
+    return [r for r in st.get("windows", []) if r["window"] == window]
+
+
+def scrape(worker: Any) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(worker.get("/metrics").decode()):
+        for s in family.samples:
+            totals[s.name] = totals.get(s.name, 0.0) + s.value
+    return totals
+
+
+async def _dead_letters(conn: KafkaConnection, at_least: int) -> list[DeadLetter]:
+    topic = conn.catalog().topic_for(DeadLetter)
+    found: list[DeadLetter] = []
+
+    async def enough() -> bool:
+        async with EventConsumer(conn, [topic], name="test-dl") as consumer:
+            found[:] = [
+                r.event
+                async for r in consumer.raw_records(idle_timeout_s=1.5)
+                if isinstance(r, Received) and isinstance(r.event, DeadLetter)
+            ]
+        return len(found) >= at_least
+
+    await wait_for_async(f"{at_least} dead letters", enough, timeout=60)
+    return found
+
+
+def test_thousands_of_versions_fold_and_oversized_records_are_refused_while_the_worker_runs(
+    kafka_conn, start_worker
+):
+    import asyncio
+
+    worker = start_worker(
+        kafka_conn, extra=["--max-versions-per-model", str(CAP), "--max-cohorts-per-model", "3"]
+    )
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    w, start = next_window(2)
+    # 3,000 distinct 128-character versions of one model, each from its own device.
+    events: list[Event] = [
+        telemetry(f"d{i}", start_ms=start, version=f"{i:04d}" + "v" * 124, requests=2)
+        for i in range(VERSIONS)
+    ]
+    # A sketch of 2,000 subnormal floats: 80 times its size as exact fractions, before.
+    tiny = [5e-324 * (i + 1) for i in range(1000)] * 2
+    events.append(
+        sketch("s0", start_ms=start, n=7, mean=tiny, var=tiny, version="0000" + "v" * 124)
+    )
+    # A 200 kB version of control characters, the lightest group: it folds into "other".
+    events.append(telemetry("huge", start_ms=start, version="\x01" * 200_000, requests=1))
+    produce(kafka_conn, events)
+
+    def closed() -> list[dict[str, Any]] | None:
+        found = rows(worker, w)
+        return found if sum(r["requests"] for r in found) >= 2 * VERSIONS + 1 else None
+
+    found = wait_for("the window closed", closed, timeout=120, workers=[worker])
+    assert sum(r["requests"] for r in found) == 2 * VERSIONS + 1  # every version counted
+    assert len({r["version"] for r in found}) <= CAP + 1
+    assert "other" in {r["version"] for r in found}
+
+    # Alone in its window the same record keeps its version: its partial would be 1.2 MB.
+    w1, start1 = next_window()
+    produce(kafka_conn, [telemetry("huge", start_ms=start1, version="\x01" * 200_000)])
+    letters = asyncio.run(_dead_letters(kafka_conn, 1))
+    assert any("max_message_bytes" in dl.reason or "model_version" in dl.reason for dl in letters)
+    assert all(len(dl.original_value or b"") < 100_000 for dl in letters)
+
+    # A rollout command whose note is 200 kB of control characters: 1.2 MB once forwarded.
+    note = RolloutCommand(
+        rollout_id="r-huge", command=RolloutCommandKind.PAUSE, note="\x01" * 200_000
+    )
+    produce(kafka_conn, [note])
+    letters = asyncio.run(_dead_letters(kafka_conn, 2))
+    commands = kafka_conn.catalog().topic_for(RolloutCommand)
+    assert any(dl.source_topic == commands for dl in letters)
+
+    m = scrape(worker)
+    assert m["slmops_folded_groups_total"] >= VERSIONS - CAP
+    assert len(worker.get("/metrics")) < 200_000
+
+    # Still running, and a good record afterwards is counted.
+    w2, start2 = next_window()
+    assert w2 > w1
+    produce(kafka_conn, [telemetry(f"ok{i}", start_ms=start2, requests=4) for i in range(5)])
+    after = wait_for("the next window closed", lambda: rows(worker, w2), workers=[worker])
+    assert sum(r["requests"] for r in after) == 20
