@@ -63,6 +63,18 @@ class LocalTls:
     scram_users: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, never starting with ``-``.
+
+    ``kafka-storage format -t`` would read an id starting with ``-`` as an option and fail the
+    format (one id in 64 does); Kafka's own ``Uuid.randomUuid`` skips such ids the same way.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LocalKafka:
     """One local broker+controller; ``up`` and ``down`` are idempotent."""
@@ -227,7 +239,7 @@ class LocalKafka:
             return
         self.progress("formatting KRaft storage...")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = [
             java,
             "-cp",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from slmops.errors import LocalKafkaError
-from slmops.local_kafka import LocalKafka
+from slmops.local_kafka import LocalKafka, new_cluster_id
 
 
 def test_port_taken_by_another_process_gets_a_clear_message(tmp_path):
@@ -54,3 +55,12 @@ def test_missing_java_is_explained(tmp_path, monkeypatch):
 
 def test_current_process_counts_as_alive():
     assert LocalKafka._alive(os.getpid())
+
+
+def test_cluster_id_never_starts_with_a_dash():
+    # 0xF8 encodes to "-" as the first URL-safe base64 character: the storage tool would
+    # read such an id as an option.
+    draws = iter([b"\xf8" + bytes(15), b"\x00" * 16])
+    cluster_id = new_cluster_id(lambda: next(draws))
+    assert cluster_id == base64.urlsafe_b64encode(b"\x00" * 16).decode().rstrip("=")
+    assert not new_cluster_id().startswith("-")
