@@ -3,6 +3,7 @@
 ::
 
     SlmopsError              root; the CLI prints its message and exits 1
+    ├── FileAccessError      a file (or stdin) a command reads or writes cannot be used as asked
     ├── LocalKafkaError      the embedded broker cannot be fetched, started or stopped
     └── WorkerProcessError   a child worker process let down the parent waiting on it
         ├── WorkerExitedError    it exited while the parent waited for something
@@ -16,6 +17,16 @@ from pathlib import Path
 
 class SlmopsError(Exception):
     """Root of the command line's own errors."""
+
+
+class FileAccessError(SlmopsError):
+    """A file (or stdin) that is missing, unreadable, not text, or cannot be written."""
+
+    def __init__(self, path: str, reason: str, *, action: str = "read") -> None:
+        self.path = path
+        self.reason = reason
+        self.action = action
+        super().__init__(f"cannot {action} {path}: {reason}")
 
 
 class LocalKafkaError(SlmopsError):
