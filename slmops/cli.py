@@ -134,12 +134,13 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:
-    from streams.kafka.admin import describe_topics
+    from streams.kafka.admin import describe_topics, wait_for_broker
 
     conn = _settings(args).connection()
     catalog = conn.catalog()
     live: dict[str, Any] = {}
     if not args.offline:
+        asyncio.run(wait_for_broker(conn, args.wait))
         live = asyncio.run(describe_topics(conn))
     rows = [("topic", "key", "value", "partitions", "policy", "retention", "on broker")]
     for spec in catalog:
@@ -383,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(tsub, "list", cmd_topics_list, "show the catalog and which topics exist")
     _add_connection(p)
     p.add_argument("--offline", action="store_true", help="do not ask the broker")
+    p.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the broker to answer (default 10)",
+    )
 
     from slmops import publish
 

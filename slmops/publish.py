@@ -267,10 +267,12 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
                 f"refused; nothing sent to {topic}"
             )
         elif outcome.refused:
-            say(
-                f"sent nothing: {len(outcome.refused):,} of {head} refused; fix them, or send "
-                f"the {len(outcome.valid):,} valid one(s) with --partial"
+            hint = (
+                f"; fix them, or send the {len(outcome.valid):,} valid one(s) with --partial"
+                if outcome.valid
+                else ""
             )
+            say(f"sent nothing: {len(outcome.refused):,} of {head} refused{hint}")
         else:
             say(f"sent nothing: {head}")
         _write_report(args.report, outcome)

@@ -15,13 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
 from edge_runtime.cli import settings_from_args as edge_settings
+from edge_runtime.errors import ConfigError
 from optimizers.cli import settings_from_args as optimizer_settings
+from optimizers.errors import OptimizerError
 from slmops.cli import _settings as cli_settings
 from slmops.cli import build_parser
 from streams.control.cli import settings_from_args as control_settings
+from streams.kafka.errors import SettingsError
 
 ENV = re.compile(r"\(env (SLMOPS_[A-Z0-9_]+)(?:=(\w+))?")
 
@@ -118,7 +121,7 @@ def _first_change(set_flag: Callable[[str], Any], candidates: list[str], baselin
     for value in candidates:
         try:
             flagged = set_flag(value)
-        except (SystemExit, ValidationError, ValueError, OSError):
+        except (SystemExit, SettingsError, OptimizerError, ConfigError, ValueError, OSError):
             continue  # not a value of this flag's type or range (argparse exits on a bad one)
         if flagged != baseline:
             return flagged
