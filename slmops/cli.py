@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
     p = add(ksub, "up", cmd_kafka_up, "start the broker (idempotent); fetches jars on first use")
     _add_port(p)
-    p = add(ksub, "down", cmd_kafka_down, "stop the broker")
+    p = add(ksub, "down", cmd_kafka_down, "stop the broker (SIGTERM, then SIGKILL if it hangs)")
     _add_port(p)
     p.add_argument("--reset", action="store_true", help="also delete its data")
     p = add(
