@@ -131,6 +131,23 @@ class Outcome:
     seconds: float = 0.0
     exit_code: int = SENT
 
+    def settle(self, records: Sequence[Any], results: Sequence[object]) -> None:
+        """Book each sent record by its send's result: acknowledged, or failed and why.
+
+        A record that was never handed to the producer stays in neither list: it is "not
+        sent". A result that is not a Kafka error is a bug and is raised as it is.
+        """
+        from streams.kafka.errors import KafkaError
+
+        for p, result in zip(records, results, strict=True):
+            if isinstance(result, KafkaError):
+                self.failed.append((p, str(result)))
+                self.error = self.error or str(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self.acknowledged.append(p)
+
     def unsent_lines(self) -> list[int]:
         sent = {p.line for p in self.acknowledged}
         return [p.line for p in self.valid if p.line not in sent]
@@ -205,14 +222,7 @@ async def _send(conn: Any, records: Sequence[Any], outcome: Outcome, progress: P
             await producer.stop()
         except KafkaError as exc:
             outcome.error = outcome.error or str(exc)
-    for (p, _), result in zip(queued, results, strict=True):
-        if isinstance(result, KafkaError):
-            outcome.failed.append((p, str(result)))
-            outcome.error = outcome.error or str(result)
-        elif isinstance(result, BaseException):
-            raise result  # not the broker's doing: a bug, shown with its traceback
-        else:
-            outcome.acknowledged.append(p)
+    outcome.settle([p for p, _ in queued], results)
 
 
 def _write_report(path: str | None, outcome: Outcome) -> None:

@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
-from slmops.publish import REFUSED, Progress, line_ranges
+from slmops.publish import REFUSED, Outcome, Progress, line_ranges
+from streams.events import Feedback
+from streams.kafka.errors import SendFailedError
+from streams.kafka.publish import Parsed, parse_events
 
 BIG = {"model_id": "m", "examples": [{"text": "x" * 5000, "label": "a", "consent": True}]}
 
@@ -126,3 +129,32 @@ def test_line_ranges_are_compact_and_capped():
     assert line_ranges([5, 1, 2, 3, 7, 8]) == "1-3,5,7-8"
     assert line_ranges([]) == "none"
     assert line_ranges(range(1, 20, 2), limit=3) == "1,3,5,... (7 more ranges)"
+
+
+def _valid(count: int) -> list[Parsed]:
+    text = _lines(*({"model_id": "m", "outcomes": {"n": i}} for i in range(count)))
+    return list(parse_events(text, Feedback, producer="cli"))
+
+
+def test_a_send_that_fails_part_way_books_every_line():
+    records = _valid(5)
+    outcome = Outcome("in.jsonl", "slmops.feedback", "Feedback", "all-or-nothing")
+    outcome.valid = records
+    lost = SendFailedError("slmops.feedback", "127.0.0.1:9092", "broker went away")
+    # Lines 1-2 acknowledged, 3 failed, 4-5 never handed to the producer.
+    outcome.settle(records[:3], [None, None, lost])
+    report = outcome.report()
+    assert [s["line"] for s in report["sent"]] == [1, 2]
+    assert [s["event_id"] for s in report["sent"]] == [
+        p.event.event_id for p in records[:2] if p.event is not None
+    ]
+    assert report["failed"] == [{"line": 3, "reason": str(lost)}]
+    assert report["not_sent"] == [3, 4, 5]
+    assert outcome.error == str(lost)
+
+
+def test_a_result_that_is_not_a_kafka_error_is_raised():
+    records = _valid(1)
+    outcome = Outcome("in.jsonl", "slmops.feedback", "Feedback", "partial")
+    with pytest.raises(ZeroDivisionError):
+        outcome.settle(records, [ZeroDivisionError()])

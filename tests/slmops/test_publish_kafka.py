@@ -11,6 +11,8 @@ import sys
 from collections import Counter
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.control.windows import SourceWindows
 from streams.events import Feedback
@@ -127,3 +129,29 @@ def test_a_missing_topic_is_one_error_line_and_nothing_is_sent(make_kafka_conn, 
     assert f"topic {conn.topic_prefix}.feedback does not exist" in result.stderr
     assert "slmops topics create" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_topics_own_message_limit_refuses_what_the_producer_would_send(kafka_conn, tmp_path):
+    topic = kafka_conn.catalog().topic_for(Feedback)
+
+    async def lower_limit() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_conn.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": "2000"})]
+            )
+        finally:
+            await admin.close()
+
+    asyncio.run(lower_limit())
+    big = {"model_id": "m", "examples": [{"text": "x" * 3000, "label": "a", "consent": True}]}
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"model_id": "m"}) + "\n" + json.dumps(big) + "\n")
+    result = cli(kafka_conn, "publish", "feedback", str(source))
+    assert result.returncode == 3, result.stderr
+    assert "line 2: refused: encoded record is" in result.stderr
+    assert f"at most 2,000 fit in one Kafka message on {topic}" in result.stderr
+    dry = cli(kafka_conn, "publish", "feedback", str(source), "--dry-run")
+    assert dry.returncode == 0, dry.stderr  # offline, only the producer's limit applies
+    assert _read_all(kafka_conn) == []
