@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 
 
 def positive_int(text: str) -> int:
@@ -33,12 +32,8 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def timestamp(text: str) -> datetime:
-    """An ISO 8601 time; UTC unless it names its zone."""
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (e.g. 2026-05-01T12:00:00Z)"
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from slmops.arguments import non_negative_float, non_negative_int, positive_int
+from slmops.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from slmops.errors import FileAccessError
 
 SENT = 0
@@ -198,10 +200,21 @@ async def _topic_limit(conn: Any, topic: str, wait_s: float) -> int:
     return min(PRODUCER_MAX_REQUEST_BYTES, topic_max)
 
 
-async def _send(conn: Any, records: Sequence[Any], outcome: Outcome, progress: Progress) -> None:
-    """Send ``records``; every one ends up in ``outcome.acknowledged`` or ``outcome.failed``."""
+async def _send(
+    conn: Any, records: Sequence[Any], outcome: Outcome, progress: Progress, stall_s: float
+) -> None:
+    """Send ``records``; each ends up acknowledged, failed, or (never handed over) not sent.
+
+    A broker that goes away mid-send is retried by the client without end; after ``stall_s``
+    seconds without one acknowledgement the rest is given up and booked as failed.
+    """
     from streams.kafka.clients import EventProducer
-    from streams.kafka.errors import KafkaError
+    from streams.kafka.errors import KafkaError, SendFailedError
+
+    def stalled() -> SendFailedError:
+        return SendFailedError(
+            outcome.topic, conn.bootstrap_servers, f"no acknowledgement for {stall_s:g}s"
+        )
 
     queued: list[tuple[Any, asyncio.Future[object]]] = []
     producer = EventProducer(conn)
@@ -209,20 +222,51 @@ async def _send(conn: Any, records: Sequence[Any], outcome: Outcome, progress: P
     try:
         for i, p in enumerate(records, start=1):
             try:
-                queued.append((p, await producer.send(p.event)))
+                # send() waits while the client's buffer is full, which lasts as long as the
+                # broker is away.
+                queued.append((p, await asyncio.wait_for(producer.send(p.event), stall_s)))
+            except TimeoutError:
+                outcome.error = str(stalled())
+                break
             except KafkaError as exc:
                 if not queued:
                     raise  # nothing went out: a plain error, the input can be sent as it is
                 outcome.error = str(exc)
                 break
             progress("queued {:,} of {:,} record(s)", i, len(records))
-        results = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+        pending = {f for _, f in queued}
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            progress("acknowledged {:,} of {:,}", len(queued) - len(pending), len(records))
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.wait(pending)
     finally:
         try:
-            await producer.stop()
+            await producer.stop(timeout_s=stall_s)
         except KafkaError as exc:
             outcome.error = outcome.error or str(exc)
+    results: list[object] = [stalled() if f.cancelled() else f.exception() for _, f in queued]
     outcome.settle([p for p, _ in queued], results)
+
+
+@contextlib.contextmanager
+def _quiet_client() -> Iterator[None]:
+    """Silence aiokafka's per-attempt ERROR lines while sending: with the broker away it logs
+    each reconnect, thousands a second, burying the summary that says what was sent."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    if not client_log.isEnabledFor(logging.DEBUG):
+        client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
 
 
 def _write_report(path: str | None, outcome: Outcome) -> None:
@@ -290,7 +334,8 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
 
     started = time.perf_counter()
     try:
-        asyncio.run(_send(conn, outcome.valid, outcome, progress))
+        with _quiet_client():
+            asyncio.run(_send(conn, outcome.valid, outcome, progress, args.stall_timeout))
     except KafkaError as exc:
         outcome.error = str(exc)
         outcome.exit_code = 1
@@ -306,8 +351,9 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
         say(
             f"sending failed part way: {sent:,} of {head} acknowledged "
             f"(lines {line_ranges((p.line for p in outcome.acknowledged), 10)}), "
-            f"{len(unsent):,} not sent; the same command again is safe: "
-            "consumers drop the repeated event ids"
+            f"{len(unsent):,} not sent ({len(outcome.failed):,} of them handed over but "
+            "never acknowledged); the same command again is safe: consumers drop the "
+            "repeated event ids"
         )
     else:
         outcome.exit_code = PARTIAL if outcome.refused else SENT
@@ -369,4 +415,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="S",
         help="seconds to wait for the broker to answer (default 10)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="S",
+        help="give up sending after S seconds without an acknowledgement (default 30); "
+        "the lines given up are reported as failed, exit code 5",
     )
