@@ -118,8 +118,9 @@ def parse_events(
     """Validate, encode and measure every record of ``text``.
 
     Envelope fields are filled when absent: ``producer``, ``occurred_at`` (now) and an
-    ``event_id`` derived from the record (module doc). A record whose encoded size with its
-    key exceeds ``max_record_bytes`` is refused like an invalid one.
+    ``event_id`` derived from the record (module doc). A record is valid when it builds,
+    encodes and decodes again as a consumer would; one whose encoded size with its key
+    exceeds ``max_record_bytes`` is refused like an invalid one.
     """
     codec = codec or default_codec()
     catalog = catalog or Catalog()
@@ -141,6 +142,9 @@ def parse_events(
         try:
             event = from_json(event_type, obj)
             value = codec.encode(event)
+            # What consumers will do with the bytes: any check the contract runs only when
+            # decoding (ranges, lengths) refuses the record here, before it is sent.
+            codec.decode(value, event_type)
         except EventError as exc:
             yield Parsed(line, error=exc.reason, field=exc.field)
             continue

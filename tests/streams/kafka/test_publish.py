@@ -7,7 +7,8 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from streams.events import Feedback, decode
+from streams.events import Codec, Feedback, decode
+from streams.events.errors import EventError
 from streams.events.topics import Catalog
 from streams.kafka.publish import (
     EVENT_ID_NAMESPACE,
@@ -165,3 +166,23 @@ def test_deeply_nested_json_is_refused_not_raised():
     parsed = list(parse_events(text + "\n" + '{"model_id": "m"}', Feedback, producer="cli"))
     assert [p.ok for p in parsed] == [False, True]
     assert "nested too deeply" in (parsed[0].error or "")
+
+
+class _StricterOnDecode(Codec):
+    """A contract whose decode refuses more than building a record does."""
+
+    def decode(self, data, expected=None):
+        event = super().decode(data, expected)
+        if getattr(event, "model_id", "") == "too-long":
+            raise EventError("longer than the contract allows", field="model_id")
+        return event
+
+
+def test_what_decoding_refuses_is_refused_before_sending():
+    text = "\n".join([json.dumps({"model_id": "ok"}), json.dumps({"model_id": "too-long"})])
+    codec = _StricterOnDecode.from_directory()
+    ok, refused = parse_events(text, Feedback, producer="cli", codec=codec)
+    assert ok.ok
+    assert not refused.ok
+    assert refused.field == "model_id"
+    assert refused.error == "longer than the contract allows"
