@@ -16,7 +16,51 @@ EDGE_EPILOG = """\
 Each flag names the SLMOPS_* variable read when the flag is absent.
 
 Without a rollout for its model a device serves the newest registered version of the model.
+A device keeps serving while the broker is away: what it publishes waits in its outbox.
 """
+RUN_EXAMPLE = """\
+example:
+  slmops edge run --device-id shop-17 --model-id intent --cohort pilot --http-port 8080 \\
+      --trusted-keys-file release-keys.txt
+"""
+FLEET_EXAMPLE = """\
+example:
+  slmops edge fleet --devices 20 --cohorts canary,stable --duration 300 --shift-after 120
+"""
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
+def _cohorts(text: str) -> list[str]:
+    cohorts = [c.strip() for c in text.split(",") if c.strip()]
+    if not cohorts:
+        raise argparse.ArgumentTypeError(f"name at least one cohort, got {text!r}")
+    return cohorts
 
 
 # (flag, settings field, argparse type); help texts come from the fields' descriptions.
@@ -64,7 +108,11 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
     """The device's settings: ``fixed``, then the flags, then the ``SLMOPS_*`` environment."""
     from pathlib import Path
 
+    from pydantic import ValidationError
+
+    from edge_runtime.errors import ConfigError
     from edge_runtime.settings import EdgeSettings
+    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {
         field: getattr(args, field)
@@ -74,17 +122,25 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
     if getattr(args, "device_id", None):
         overrides["device_id"] = args.device_id
     if getattr(args, "label", None):
-        overrides["labels"] = dict(item.split("=", 1) for item in args.label)
+        overrides["labels"] = dict(args.label)
     keys = list(args.trusted_key)
     if args.trusted_keys_file:
+        try:
+            text = Path(args.trusted_keys_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                "--trusted-keys-file", f"cannot read {args.trusted_keys_file}: {reason}"
+            ) from exc
         keys += [
-            line.strip()
-            for line in Path(args.trusted_keys_file).read_text().splitlines()
-            if line.strip() and not line.startswith("#")
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
         ]
     if keys:
         overrides["trusted_keys"] = keys
-    return EdgeSettings.from_env(**{**overrides, **fixed})
+    try:
+        return EdgeSettings.from_env(**{**overrides, **fixed})
+    except ValidationError as exc:
+        raise SettingsError.from_validation("edge", exc.errors(), EdgeSettings.env_name) from exc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -128,7 +184,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     fleet = Fleet(
         template,
         devices=args.devices,
-        cohorts=[c.strip() for c in args.cohorts.split(",") if c.strip()],
+        cohorts=args.cohorts,
         id_prefix=args.id_prefix,
         rate_per_device=args.rate,
         batch=args.batch,
@@ -167,8 +223,10 @@ def register(subparsers: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run one device",
-        description="Run one device until Ctrl-C.",
-        epilog=EDGE_EPILOG,
+        description="Run one device until Ctrl-C or SIGTERM: follow the registry and "
+        "rollouts, install verified models, serve /v1/infer when --http-port is set, and "
+        "publish telemetry, drift sketches and device status.",
+        epilog=EDGE_EPILOG + "\n" + RUN_EXAMPLE,
         formatter_class=formatter,
     )
     run.add_argument(
@@ -178,6 +236,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--label",
         action="append",
+        type=_label,
         default=[],
         metavar="KEY=VALUE",
         help=f"repeatable; {EdgeSettings.field_help('labels')}",
@@ -190,20 +249,29 @@ def register(subparsers: Any) -> None:
         help="simulate N real devices in one process with a workload",
         description="Run N real edge runtimes in one process, each driven by a synthetic "
         "workload. Send SIGUSR1 to toggle the workload's input distribution shift.",
-        epilog=EDGE_EPILOG,
+        epilog=EDGE_EPILOG + "\n" + FLEET_EXAMPLE,
         formatter_class=formatter,
     )
-    fleet.add_argument("--devices", type=int, default=10, help="how many devices (default 10)")
+    fleet.add_argument("--devices", type=_count, default=10, help="how many devices (default 10)")
     fleet.add_argument(
-        "--cohorts", default="canary,stable", help="comma-separated cohorts, assigned round-robin"
+        "--cohorts",
+        type=_cohorts,
+        default="canary,stable",
+        help="comma-separated cohorts, assigned round-robin (default canary,stable)",
     )
-    fleet.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-0000, ...")
-    fleet.add_argument("--rate", type=float, default=2.0, help="requests per second per device")
-    fleet.add_argument("--batch", type=int, default=4, help="texts per request")
-    fleet.add_argument("--duration", type=float, help="stop after S seconds (default: run on)")
     fleet.add_argument(
-        "--shift-after", type=float, help="shift the input distribution after S seconds"
+        "--id-prefix", default="sim", help="device ids are PREFIX-0000, ... (default sim)"
     )
-    fleet.add_argument("--seed", type=int, default=0, help="workload seed")
+    fleet.add_argument(
+        "--rate", type=_positive, default=2.0, help="requests per second per device (default 2)"
+    )
+    fleet.add_argument("--batch", type=_count, default=4, help="texts per request (default 4)")
+    fleet.add_argument("--duration", type=_positive, help="stop after S seconds (default: run on)")
+    fleet.add_argument(
+        "--shift-after",
+        type=_positive,
+        help="shift the input distribution after S seconds (default: never)",
+    )
+    fleet.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     _common(fleet, EdgeSettings)
     fleet.set_defaults(func=cmd_fleet)

@@ -18,9 +18,51 @@ if TYPE_CHECKING:
 
 REFUSED = 3
 
+OPTIMIZE_EPILOG = """\
+example:
+  slmops optimize --model models/intent --recipe recipes/int8.toml --data data/intent.jsonl \\
+      --out out/intent-v2 --model-id intent --version v2 --parent-version v1
+
+exit codes: 0 accepted, 3 refused by a gate, 1 an error (bad recipe, data, model or key file),
+2 a bad command line. out/result.json holds the numbers either way.
+"""
+
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _read_key(path: str) -> str:
+    """The text of a key file; a missing or unreadable one is an error the CLI reports."""
+    from pathlib import Path
+
+    from optimizers.errors import OptimizerError
+
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OptimizerError(f"cannot read the signing key {path}: {reason}") from exc
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
 
 
 class ProgressBar:
@@ -117,7 +159,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         _say(f"slmops optimize: error: {exc}")
         return 1
     if args.signing_key:
-        key = private_key_from_text(Path(args.signing_key).read_text())
+        key = private_key_from_text(_read_key(args.signing_key))
     else:
         key = new_signing_key()
         out.mkdir(parents=True, exist_ok=True)
@@ -196,9 +238,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     ``--signing-key FILE`` is read here, so the key reaches the worker the same way whether it
     came from a file or from ``SLMOPS_OPTIMIZER_SIGNING_KEY``.
     """
-    from pathlib import Path
+    from pydantic import ValidationError
 
     from optimizers.settings import OptimizerSettings
+    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {
         field: getattr(args, field)
@@ -208,8 +251,13 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     if args.feedback_data is not None:
         overrides["feedback_data"] = args.feedback_data
     if args.signing_key:
-        overrides["optimizer_signing_key"] = Path(args.signing_key).read_text().strip()
-    return OptimizerSettings.from_env(**overrides)
+        overrides["optimizer_signing_key"] = _read_key(args.signing_key).strip()
+    try:
+        return OptimizerSettings.from_env(**overrides)
+    except ValidationError as exc:
+        raise SettingsError.from_validation(
+            "optimizer", exc.errors(), OptimizerSettings.env_name
+        ) from exc
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -265,25 +313,40 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "optimize",
         help="build, judge and sign a candidate from a model, a recipe and data",
-        description="Run a recipe: baseline, passes, precision fallback, gates, signed package.",
+        description="Run a recipe on one machine, without Kafka: measure the baseline, run the "
+        "passes, try each precision of the fallback chain, judge the gates and sign the "
+        "accepted package.",
+        epilog=OPTIMIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="model directory or a package shipping one")
     p.add_argument("--recipe", required=True, help="recipe TOML file")
     p.add_argument("--data", required=True, help="JSON lines of {text, label}")
     p.add_argument("--out", required=True, help="output directory (work/, store/, result.json)")
-    p.add_argument("--task", choices=("classify", "embed", "generate"), default="classify")
+    p.add_argument(
+        "--task",
+        choices=("classify", "embed", "generate"),
+        default="classify",
+        help="what the model does (default classify)",
+    )
     p.add_argument(
         "--model-cache",
         default=".local/models",
         help="where a model shipped as GGUF is converted once (default .local/models)",
     )
-    p.add_argument("--max-length", type=int, default=64, help="tokens per input")
-    p.add_argument("--model-id", default="model")
-    p.add_argument("--version", default="candidate")
-    p.add_argument("--parent-version", default=None)
+    p.add_argument("--max-length", type=_count, default=64, help="tokens per input (default 64)")
+    p.add_argument("--model-id", default="model", help="model id to register (default model)")
+    p.add_argument(
+        "--version", default="candidate", help="version of the candidate (default candidate)"
+    )
+    p.add_argument("--parent-version", default=None, help="version it derives from (default: none)")
     p.add_argument("--profile", action="append", help="hardware profile (repeat for several)")
-    p.add_argument("--signing-key", help="file with a base64 raw ed25519 private key")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--signing-key",
+        help="file with a base64 raw ed25519 private key (default: a throwaway key, its "
+        "public half written to OUT/signing-key.pub)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the passes (default 0)")
     p.set_defaults(func=cmd_optimize)
 
     # Pydantic only, no optimizer stack: the worker's help texts come from its settings' fields.
@@ -296,6 +359,9 @@ def register(subparsers: Any) -> None:
         help="serve optimization requests from Kafka",
         description="Consume optimization-requests in a consumer group; publish results and "
         "model versions. ROOT holds models/<id>/<version>/, data/<id>.jsonl, recipes/<name>.toml.",
+        epilog="example:\n  slmops optimizer worker --root /srv/optimizer --signing-key "
+        "release.key --metrics-port 9310",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for flag, field, kind in _WORKER_FLAGS:
         help_ = OptimizerSettings.field_help(field)
@@ -316,11 +382,11 @@ def register(subparsers: Any) -> None:
     )
     w.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_seconds,
         default=None,
         help="stop after S idle seconds (default: run on)",
     )
     w.add_argument(
-        "--max-requests", type=int, default=None, help="stop after N requests (default: run on)"
+        "--max-requests", type=_count, default=None, help="stop after N requests (default: run on)"
     )
     w.set_defaults(func=cmd_worker)

@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from slmops.arguments import non_negative_float, non_negative_int, positive_int
 from slmops.errors import SlmopsError
 
 log = logging.getLogger("slmops")
@@ -32,6 +33,10 @@ environment:
   SLMOPS_SSL_CHECK_HOSTNAME certificates must name the broker's host (default: true)
   SLMOPS_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
   SLMOPS_SASL_USERNAME, SLMOPS_SASL_PASSWORD  SASL credentials
+  SLMOPS_DEBUG              1: show the traceback of an error, as --debug does
+
+A mistake (a missing file, a bad value, no broker) is one "slmops: error: ..." line and exit
+code 1; a bad command line is exit code 2. Commands that say more list their codes in --help.
 
 first steps:
   slmops kafka up            start the local Apache Kafka (fetches jars on first use)
@@ -42,16 +47,24 @@ first steps:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
     from slmops.settings import CliSettings
+    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {}
-    if getattr(args, "bootstrap_servers", None):
+    # `is not None`: a 0 or an empty value given on purpose must reach the settings' checks,
+    # not fall back to the default (`kafka down --port 0` would stop the broker on 9092).
+    if getattr(args, "bootstrap_servers", None) is not None:
         overrides["bootstrap_servers"] = args.bootstrap_servers
-    if getattr(args, "topic_prefix", None):
+    if getattr(args, "topic_prefix", None) is not None:
         overrides["topic_prefix"] = args.topic_prefix
-    if getattr(args, "port", None):
+    if getattr(args, "port", None) is not None:
         overrides["kafka_port"] = args.port
-    return CliSettings.from_env(**overrides)
+    try:
+        return CliSettings.from_env(**overrides)
+    except ValidationError as exc:
+        raise SettingsError.from_validation("slmops", exc.errors(), CliSettings.env_name) from exc
 
 
 def _say(message: str) -> None:
@@ -121,12 +134,13 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:
-    from streams.kafka.admin import describe_topics
+    from streams.kafka.admin import describe_topics, wait_for_broker
 
     conn = _settings(args).connection()
     catalog = conn.catalog()
     live: dict[str, Any] = {}
     if not args.offline:
+        asyncio.run(wait_for_broker(conn, args.wait))
         live = asyncio.run(describe_topics(conn))
     rows = [("topic", "key", "value", "partitions", "policy", "retention", "on broker")]
     for spec in catalog:
@@ -155,42 +169,9 @@ def cmd_topics_list(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from streams.events import event_type_named
-    from streams.kafka.clients import EventProducer
-    from streams.kafka.publish import parse_events
+    from slmops import publish
 
-    event_type = event_type_named(args.event_type)
-    text = sys.stdin.read() if args.file in (None, "-") else Path(args.file).read_text()
-    parsed = list(parse_events(text, event_type, producer=args.producer))
-    bad = [p for p in parsed if p.error is not None]
-    good = [p for p in parsed if p.event is not None and p.value is not None]
-    for p in bad:
-        _say(f"line {p.line}: rejected: {p.error}")
-    if args.dry_run or (bad and args.all_or_nothing):
-        what = "would publish" if args.dry_run else "published nothing:"
-        _say(f"{what} {len(good)} valid, {len(bad)} rejected")
-        return 1 if bad else 0
-    settings = _settings(args)
-    conn = settings.connection()
-    topic = conn.catalog().topic_for(event_type)
-
-    async def send() -> float:
-        started = time.perf_counter()
-        async with EventProducer(conn) as producer:
-            futures = []
-            for p in good:
-                assert p.event is not None
-                futures.append(await producer.send(p.event))
-            await asyncio.gather(*futures)
-        return time.perf_counter() - started
-
-    elapsed = asyncio.run(send())
-    rate = len(good) / elapsed if elapsed > 0 else 0.0
-    _say(
-        f"published {len(good)} {event_type.SCHEMA} event(s) to {topic} in {elapsed:.2f}s "
-        f"({rate:,.0f}/s); rejected {len(bad)}"
-    )
-    return 1 if bad else 0
+    return publish.run(args, _settings(args).connection(), _say)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -286,8 +267,35 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
 
 def _add_port(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--port", type=int, help="local broker port (env SLMOPS_KAFKA_PORT, default 9092)"
+        "--port",
+        type=int,
+        help="port of the local broker; its controller uses PORT+1 (env SLMOPS_KAFKA_PORT, "
+        "default 9092)",
     )
+
+
+KAFKA_EPILOG = """\
+examples:
+  slmops kafka up                 start it on 127.0.0.1:9092 (data under .local/kafka)
+  SLMOPS_KAFKA_HOME=/tmp/k slmops kafka up --port 19092    a second, throwaway broker
+"""
+PUBLISH_DESCRIPTION = """\
+Validate JSON events and publish them as Avro to their topic.
+
+Every record is checked first: parsed, validated by the event contract, and measured against
+the largest message the producer and the topic take. By default one refused record sends
+nothing; --partial sends the valid ones. Refused lines are printed with their line number,
+field and reason; progress and a final summary go to stderr."""
+TAIL_EPILOG = """\
+examples:
+  slmops tail telemetry --max 10            the first 10 records, then stop
+  slmops tail alerts --follow --new-only    wait for new alerts until Ctrl-C
+"""
+DEMO_EPILOG = """\
+Starts the local broker when SLMOPS_BOOTSTRAP_SERVERS is unset and uses its own topic prefix.
+example:
+  slmops demo --devices 8 --keep-running
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,57 +306,129 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error too (env SLMOPS_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(
-        parent: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str
+        parent: Any,
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help_: str,
+        *,
+        description: str | None = None,
+        epilog: str | None = None,
     ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+        p: argparse.ArgumentParser = parent.add_parser(
+            name,
+            help=help_,
+            description=description or help_,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
-    kafka = sub.add_parser("kafka", help="run the local Apache Kafka broker (KRaft, one node)")
+    kafka = sub.add_parser(
+        "kafka",
+        help="run the local Apache Kafka broker (KRaft, one node)",
+        description="Run the local Apache Kafka broker: one KRaft node on 127.0.0.1, its jars, "
+        "data and log under SLMOPS_KAFKA_HOME (default .local/kafka).",
+        epilog=KAFKA_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ksub = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
     p = add(ksub, "up", cmd_kafka_up, "start the broker (idempotent); fetches jars on first use")
     _add_port(p)
-    p = add(ksub, "down", cmd_kafka_down, "stop the broker")
+    p = add(ksub, "down", cmd_kafka_down, "stop the broker (SIGTERM, then SIGKILL if it hangs)")
     _add_port(p)
     p.add_argument("--reset", action="store_true", help="also delete its data")
-    p = add(ksub, "status", cmd_kafka_status, "is it running and answering; where is its log")
+    p = add(
+        ksub,
+        "status",
+        cmd_kafka_status,
+        "is it running and answering; where is its log (exit 3 when not running)",
+    )
     _add_port(p)
 
-    topics = sub.add_parser("topics", help="the topic catalog")
+    topics = sub.add_parser(
+        "topics",
+        help="the topic catalog",
+        description="Create or list the catalog's topics (names, keys, partitions, retention).",
+    )
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
-    p = add(tsub, "create", cmd_topics_create, "create every catalog topic (idempotent)")
+    p = add(
+        tsub,
+        "create",
+        cmd_topics_create,
+        "create every catalog topic with its configs (idempotent)",
+        epilog="example:\n  slmops topics create --topic-prefix staging --replication-factor 3",
+    )
     _add_connection(p)
     p.add_argument(
-        "--replication-factor", type=int, default=1, help="replicas of each topic (default 1)"
+        "--replication-factor",
+        type=positive_int,
+        default=1,
+        help="replicas of each topic (default 1)",
     )
-    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the broker")
+    p.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the broker to answer (default 30)",
+    )
     p = add(tsub, "list", cmd_topics_list, "show the catalog and which topics exist")
     _add_connection(p)
     p.add_argument("--offline", action="store_true", help="do not ask the broker")
+    p.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the broker to answer (default 10)",
+    )
 
-    p = add(sub, "publish", cmd_publish, "validate JSON events and publish them as Avro")
-    p.add_argument(
-        "event_type", help="feedback, model-version, telemetry, ... (see `slmops schemas`)"
+    from slmops import publish
+
+    p = add(
+        sub,
+        "publish",
+        cmd_publish,
+        "validate JSON events, then publish them as Avro (all or nothing by default)",
+        description=PUBLISH_DESCRIPTION,
+        epilog=publish.EXAMPLES + "\n" + publish.EXIT_CODES,
     )
-    p.add_argument(
-        "file", nargs="?", help="JSON object, JSON array or JSON lines; - or absent: stdin"
-    )
-    p.add_argument("--producer", default="slmops-cli", help="producer id when a record has none")
-    p.add_argument("--dry-run", action="store_true", help="validate only")
-    p.add_argument(
-        "--all-or-nothing", action="store_true", help="publish nothing if any record is invalid"
-    )
+    publish.add_arguments(p)
     _add_connection(p)
 
-    p = add(sub, "tail", cmd_tail, "print a topic's events as JSON lines (undecodable ones too)")
+    p = add(
+        sub,
+        "tail",
+        cmd_tail,
+        "print a topic's events as JSON lines (undecodable ones too, with why)",
+        epilog=TAIL_EPILOG,
+    )
     p.add_argument("topic", help="full or short topic name, e.g. telemetry")
-    p.add_argument("--max", type=int, default=0, help="stop after N records")
+    p.add_argument(
+        "--max",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="stop after N records (default 0: no limit)",
+    )
     p.add_argument("--follow", "-f", action="store_true", help="keep waiting for new records")
     p.add_argument("--new-only", action="store_true", help="start at the end, not the beginning")
-    p.add_argument("--idle-timeout", type=float, default=3.0, help="stop after S idle seconds")
+    p.add_argument(
+        "--idle-timeout",
+        type=non_negative_float,
+        default=3.0,
+        metavar="S",
+        help="stop after S seconds without a record (default 3; ignored with --follow)",
+    )
     _add_connection(p)
 
     add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
@@ -364,20 +444,43 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "the closed loop end to end: drift, re-optimization, canary, rollback (a few minutes)",
+        epilog=DEMO_EPILOG,
     )
     p.add_argument(
         "--keep-running",
         action="store_true",
         help="afterwards keep the fleet, the workers and the status page running until Ctrl-C",
     )
-    p.add_argument("--devices", type=int, default=16, help="simulated edge runtimes (default 16)")
-    p.add_argument("--web-port", type=int, default=6066, help="control worker's web port")
+    p.add_argument(
+        "--devices", type=positive_int, default=16, help="simulated edge runtimes (default 16)"
+    )
+    p.add_argument(
+        "--web-port",
+        type=positive_int,
+        default=6066,
+        help="control worker's web port (default 6066)",
+    )
     _add_connection(p)
     _add_port(p)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix: each package's root and the wrapped Kafka errors under
+    StreamsError. Anything else is a bug and keeps its traceback."""
+    from edge_runtime.errors import EdgeRuntimeError
+    from optimizers.errors import OptimizerError
+    from streams.events.errors import StreamsError
+
+    return (SlmopsError, StreamsError, OptimizerError, EdgeRuntimeError)
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(args.debug) or os.environ.get("SLMOPS_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user error is one ``slmops: error:`` line and exit code 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -387,13 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    from streams.events.errors import StreamsError
-
+    user_errors = _user_errors()
     try:
         code: int = args.func(args)
-    except (SlmopsError, StreamsError) as exc:
-        _say(f"slmops: error: {exc}")
-        return 1
     except KeyboardInterrupt:
         return 130
+    except user_errors as exc:
+        if _debugging(args):
+            raise
+        _say(f"slmops: error: {exc}")
+        return 1
     return code

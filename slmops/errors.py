@@ -3,7 +3,9 @@
 ::
 
     SlmopsError              root; the CLI prints its message and exits 1
+    ├── FileAccessError      a file (or stdin) a command reads or writes cannot be used as asked
     ├── LocalKafkaError      the embedded broker cannot be fetched, started or stopped
+    ├── UnknownModelError    a model or version the registry does not hold
     └── WorkerProcessError   a child worker process let down the parent waiting on it
         ├── WorkerExitedError    it exited while the parent waited for something
         └── WorkerTimeoutError   what the parent waited for did not happen in time
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -18,8 +21,35 @@ class SlmopsError(Exception):
     """Root of the command line's own errors."""
 
 
+class FileAccessError(SlmopsError):
+    """A file (or stdin) that is missing, unreadable, not text, or cannot be written."""
+
+    def __init__(self, path: str, reason: str, *, action: str = "read") -> None:
+        self.path = path
+        self.reason = reason
+        self.action = action
+        super().__init__(f"cannot {action} {path}: {reason}")
+
+
 class LocalKafkaError(SlmopsError):
     """The local broker could not be fetched, started or stopped; the message says why."""
+
+
+class UnknownModelError(SlmopsError):
+    """A model (or one of its versions) that the model registry does not hold."""
+
+    def __init__(
+        self, model_id: str, version: str | None = None, registered: Sequence[str] = ()
+    ) -> None:
+        self.model_id = model_id
+        self.version = version
+        self.registered = tuple(registered)
+        if version is None:
+            message = f"model {model_id!r} has no version on the model registry"
+        else:
+            known = ", ".join(self.registered[-10:]) or "none"
+            message = f"model {model_id!r} has no version {version!r}; registered: {known}"
+        super().__init__(f"{message} (see `slmops models list`)")
 
 
 class WorkerProcessError(SlmopsError):

@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from slmops.errors import UnknownModelError
 from streams.events import (
     CohortSelector,
     DeviceStatus,
     Measurement,
+    ModelVersion,
     RolloutCommand,
     RolloutCommandKind,
     RolloutState,
@@ -56,7 +58,28 @@ async def _send(conn: KafkaConnection, command: RolloutCommand) -> None:
         await producer.send_and_wait(command)
 
 
+async def _registered(conn: KafkaConnection, model_id: str) -> list[str]:
+    """The versions of ``model_id`` on the model registry, oldest registration first."""
+    events = await read_current(conn, (ModelVersion,), name="rollout-start")
+    versions = [e for e in events if isinstance(e, ModelVersion) and e.model_id == model_id]
+    return [mv.version for mv in sorted(versions, key=lambda mv: mv.occurred_at)]
+
+
+def check_versions(model_id: str, wanted: Sequence[str | None], registered: Sequence[str]) -> None:
+    """Refuse a rollout to or from a version the registry does not hold: the controller would
+    only refuse it later, out of sight of whoever typed the command."""
+    if not registered:
+        raise UnknownModelError(model_id)
+    for version in wanted:
+        if version is not None and version not in registered:
+            raise UnknownModelError(model_id, version, registered)
+
+
 def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
+    conn = connect(args)
+    if not args.no_check:
+        registered = asyncio.run(_registered(conn, args.model))
+        check_versions(args.model, (args.to, args.from_version), registered)
     rollout_id = args.id or f"{args.model}-{args.to}-{uuid.uuid4().hex[:6]}"
     command = RolloutCommand(
         producer="slmops-cli",
@@ -74,7 +97,7 @@ def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
         ),
         stages=args.stages,
     )
-    asyncio.run(_send(connect(args), command))
+    asyncio.run(_send(conn, command))
     print(f"requested rollout {rollout_id}: {args.model} -> {args.to}")
     print(f"follow it with: slmops rollout status {rollout_id}")
     return 0
@@ -187,15 +210,30 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
     rollout = sub.add_parser("rollout", help="start, steer and inspect staged rollouts")
     rsub = rollout.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace, Connect], int], help_: str) -> Any:
-        p = rsub.add_parser(name, help=help_, description=help_)
+    def add(
+        name: str, func: Callable[[argparse.Namespace, Connect], int], help_: str, example: str
+    ) -> Any:
+        p = rsub.add_parser(
+            name,
+            help=help_,
+            description=help_.replace("%%", "%"),
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=lambda args: func(args, connect))
         add_connection(p)
-        p.add_argument("--actor", default="operator", help="who asks (recorded in history)")
-        p.add_argument("--note", default="", help="why (recorded in history)")
+        p.add_argument(
+            "--actor", default="operator", help="who asks, recorded in history (default operator)"
+        )
+        p.add_argument("--note", default="", help="why, recorded in history (default: empty)")
         return p
 
-    p = add("start", cmd_start, "start a staged rollout of MODEL to version --to")
+    p = add(
+        "start",
+        cmd_start,
+        "start a staged rollout of MODEL to version --to (both must be registered)",
+        "slmops rollout start intent --to v2 --cohort pilot --stages 5,25,100",
+    )
     p.add_argument("model", help="model id")
     p.add_argument("--to", required=True, help="the candidate version")
     p.add_argument("--from", dest="from_version", help="the stable version (default: current)")
@@ -204,16 +242,31 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         "--hardware-profile", action="append", default=[], help="limit to a profile (repeat)"
     )
     p.add_argument("--label", action="append", default=[], help="limit to KEY=VALUE (repeat)")
-    p.add_argument("--stages", type=_stages, default=(), help="percents, e.g. 5,25,50,100")
+    p.add_argument(
+        "--stages",
+        type=_stages,
+        default=(),
+        help="percents, e.g. 5,25,50,100 (default: the controller's --rollout-stages)",
+    )
     p.add_argument("--id", help="rollout id (default: MODEL-TO-random)")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="send the command even if the registry does not hold the versions yet",
+    )
     for name, kind, help_ in (
         ("pause", RolloutCommandKind.PAUSE, "hold a rollout at its stage"),
         ("resume", RolloutCommandKind.RESUME, "continue a paused or inconclusive rollout"),
         ("abort", RolloutCommandKind.ABORT, "roll back to the stable version now"),
         ("promote", RolloutCommandKind.PROMOTE, "skip to 100%% (then bake)"),
     ):
-        p = add(name, _steer(kind), help_)
-        p.add_argument("rollout_id")
-    p = add("status", cmd_status, "stage, devices per version, gates and history")
+        p = add(name, _steer(kind), help_, f"slmops rollout {name} intent-v2-3f9a1c")
+        p.add_argument("rollout_id", help="the rollout's id (see `slmops rollout status`)")
+    p = add(
+        "status",
+        cmd_status,
+        "stage, devices per version, gates and history (exit 1 for an unknown rollout)",
+        "slmops rollout status intent-v2-3f9a1c",
+    )
     p.add_argument("rollout_id", nargs="?", help="one rollout (default: all)")
     p.add_argument("--json", action="store_true", help="the RolloutState events as JSON lines")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,7 +17,43 @@ if TYPE_CHECKING:
 
 
 def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 5,25,100, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _time(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-05-01T12:00:00Z)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _ref(text: str) -> tuple[str, str]:
+    model_id, sep, version = text.partition("@")
+    if not sep or not model_id or not version:
+        raise argparse.ArgumentTypeError(f"expected MODEL@VERSION, got {text!r}")
+    return model_id, version
+
+
+def _fail(message: str) -> int:
+    """A lookup that found nothing: one error line on stderr, exit status 1."""
+    print(f"slmops: error: {message}", file=sys.stderr)
+    return 1
 
 
 def _words(text: str) -> list[str]:
@@ -139,7 +177,16 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         for parent in parents:
             node = node.setdefault(parent, {})
         node[name] = value
-    return ControlSettings.from_env(**overrides)
+    from pydantic import ValidationError
+
+    from streams.kafka.errors import SettingsError
+
+    try:
+        return ControlSettings.from_env(**overrides)
+    except ValidationError as exc:
+        raise SettingsError.from_validation(
+            "control", exc.errors(), ControlSettings.env_name
+        ) from exc
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -188,8 +235,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_show(args: argparse.Namespace) -> int:
     detail = _view(args).model_detail(args.model)
     if not detail:
-        print(f"no versions of model {args.model!r}")
-        return 1
+        return _fail(f"no versions of model {args.model!r} in the registry")
     print(json.dumps(detail, indent=2))
     return 0
 
@@ -237,8 +283,7 @@ def cmd_devices_history(args: argparse.Namespace) -> int:
     statuses, registry = read_ledger(settings_from_args(args).connection())
     intervals = device_history(statuses, args.device)
     if not intervals:
-        print(f"no status of device {args.device!r} on the device-status topic")
-        return 1
+        return _fail(f"no status of device {args.device!r} on the device-status topic")
     rows = [
         {
             "from": _when(i.start),
@@ -264,18 +309,11 @@ def cmd_devices_history(args: argparse.Namespace) -> int:
 
 
 def cmd_models_where(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from streams.control.ledger import devices_running, latest_versions
     from streams.control.runner import read_ledger
 
-    model_id, sep, version = args.ref.partition("@")
-    if not sep or not model_id or not version:
-        print(f"slmops models where: expected MODEL@VERSION, got {args.ref!r}")
-        return 2
-    at = datetime.now(UTC) if args.at is None else datetime.fromisoformat(args.at)
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+    model_id, version = args.ref
+    at = datetime.now(UTC) if args.at is None else args.at
     statuses, registry = read_ledger(settings_from_args(args).connection())
     found = devices_running(statuses, model_id, version, at)
     rows = [
@@ -305,8 +343,13 @@ def register(subparsers: Any) -> None:
     p = csub.add_parser(
         "worker",
         help="run a control worker: windows, drift, policy, /metrics",
-        description="Run a control worker. A flag wins over its SLMOPS_* variable; per-model "
-        f"SLOs come from {ControlSettings.env_name('model_rules')} (JSON; docs/control-plane.md).",
+        description="Run a control worker until SIGTERM: window aggregation, drift, policy, "
+        "rollouts, and /metrics and /status on its web port. A flag wins over its SLMOPS_* "
+        f"variable; per-model SLOs come from {ControlSettings.env_name('model_rules')} "
+        "(JSON; docs/control-plane.md). Start more workers with the same --app-id to share "
+        "the partitions.",
+        epilog="example:\n  slmops control worker --worker-id w1 --web-port 6066 --window-s 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_worker)
     _connection_flags(p, ControlSettings)
@@ -331,27 +374,63 @@ def register(subparsers: Any) -> None:
             f"(env {ControlSettings.env_name(field)}=true)",
         )
 
-    def reader(parent: Any, name: str, func: Any, help_: str) -> argparse.ArgumentParser:
-        q: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
+    def reader(
+        parent: Any, name: str, func: Any, help_: str, example: str = ""
+    ) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = parent.add_parser(
+            name,
+            help=help_,
+            description=f"{help_}. Reads the compacted topics directly: no worker needed.",
+            epilog=f"example:\n  {example}" if example else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         q.set_defaults(func=func)
         _connection_flags(q, ControlSettings)
         q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         q.add_argument(
-            "--idle-timeout", type=float, default=1.5, help="stop reading after S idle seconds"
+            "--idle-timeout",
+            type=_seconds,
+            default=1.5,
+            metavar="S",
+            help="stop reading after S seconds without a record (default 1.5)",
         )
         return q
 
     models = subparsers.add_parser("models", help="registered model versions")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    q = reader(msub, "list", cmd_models_list, "list model versions and how many devices serve each")
-    q.add_argument("--model", help="only this model")
-    q = reader(msub, "show", cmd_models_show, "every registered version of a model, in full")
-    q.add_argument("model")
+    q = reader(
+        msub,
+        "list",
+        cmd_models_list,
+        "list model versions and how many devices serve each",
+        "slmops models list --model intent --json",
+    )
+    q.add_argument("--model", help="only this model (default: all)")
+    q = reader(
+        msub,
+        "show",
+        cmd_models_show,
+        "every registered version of a model, in full (exit 1 when it has none)",
+        "slmops models show intent",
+    )
+    q.add_argument("model", help="model id")
     devices = subparsers.add_parser("devices", help="the device fleet")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     reader(dsub, "list", cmd_devices_list, "version per device, last seen, last error")
-    q = reader(dsub, "history", cmd_devices_history, "which model hash a device ran, and when")
-    q.add_argument("device")
-    q = reader(msub, "where", cmd_models_where, "which devices ran MODEL@VERSION at a time")
-    q.add_argument("ref", metavar="MODEL@VERSION")
-    q.add_argument("--at", help="ISO 8601 time (UTC unless stated); default: now")
+    q = reader(
+        dsub,
+        "history",
+        cmd_devices_history,
+        "which model hash a device ran, and when (exit 1 when it never reported)",
+        "slmops devices history sim-0003",
+    )
+    q.add_argument("device", help="device id")
+    q = reader(
+        msub,
+        "where",
+        cmd_models_where,
+        "which devices ran MODEL@VERSION at a time",
+        "slmops models where intent@v2 --at 2026-05-01T12:00:00Z",
+    )
+    q.add_argument("ref", metavar="MODEL@VERSION", type=_ref, help="e.g. intent@v2")
+    q.add_argument("--at", type=_time, help="ISO 8601 time (UTC unless stated); default: now")

@@ -224,6 +224,9 @@ class EventConsumer:
             raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
         try:
             await self._assign()
+        except TopicMissingError:
+            await self._consumer.stop()  # else asyncio logs an unclosed client after the error
+            raise
         except (AIOKafkaError, OSError) as exc:
             await self._consumer.stop()
             raise ConnectionLostError(

@@ -3,6 +3,7 @@
 The tree, under the streams root::
 
     StreamsError
+    ├── SettingsError               flags or SLMOPS_* variables the settings refuse
     └── KafkaError                  root of the Kafka I/O errors (all that streams.kafka raises)
         ├── KafkaUnavailableError   the broker did not answer in time
         ├── TopicMissingError       a topic the catalog names does not exist on the cluster
@@ -16,7 +17,41 @@ caller catches :class:`KafkaError` and retries, or reports the message, which sa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from streams.events.errors import StreamsError
+
+
+class SettingsError(StreamsError):
+    """Settings (``KafkaClientSettings`` and its subclasses) that refused their values.
+
+    Raised by the entry points around ``from_env``: pydantic's error, with its URL and input
+    dumps, is for developers; this names each field, the variable that sets it and why.
+    """
+
+    def __init__(self, settings: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.settings = settings
+        self.problems = tuple(problems)
+        listed = "; ".join(f"{where}: {why}" for where, why in self.problems)
+        super().__init__(f"invalid setting(s): {listed}")
+
+    @classmethod
+    def from_validation(
+        cls, settings: str, errors: Sequence[Any], env_name: Callable[[str], str]
+    ) -> SettingsError:
+        """From ``ValidationError.errors()``; ``env_name`` maps a dotted field to its variable."""
+        problems = []
+        for error in errors:
+            path = ".".join(str(part) for part in error.get("loc", ()) if isinstance(part, str))
+            try:
+                where = f"{path} (its flag or {env_name(path)})" if path else settings
+            except (KeyError, ValueError):
+                where = path  # not a field (an unknown keyword): no variable to name
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or value is None else f", got {value!r}"
+            problems.append((where, f"{error.get('msg', 'invalid')}{shown}"))
+        return cls(settings, problems)
 
 
 class KafkaError(StreamsError):

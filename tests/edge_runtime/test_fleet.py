@@ -37,7 +37,7 @@ def test_cli_parses_run_and_fleet():
     )
     assert (run.device_id, run.cohort, run.hardware_profile) == ("d1", "beta", "cpu-small")
     fleet = parser.parse_args(["edge", "fleet", "--devices", "3", "--cohorts", "a,b"])
-    assert (fleet.devices, fleet.cohorts, fleet.rate) == (3, "a,b", 2.0)
+    assert (fleet.devices, fleet.cohorts, fleet.rate) == (3, ["a", "b"], 2.0)
 
 
 @pytest.mark.integration

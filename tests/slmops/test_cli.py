@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -35,14 +34,6 @@ def test_every_command_has_help(argv, capsys):
 def test_help_is_printed_without_a_command(capsys):
     assert main([]) == 2
     assert "kafka" in capsys.readouterr().out
-
-
-def test_publish_dry_run_validates_with_line_numbers():
-    lines = "\n".join([json.dumps({"model_id": "m"}), json.dumps({"model_id": "m", "score": 7})])
-    result = run_cli("publish", "feedback", "--dry-run", stdin=lines)
-    assert result.returncode == 1
-    assert "line 2: rejected: Feedback.score: must be <= 1.0" in result.stderr
-    assert "would publish 1 valid, 1 rejected" in result.stderr
 
 
 def test_unknown_event_type_is_a_clear_error():

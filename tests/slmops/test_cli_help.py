@@ -15,13 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
 from edge_runtime.cli import settings_from_args as edge_settings
+from edge_runtime.errors import ConfigError
 from optimizers.cli import settings_from_args as optimizer_settings
+from optimizers.errors import OptimizerError
 from slmops.cli import _settings as cli_settings
 from slmops.cli import build_parser
 from streams.control.cli import settings_from_args as control_settings
+from streams.kafka.errors import SettingsError
 
 ENV = re.compile(r"\(env (SLMOPS_[A-Z0-9_]+)(?:=(\w+))?")
 
@@ -118,7 +121,7 @@ def _first_change(set_flag: Callable[[str], Any], candidates: list[str], baselin
     for value in candidates:
         try:
             flagged = set_flag(value)
-        except (SystemExit, ValidationError, ValueError, OSError):
+        except (SystemExit, SettingsError, OptimizerError, ConfigError, ValueError, OSError):
             continue  # not a value of this flag's type or range (argparse exits on a bad one)
         if flagged != baseline:
             return flagged
@@ -164,3 +167,39 @@ def test_the_variable_a_flag_names_sets_what_the_flag_sets(
 def test_json_variables_say_so():
     helps = {a.option_strings[0]: a.help or "" for a in _flags("control worker")}
     assert "(env SLMOPS_ROLLOUT__STAGES, as JSON)" in helps["--rollout-stages"]
+
+
+def _commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(" ".join(words), parser)]
+    return [
+        found
+        for name, child in subs[0].choices.items()
+        for found in _commands(child, (*words, name))
+    ]
+
+
+ALL_COMMANDS = _commands(build_parser())
+
+
+def test_the_walk_finds_every_command():
+    names = {name for name, _ in ALL_COMMANDS}
+    assert {"publish", "tail", "kafka down", "rollout promote", "models where"} <= names
+    assert {"control worker", "optimize", "optimizer worker", "edge fleet", "demo"} <= names
+    assert len(names) >= 25
+
+
+@pytest.mark.parametrize(("command", "parser"), ALL_COMMANDS, ids=[c for c, _ in ALL_COMMANDS])
+def test_every_command_says_what_it_does_and_every_default(command, parser):
+    assert len((parser.description or "").split()) >= 3, command
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = (action.option_strings or [action.dest])[0]
+        assert action.help, f"{command} {name} has no help"
+        default = action.default
+        if action.option_strings and default not in (None, False, [], ()):
+            assert "default" in action.help, f"{command} {name}: default {default!r} not stated"

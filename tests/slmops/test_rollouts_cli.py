@@ -20,6 +20,7 @@ from streams.events import (
     CohortSelector,
     DeviceState,
     DeviceStatus,
+    ModelVersion,
     RolloutCommand,
     RolloutCommandKind,
     RolloutState,
@@ -94,6 +95,11 @@ def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.integration
 def test_commands_are_published_for_the_controller(kafka_conn):
+    async def register() -> None:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(sample(ModelVersion))  # intent v2
+
+    asyncio.run(register())
     started = cli(
         kafka_conn,
         "rollout",

@@ -7,13 +7,13 @@ import json
 import subprocess
 import sys
 
-import pydantic
 import pytest
 
 from slmops.cli import main
 from streams.control.cli import register, settings_from_args
 from streams.events import Artifact, DeviceState, DeviceStatus, ModelVersion, Task
 from streams.kafka.clients import EventProducer
+from streams.kafka.errors import SettingsError
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -34,8 +34,10 @@ def test_flags_override_the_environment(monkeypatch):
     assert s.resolved_app_id == "slmops-control"
 
 
-def test_invalid_thresholds_are_refused():
-    with pytest.raises(pydantic.ValidationError):
+def test_invalid_thresholds_are_refused_naming_the_field_and_its_variable():
+    with pytest.raises(
+        SettingsError, match=r"rules\.min_quality \(its flag or SLMOPS_RULES__MIN_QUALITY\)"
+    ):
         settings_from_args(_parse("control", "worker", "--min-quality", "2"))
 
 

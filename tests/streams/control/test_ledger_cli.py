@@ -82,6 +82,7 @@ def test_history_and_where_answer_which_hash_ran_where_and_when(kafka_conn):
     assert "d2" in where_v1.stdout
     missing = cli(kafka_conn, "devices", "history", "nobody")
     assert missing.returncode == 1
+    assert "error: no status of device 'nobody'" in missing.stderr
     bad_ref = cli(kafka_conn, "models", "where", "intent-v2")
     assert bad_ref.returncode == 2
-    assert "MODEL@VERSION" in bad_ref.stdout
+    assert "expected MODEL@VERSION" in bad_ref.stderr

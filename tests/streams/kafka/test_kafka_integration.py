@@ -67,7 +67,7 @@ def test_publish_then_tail_sees_the_same_events(kafka_conn):
     ]
     published = cli(kafka_conn, "publish", "feedback", stdin="\n".join(map(json.dumps, records)))
     assert published.returncode == 0, published.stderr
-    assert "published 25 Feedback event(s)" in published.stderr
+    assert "sent 25 of 25 Feedback record(s)" in published.stderr
     tailed = cli(kafka_conn, "tail", "feedback", "--idle-timeout", "2")
     assert tailed.returncode == 0, tailed.stderr
     lines = [json.loads(line) for line in tailed.stdout.splitlines()]
@@ -77,11 +77,15 @@ def test_publish_then_tail_sees_the_same_events(kafka_conn):
     assert len({line["event"]["event_id"] for line in lines}) == 25
 
 
-def test_invalid_record_is_not_published_and_valid_ones_are(kafka_conn):
-    lines = [json.dumps({"model_id": "a"}), json.dumps({"model_id": "b", "score": -1})]
-    result = cli(kafka_conn, "publish", "feedback", stdin="\n".join(lines))
-    assert result.returncode == 1
-    assert "line 2: rejected" in result.stderr
+def test_an_invalid_record_sends_nothing_unless_partial_is_asked_for(kafka_conn):
+    lines = "\n".join([json.dumps({"model_id": "a"}), json.dumps({"model_id": "b", "score": -1})])
+    refused = cli(kafka_conn, "publish", "feedback", stdin=lines)
+    assert refused.returncode == 3
+    assert "line 2: refused: score: must be >= 0.0" in refused.stderr
+    tailed = cli(kafka_conn, "tail", "feedback", "--idle-timeout", "2")
+    assert tailed.stdout == ""
+    partial = cli(kafka_conn, "publish", "feedback", "--partial", stdin=lines)
+    assert partial.returncode == 4, partial.stderr
     tailed = cli(kafka_conn, "tail", "feedback", "--idle-timeout", "2")
     events = [json.loads(line)["event"] for line in tailed.stdout.splitlines()]
     assert [e["model_id"] for e in events] == ["a"]
