@@ -35,15 +35,24 @@ def _to_plain(value: Any, *, json_mode: bool) -> Any:
     return value
 
 
+def _short(value: Any, most: int = 60) -> str:
+    """``repr(value)``, clipped: error messages end up in logs and dead letters."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def _parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError) as exc:  # beyond the platform's time_t or float range
+            raise ValueError(f"epoch milliseconds {_short(value)} out of range") from exc
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise TypeError(f"expected an ISO 8601 string or epoch milliseconds, got {value!r}")
+    raise TypeError(f"expected an ISO 8601 string or epoch milliseconds, got {_short(value)}")
 
 
 Converter = Callable[[Any, str], Any]
@@ -102,7 +111,7 @@ def _make_converter(tp: Any, json_mode: bool) -> Converter:
                 return enum_type(value)
             except ValueError:
                 allowed = ", ".join(m.value for m in enum_type)
-                raise ValueError(f"{path} must be one of {allowed}, got {value!r}") from None
+                raise ValueError(f"{path} must be one of {allowed}, got {_short(value)}") from None
 
         return enumeration
     leaf = _LEAVES.get(tp)
@@ -123,8 +132,11 @@ def _float(value: Any, path: str) -> float:
     if value is None:
         _required(path)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{path} must be a number, got {value!r}")
-    return float(value)
+        raise TypeError(f"{path} must be a number, got {_short(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{path} is too large for a double") from None
 
 
 def _int(value: Any, path: str) -> int:
@@ -132,7 +144,7 @@ def _int(value: Any, path: str) -> int:
         return value
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be an integer, got {value!r}")
+    raise TypeError(f"{path} must be an integer, got {_short(value)}")
 
 
 def _bool(value: Any, path: str) -> bool:
@@ -140,7 +152,7 @@ def _bool(value: Any, path: str) -> bool:
         return value
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be true or false, got {value!r}")
+    raise TypeError(f"{path} must be true or false, got {_short(value)}")
 
 
 def _str(value: Any, path: str) -> str:
@@ -150,7 +162,7 @@ def _str(value: Any, path: str) -> str:
         return str(value)
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be a string, got {value!r}")
+    raise TypeError(f"{path} must be a string, got {_short(value)}")
 
 
 def _bytes(value: Any, path: str) -> bytes:
@@ -200,8 +212,10 @@ def _record_converter(cls: type[Any], json_mode: bool) -> Converter:
         if not isinstance(value, Mapping):
             raise TypeError(f"{path or cls.__name__} must be an object")
         if not names.issuperset(value):
-            unknown = sorted(set(value) - names)
-            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+            unknown = ", ".join(sorted(str(k) for k in set(value) - names))
+            if len(unknown) > 200:
+                unknown = unknown[:197] + "..."
+            raise ValueError(f"unknown field(s) {unknown}")
         kwargs = {}
         prefix = f"{path}." if path else ""
         for name, convert, has_default in plan:
