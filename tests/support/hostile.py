@@ -284,3 +284,59 @@ def mutated(name: str) -> st.SearchStrategy[bytes]:
         return bytes(data[:cut]) + draw(st.binary(max_size=8))
 
     return mutate()
+
+
+# --------------------------------------------------------------------------- on a real broker
+
+# What the integration tests produce: one of each kind, and nothing near the broker's 1 MB limit
+# (a record the broker refuses would test the producer, not the consumer).
+ON_THE_WIRE = (
+    "empty",
+    "wrong-magic",
+    "unknown-fingerprint",
+    "truncated-body",
+    "timestamp-overflow",
+    "timestamp-150-years-ahead",
+    "control-chars-200k",
+    "bad-utf8",
+    "length-bomb",
+    "newer-enum-symbol",
+    "count-2^62",
+    "5000-buckets",
+    "2000-subnormals",
+    "outcomes-2^62",
+)
+
+
+def wire_pills(name: str) -> list[Pill]:
+    """The representative subset of ``name``'s pills that integration tests send."""
+    return [p for p in pills(name) if p.name in ON_THE_WIRE]
+
+
+async def send_pills(
+    conn: Any, pills_by_topic: Mapping[str, list[Pill]], *, key: bytes | None = None
+) -> None:
+    """Produce the pills as raw bytes and wait for every ack.
+
+    Keyed by their id, or all by ``key`` to put them in one partition ahead of a good record.
+    """
+    from streams.kafka.clients import EventProducer
+
+    async with EventProducer(conn) as producer:
+        for topic, batch in pills_by_topic.items():
+            for pill in batch:
+                await producer.send_raw(topic, pill.data, key=key or pill.id.encode())
+
+
+async def dead_letters(conn: Any, idle_timeout_s: float = 1.5) -> list[Any]:
+    """Every DeadLetter on the connection's dead-letter topic so far."""
+    from streams.events import DeadLetter
+    from streams.kafka.clients import EventConsumer, Received
+
+    topic = conn.catalog().dead_letter
+    async with EventConsumer(conn, [topic], name="dead-letter-check") as consumer:
+        return [
+            r.event
+            async for r in consumer.raw_records(idle_timeout_s=idle_timeout_s)
+            if isinstance(r, Received) and isinstance(r.event, DeadLetter)
+        ]
