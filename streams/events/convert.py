@@ -223,7 +223,12 @@ def _record_converter(cls: type[Any], json_mode: bool) -> Converter:
                 kwargs[name] = convert(value[name], prefix + name)
             elif not has_default:
                 raise ValueError(f"{prefix}{name} is required")
-        return cls(**kwargs)
+        if not path:
+            return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except EventError as exc:  # a nested record: say where it sits in the event
+            raise ValueError(f"{path}: {exc}") from exc
 
     return record
 
