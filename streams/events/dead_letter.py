@@ -16,14 +16,13 @@ import hashlib
 
 from streams.events import DeadLetter
 from streams.events.errors import EventError
-from streams.events.limits import LIMITS
+from streams.events.limits import LIMITS, clip
 
 # The copy budgets leave room for the envelope, the topic name and a reason of 4,096 characters
 # of up to 4 UTF-8 bytes each: 512 KiB + 16 KiB + 16 KiB + ids < 600 KB.
 MAX_VALUE_COPY = 512 * 1024
 MAX_KEY_COPY = 16 * 1024
 MAX_ENCODED_BYTES = 600_000
-_MAX_REASON = LIMITS["DeadLetter"]["reason"].chars or 0
 _MAX_TOPIC = LIMITS["DeadLetter"]["source_topic"].chars or 0
 _MAX_ID = LIMITS["DeadLetter"]["producer"].chars or 0
 
@@ -39,9 +38,7 @@ def dead_letter_for(
     consumer: str,
 ) -> DeadLetter:
     """The dead letter for one record: its bytes (bounded), their size and sha256, and why."""
-    reason = str(error).strip() or type(error).__name__
-    if len(reason) > _MAX_REASON:
-        reason = reason[: _MAX_REASON - 3] + "..."
+    reason = clip(str(error).strip() or type(error).__name__, LIMITS["DeadLetter"]["reason"])
     return DeadLetter(
         producer=consumer[:_MAX_ID],
         source_topic=topic[:_MAX_TOPIC],

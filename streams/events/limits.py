@@ -75,6 +75,15 @@ class Limit:
         return ""
 
 
+def clip(text: str, limit: Limit) -> str:
+    """``text`` cut to fit ``limit`` (marked with ``...``): for producers of free text built
+    from errors or other input they do not control, so that the event can still be built."""
+    most = limit.chars
+    if most is None or len(text) <= most:
+        return text
+    return text[: most - 3] + "..."
+
+
 ID = Limit(chars=128, identifier=True)
 TOPIC = Limit(chars=249, identifier=True)
 TEXT = Limit(chars=4_096)

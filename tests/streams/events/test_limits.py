@@ -26,7 +26,7 @@ from streams.events import (
     to_record,
 )
 from streams.events.errors import EventError
-from streams.events.limits import LIMITS, MAX_COUNT
+from streams.events.limits import LIMITS, MAX_COUNT, clip
 from tests.support.avro import encode_with, named_records, schema
 from tests.support.sample_events import T0, sample
 
@@ -185,3 +185,12 @@ def test_producer_gets_the_same_error_before_sending():
     with pytest.raises(EventError) as built:
         dataclasses.replace(sample(Telemetry), model_version="\x01" * 200_000)
     assert str(built.value) == str(_decoded(Telemetry, model_version="\x01" * 200_000))
+
+
+def test_clip_makes_free_text_fit_its_limit():
+    reason = clip("x" * 10_000, LIMITS["DeviceStatus"]["last_error"])
+    assert len(reason) == 4_096
+    assert reason.endswith("...")
+    status = dataclasses.replace(sample(DeviceStatus), last_error=reason)
+    assert decode(encode(status)) == status
+    assert clip("short", LIMITS["DeviceStatus"]["last_error"]) == "short"
