@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import reprlib
 import types
 import typing
 import uuid
@@ -35,10 +36,14 @@ def _to_plain(value: Any, *, json_mode: bool) -> Any:
     return value
 
 
-def _short(value: Any, most: int = 60) -> str:
-    """``repr(value)``, clipped: error messages end up in logs and dead letters."""
-    text = repr(value)
-    return text if len(text) <= most else text[: most - 3] + "..."
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+
+
+def _short(value: Any) -> str:
+    """A short repr of ``value``, however large or deeply nested (error messages end up in logs
+    and dead letters; a plain repr of a deep value would raise RecursionError)."""
+    return _REPR.repr(value)
 
 
 def _parse_datetime(value: Any) -> datetime:
@@ -108,6 +113,8 @@ def _make_converter(tp: Any, json_mode: bool) -> Converter:
 
         def enumeration(value: Any, path: str) -> Any:
             try:
+                if not isinstance(value, str):
+                    raise ValueError
                 return enum_type(value)
             except ValueError:
                 allowed = ", ".join(m.value for m in enum_type)
@@ -267,6 +274,6 @@ def from_json(event_type: type[E], obj: Any) -> E:
         event: E = _build(event_type, obj, "", json_mode=True)
     except EventError:
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # input from anyone: all of it
         raise EventError(str(exc), event_type=event_type.SCHEMA) from exc
     return event

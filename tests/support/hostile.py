@@ -20,7 +20,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES, SCHEMA_DIR, Codec, encode, to_record
+from streams.events import EVENT_TYPES, SCHEMA_DIR, Codec, encode, to_json, to_record
 from tests.support.avro import encode_with, named_records, schema
 from tests.support.sample_events import sample
 
@@ -340,3 +340,45 @@ async def dead_letters(conn: Any, idle_timeout_s: float = 1.5) -> list[Any]:
             async for r in consumer.raw_records(idle_timeout_s=idle_timeout_s)
             if isinstance(r, Received) and isinstance(r.event, DeadLetter)
         ]
+
+
+def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
+    """JSON-ish values: nested lists and objects of any scalars, huge integers included."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=max_leaves,
+    )
+
+
+def json_events(name: str) -> st.SearchStrategy[dict[str, Any]]:
+    """JSON objects for ``name`` (what ``slmops publish`` reads): its sample with some fields
+    replaced by any JSON value, and sometimes an unknown field."""
+    base = to_json(sample(EVENT_TYPES[name]))
+    fields = sorted(base)
+
+    @st.composite
+    def event(draw: st.DrawFn) -> dict[str, Any]:
+        obj = dict(base)
+        for field in draw(st.lists(st.sampled_from(fields), max_size=3, unique=True)):
+            obj[field] = draw(json_values())
+        if draw(st.booleans()):
+            obj[draw(st.text(max_size=8))] = draw(json_values(5))
+        return obj
+
+    return event()
+
+
+def deeply_nested(depth: int = 50_000) -> list[Any]:
+    """A list nested ``depth`` levels: a plain repr or a recursive walk of it overflows."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -14,9 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import EVENT_TYPES, Event, decode, encode
+from streams.events import EVENT_TYPES, Event, decode, encode, from_json, to_json
 from streams.events.errors import EventError
-from tests.support.hostile import all_pills, hostile_codec, mutated, wire_records
+from tests.support.hostile import (
+    all_pills,
+    deeply_nested,
+    hostile_codec,
+    json_events,
+    mutated,
+    wire_records,
+)
 from tests.support.sample_events import sample_events
 
 CODEC = hostile_codec()
@@ -94,3 +101,28 @@ def test_generated_records_reach_the_validation_not_only_the_header():
     run()
     assert decoded > 0
     assert refused_by_values > 0
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+@FUZZ
+@given(data=st.data())
+def test_any_json_object_gives_an_event_or_an_event_error(name, data):
+    # The ``slmops publish`` path: JSON lines from an operator or another system.
+    obj = data.draw(json_events(name))
+    try:
+        event = from_json(EVENT_TYPES[name], obj)
+    except EventError as error:
+        refused = error
+    else:
+        assert decode(encode(event)) == event
+        return
+    assert str(refused)
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_deeply_nested_json_values_are_an_event_error(name):
+    base = to_json(next(e for e in sample_events() if name == e.SCHEMA))
+    for field in sorted(base):
+        with pytest.raises(EventError) as raised:
+            from_json(EVENT_TYPES[name], base | {field: deeply_nested()})
+        assert len(str(raised.value)) < 1_000
