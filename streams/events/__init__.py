@@ -5,7 +5,8 @@ no Faust and no Kafka client (import-linter checks it), so devices, optimizers, 
 and producers in other languages share exactly this:
 
 - ``records`` (with ``enums``, ``nested`` and ``validation``): one frozen dataclass per schema,
-  validated when built, so an invalid event can be neither built nor decoded;
+  validated when built, so an invalid event can be neither built nor decoded; ``limits``: the
+  one table of what each field may hold (lengths, entry counts, ranges), stated in the docs;
 - ``convert``: records to and from Avro dicts and JSON; ``codec``: Avro single-object encoding
   (``C3 01`` + CRC-64-AVRO fingerprint + body), every released schema version accepted as a
   writer (docs/wire-format.md);
@@ -13,8 +14,8 @@ and producers in other languages share exactly this:
 - ``artifact``: the signed model artifact format devices verify;
 - ``membership``: which devices a rollout stage includes (decided on the device);
 - ``histograms``: the shared bucket bounds that make device windows merge exactly;
-- ``dead_letter``: the record a consumer writes for what it could not use; ``errors``: the
-  root of every ``streams`` error.
+- ``dead_letter``: the record a consumer writes for what it could not use, always small enough
+  to send; ``errors``: the root of every ``streams`` error.
 
 The names below are the records and the codec; the other modules are imported by name.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import reprlib
 import types
 import typing
 import uuid
@@ -35,15 +36,28 @@ def _to_plain(value: Any, *, json_mode: bool) -> Any:
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+
+
+def _short(value: Any) -> str:
+    """A short repr of ``value``, however large or deeply nested (error messages end up in logs
+    and dead letters; a plain repr of a deep value would raise RecursionError)."""
+    return _REPR.repr(value)
+
+
 def _parse_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError) as exc:  # beyond the platform's time_t or float range
+            raise ValueError(f"epoch milliseconds {_short(value)} out of range") from exc
     if isinstance(value, str):
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise TypeError(f"expected an ISO 8601 string or epoch milliseconds, got {value!r}")
+    raise TypeError(f"expected an ISO 8601 string or epoch milliseconds, got {_short(value)}")
 
 
 Converter = Callable[[Any, str], Any]
@@ -99,10 +113,12 @@ def _make_converter(tp: Any, json_mode: bool) -> Converter:
 
         def enumeration(value: Any, path: str) -> Any:
             try:
+                if not isinstance(value, str):
+                    raise ValueError
                 return enum_type(value)
             except ValueError:
                 allowed = ", ".join(m.value for m in enum_type)
-                raise ValueError(f"{path} must be one of {allowed}, got {value!r}") from None
+                raise ValueError(f"{path} must be one of {allowed}, got {_short(value)}") from None
 
         return enumeration
     leaf = _LEAVES.get(tp)
@@ -123,8 +139,11 @@ def _float(value: Any, path: str) -> float:
     if value is None:
         _required(path)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{path} must be a number, got {value!r}")
-    return float(value)
+        raise TypeError(f"{path} must be a number, got {_short(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{path} is too large for a double") from None
 
 
 def _int(value: Any, path: str) -> int:
@@ -132,7 +151,7 @@ def _int(value: Any, path: str) -> int:
         return value
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be an integer, got {value!r}")
+    raise TypeError(f"{path} must be an integer, got {_short(value)}")
 
 
 def _bool(value: Any, path: str) -> bool:
@@ -140,7 +159,7 @@ def _bool(value: Any, path: str) -> bool:
         return value
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be true or false, got {value!r}")
+    raise TypeError(f"{path} must be true or false, got {_short(value)}")
 
 
 def _str(value: Any, path: str) -> str:
@@ -150,7 +169,7 @@ def _str(value: Any, path: str) -> str:
         return str(value)
     if value is None:
         _required(path)
-    raise TypeError(f"{path} must be a string, got {value!r}")
+    raise TypeError(f"{path} must be a string, got {_short(value)}")
 
 
 def _bytes(value: Any, path: str) -> bytes:
@@ -200,8 +219,10 @@ def _record_converter(cls: type[Any], json_mode: bool) -> Converter:
         if not isinstance(value, Mapping):
             raise TypeError(f"{path or cls.__name__} must be an object")
         if not names.issuperset(value):
-            unknown = sorted(set(value) - names)
-            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+            unknown = ", ".join(sorted(str(k) for k in set(value) - names))
+            if len(unknown) > 200:
+                unknown = unknown[:197] + "..."
+            raise ValueError(f"unknown field(s) {unknown}")
         kwargs = {}
         prefix = f"{path}." if path else ""
         for name, convert, has_default in plan:
@@ -209,7 +230,12 @@ def _record_converter(cls: type[Any], json_mode: bool) -> Converter:
                 kwargs[name] = convert(value[name], prefix + name)
             elif not has_default:
                 raise ValueError(f"{prefix}{name} is required")
-        return cls(**kwargs)
+        if not path:
+            return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except EventError as exc:  # a nested record: say where it sits in the event
+            raise ValueError(f"{path}: {exc}") from exc
 
     return record
 
@@ -248,6 +274,6 @@ def from_json(event_type: type[E], obj: Any) -> E:
         event: E = _build(event_type, obj, "", json_mode=True)
     except EventError:
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # input from anyone: all of it
         raise EventError(str(exc), event_type=event_type.SCHEMA) from exc
     return event

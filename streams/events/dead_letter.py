@@ -2,12 +2,29 @@
 
 Pure: every consumer (Faust agents, the edge runtime, optimizer workers) builds the event here
 and sends it to the catalog's dead-letter topic with its own producer, then goes on.
+
+A dead letter must always fit on the broker, or the record it describes vanishes: a record
+close to the 1 MB ``max.message.bytes`` plus the envelope would not. So the copy of the
+original key and value is bounded (whole when small, its first bytes when large) and always
+comes with the original's size and sha256; the reason is clipped to the contract's free-text
+limit. The encoded dead letter stays below :data:`MAX_ENCODED_BYTES`.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from streams.events import DeadLetter
 from streams.events.errors import EventError
+from streams.events.limits import LIMITS, clip
+
+# The copy budgets leave room for the envelope, the topic name and a reason of 4,096 characters
+# of up to 4 UTF-8 bytes each: 512 KiB + 16 KiB + 16 KiB + ids < 600 KB.
+MAX_VALUE_COPY = 512 * 1024
+MAX_KEY_COPY = 16 * 1024
+MAX_ENCODED_BYTES = 600_000
+_MAX_TOPIC = LIMITS["DeadLetter"]["source_topic"].chars or 0
+_MAX_ID = LIMITS["DeadLetter"]["producer"].chars or 0
 
 
 def dead_letter_for(
@@ -20,15 +37,21 @@ def dead_letter_for(
     error: BaseException,
     consumer: str,
 ) -> DeadLetter:
-    """The dead letter for one record, keeping its bytes so nothing is lost."""
-    reason = str(error) or type(error).__name__
+    """The dead letter for one record: its bytes (bounded), their size and sha256, and why."""
+    reason = clip(str(error).strip() or type(error).__name__, LIMITS["DeadLetter"]["reason"])
     return DeadLetter(
-        producer=consumer,
-        source_topic=topic,
+        producer=consumer[:_MAX_ID],
+        source_topic=topic[:_MAX_TOPIC],
         source_partition=partition,
         source_offset=offset,
-        original_key=key,
-        original_value=value,
+        original_key=None if key is None else bytes(key[:MAX_KEY_COPY]),
+        original_value=None if value is None else bytes(value[:MAX_VALUE_COPY]),
         reason=reason,
-        error_type="EventError" if isinstance(error, EventError) else type(error).__name__,
+        error_type="EventError"
+        if isinstance(error, EventError)
+        else type(error).__name__[:_MAX_ID],
+        original_key_size=None if key is None else len(key),
+        original_key_sha256=None if key is None else hashlib.sha256(key).hexdigest(),
+        original_value_size=None if value is None else len(value),
+        original_value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
     )

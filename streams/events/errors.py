@@ -16,17 +16,25 @@ their own message.
 
 from __future__ import annotations
 
+MAX_REASON = 1_000
+
 
 class StreamsError(Exception):
     """Root of the streams package's errors."""
 
 
 class EventError(StreamsError):
-    """An event that cannot be encoded or decoded: bad bytes, unknown schema, invalid values."""
+    """An event that cannot be encoded or decoded: bad bytes, unknown schema, invalid values.
+
+    The reason is clipped to :data:`MAX_REASON` characters: it often quotes a third-party
+    exception, whose text can hold a whole hostile value, and it ends up in logs and dead letters.
+    """
 
     def __init__(
         self, reason: str, *, event_type: str | None = None, field: str | None = None
     ) -> None:
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 3] + "..."
         self.reason = reason
         self.event_type = event_type
         self.field = field

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from streams.events.enums import RolloutStatus
-from streams.events.validation import check_id, check_number, fail
+from streams.events.validation import check_id, check_limits, check_number, fail
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +19,7 @@ class Histogram:
     counts: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        check_limits(self)
         # One cheap pass for the common case; the checked loop only runs to name the error.
         if not all(type(b) is float and math.isfinite(b) for b in self.bounds):
             for b in self.bounds:
@@ -51,6 +52,7 @@ class Measurement:
     detail: str = ""
 
     def __post_init__(self) -> None:
+        check_limits(self)
         check_id(self, "metric", self.metric)
         check_number(self, "value", self.value, low=None, optional=True)
         check_number(self, "threshold", self.threshold, low=None, optional=True)
@@ -70,6 +72,7 @@ class Artifact:
     key_id: str | None = None
 
     def __post_init__(self) -> None:
+        check_limits(self)
         check_id(self, "uri", self.uri)
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
             fail(self, "sha256", "must be 64 lowercase hex characters")
@@ -83,6 +86,9 @@ class CohortSelector:
     cohorts: tuple[str, ...] = ()
     hardware_profiles: tuple[str, ...] = ()
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
     def matches(self, cohort: str, hardware_profile: str, labels: Mapping[str, str]) -> bool:
         if self.cohorts and cohort not in self.cohorts:
@@ -104,6 +110,7 @@ class Transition:
     gates: tuple[Measurement, ...] = ()
 
     def __post_init__(self) -> None:
+        check_limits(self)
         check_number(self, "percent", self.percent, high=100.0)
         check_number(self, "stage_index", self.stage_index)
 
@@ -117,6 +124,7 @@ class LabeledExample:
     consent: bool
 
     def __post_init__(self) -> None:
+        check_limits(self)
         if self.consent is not True:
             fail(self, "consent", "examples without consent=true are refused")
         check_id(self, "label", self.label)

@@ -18,7 +18,7 @@ from streams.events.nested import (
     Measurement,
     Transition,
 )
-from streams.events.validation import check_id, check_number, check_window, fail
+from streams.events.validation import check_id, check_limits, check_number, check_window, fail
 
 
 def _new_event_id() -> str:
@@ -42,6 +42,7 @@ class Event:
     producer: str = "slmops"
 
     def __post_init__(self) -> None:
+        check_limits(self)
         try:
             uuid.UUID(self.event_id)
         except (ValueError, AttributeError, TypeError):
@@ -332,6 +333,10 @@ class DeadLetter(Event):
     original_value: bytes | None = None
     reason: str
     error_type: str = ""
+    original_key_size: int | None = None
+    original_key_sha256: str | None = None
+    original_value_size: int | None = None
+    original_value_sha256: str | None = None
 
     def _validate(self) -> None:
         check_id(self, "source_topic", self.source_topic)

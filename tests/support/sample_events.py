@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict, TypeVar
 
-import fastavro
-
 from streams.events import (
-    MAGIC,
-    SCHEMA_DIR,
     Alert,
     Artifact,
     CohortSelector,
@@ -36,9 +30,9 @@ from streams.events import (
     Task,
     Telemetry,
     Transition,
-    schema_fingerprint,
     to_record,
 )
+from tests.support.avro import encode_with, schema
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"model").hexdigest()
@@ -224,6 +218,10 @@ def sample_events() -> list[Event]:
             original_value=b"\x00garbage",
             reason="wrong magic",
             error_type="EventError",
+            original_key_size=2,
+            original_key_sha256=hashlib.sha256(b"d1").hexdigest(),
+            original_value_size=8,
+            original_value_sha256=hashlib.sha256(b"\x00garbage").hexdigest(),
         ),
     ]
 
@@ -239,10 +237,4 @@ def sample(event_type: type[E]) -> E:
 def with_overflowing_timestamp(event: Event) -> bytes:
     """``event`` encoded with ``occurred_at`` past year 9999 (2**62 ms): schema-valid Avro that
     once escaped the codec as OverflowError and crash-looped every consumer of its topic."""
-    schema = json.loads((SCHEMA_DIR / f"{event.SCHEMA}.avsc").read_text())
-    record = to_record(event)
-    record["occurred_at"] = 2**62
-    buf = io.BytesIO()
-    buf.write(MAGIC + schema_fingerprint(schema))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema, named_schemas={}), record)
-    return buf.getvalue()
+    return encode_with(schema(event.SCHEMA), to_record(event) | {"occurred_at": 2**62})

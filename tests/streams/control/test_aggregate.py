@@ -121,7 +121,7 @@ def test_serialised_form_round_trips():
 _counts = st.lists(
     st.integers(0, 1000), min_size=len(LATENCY_MS_BOUNDS) + 1, max_size=len(LATENCY_MS_BOUNDS) + 1
 )
-_floats = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+_floats = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 
 
 @st.composite
@@ -147,7 +147,7 @@ def aggregates(draw: st.DrawFn) -> WindowAggregate:
                 feedback(
                     good=draw(st.integers(0, 50)),
                     bad=draw(st.integers(0, 50)),
-                    score=draw(st.floats(0, 1)),
+                    score=draw(st.floats(0, 1, allow_subnormal=False)),
                     device=f"f{i}",
                 )
             )
@@ -158,7 +158,7 @@ def aggregates(draw: st.DrawFn) -> WindowAggregate:
                     start_ms=0,
                     n=draw(st.integers(0, 100)),
                     mean=[draw(_floats), draw(_floats)],
-                    var=[draw(st.floats(0, 1e6)), draw(st.floats(0, 1e6))],
+                    var=[draw(_floats.map(abs)), draw(_floats.map(abs))],
                 )
             )
     return agg

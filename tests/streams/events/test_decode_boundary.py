@@ -6,36 +6,13 @@ consumer of the topic (a compacted topic keeps such a record forever).
 
 from __future__ import annotations
 
-import io
-import json
-from typing import Any
-
-import fastavro
 import pytest
 
-from streams.events import (
-    EVENT_TYPES,
-    MAGIC,
-    SCHEMA_DIR,
-    Alert,
-    Codec,
-    schema_fingerprint,
-    to_record,
-)
+from streams.events import EVENT_TYPES, Alert, Codec, to_record
 from streams.events.errors import EventError
+from tests.support.avro import encode_with
+from tests.support.avro import schema as _schema
 from tests.support.sample_events import sample, sample_events, with_overflowing_timestamp
-
-
-def _schema(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
-    return schema
-
-
-def _bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    buf.write(MAGIC + schema_fingerprint(schema))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema, named_schemas={}), record)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.SCHEMA)
@@ -59,4 +36,4 @@ def test_enum_symbol_of_a_newer_writer_is_an_event_error():
     record = to_record(sample(Alert))
     record[enum_field] = "FROM_THE_FUTURE"
     with pytest.raises(EventError):
-        codec.decode(_bytes(newer, record))
+        codec.decode(encode_with(newer, record))

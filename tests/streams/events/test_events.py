@@ -6,7 +6,6 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
 
 import fastavro
 import pytest
@@ -34,12 +33,9 @@ from streams.events import (
     to_json,
 )
 from streams.events.errors import EventError
+from tests.support.avro import encode_with
+from tests.support.avro import schema as _schema
 from tests.support.sample_events import sample, sample_events
-
-
-def _schema(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
-    return schema
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.SCHEMA)
@@ -106,10 +102,7 @@ def test_older_schema_version_decodes_into_the_current_reader():
     record = {
         k: v for k, v in codec_record(event).items() if k not in ("memory_rss_bytes", "window_seq")
     }
-    buf = io.BytesIO()
-    buf.write(MAGIC + schema_fingerprint(old))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(old, named_schemas={}), record)
-    decoded = codec.decode(buf.getvalue())
+    decoded = codec.decode(encode_with(old, record))
     assert isinstance(decoded, Telemetry)
     assert decoded.memory_rss_bytes == 0  # the new field's default
     assert decoded.window_seq == 0
@@ -200,11 +193,8 @@ def test_nan_latency_on_the_wire_is_refused():
     # Written by plain fastavro, so the codec's own validation on encode is bypassed.
     event = sample(Telemetry)
     record = codec_record(event) | {"latency_p95_ms": math.nan}
-    buf = io.BytesIO(MAGIC + schema_fingerprint(_schema("Telemetry")))
-    buf.seek(0, 2)
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(_schema("Telemetry")), record)
     with pytest.raises(EventError, match=r"Telemetry\.latency_p95_ms: must be finite"):
-        decode(buf.getvalue())
+        decode(encode_with(_schema("Telemetry"), record))
 
 
 @pytest.mark.parametrize(
@@ -214,7 +204,7 @@ def test_nan_latency_on_the_wire_is_refused():
         ({"latency_p95_ms": math.inf}, "must be finite"),
         ({"error_count": 11}, "cannot exceed request_count"),
         ({"device_id": " "}, "device_id: must be a non-empty string"),
-        ({"request_count": -1}, "request_count: must be >= 0"),
+        ({"request_count": -1}, r"request_count: must be an integer in 0\.\.2\^53"),
     ],
 )
 def test_invalid_telemetry_cannot_be_built(changes, message):

@@ -23,10 +23,12 @@ from streams.events import (
     to_json,
 )
 
-ids = st.text(
-    st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20
-).filter(lambda s: s.strip() != "")
-finite = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
+plain = st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"])
+ids = st.text(plain, min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+finite = st.floats(
+    min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False, allow_subnormal=False
+)
+percents = st.floats(0, 100, allow_subnormal=False)
 counts = st.integers(min_value=0, max_value=2**40)
 times = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -52,7 +54,7 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
         model_id=draw(ids),
         model_version=draw(ids),
         cohort=draw(ids),
-        hardware_profile=draw(st.text(max_size=10)),
+        hardware_profile=draw(st.text(plain, max_size=10)),
         occurred_at=draw(times),
         window_start=start,
         window_end=start + timedelta(milliseconds=draw(st.integers(0, 86_400_000))),
@@ -69,7 +71,7 @@ def telemetry(draw: st.DrawFn) -> Telemetry:
 
 @st.composite
 def rollouts(draw: st.DrawFn) -> RolloutState:
-    stages = sorted(set(draw(st.lists(st.floats(0, 100), min_size=1, max_size=5))))
+    stages = sorted(set(draw(st.lists(percents, min_size=1, max_size=5))))
     return RolloutState(
         rollout_id=draw(ids),
         model_id=draw(ids),
@@ -77,11 +79,11 @@ def rollouts(draw: st.DrawFn) -> RolloutState:
         to_version=draw(ids),
         selector=CohortSelector(
             cohorts=tuple(draw(st.lists(ids, max_size=3))),
-            labels=draw(st.dictionaries(ids, st.text(max_size=5), max_size=3)),
+            labels=draw(st.dictionaries(ids, st.text(plain, max_size=5), max_size=3)),
         ),
         stages=tuple(stages),
         stage_index=draw(st.integers(0, len(stages) - 1)),
-        percent=draw(st.floats(0, 100)),
+        percent=draw(percents),
         salt=draw(ids),
         status=draw(st.sampled_from(RolloutStatus)),
         reason=draw(st.text(max_size=30)),
@@ -97,7 +99,7 @@ feedback = st.builds(
     model_id=ids,
     model_version=st.none() | ids,
     outcomes=st.dictionaries(ids, counts, max_size=4),
-    score=st.none() | st.floats(0, 1),
+    score=st.none() | st.floats(0, 1, allow_subnormal=False),
     examples=st.lists(
         st.builds(LabeledExample, text=st.text(max_size=50), label=ids, consent=st.just(True)),
         max_size=3,

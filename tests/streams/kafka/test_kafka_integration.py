@@ -21,6 +21,7 @@ from streams.events import (
 )
 from streams.kafka.admin import describe_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Undecodable
+from tests.support.hostile import wire_pills
 from tests.support.records import event_of
 from tests.support.sample_events import sample, sample_events, with_overflowing_timestamp
 
@@ -113,6 +114,16 @@ PILLS = [
         with_overflowing_timestamp(sample(Telemetry)),
         "corrupt or truncated body",
         id="timestamp-overflow",
+    ),
+    # The rest of the hostile catalog's Telemetry pills, by what their reason names.
+    *(
+        pytest.param(
+            pill.data,
+            {"empty": "truncated", "wrong-magic": "wrong magic"}.get(pill.name, "Telemetry"),
+            id=pill.name,
+        )
+        for pill in wire_pills("Telemetry")
+        if pill.name not in ("unknown-fingerprint", "timestamp-overflow")
     ),
 ]
 
