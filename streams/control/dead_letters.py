@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from typing import Any
 
 from streams.control.metrics import ControlMetrics
-from streams.events.dead_letter import dead_letter_for
+from streams.events.dead_letter import MAX_KEY_COPY, dead_letter_for
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class DeadLetters:
             error=error,
             consumer=self._worker_id,
         )
-        await self._topic.send(key=msg.key or b"", value=dl)
+        # Keyed like the source record, cut so that a huge key cannot make the letter unsendable.
+        await self._topic.send(key=(msg.key or b"")[:MAX_KEY_COPY], value=dl)
         self.counts[base] += 1
         self._metrics.dead_letters.labels(msg.topic).inc()
 
@@ -63,6 +64,6 @@ class DeadLetters:
             error=error,
             consumer=self._worker_id,
         )
-        await self._topic.send(key=key, value=dl)
+        await self._topic.send(key=key[:MAX_KEY_COPY], value=dl)
         self.counts["refused"] += 1
         self._metrics.dead_letters.labels(topic).inc()
