@@ -106,6 +106,13 @@ class Ledger:
         self._seen.add(event_id)
 
 
+def _reason(text: str) -> str:
+    """``text`` within the result's reason limit: reasons quote exceptions, which have none."""
+    from streams.events.limits import LIMITS, clip
+
+    return clip(text, LIMITS["OptimizationResult"]["reason"])
+
+
 class OptimizerWorker:
     def __init__(
         self,
@@ -236,13 +243,20 @@ class OptimizerWorker:
             model_id=request.model_id,
             base_version=request.base_version,
             accepted=False,
-            reason=reason,
+            reason=_reason(reason),
             duration_s=duration,
         )
 
     def candidate_version(self, request: OptimizationRequest) -> str:
-        """Deterministic per request, so a rebuilt candidate keeps its name."""
-        return f"{request.base_version}-opt-{request.event_id[:8]}"
+        """Deterministic per request, so a rebuilt candidate keeps its name.
+
+        The base version is cut so that the name stays within the contract's identifier limit.
+        """
+        from streams.events.limits import LIMITS
+
+        suffix = f"-opt-{request.event_id[:8]}"
+        most = LIMITS["ModelVersion"]["version"].chars or 128
+        return f"{request.base_version[: most - len(suffix)]}{suffix}"
 
     def _build(
         self, request: OptimizationRequest
@@ -284,7 +298,7 @@ class OptimizerWorker:
             base_version=request.base_version,
             candidate_version=version if outcome.accepted else None,
             accepted=outcome.accepted,
-            reason=outcome.reason,
+            reason=_reason(outcome.reason),
             gates=outcome.measurements,
             baseline_metrics=outcome.baseline,
             candidate_metrics=outcome.candidate,
