@@ -76,13 +76,17 @@ def test_update_follower_survives_the_hostile_catalog_and_installs_what_follows(
                 )
                 await producer.send_and_wait(rollout)
                 assert await rt.wait_until(lambda r: r.version == "v2", 30)
-                # The follower and the telemetry loop are still running, not crashed.
-                alive = all(not task.done() for task in rt._tasks)
+                # The follower, the telemetry loop and the outbox run and never failed.
+                tasks = ("updates", "telemetry", "outbox")
+                book = rt.supervisor.book.tasks
+                alive = all(rt.supervisor.running(t) for t in tasks) and not any(
+                    h.total_failures for h in book.values()
+                )
                 return first, rt.version, alive
             finally:
                 await rt.stop()
 
-    with caplog.at_level(logging.WARNING, logger="edge_runtime.runtime"):
+    with caplog.at_level(logging.WARNING, logger="edge_runtime"):
         first, last, alive = asyncio.run(scenario())
     assert (first, last, alive) == ("v1", "v2", True)
     assert skipped() == 2 * sent
