@@ -103,7 +103,8 @@ def test_partial_sends_the_valid_lines_and_reports_each_one(kafka_conn, tmp_path
     report = tmp_path / "report.json"
     refused = cli(kafka_conn, "publish", "feedback", str(source))
     assert refused.returncode == 3, refused.stderr
-    assert "line 20: refused: encoded record is" in refused.stderr
+    # Over 1 MiB, and its text over the contract's limit: refused for the limit, named first.
+    assert "line 20: refused: examples[0]: LabeledExample.text: must be at most" in refused.stderr
     assert _read_all(kafka_conn) == []
 
     result = cli(
