@@ -6,11 +6,18 @@ and its watermarks in ``merge`` (see ``windows``). A window final on every sourc
 turned into metrics, judged by the policy (state in ``policy``), published as decisions, shown
 on the status page and handed to the rollout controller as :class:`ClosedWindows`. Tables are
 written when a partial arrives or a window closes, never per source event.
+
+Every published window says whether it is ``complete``: no source closed it because its hold
+ran out and no late partial (events read after their source cut the window) was left out. A
+late partial is counted in ``slmops_late_partials`` and logged; one for a window already
+published marks its status row incomplete. A finalised window's entry stays (without its
+aggregate) for as long as the hold lets replays or late partials of it arrive.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +32,13 @@ from streams.control.rollouts.canary import GroupWindow
 from streams.control.rollouts.gates import GroupMetrics
 from streams.control.settings import ControlSettings
 from streams.control.status import StatusBoard, window_row
-from streams.control.windows import MergeState, accept_partial
+from streams.control.windows import (
+    MergeState,
+    accept_partial,
+    entry_complete,
+    final_entry,
+    late_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,62 +83,118 @@ class Merge:
                 log.exception("bad internal record partition=%s offset=%s", q, event.message.offset)
                 await self._dead_letters.send("partials", event.message, exc)
 
+    @property
+    def _keep_windows(self) -> int:
+        """Windows behind the newest final one whose entries are kept: the longest wait."""
+        s = self._settings
+        return math.ceil((s.max_hold_ms + s.grace_ms) / s.window_ms) + 2
+
     async def _merge_one(self, q: int, record: Partial | Watermark) -> None:
         mkey = f"q{q}"
         state = MergeState.from_dict(self._merge.get(mkey))
         if isinstance(record, Partial):
-            w, g = record.window, record.group.encode()
-            if state.is_final(w):
-                self._metrics.late.inc()
-                return
-            wkey = f"{g}|{w}"
-            entry = accept_partial(self._windows.get(wkey), record.source, record.aggregate)
-            if entry is None:
-                self._metrics.late.inc()
-                return
-            self._windows[wkey] = entry
-            state.note_group(w, g)
+            self._take_partial(state, record)
             self._merge[mkey] = state.to_dict()
             return
-        done = state.advance(record.source, record.upto, self._expected_sources)
+        done = state.advance(
+            record.source,
+            record.upto,
+            self._expected_sources,
+            complete_upto=record.complete_upto,
+        )
         window_ms = self._settings.window_ms
         for w, groups in done:
             closed: dict[str, list[GroupWindow]] = {}
+            by_marks = not state.is_forced(w)
             for g in groups:
                 key = GroupKey.decode(g)
-                group_window = await self._finalize(key, w)
+                group_window = await self._finalize(key, w, complete=by_marks)
                 if group_window is not None:
+                    state.retire(w, g)
                     closed.setdefault(key.model_id, []).append(group_window)
             for model_id, windows in sorted(closed.items()):
                 message = ClosedWindows(
                     model_id, w * window_ms, (w + 1) * window_ms, tuple(windows)
                 )
                 await self._controller.send(key=model_id.encode(), value=message.to_dict())
+        for w, groups in state.expire(self._keep_windows):
+            for g in groups:
+                self._windows.pop(f"{g}|{w}", None)
         self._merge[mkey] = state.to_dict()
 
-    async def _finalize(self, group: GroupKey, w: int) -> GroupWindow | None:
+    def _take_partial(self, state: MergeState, record: Partial) -> None:
+        w, g = record.window, record.group.encode()
+        wkey = f"{g}|{w}"
+        entry = self._windows.get(wkey)
+        if state.is_final(w) and (entry is None or not entry.get("final")):
+            # Final and forgotten (older than the longest wait): it cannot be a replay.
+            self._late(record, published=True)
+            return
+        if entry is not None and entry.get("final"):
+            replay = record.source in entry["sources"] and (
+                entry["sources"][record.source] is None
+                or record.last is None
+                or record.last < entry["sources"][record.source]
+            )
+            if not replay:
+                self._windows[wkey] = late_entry(entry)
+                self._late(record, published=True)
+            return
+        updated, late = accept_partial(
+            entry, record.source, record.aggregate, cut_at=record.cut_at, last=record.last
+        )
+        if updated is None:
+            log.debug("replayed partial dropped source=%s window=%s group=%s", record.source, w, g)
+            return
+        self._windows[wkey] = updated
+        if late:
+            self._late(record, published=False)
+            return
+        state.note_group(w, g)
+
+    def _late(self, record: Partial, *, published: bool) -> None:
+        """Late events are not added to the window, but never dropped silently."""
+        self._metrics.late.inc()
+        log.warning(
+            "late partial not counted, window marked incomplete source=%s window=%s group=%s "
+            "requests=%s published=%s",
+            record.source,
+            record.window,
+            record.group.encode(),
+            record.aggregate.request_count,
+            published,
+        )
+        if published:
+            self._status.window_late(record.group, record.window)
+
+    async def _finalize(self, group: GroupKey, w: int, *, complete: bool) -> GroupWindow | None:
         wkey = f"{group.encode()}|{w}"
         entry = self._windows.get(wkey)
-        if entry is None:
+        if entry is None or entry.get("final"):
             return None
+        complete = complete and entry_complete(entry)
         agg = WindowAggregate.from_dict(entry["agg"])
         s = self._settings
         m = window_metrics(agg, privacy_k=s.privacy_k, positive_outcomes=s.positive_outcomes)
         state = PolicyState.from_dict(self._policy.get(group.encode()) or {})
         judged = step(s.rules_for(group.model_id), state, group, w, agg, m)
         self._policy[group.encode()] = state.to_dict()
-        self._windows.pop(wkey, None)
+        self._windows[wkey] = final_entry(entry)
         self._metrics.window(group, m, judged.drift)
         end_s = (w + 1) * s.window_ms / 1000
         self._metrics.judged(group, end_s, None if m.suppressed else state.drift_streak)
         self._metrics.slo(group.model_id, s.rules_for(group.model_id))
-        self._status.window_closed(window_row(group, w, s.window_ms, m, judged, state))
+        row = window_row(group, w, s.window_ms, m, judged, state)
+        row["complete"] = complete
+        row["late_partials"] = int(entry.get("late", 0))
+        self._status.window_closed(row)
         if judged.decision is not None:
             await self._decisions.publish(judged.decision, w)
         good = sum(n for k, n in agg.outcomes.items() if k in s.positive_outcomes)
         return GroupWindow(
             version=group.version,
             cohort=group.cohort,
+            complete=complete,
             metrics=GroupMetrics(
                 devices=m.devices,
                 requests=m.requests,

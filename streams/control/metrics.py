@@ -89,7 +89,9 @@ class ControlMetrics:
             "slmops_dead_letters", "Records sent to the dead-letter topic", ("topic",), registry=r
         )
         self.late = Counter(
-            "slmops_late_partials", "Partials dropped: replayed or after finalisation", registry=r
+            "slmops_late_partials",
+            "Partials of events read after their window was cut: left out, window incomplete",
+            registry=r,
         )
         self.lag = Gauge(
             "slmops_consumer_lag", "Records behind the log end", ("topic", "partition"), registry=r
