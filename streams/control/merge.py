@@ -110,15 +110,17 @@ class Merge:
                 key = GroupKey.decode(g)
                 group_window = await self._finalize(key, w, complete=by_marks)
                 if group_window is not None:
-                    state.retire(w, g)
                     closed.setdefault(key.model_id, []).append(group_window)
+            # The groups whose entries stay, to be removed when the window expires.
+            self._merge[f"{mkey}|{w}"] = groups
+            state.retire(w)
             for model_id, windows in sorted(closed.items()):
                 message = ClosedWindows(
                     model_id, w * window_ms, (w + 1) * window_ms, tuple(windows)
                 )
                 await self._controller.send(key=model_id.encode(), value=message.to_dict())
-        for w, groups in state.expire(self._keep_windows):
-            for g in groups:
+        for w in state.expire(self._keep_windows):
+            for g in self._merge.pop(f"{mkey}|{w}", None) or ():
                 self._windows.pop(f"{g}|{w}", None)
         self._merge[mkey] = state.to_dict()
 

@@ -314,14 +314,16 @@ class MergeState:
 
     ``forced`` are the spans ``(after, upto]`` of windows some source closed because their
     hold ran out; ``retired`` the finalised windows whose entries are kept (for ``keep``
-    windows behind the newest final one) to recognise replays and late partials.
+    windows behind the newest final one) to recognise replays and late partials. Which groups
+    a retired window has is kept by the shell beside this state, so the state written per
+    partial stays small.
     """
 
     marks: dict[str, int] = dataclasses.field(default_factory=dict)
     final: int | None = None
     open: dict[int, list[str]] = dataclasses.field(default_factory=dict)
     forced: list[tuple[int, int]] = dataclasses.field(default_factory=list)
-    retired: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    retired: list[int] = dataclasses.field(default_factory=list)
 
     def note_group(self, window: int, group: str) -> None:
         groups = self.open.setdefault(window, [])
@@ -364,19 +366,19 @@ class MergeState:
         done = sorted(w for w in self.open if w <= new_final)
         return [(w, sorted(self.open.pop(w))) for w in done]
 
-    def retire(self, window: int, group: str) -> None:
-        groups = self.retired.setdefault(window, [])
-        if group not in groups:
-            groups.append(group)
+    def retire(self, window: int) -> None:
+        if window not in self.retired:
+            self.retired.append(window)
 
-    def expire(self, keep: int) -> list[tuple[int, list[str]]]:
+    def expire(self, keep: int) -> list[int]:
         """Forget retired windows and forced spans more than ``keep`` windows before final."""
         if self.final is None:
             return []
         horizon = self.final - keep
         gone = sorted(w for w in self.retired if w < horizon)
+        self.retired = [w for w in self.retired if w >= horizon]
         self.forced = [(a, u) for a, u in self.forced if u >= horizon]
-        return [(w, self.retired.pop(w)) for w in gone]
+        return gone
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -384,7 +386,7 @@ class MergeState:
             "final": self.final,
             "open": {str(w): g for w, g in self.open.items()},
             "forced": [list(span) for span in self.forced],
-            "retired": {str(w): g for w, g in self.retired.items()},
+            "retired": self.retired,
         }
 
     @classmethod
@@ -396,5 +398,5 @@ class MergeState:
             final=data["final"],
             open={int(w): list(g) for w, g in data["open"].items()},
             forced=[(int(a), int(u)) for a, u in data.get("forced", [])],
-            retired={int(w): list(g) for w, g in data.get("retired", {}).items()},
+            retired=[int(w) for w in data.get("retired", [])],
         )

@@ -235,9 +235,10 @@ def test_finalised_entries_are_kept_for_the_longest_wait_then_expire():
     state = MergeState()
     state.note_group(5, "g")
     state.advance("telemetry:0", 5, ["telemetry:0"])
-    state.retire(5, "g")
+    state.retire(5)
     state.advance("telemetry:0", 8, ["telemetry:0"])
     assert state.expire(keep=3) == []
     state.advance("telemetry:0", 9, ["telemetry:0"])
-    assert state.expire(keep=3) == [(5, ["g"])]
-    assert state.retired == {}
+    assert state.expire(keep=3) == [5]
+    assert state.retired == []
+    assert MergeState.from_dict(state.to_dict()) == state
