@@ -216,9 +216,9 @@ class Intake:
             if high is not None:
                 self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
             read_upto_ms = sw.clock.advance(position)
-            if read_upto_ms is None:
-                continue
-            self.live.add(source)
+            if read_upto_ms is not None:
+                self.live.add(source)
+            # Without a read-up-to time only the hold can close a window (marked incomplete).
             forced_before = sw.forced
             closed = sw.close(now_ms, read_upto_ms, hold_until_ms)
             if closed is None:
