@@ -165,7 +165,8 @@ class Intake:
             if not probe.done():
                 return
             self._probe = None
-            self._take_answer(*probe.result())
+            if not probe.cancelled():  # cancelled only when the worker stops
+                self._take_answer(*probe.result())
         if tps:
             self._probe = asyncio.ensure_future(self._ask(tps))
 
