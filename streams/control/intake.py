@@ -7,10 +7,11 @@ window's messages, so a crash before that replays them. The Faust objects (app, 
 streams, messages, partitions) come from the shell in ``app``.
 
 Windows close on their inputs having been read: each tick asks the broker once for the end
-offsets of this worker's source partitions (one ListOffsets request, in the background, never
-more than one at a time). An answer is what moves a partition's read-up-to time (see
-``windows.ReadClock``) once the agents' position reaches it; no answer (broker away) or a
-position behind it (worker lagging) holds the windows, up to ``max_hold_s``.
+offsets of this worker's source partitions (one ListOffsets request on a connection of its
+own, in the background, never more than one at a time). An answer is what moves a partition's
+read-up-to time (see ``windows.ReadClock``) once the agents' position reaches it; no answer
+(broker away) or a position behind it (worker lagging) holds the windows, up to
+``max_hold_s``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
 from streams.control.dead_letters import DeadLetters
@@ -32,6 +33,8 @@ from streams.control.settings import ControlSettings
 from streams.control.windows import BrokerContact, SourceWindows
 from streams.events import DriftSketch, Event, Feedback, Telemetry
 from streams.kafka.clients import Undecodable
+from streams.kafka.end_offsets import EndOffsets
+from streams.kafka.errors import KafkaError
 from streams.kafka.internals import committed_offsets
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,15 @@ class Intake:
             away_after_ms=max(settings.grace_ms, int(PROBE_TIMEOUT_S * 1000)),
             resume_hold_ms=settings.resume_hold_ms,
         )
-        self._probe: asyncio.Future[tuple[int, dict[Any, int] | None]] | None = None
+        self._probe: asyncio.Future[tuple[int, dict[tuple[str, int], int] | None]] | None = None
+        self._end_offsets = EndOffsets(settings.connection(), timeout_s=PROBE_TIMEOUT_S)
+        # mode's stubs reject a bound coroutine method that its signals call fine.
+        app.on_before_shutdown.connect(cast(Any, self._stop))
+
+    async def _stop(self, sender: Any, **kwargs: Any) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._end_offsets.close()
 
     def _source_windows(self, source: str) -> SourceWindows:
         sw = self.windows.get(source)
@@ -170,19 +181,17 @@ class Intake:
         if tps:
             self._probe = asyncio.ensure_future(self._ask(tps))
 
-    async def _ask(self, tps: list[Any]) -> tuple[int, dict[Any, int] | None]:
+    async def _ask(self, tps: list[Any]) -> tuple[int, dict[tuple[str, int], int] | None]:
         asked_ms = int(time.time() * 1000)
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                ends = await self._app.consumer.highwaters(*tps)
-        # The edge of the close loop: whatever the failure, no answer means "not read".
-        except Exception as exc:
+            ends = await self._end_offsets.ask((tp.topic, tp.partition) for tp in tps)
+        except KafkaError as exc:
             if self.contact.failing_since_ms is None:
-                log.warning("source end offsets unavailable, windows wait reason=%r", exc)
+                log.warning("source end offsets unavailable, windows wait reason=%s", exc)
             return asked_ms, None
-        return asked_ms, dict(ends)
+        return asked_ms, ends
 
-    def _take_answer(self, asked_ms: int, ends: dict[Any, int] | None) -> None:
+    def _take_answer(self, asked_ms: int, ends: dict[tuple[str, int], int] | None) -> None:
         if ends is None:
             self.contact.failed(asked_ms)
             return
@@ -191,11 +200,11 @@ class Intake:
                 "broker reachable again after an outage; open windows wait resume_hold_s=%s",
                 self._settings.resume_hold_s,
             )
-        for tp, end in ends.items():
-            base = self._source_topics.get(tp.topic)
-            sw = self.windows.get(f"{base}:{tp.partition}") if base else None
-            if sw is not None and end is not None:
-                sw.clock.observe(asked_ms, int(end))
+        for (topic, partition), end in ends.items():
+            base = self._source_topics.get(topic)
+            sw = self.windows.get(f"{base}:{partition}") if base else None
+            if sw is not None:
+                sw.clock.observe(asked_ms, end)
 
     async def tick(self) -> None:
         """Close windows whose inputs were read (or whose hold ran out): partials, marks, ack."""
