@@ -65,11 +65,15 @@ class Refused:
 
 @dataclasses.dataclass(slots=True)
 class BoundedGroups:
-    """A window's groups within the caps: those to send, how many were folded, those refused."""
+    """A window's groups within the caps: those to send, how many were folded, those refused.
+
+    ``members`` are the given groups each kept one was made of (itself, or those folded in).
+    """
 
     kept: dict[GroupKey, WindowAggregate]
     folded: int = 0
     refused: list[Refused] = dataclasses.field(default_factory=list)
+    members: dict[GroupKey, list[GroupKey]] = dataclasses.field(default_factory=dict)
 
 
 def _weight(agg: WindowAggregate) -> tuple[int, int]:
@@ -123,6 +127,7 @@ def bound_groups(groups: Mapping[GroupKey, WindowAggregate], limits: StateLimits
         if target != key:
             out.folded += 1
         sources.setdefault(target, []).append(agg)
+        out.members.setdefault(target, []).append(key)
     for target, parts in sources.items():
         out.kept[target] = parts[0] if len(parts) == 1 else merge_all(parts)
     return out

@@ -175,6 +175,7 @@ def test_a_refused_record_makes_a_valid_dead_letter():
 
     from streams.control.dead_letters import DeadLetters
     from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
     from streams.events import DeadLetter, default_codec
 
     sent: list[DeadLetter] = []
@@ -192,7 +193,8 @@ def test_a_refused_record_makes_a_valid_dead_letter():
         dead_letters=DeadLetters(Topic(), "w1", metrics),
     )
     groups = {GroupKey("intent", "\x01" * 200_000, "eu"): agg_of("d0")}
-    assert asyncio.run(guard.partials("telemetry:0", 1, groups)) == []
+    closed = ClosedPartial(1, groups, {}, complete=True)
+    assert asyncio.run(guard.partials("telemetry:0", closed, cut_at=5)) == []
     (letter,) = sent
     assert letter.source_topic == "app-partials"
     assert "max_message_bytes" in letter.reason
@@ -235,3 +237,32 @@ def test_long_device_ids_cost_a_digest_each_and_old_records_with_ids_still_count
     old["dev"] = ["d1"]
     del old["dh"]
     assert WindowAggregate.from_dict(old).devices == agg_of("d1").devices
+
+
+def test_a_folded_partial_carries_the_cut_and_the_newest_offset_of_the_groups_folded_in():
+    import asyncio
+
+    from streams.control.dead_letters import DeadLetters
+    from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
+
+    class Topic:
+        async def send(self, *, key: bytes, value: object) -> None:
+            raise AssertionError("nothing is refused here")
+
+    metrics = ControlMetrics()
+    guard = WriteGuard(
+        StateLimits(max_versions_per_model=1),
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=DeadLetters(Topic(), "w1", metrics),
+    )
+    keys = [GroupKey("intent", v, "eu") for v in ("v1", "v2", "v3")]
+    groups = {k: agg_of(f"d{i}", version=k.version, requests=30 - i) for i, k in enumerate(keys)}
+    closed = ClosedPartial(4, groups, {keys[0]: 7, keys[1]: 19, keys[2]: 12}, complete=True)
+    sent = asyncio.run(guard.partials("telemetry:2", closed, cut_at=25))
+    partials = {p.group.version: p for p in (Partial.from_dict(v) for _, v in sent)}
+    assert set(partials) == {"v1", OTHER}
+    assert (partials["v1"].cut_at, partials["v1"].last) == (25, 7)
+    assert (partials[OTHER].cut_at, partials[OTHER].last) == (25, 19)
+    assert partials[OTHER].aggregate.request_count == 28 + 29
