@@ -266,3 +266,61 @@ def test_a_folded_partial_carries_the_cut_and_the_newest_offset_of_the_groups_fo
     assert (partials["v1"].cut_at, partials["v1"].last) == (25, 7)
     assert (partials[OTHER].cut_at, partials[OTHER].last) == (25, 19)
     assert partials[OTHER].aggregate.request_count == 28 + 29
+
+
+def _junk_and_canary() -> dict[GroupKey, WindowAggregate]:
+    groups = {
+        GroupKey("intent", f"junk{i}", "eu"): agg_of(f"j{i}", version=f"junk{i}", requests=500)
+        for i in range(10)
+    }
+    groups[GroupKey("intent", "v1", "eu")] = agg_of("s", version="v1", requests=400)
+    groups[GroupKey("intent", "canary", "eu")] = agg_of("c", version="canary", requests=3)
+    return groups
+
+
+def test_a_light_canary_after_ten_busier_versions_keeps_its_row_when_the_control_plane_knows_it():
+    groups = _junk_and_canary()
+    unknown = bound_groups(groups, StateLimits())
+    assert {k.version for k in unknown.kept} == {f"junk{i}" for i in range(10)} | {OTHER}
+    out = bound_groups(groups, StateLimits(), protected={"intent": {"v1", "canary"}})
+    versions = {k.version for k in out.kept}
+    assert {"v1", "canary", OTHER} <= versions
+    # Protected versions take their places first: eight of the ten others stay.
+    assert len(versions - {OTHER}) == 10
+    assert out.kept[GroupKey("intent", "canary", "eu")].request_count == 3
+    assert merge_all(list(out.kept.values())).request_count == 10 * 500 + 400 + 3
+
+
+def test_a_registered_model_past_the_model_cap_is_kept_and_a_busier_unknown_one_refused():
+    groups = {
+        GroupKey(f"junk{i}", "v1", "eu"): agg_of(f"j{i}", model=f"junk{i}", requests=99)
+        for i in range(3)
+    }
+    groups[GroupKey("intent", "v1", "eu")] = agg_of("d", requests=1)
+    limits = StateLimits(max_models=3)
+    assert GroupKey("intent", "v1", "eu") in {r.group for r in bound_groups(groups, limits).refused}
+    out = bound_groups(groups, limits, protected={"intent": set()})
+    assert GroupKey("intent", "v1", "eu") in out.kept
+    assert len({k.model_id for k in out.kept}) == 3
+    assert [r.error.limit for r in out.refused] == ["max_models"]
+
+
+def test_protected_groups_take_the_windows_places_before_busier_ones():
+    groups = _junk_and_canary()
+    out = bound_groups(
+        groups, StateLimits(max_groups_per_window=2), protected={"intent": {"canary"}}
+    )
+    assert GroupKey("intent", "canary", "eu") in out.kept
+    assert len(out.kept) == 2
+
+
+def test_stage_2_keeps_a_protected_version_new_to_a_full_window():
+    from streams.control.limits import merge_target
+
+    limits = StateLimits(max_versions_per_model=2)
+    open_groups = [GroupKey("intent", v, "eu").encode() for v in ("a", "b")]
+    canary = GroupKey("intent", "canary", "eu")
+    assert merge_target(open_groups, canary, limits).version == OTHER
+    assert merge_target(open_groups, canary, limits, protected={"intent": {"canary"}}) == canary
+    other_model = {"third": {"canary"}}
+    assert merge_target(open_groups, canary, limits, protected=other_model).version == OTHER
