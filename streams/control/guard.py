@@ -1,6 +1,7 @@
 """The caps of ``limits`` applied where the worker writes: refusals dead-lettered and counted.
 
-Stage 1 sends a closed window's groups through :meth:`WriteGuard.partials`; stage 2 checks
+Stage 1 sends a closed window's groups through :meth:`WriteGuard.partials`, which folds
+none of the names :meth:`WriteGuard.protected` gives (stage 2 asks it too); stage 2 checks
 each table value and controller message with :meth:`WriteGuard.fits` before writing it. What
 is refused goes to the dead-letter topic with the reason and the record's first bytes, is
 counted in ``slmops_refused_groups_total{limit}`` and logged; folding is counted in
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from streams.control.aggregate import GroupKey
 from streams.control.dead_letters import DeadLetters
 from streams.control.errors import LimitExceeded
-from streams.control.limits import bound_groups, check_size
+from streams.control.limits import Protected, bound_groups, check_size
 from streams.control.messages import Partial
 from streams.control.metrics import ControlMetrics
 from streams.control.settings import StateLimits
@@ -39,11 +40,17 @@ class WriteGuard:
         internal_topic: str,
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
+        known: Callable[[], Protected] | None = None,
     ) -> None:
         self.limits = limits
+        self._known = known
         self._topic = internal_topic
         self._metrics = metrics
         self._dead_letters = dead_letters
+
+    def protected(self) -> Protected:
+        """The names the control plane knows now (registry, active rollouts): never folded."""
+        return {} if self._known is None else self._known()
 
     async def partials(
         self, source: str, closed: ClosedPartial, *, cut_at: int | None
@@ -54,7 +61,7 @@ class WriteGuard:
         event's offset (for an ``other`` group the newest of those folded into it), so
         stage 2 still tells replays from late events after folding.
         """
-        bounded = bound_groups(closed.groups, self.limits)
+        bounded = bound_groups(closed.groups, self.limits, protected=self.protected())
         if bounded.folded:
             self._metrics.folded.inc(bounded.folded)
         for refused in bounded.refused:

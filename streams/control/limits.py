@@ -45,6 +45,16 @@ Protected = Mapping[str, AbstractSet[str]]
 _NONE: Protected = {}
 
 
+def known_names(pairs: Iterable[tuple[str, str | None]]) -> dict[str, set[str]]:
+    """The protected names of (model, version) pairs; a None version protects the model only."""
+    out: dict[str, set[str]] = {}
+    for model_id, version in pairs:
+        versions = out.setdefault(model_id, set())
+        if version is not None:
+            versions.add(version)
+    return out
+
+
 def encoded_size(value: Any) -> int:
     """Bytes of ``value`` as the worker's JSON serializer writes it (``json.dumps``, UTF-8)."""
     return len(json.dumps(value).encode())

@@ -165,7 +165,9 @@ class Merge:
         final = state.is_final(w)
         # A retired window's groups decide the folding of its replays as its open ones did.
         groups = (self._merge.get(f"{mkey}|{w}") or []) if final else state.open.get(w, [])
-        target = merge_target(groups, record.group, self._settings.limits)
+        target = merge_target(
+            groups, record.group, self._settings.limits, protected=self._guard.protected()
+        )
         g = target.encode()
         # A folded partial is told apart by its own group too: several of one source
         # may go into one "other" entry, and a replay of each is still dropped.

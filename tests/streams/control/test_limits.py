@@ -324,3 +324,37 @@ def test_stage_2_keeps_a_protected_version_new_to_a_full_window():
     assert merge_target(open_groups, canary, limits, protected={"intent": {"canary"}}) == canary
     other_model = {"third": {"canary"}}
     assert merge_target(open_groups, canary, limits, protected=other_model).version == OTHER
+
+
+def test_known_names_protect_versions_and_a_model_without_a_version():
+    from streams.control.limits import known_names
+
+    names = known_names([("intent", "v1"), ("intent", "v2"), ("ner", None), ("intent", None)])
+    assert names == {"intent": {"v1", "v2"}, "ner": set()}
+
+
+def test_the_guard_asks_for_known_names_at_every_close():
+    import asyncio
+
+    from streams.control.dead_letters import DeadLetters
+    from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
+
+    known: dict[str, set[str]] = {}
+    metrics = ControlMetrics()
+    guard = WriteGuard(
+        StateLimits(),
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=DeadLetters(None, "w1", metrics),
+        known=lambda: known,
+    )
+    closed = ClosedPartial(1, _junk_and_canary(), {}, complete=True)
+
+    def versions() -> set[str]:
+        sent = asyncio.run(guard.partials("telemetry:0", closed, cut_at=1))
+        return {Partial.from_dict(v).group.version for _, v in sent}
+
+    assert "canary" not in versions()
+    known["intent"] = {"canary"}
+    assert "canary" in versions()

@@ -56,13 +56,17 @@ class Stage2:
         return self.metrics.registry.get_sample_value("slmops_late_partials_total") or 0.0
 
 
-def stage2(**limits: int) -> Stage2:
+def stage2(known: dict[str, set[str]] | None = None, **limits: int) -> Stage2:
     settings = ControlSettings(window_s=W / 1000, grace_s=1, limits=StateLimits(**limits))
     metrics = ControlMetrics()
     dead, controller = Topic(), Topic()
     dead_letters = DeadLetters(dead, "w1", metrics)
     guard = WriteGuard(
-        settings.limits, internal_topic="app-partials", metrics=metrics, dead_letters=dead_letters
+        settings.limits,
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=dead_letters,
+        known=None if known is None else (lambda: known),
     )
     windows: dict[str, Any] = {}
     state: dict[str, Any] = {}
@@ -173,3 +177,11 @@ def test_a_window_too_large_for_one_message_keeps_an_incomplete_groups_version_i
     assert encoded_size(fitted.to_dict()) <= 10_000
     assert len(fitted.groups) < len(message.groups)
     assert all(not g.complete for g in fitted.groups if g.version == "canary")
+
+
+def test_a_known_version_new_to_a_full_window_keeps_its_row_and_its_replay_is_dropped():
+    s = stage2(known={"intent": {"canary"}}, max_versions_per_model=2)
+    s.feed(part("v1"), part("v2"), part("canary", source="telemetry:1", requests=1))
+    s.feed(*marks(1), part("canary", source="telemetry:1", requests=1, last=10))
+    assert requests_of(s) == {"v1": 10, "v2": 10, "canary": 1}
+    assert s.late() == 0
