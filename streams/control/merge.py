@@ -115,7 +115,8 @@ class Merge:
                 group_window = await self._finalize(key, w, complete=by_marks)
                 if group_window is not None:
                     closed.setdefault(key.model_id, []).append(group_window)
-            # The groups whose entries stay, to be removed when the window expires.
+            # The groups whose entries stay, to be removed when the window expires (and to
+            # fold replays alike); part of a merge state already size-checked, so it fits.
             self._merge[f"{mkey}|{w}"] = groups
             state.retire(w)
             for model_id, windows in sorted(closed.items()):
