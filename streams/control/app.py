@@ -16,6 +16,7 @@ and goes on.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,10 +32,11 @@ from streams.control.decisions import Decisions
 from streams.control.errors import LimitExceeded
 from streams.control.guard import WriteGuard
 from streams.control.intake import SOURCES, Intake
-from streams.control.limits import check_size
+from streams.control.limits import Protected, check_size, known_names
 from streams.control.merge import Merge
 from streams.control.metrics import ControlMetrics
 from streams.control.rollout_agents import RolloutAgents
+from streams.control.rollouts.state import TERMINAL
 from streams.control.settings import ControlSettings
 from streams.control.status import StatusBoard, source_rows
 from streams.control.status_page import STATUS_PAGE
@@ -105,6 +107,7 @@ class ControlWorker:
             internal_topic=f"{settings.resolved_app_id}-partials",
             metrics=metrics,
             dead_letters=self.dead_letters,
+            known=self._known_names,
         )
         self.intake = Intake(
             app,
@@ -245,6 +248,18 @@ class ControlWorker:
                     table[key] = record
 
         return agent
+
+    def _known_names(self) -> Protected:
+        """Models and versions in this worker's registry table and its active rollouts."""
+        registered = ((v["model_id"], v["version"]) for _, v in self.models_table.items())
+        states = (v["state"] for _, v in self.rollouts.table.items())
+        rolling = (
+            (st["model_id"], version)
+            for st in states
+            if st["status"] not in TERMINAL
+            for version in (st["from_version"], st["to_version"])
+        )
+        return known_names(itertools.chain(registered, rolling))
 
     def _alerted(self, alert: Alert) -> None:
         self.metrics.alerted(alert.model_id, alert.kind)

@@ -75,6 +75,8 @@ _WORKER_FLAGS: tuple[_Flag, ...] = (
     ("--data-dir", "data_dir", str),
     ("--window-s", "window_s", float),
     ("--grace-s", "grace_s", float),
+    ("--max-hold-s", "max_hold_s", float),
+    ("--resume-hold-s", "resume_hold_s", float),
     ("--tick-s", "tick_s", float),
     ("--privacy-k", "privacy_k", int),
     ("--internal-partitions", "internal_partitions", int),

@@ -5,15 +5,24 @@ keeps the message unacknowledged. The close timer sends each closed window's :cl
 per group and a :class:`Watermark` to every internal partition, and only then acknowledges the
 window's messages, so a crash before that replays them. The Faust objects (app, topics,
 streams, messages, partitions) come from the shell in ``app``.
+
+Windows close on their inputs having been read: each tick asks the broker once for the end
+offsets of this worker's source partitions (one ListOffsets request on a connection of its
+own, in the background, never more than one at a time). An answer is what moves a partition's
+read-up-to time (see ``windows.ReadClock``) once the agents' position reaches it; no answer
+(broker away) or a position behind it (worker lagging) holds the windows, up to
+``max_hold_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
 from streams.control.dead_letters import DeadLetters
@@ -22,10 +31,17 @@ from streams.control.guard import WriteGuard
 from streams.control.messages import Watermark
 from streams.control.metrics import ControlMetrics
 from streams.control.settings import ControlSettings
-from streams.control.windows import SourceWindows
+from streams.control.windows import BrokerContact, SourceWindows
 from streams.events import DriftSketch, Event, Feedback, Telemetry
 from streams.kafka.clients import Undecodable
+from streams.kafka.end_offsets import EndOffsets
+from streams.kafka.errors import KafkaError
 from streams.kafka.internals import committed_offsets
+
+log = logging.getLogger(__name__)
+
+# How long one end-offset request may take before the broker counts as unreachable.
+PROBE_TIMEOUT_S = 5.0
 
 # The inputs of stage 1: catalog base name and event type.
 SOURCES: tuple[tuple[str, type[Event]], ...] = (
@@ -70,26 +86,44 @@ class Intake:
         self._metrics = metrics
         self._dead_letters = dead_letters
         self.windows: dict[str, SourceWindows] = {}
-        # Sources this worker has caught up with since assignment: only those close windows.
+        # Sources whose read-up-to time is known since assignment: only those close windows.
         self.live: set[str] = set()
         self._next_offset: dict[str, int] = {}
         self._counts: Tally[str] = Tally()
         self._dup_seen: dict[str, int] = {}
+        self.contact = BrokerContact(
+            away_after_ms=max(settings.grace_ms, int(PROBE_TIMEOUT_S * 1000)),
+            resume_hold_ms=settings.resume_hold_ms,
+        )
+        self._probe: asyncio.Future[tuple[int, dict[tuple[str, int], int] | None]] | None = None
+        self._end_offsets = EndOffsets(settings.connection(), timeout_s=PROBE_TIMEOUT_S)
+        # mode's stubs reject a bound coroutine method that its signals call fine.
+        app.on_before_shutdown.connect(cast(Any, self._stop))
+
+    async def _stop(self, sender: Any, **kwargs: Any) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._end_offsets.close()
 
     def _source_windows(self, source: str) -> SourceWindows:
         sw = self.windows.get(source)
         if sw is None:
+            s = self._settings
             sw = self.windows[source] = SourceWindows(
-                self._settings.window_ms, self._settings.grace_ms
+                s.window_ms,
+                s.grace_ms,
+                max_hold_ms=s.max_hold_ms,
+                since_ms=int(time.time() * 1000),
             )
         return sw
 
     def agent(self, base: str) -> Callable[[Any], Awaitable[None]]:
         """The agent of source ``base``: events into its partition's open windows."""
-        window_ms, grace_ms = self._settings.window_ms, self._settings.grace_ms
+        window_ms = self._settings.window_ms
+        source_windows = self._source_windows
         max_future_ms = int(self._settings.max_future_s * 1000)
         add = _ADD[base]
-        windows, next_offset, counts = self.windows, self._next_offset, self._counts
+        next_offset, counts = self._next_offset, self._counts
         dead_letter = self._dead_letters
 
         async def agent(stream: Any) -> None:
@@ -103,9 +137,7 @@ class Intake:
                     await dead_letter.send(base, msg, value.error)
                     await manual.ack(event)
                     continue
-                sw = windows.get(source)
-                if sw is None:
-                    sw = windows[source] = SourceWindows(window_ms, grace_ms)
+                sw = source_windows(source)
                 if base == "feedback":
                     w = _ms(value.occurred_at) // window_ms
                     key = GroupKey(value.model_id, value.model_version or ANY, value.cohort or ANY)
@@ -123,7 +155,7 @@ class Intake:
                 if slot is None:
                     continue
                 try:
-                    add(sw.group(slot, key), value)
+                    add(sw.group(slot, key, msg.offset), value)
                 except AggregationError as exc:
                     await dead_letter.send(base, msg, exc)
                     continue
@@ -132,61 +164,94 @@ class Intake:
         agent.__name__ = f"control_{base}"
         return agent
 
-    def _caught_up(self, tp: Any, source: str) -> bool:
-        """True once this worker has read what the partition held when it was assigned.
-
-        Until then a window must not close: replayed events of it may still be on their way.
-        """
-        if source in self.live:
-            return True
-        consumer = self._app.consumer
-        if tp not in consumer.assignment():
-            return False
-        high = consumer.highwater(tp)
-        if high is None:
-            return False
+    def _position(self, tp: Any, source: str) -> int:
+        """The next offset this worker's agent of ``source`` will take in."""
         position = self._next_offset.get(source)
         if position is None:
             # Nothing read since assignment: we start at the committed offset.
-            position = committed_offsets(consumer).get(tp) or 0
-        if position >= high:
-            self.live.add(source)
-            return True
-        return False
+            position = committed_offsets(self._app.consumer).get(tp) or 0
+        return position
+
+    def _probe_round(self, tps: list[Any]) -> None:
+        """Take in the last end-offset answer and ask again (one request at a time)."""
+        probe = self._probe
+        if probe is not None:
+            if not probe.done():
+                return
+            self._probe = None
+            if not probe.cancelled():  # cancelled only when the worker stops
+                self._take_answer(*probe.result())
+        if tps:
+            self._probe = asyncio.ensure_future(self._ask(tps))
+
+    async def _ask(self, tps: list[Any]) -> tuple[int, dict[tuple[str, int], int] | None]:
+        asked_ms = int(time.time() * 1000)
+        try:
+            ends = await self._end_offsets.ask((tp.topic, tp.partition) for tp in tps)
+        except KafkaError as exc:
+            if self.contact.failing_since_ms is None:
+                log.warning("source end offsets unavailable, windows wait reason=%s", exc)
+            return asked_ms, None
+        return asked_ms, ends
+
+    def _take_answer(self, asked_ms: int, ends: dict[tuple[str, int], int] | None) -> None:
+        if ends is None:
+            self.contact.failed(asked_ms)
+            return
+        if self.contact.reached(asked_ms):
+            log.warning(
+                "broker reachable again after an outage; open windows wait resume_hold_s=%s",
+                self._settings.resume_hold_s,
+            )
+        for (topic, partition), end in ends.items():
+            base = self._source_topics.get(topic)
+            sw = self.windows.get(f"{base}:{partition}") if base else None
+            if sw is not None:
+                sw.clock.observe(asked_ms, end)
 
     async def tick(self) -> None:
-        """Close windows whose time has passed: send partials, watermarks, then ack."""
+        """Close windows whose inputs were read (or whose hold ran out): partials, marks, ack."""
         now = time.time()
         now_ms = int(now * 1000)
         consumer = self._app.consumer
-        for tp in sorted(consumer.assignment()):
-            base = self._source_topics.get(tp.topic)
-            if base is None:
-                continue
-            source = f"{base}:{tp.partition}"
+        mine = [tp for tp in sorted(consumer.assignment()) if tp.topic in self._source_topics]
+        self._probe_round(mine)
+        hold_until_ms = self.contact.hold_until_ms
+        for tp in mine:
+            source = f"{self._source_topics[tp.topic]}:{tp.partition}"
             if tp not in consumer.assignment():
                 # Revoked by a rebalance while this tick awaited: no longer ours to close
                 # (highwater() of an unassigned partition raises and would kill the worker).
                 continue
+            sw = self._source_windows(source)
+            position = self._position(tp, source)
             high = consumer.highwater(tp)
             if high is not None:
-                pos = self._next_offset.get(source, high)
-                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
-            if not self._caught_up(tp, source):
-                continue
-            closed = self._source_windows(source).close(now_ms)
+                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
+            read_upto_ms = sw.clock.advance(position)
+            if read_upto_ms is not None:
+                self.live.add(source)
+            # Without a read-up-to time only the hold can close a window (marked incomplete).
+            forced_before = sw.forced
+            closed = sw.close(now_ms, read_upto_ms, hold_until_ms)
             if closed is None:
                 continue
-            upto, partials, tokens = closed
-            for w, groups in partials:
+            if sw.forced > forced_before:
+                log.warning(
+                    "windows closed by their hold, incomplete source=%s upto=%s read_upto_ms=%s",
+                    source,
+                    closed.upto,
+                    read_upto_ms,
+                )
+            for p in closed.partials:
                 # Within the caps and the size limit (streams.control.limits); refusals are
                 # dead-lettered by the guard.
-                for key, value in await self._guard.partials(source, w, groups):
+                for key, value in await self._guard.partials(source, p, cut_at=position):
                     await self._partials.send(key=key, value=value)
-            mark = Watermark(source=source, upto=upto).to_dict()
+            mark = Watermark(source=source, upto=closed.upto, complete_upto=closed.complete_upto)
             for q in range(self._settings.internal_partitions):
-                await self._partials.send(key=b"", partition=q, value=mark)
-            self._ack(tokens, now)
+                await self._partials.send(key=b"", partition=q, value=mark.to_dict())
+            self._ack(closed.tokens, now)
         for base, n in self._counts.items():
             if n:
                 self._metrics.events.labels(base).inc(n)

@@ -10,7 +10,10 @@ rules applies, per kind of state:
   folded names lose their own row. Which ones are kept is decided by size (most requests and
   events first, then by name), so every source partition of a window decides alike for the
   same data. Prometheus label sets past ``max_label_values`` per metric are shown as ``other``
-  too (:class:`LabelBudget`), and counted.
+  too (:class:`LabelBudget`), and counted. Names the control plane knows (*protected*: models
+  and versions in its model registry, versions of active rollouts) are never folded and never
+  refused by ``max_models``, however light: a canary's few requests must reach its stage. They
+  take the caps' places first; the busiest of the other names fill what is left.
 * **refuse, with a dead letter and a counter** where a value must stay exact or mean
   something: a model past ``max_models`` in a window (an ``other`` model could not be judged,
   built or rolled out), a group past ``max_groups_per_window``, and anything whose encoded
@@ -28,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from streams.control.aggregate import GroupKey, WindowAggregate, merge_all
@@ -35,6 +39,20 @@ from streams.control.errors import LimitExceeded
 from streams.control.settings import StateLimits
 
 OTHER = "other"
+
+# Model -> versions the control plane knows; a model present with no versions is known itself.
+Protected = Mapping[str, AbstractSet[str]]
+_NONE: Protected = {}
+
+
+def known_names(pairs: Iterable[tuple[str, str | None]]) -> dict[str, set[str]]:
+    """The protected names of (model, version) pairs; a None version protects the model only."""
+    out: dict[str, set[str]] = {}
+    for model_id, version in pairs:
+        versions = out.setdefault(model_id, set())
+        if version is not None:
+            versions.add(version)
+    return out
 
 
 def encoded_size(value: Any) -> int:
@@ -65,11 +83,15 @@ class Refused:
 
 @dataclasses.dataclass(slots=True)
 class BoundedGroups:
-    """A window's groups within the caps: those to send, how many were folded, those refused."""
+    """A window's groups within the caps: those to send, how many were folded, those refused.
+
+    ``members`` are the given groups each kept one was made of (itself, or those folded in).
+    """
 
     kept: dict[GroupKey, WindowAggregate]
     folded: int = 0
     refused: list[Refused] = dataclasses.field(default_factory=list)
+    members: dict[GroupKey, list[GroupKey]] = dataclasses.field(default_factory=dict)
 
 
 def _weight(agg: WindowAggregate) -> tuple[int, int]:
@@ -79,16 +101,28 @@ def _weight(agg: WindowAggregate) -> tuple[int, int]:
     )
 
 
-def _ranked(names: Mapping[str, int], cap: int) -> set[str]:
-    """The ``cap`` names with the largest weights (ties by name); ``other`` is always kept."""
-    order = sorted(names, key=lambda n: (names[n], n))
-    return set(order[:cap]) | {OTHER}
+def _top(names: Mapping[str, int], cap: int, protected: AbstractSet[str]) -> set[str]:
+    """The protected names, then the largest weights (ties by name) up to ``cap`` in all."""
+    known = {n for n in names if n in protected}
+    order = sorted((n for n in names if n not in known), key=lambda n: (names[n], n))
+    return known | set(order[: max(cap - len(known), 0)])
 
 
-def bound_groups(groups: Mapping[GroupKey, WindowAggregate], limits: StateLimits) -> BoundedGroups:
+def _ranked(names: Mapping[str, int], cap: int, protected: AbstractSet[str]) -> set[str]:
+    """:func:`_top`; ``other`` is always kept."""
+    return _top(names, cap, protected) | {OTHER}
+
+
+def bound_groups(
+    groups: Mapping[GroupKey, WindowAggregate],
+    limits: StateLimits,
+    *,
+    protected: Protected = _NONE,
+) -> BoundedGroups:
     """The groups of one window, folded and refused as the caps say (see the module doc).
 
-    The input is not changed; folded aggregates are merged into copies.
+    ``protected`` names are kept whatever their weight. The input is not changed; folded
+    aggregates are merged into copies.
     """
     # Weight of each model, version and cohort: heavier names are kept, lighter ones fold.
     model_w: dict[str, int] = {}
@@ -101,13 +135,22 @@ def bound_groups(groups: Mapping[GroupKey, WindowAggregate], limits: StateLimits
         versions[key.version] = versions.get(key.version, 0) + w
         cohorts = cohort_w.setdefault(key.model_id, {})
         cohorts[key.cohort] = cohorts.get(key.cohort, 0) + w
-    models = set(sorted(model_w, key=lambda n: (model_w[n], n))[: limits.max_models])
-    kept_versions = {m: _ranked(v, limits.max_versions_per_model) for m, v in version_w.items()}
-    kept_cohorts = {m: _ranked(c, limits.max_cohorts_per_model) for m, c in cohort_w.items()}
+    models = _top(model_w, limits.max_models, protected.keys())
+    kept_versions = {
+        m: _ranked(v, limits.max_versions_per_model, protected.get(m, frozenset()))
+        for m, v in version_w.items()
+    }
+    kept_cohorts = {
+        m: _ranked(c, limits.max_cohorts_per_model, frozenset()) for m, c in cohort_w.items()
+    }
+
+    def known(key: GroupKey) -> bool:
+        return key.version in protected.get(key.model_id, ())
 
     out = BoundedGroups(kept={})
     sources: dict[GroupKey, list[WindowAggregate]] = {}
-    for key in sorted(groups, key=lambda k: (_weight(groups[k]), k)):
+    # Protected versions take the window's places first, then the heaviest groups.
+    for key in sorted(groups, key=lambda k: (not known(k), _weight(groups[k]), k)):
         agg = groups[key]
         if key.model_id not in models:
             reason = f"more than {limits.max_models} models in one window"
@@ -123,6 +166,7 @@ def bound_groups(groups: Mapping[GroupKey, WindowAggregate], limits: StateLimits
         if target != key:
             out.folded += 1
         sources.setdefault(target, []).append(agg)
+        out.members.setdefault(target, []).append(key)
     for target, parts in sources.items():
         out.kept[target] = parts[0] if len(parts) == 1 else merge_all(parts)
     return out
@@ -132,12 +176,19 @@ def _refusal(reason: str, limit: str, key: GroupKey) -> LimitExceeded:
     return LimitExceeded(reason, limit=limit, model_id=key.model_id)
 
 
-def merge_target(open_groups: Iterable[str], group: GroupKey, limits: StateLimits) -> GroupKey:
+def merge_target(
+    open_groups: Iterable[str],
+    group: GroupKey,
+    limits: StateLimits,
+    *,
+    protected: Protected = _NONE,
+) -> GroupKey:
     """The group stage 2 merges ``group``'s partial into, given the window's open groups.
 
     Stage 1 folds per source partition, so each may keep other names; here, where all of a
     model's partials meet, a version or cohort that is new to the window once the model has
-    its fill of them goes to ``other`` as well. Names already open keep their row.
+    its fill of them goes to ``other`` as well. Names already open keep their row, and so does
+    a ``protected`` version.
     """
     versions: set[str] = set()
     cohorts: set[str] = set()
@@ -147,7 +198,12 @@ def merge_target(open_groups: Iterable[str], group: GroupKey, limits: StateLimit
             versions.add(key.version)
             cohorts.add(key.cohort)
     version, cohort = group.version, group.cohort
-    if version not in versions and len(versions - {OTHER}) >= limits.max_versions_per_model:
+    known = version in protected.get(group.model_id, ())
+    if (
+        not known
+        and version not in versions
+        and len(versions - {OTHER}) >= limits.max_versions_per_model
+    ):
         version = OTHER
     if cohort not in cohorts and len(cohorts - {OTHER}) >= limits.max_cohorts_per_model:
         cohort = OTHER

@@ -6,12 +6,19 @@ and its watermarks in ``merge`` (see ``windows``). A window final on every sourc
 turned into metrics, judged by the policy (state in ``policy``), published as decisions, shown
 on the status page and handed to the rollout controller as :class:`ClosedWindows`. Tables are
 written when a partial arrives or a window closes, never per source event.
+
+Every published window says whether it is ``complete``: no source closed it because its hold
+ran out and no late partial (events read after their source cut the window) was left out. A
+late partial is counted in ``slmops_late_partials`` and logged; one for a window already
+published marks its status row incomplete. A finalised window's entry stays (without its
+aggregate) for as long as the hold lets replays or late partials of it arrive.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +35,13 @@ from streams.control.rollouts.canary import GroupWindow
 from streams.control.rollouts.gates import GroupMetrics
 from streams.control.settings import ControlSettings
 from streams.control.status import StatusBoard, window_row
-from streams.control.windows import MergeState, accept_partial
+from streams.control.windows import (
+    MergeState,
+    accept_partial,
+    entry_complete,
+    final_entry,
+    late_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,60 +88,45 @@ class Merge:
                 log.exception("bad internal record partition=%s offset=%s", q, event.message.offset)
                 await self._dead_letters.send("partials", event.message, exc)
 
+    @property
+    def _keep_windows(self) -> int:
+        """Windows behind the newest final one whose entries are kept: the longest wait."""
+        s = self._settings
+        return math.ceil((s.max_hold_ms + s.grace_ms) / s.window_ms) + 2
+
     async def _merge_one(self, q: int, record: Partial | Watermark) -> None:
         mkey = f"q{q}"
         state = MergeState.from_dict(self._merge.get(mkey))
         if isinstance(record, Partial):
-            w = record.window
-            if state.is_final(w):
-                self._metrics.late.inc()
-                return
-            target = merge_target(state.open.get(w, []), record.group, self._settings.limits)
-            g = target.encode()
-            # A folded partial is told apart by its own group too: several of one source
-            # may go into one "other" entry, and a replay of each is still dropped.
-            source = record.source
-            if target != record.group:
-                source = f"{record.source}>{record.group.encode()}"
-                self._metrics.folded.inc()
-            wkey = f"{g}|{w}"
-            entry = accept_partial(self._windows.get(wkey), source, record.aggregate)
-            if entry is None:
-                self._metrics.late.inc()
-                return
-            model = record.group.model_id
-            groups = state.open.get(w, [])
-            if g not in groups and len(groups) >= self._settings.limits.max_groups_per_window:
-                cap = self._settings.limits.max_groups_per_window
-                error = LimitExceeded(
-                    f"more than {cap} groups in one window", limit="max_groups_per_window"
-                )
-                await self._guard.refuse(model, record.to_dict(), error)
-                return
-            # Both writes are checked first: a refused partial leaves both tables as they were.
-            state.note_group(w, g)
-            merged = state.to_dict()
-            if not await self._guard.fits("window entry", model, entry):
-                return
-            if not await self._guard.fits("merge state", model, merged):
-                return
-            self._windows[wkey] = entry
-            self._merge[mkey] = merged
+            await self._take_partial(mkey, state, record)
             return
-        done = state.advance(record.source, record.upto, self._expected_sources)
+        done = state.advance(
+            record.source,
+            record.upto,
+            self._expected_sources,
+            complete_upto=record.complete_upto,
+        )
         window_ms = self._settings.window_ms
         for w, groups in done:
             closed: dict[str, list[GroupWindow]] = {}
+            by_marks = not state.is_forced(w)
             for g in groups:
                 key = GroupKey.decode(g)
-                group_window = await self._finalize(key, w)
+                group_window = await self._finalize(key, w, complete=by_marks)
                 if group_window is not None:
                     closed.setdefault(key.model_id, []).append(group_window)
+            # The groups whose entries stay, to be removed when the window expires (and to
+            # fold replays alike); part of a merge state already size-checked, so it fits.
+            self._merge[f"{mkey}|{w}"] = groups
+            state.retire(w)
             for model_id, windows in sorted(closed.items()):
                 message = self._fitting(
                     ClosedWindows(model_id, w * window_ms, (w + 1) * window_ms, tuple(windows))
                 )
                 await self._controller.send(key=model_id.encode(), value=message.to_dict())
+        for w in state.expire(self._keep_windows):
+            for g in self._merge.pop(f"{mkey}|{w}", None) or ():
+                self._windows.pop(f"{g}|{w}", None)
         self._merge[mkey] = state.to_dict()
 
     def _fitting(self, message: ClosedWindows) -> ClosedWindows:
@@ -136,6 +134,8 @@ class Merge:
 
         The controller judges canary against stable, the busiest groups of a model; a
         window with more groups than one message can carry loses only its smallest ones.
+        A dropped group that closed incomplete makes the kept groups of its version
+        incomplete, so leaving it out never turns a window into evidence to promote.
         """
         limit = self._settings.limits.max_message_bytes
         if encoded_size(message.to_dict()) <= limit:
@@ -149,13 +149,104 @@ class Merge:
         dropped = len(message.groups) - len(groups)
         log.warning("closed window too large model=%s dropped_groups=%s", message.model_id, dropped)
         self._metrics.refused.labels("max_message_bytes").inc(dropped)
+        kept = set(map(id, groups))
+        lost = {g.version for g in message.groups if id(g) not in kept and not g.complete}
+        groups = [
+            dataclasses.replace(g, complete=False) if g.version in lost else g for g in groups
+        ]
         return dataclasses.replace(message, groups=tuple(groups))
 
-    async def _finalize(self, group: GroupKey, w: int) -> GroupWindow | None:
+    async def _take_partial(self, mkey: str, state: MergeState, record: Partial) -> None:
+        """One partial into its window's entry: folded, capped, replays dropped, late counted.
+
+        Writes the entry and, when the window gains a group, the merge state ``mkey``; both
+        are size-checked first, so a refused partial leaves the tables as they were.
+        """
+        w = record.window
+        final = state.is_final(w)
+        # A retired window's groups decide the folding of its replays as its open ones did.
+        groups = (self._merge.get(f"{mkey}|{w}") or []) if final else state.open.get(w, [])
+        target = merge_target(
+            groups, record.group, self._settings.limits, protected=self._guard.protected()
+        )
+        g = target.encode()
+        # A folded partial is told apart by its own group too: several of one source
+        # may go into one "other" entry, and a replay of each is still dropped.
+        source = record.source
+        if target != record.group:
+            source = f"{record.source}>{record.group.encode()}"
+        wkey = f"{g}|{w}"
+        model = record.group.model_id
+        entry = self._windows.get(wkey)
+        if final and (entry is None or not entry.get("final")):
+            # Final and forgotten (older than the longest wait): it cannot be a replay.
+            self._late(record, target, published=True)
+            return
+        if entry is not None and entry.get("final"):
+            sources = entry["sources"]
+            replay = source in sources and (
+                sources[source] is None or record.last is None or record.last < sources[source]
+            )
+            if not replay:
+                late = late_entry(entry)
+                if await self._guard.fits("window entry", model, late):
+                    self._windows[wkey] = late
+                self._late(record, target, published=True)
+            return
+        updated, late_events = accept_partial(
+            entry, source, record.aggregate, cut_at=record.cut_at, last=record.last
+        )
+        if updated is None:
+            log.debug("replayed partial dropped source=%s window=%s group=%s", source, w, g)
+            return
+        if late_events:
+            if await self._guard.fits("window entry", model, updated):
+                self._windows[wkey] = updated
+            self._late(record, target, published=False)
+            return
+        cap = self._settings.limits.max_groups_per_window
+        if g not in groups and len(groups) >= cap:
+            error = LimitExceeded(
+                f"more than {cap} groups in one window", limit="max_groups_per_window"
+            )
+            await self._guard.refuse(model, record.to_dict(), error)
+            return
+        # The entry's sources are bounded too: one per source partition and group folded in.
+        if not await self._guard.fits("window entry", model, updated):
+            return
+        noted = g not in groups
+        if noted:
+            state.note_group(w, g)
+            merged = state.to_dict()
+            if not await self._guard.fits("merge state", model, merged):
+                return
+            self._merge[mkey] = merged
+        self._windows[wkey] = updated
+        if target != record.group:
+            self._metrics.folded.inc()
+
+    def _late(self, record: Partial, target: GroupKey, *, published: bool) -> None:
+        """Late events are not added to ``target`` (the group merged into), never lost silently."""
+        self._metrics.late.inc()
+        log.warning(
+            "late partial not counted, window marked incomplete source=%s window=%s group=%s "
+            "into=%s requests=%s published=%s",
+            record.source,
+            record.window,
+            record.group.encode(),
+            target.encode(),
+            record.aggregate.request_count,
+            published,
+        )
+        if published:
+            self._status.window_late(target, record.window)
+
+    async def _finalize(self, group: GroupKey, w: int, *, complete: bool) -> GroupWindow | None:
         wkey = f"{group.encode()}|{w}"
         entry = self._windows.get(wkey)
-        if entry is None:
+        if entry is None or entry.get("final"):
             return None
+        complete = complete and entry_complete(entry)
         agg = WindowAggregate.from_dict(entry["agg"])
         s = self._settings
         m = window_metrics(agg, privacy_k=s.privacy_k, positive_outcomes=s.positive_outcomes)
@@ -168,12 +259,16 @@ class Merge:
             # The group keeps its previous state (its reference stops growing); counted.
             log.warning("policy state too large model=%s group=%s", group.model_id, group.encode())
             self._metrics.refused.labels("max_message_bytes").inc()
-        self._windows.pop(wkey, None)
+        # Smaller than the entry written before (no aggregate), so within the size limit.
+        self._windows[wkey] = final_entry(entry)
         self._metrics.window(group, m, judged.drift)
         end_s = (w + 1) * s.window_ms / 1000
         self._metrics.judged(group, end_s, None if m.suppressed else state.drift_streak)
         self._metrics.slo(group.model_id, s.rules_for(group.model_id))
-        self._status.window_closed(window_row(group, w, s.window_ms, m, judged, state))
+        row = window_row(group, w, s.window_ms, m, judged, state)
+        row["complete"] = complete
+        row["late_partials"] = int(entry.get("late", 0))
+        self._status.window_closed(row)
         if judged.decision is not None and group.version == OTHER:
             # Folded versions have no build to alert on or optimise from; the metrics show it.
             log.warning("no decision for folded versions group=%s", group.encode())
@@ -183,6 +278,7 @@ class Merge:
         return GroupWindow(
             version=group.version,
             cohort=group.cohort,
+            complete=complete,
             metrics=GroupMetrics(
                 devices=m.devices,
                 requests=m.requests,

@@ -27,47 +27,75 @@ from streams.events import RolloutCommand, from_json, to_json
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Partial:
-    """One source partition's aggregate of one group in one window it has closed."""
+    """One source partition's aggregate of one group in one window it has closed.
+
+    ``cut_at`` is the source position it was cut at (every event of the group and window
+    below it is in it) and ``last`` the offset of its newest event: stage 2 tells a replay
+    from late events by them. None in records written before they existed.
+    """
 
     source: str
     window: int
     group: GroupKey
     aggregate: WindowAggregate
+    cut_at: int | None = None
+    last: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "t": "p",
             "src": self.source,
             "w": self.window,
             "g": self.group.encode(),
             "agg": self.aggregate.to_dict(),
         }
+        if self.cut_at is not None:
+            record["cut"] = self.cut_at
+        if self.last is not None:
+            record["last"] = self.last
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Partial:
         _expect(data, "p")
+        cut, last = data.get("cut"), data.get("last")
         return cls(
             source=str(data["src"]),
             window=int(data["w"]),
             group=GroupKey.decode(str(data["g"])),
             aggregate=WindowAggregate.from_dict(data["agg"]),
+            cut_at=None if cut is None else int(cut),
+            last=None if last is None else int(last),
         )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Watermark:
-    """Source partition ``source`` has closed every window up to ``upto``: no more partials."""
+    """Source partition ``source`` has closed every window up to ``upto``: no more partials.
+
+    It closed those up to ``complete_upto`` because it had read their inputs, the rest because
+    their hold ran out (incomplete). None (older records): all by reading.
+    """
 
     source: str
     upto: int
+    complete_upto: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"t": "m", "src": self.source, "upto": self.upto}
+        record: dict[str, Any] = {"t": "m", "src": self.source, "upto": self.upto}
+        if self.complete_upto is not None:
+            record["cu"] = self.complete_upto
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Watermark:
         _expect(data, "m")
-        return cls(source=str(data["src"]), upto=int(data["upto"]))
+        cu = data.get("cu")
+        return cls(
+            source=str(data["src"]),
+            upto=int(data["upto"]),
+            complete_upto=None if cu is None else int(cu),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -112,7 +112,9 @@ class ControlMetrics:
             registry=r,
         )
         self.late = Counter(
-            "slmops_late_partials", "Partials dropped: replayed or after finalisation", registry=r
+            "slmops_late_partials",
+            "Partials of events read after their window was cut: left out, window incomplete",
+            registry=r,
         )
         self.lag = Gauge(
             "slmops_consumer_lag", "Records behind the log end", ("topic", "partition"), registry=r

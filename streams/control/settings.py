@@ -178,6 +178,19 @@ class ControlSettings(KafkaClientSettings):
         description="seconds a window waits for late events; at least the devices' telemetry "
         "window (10 s by default), since a device reports a window when it ends",
     )
+    max_hold_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a due window waits for its inputs to be read (broker away, worker "
+        "behind) before it closes anyway, marked incomplete",
+    )
+    resume_hold_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="after the broker was unreachable for longer than the grace, seconds open "
+        "windows still wait once reading resumes, so devices' outboxes (retrying every 30 s at "
+        "most) can deliver what they kept",
+    )
     tick_s: float = Field(
         default=0.2, gt=0, description="how often closed windows are looked for, seconds"
     )
@@ -224,6 +237,14 @@ class ControlSettings(KafkaClientSettings):
     @property
     def grace_ms(self) -> int:
         return int(self.grace_s * 1000)
+
+    @property
+    def max_hold_ms(self) -> int:
+        return int(self.max_hold_s * 1000)
+
+    @property
+    def resume_hold_ms(self) -> int:
+        return int(self.resume_hold_s * 1000)
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(self.worker_id)

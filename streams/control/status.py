@@ -60,6 +60,9 @@ def source_rows(
     return {
         s: {
             "closed_upto": sw.closed_upto,
+            "complete_upto": sw.complete_upto,
+            "read_upto_ms": sw.clock.read_upto_ms,
+            "forced_windows": sw.forced,
             "pending_events": sw.pending_events,
             "live": s in live,
         }
@@ -76,6 +79,17 @@ class StatusBoard:
 
     def window_closed(self, row: dict[str, Any]) -> None:
         self.windows.append(row)
+
+    def window_late(self, group: GroupKey, window: int) -> None:
+        """A late partial reached a window already shown: its row is no longer complete."""
+        for row in self.windows:
+            if row["window"] == window and (row["model_id"], row["version"], row["cohort"]) == (
+                group.model_id,
+                group.version,
+                group.cohort,
+            ):
+                row["complete"] = False
+                row["late_partials"] = int(row.get("late_partials", 0)) + 1
 
     def alerted(self, alert: Alert) -> None:
         self.alerts.append(to_json(alert))

@@ -85,18 +85,35 @@ def merge_metrics(parts: Iterable[GroupMetrics]) -> GroupMetrics | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GroupWindow:
-    """One closed window of one (version, cohort) group of a model."""
+    """One closed window of one (version, cohort) group of a model.
+
+    ``complete`` is False when the window closed because its hold ran out or lost late events:
+    such a window may fail a stage, never pass one.
+    """
 
     version: str
     cohort: str
     metrics: GroupMetrics
+    complete: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "cohort": self.cohort, "m": metrics_to_dict(self.metrics)}
+        record: dict[str, Any] = {
+            "version": self.version,
+            "cohort": self.cohort,
+            "m": metrics_to_dict(self.metrics),
+        }
+        if not self.complete:
+            record["complete"] = False
+        return record
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GroupWindow:
-        return cls(str(d["version"]), str(d["cohort"]), metrics_from_dict(d["m"]))
+        return cls(
+            str(d["version"]),
+            str(d["cohort"]),
+            metrics_from_dict(d["m"]),
+            complete=bool(d.get("complete", True)),
+        )
 
 
 def _in_selector(rollout: Rollout, cohort: str) -> bool:
@@ -112,6 +129,14 @@ def split(rollout: Rollout, groups: Iterable[GroupWindow]) -> tuple[GroupMetrics
     canary = merge_metrics(g.metrics for g in groups if g.version == rollout.to_version)
     stable = merge_metrics(g.metrics for g in groups if g.version == rollout.from_version)
     return canary or empty, stable or empty
+
+
+def window_complete(rollout: Rollout, groups: Iterable[GroupWindow]) -> bool:
+    """True unless a group this rollout is judged on closed incomplete."""
+    judged = (rollout.to_version, rollout.from_version)
+    return all(
+        g.complete for g in groups if _in_selector(rollout, g.cohort) and g.version in judged
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,7 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from streams.control.errors import RolloutError
-from streams.control.rollouts.canary import Evidence, GroupWindow, accumulate, split
+from streams.control.rollouts.canary import (
+    Evidence,
+    GroupWindow,
+    accumulate,
+    split,
+    window_complete,
+)
 from streams.control.rollouts.inputs import (
     Abort,
     Input,
@@ -202,7 +208,11 @@ class Controller:
                 if start < rollout.since:
                     continue
                 value: Input = WindowResult(
-                    window_start=start, window_end=end, canary=canary, stable=stable
+                    window_start=start,
+                    window_end=end,
+                    canary=canary,
+                    stable=stable,
+                    complete=window_complete(rollout, groups),
                 )
             else:
                 evidence = accumulate(
@@ -210,8 +220,13 @@ class Controller:
                 )
                 if evidence is None:
                     continue
-                self.evidence[rollout.rollout_id] = evidence
-                value = evidence.result()
+                if window_complete(rollout, groups):
+                    self.evidence[rollout.rollout_id] = evidence
+                    value = evidence.result()
+                else:
+                    # Judged with the stage's evidence so a failure still counts, but kept
+                    # out of it: an incomplete window is never evidence to promote.
+                    value = dataclasses.replace(evidence.result(), complete=False)
             out += self._apply(rollout.rollout_id, value, now)
         return out
 

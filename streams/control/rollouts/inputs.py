@@ -59,13 +59,16 @@ class Promote(Command):
 class WindowResult:
     """Canary and stable aggregates over ``[window_start, window_end]`` for this rollout's
     selector. ``stable`` is None at 100%; ``expected_devices`` is how many devices are members
-    (by :mod:`streams.events.membership`), so silent devices count against the sample."""
+    (by :mod:`streams.events.membership`), so silent devices count against the sample.
+    ``complete`` is False when a window in it closed because its hold ran out or lost late
+    events: such a result can fail a stage or keep it waiting, never promote it."""
 
     window_start: datetime
     window_end: datetime
     canary: GroupMetrics
     stable: GroupMetrics | None = None
     expected_devices: int | None = None
+    complete: bool = True
 
     def __post_init__(self) -> None:
         check_aware(self.window_start, "window_start")

@@ -170,6 +170,9 @@ def _on_window(state: Rollout, result: WindowResult, now: datetime) -> Step:
     if state.status is S.ROLLING_BACK:
         if result.window_start < state.since:
             return _ignore(state, "window began before the rollback")
+        if not result.complete:
+            # Silence in a window whose inputs were not all read proves nothing.
+            return _ignore(state, "window closed incomplete; not evidence of the rollback")
         if result.canary.devices == 0 and result.canary.requests == 0:
             return _move(state, now, S.ROLLED_BACK, "rollback confirmed: no canary traffic")
         return _ignore(
@@ -204,6 +207,10 @@ def _on_window(state: Rollout, result: WindowResult, now: datetime) -> Step:
         )
     if judgement.verdict is Verdict.INSUFFICIENT:
         return _deadline_or_wait(state, now, judgement.reason, numbers)
+    if not result.complete:
+        # A window closed by its hold or with late events dropped may fail a stage, not pass it.
+        reason = f"{judgement.reason}, but a window closed incomplete: not evidence to promote"
+        return _deadline_or_wait(state, now, reason, numbers)
     if not baking:
         return _enter_stage(
             state, now, state.stage_index + 1, judgement.reason, measurements=numbers

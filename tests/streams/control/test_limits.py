@@ -175,6 +175,7 @@ def test_a_refused_record_makes_a_valid_dead_letter():
 
     from streams.control.dead_letters import DeadLetters
     from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
     from streams.events import DeadLetter, default_codec
 
     sent: list[DeadLetter] = []
@@ -192,7 +193,8 @@ def test_a_refused_record_makes_a_valid_dead_letter():
         dead_letters=DeadLetters(Topic(), "w1", metrics),
     )
     groups = {GroupKey("intent", "\x01" * 200_000, "eu"): agg_of("d0")}
-    assert asyncio.run(guard.partials("telemetry:0", 1, groups)) == []
+    closed = ClosedPartial(1, groups, {}, complete=True)
+    assert asyncio.run(guard.partials("telemetry:0", closed, cut_at=5)) == []
     (letter,) = sent
     assert letter.source_topic == "app-partials"
     assert "max_message_bytes" in letter.reason
@@ -235,3 +237,124 @@ def test_long_device_ids_cost_a_digest_each_and_old_records_with_ids_still_count
     old["dev"] = ["d1"]
     del old["dh"]
     assert WindowAggregate.from_dict(old).devices == agg_of("d1").devices
+
+
+def test_a_folded_partial_carries_the_cut_and_the_newest_offset_of_the_groups_folded_in():
+    import asyncio
+
+    from streams.control.dead_letters import DeadLetters
+    from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
+
+    class Topic:
+        async def send(self, *, key: bytes, value: object) -> None:
+            raise AssertionError("nothing is refused here")
+
+    metrics = ControlMetrics()
+    guard = WriteGuard(
+        StateLimits(max_versions_per_model=1),
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=DeadLetters(Topic(), "w1", metrics),
+    )
+    keys = [GroupKey("intent", v, "eu") for v in ("v1", "v2", "v3")]
+    groups = {k: agg_of(f"d{i}", version=k.version, requests=30 - i) for i, k in enumerate(keys)}
+    closed = ClosedPartial(4, groups, {keys[0]: 7, keys[1]: 19, keys[2]: 12}, complete=True)
+    sent = asyncio.run(guard.partials("telemetry:2", closed, cut_at=25))
+    partials = {p.group.version: p for p in (Partial.from_dict(v) for _, v in sent)}
+    assert set(partials) == {"v1", OTHER}
+    assert (partials["v1"].cut_at, partials["v1"].last) == (25, 7)
+    assert (partials[OTHER].cut_at, partials[OTHER].last) == (25, 19)
+    assert partials[OTHER].aggregate.request_count == 28 + 29
+
+
+def _junk_and_canary() -> dict[GroupKey, WindowAggregate]:
+    groups = {
+        GroupKey("intent", f"junk{i}", "eu"): agg_of(f"j{i}", version=f"junk{i}", requests=500)
+        for i in range(10)
+    }
+    groups[GroupKey("intent", "v1", "eu")] = agg_of("s", version="v1", requests=400)
+    groups[GroupKey("intent", "canary", "eu")] = agg_of("c", version="canary", requests=3)
+    return groups
+
+
+def test_a_light_canary_after_ten_busier_versions_keeps_its_row_when_the_control_plane_knows_it():
+    groups = _junk_and_canary()
+    unknown = bound_groups(groups, StateLimits())
+    assert {k.version for k in unknown.kept} == {f"junk{i}" for i in range(10)} | {OTHER}
+    out = bound_groups(groups, StateLimits(), protected={"intent": {"v1", "canary"}})
+    versions = {k.version for k in out.kept}
+    assert {"v1", "canary", OTHER} <= versions
+    # Protected versions take their places first: eight of the ten others stay.
+    assert len(versions - {OTHER}) == 10
+    assert out.kept[GroupKey("intent", "canary", "eu")].request_count == 3
+    assert merge_all(list(out.kept.values())).request_count == 10 * 500 + 400 + 3
+
+
+def test_a_registered_model_past_the_model_cap_is_kept_and_a_busier_unknown_one_refused():
+    groups = {
+        GroupKey(f"junk{i}", "v1", "eu"): agg_of(f"j{i}", model=f"junk{i}", requests=99)
+        for i in range(3)
+    }
+    groups[GroupKey("intent", "v1", "eu")] = agg_of("d", requests=1)
+    limits = StateLimits(max_models=3)
+    assert GroupKey("intent", "v1", "eu") in {r.group for r in bound_groups(groups, limits).refused}
+    out = bound_groups(groups, limits, protected={"intent": set()})
+    assert GroupKey("intent", "v1", "eu") in out.kept
+    assert len({k.model_id for k in out.kept}) == 3
+    assert [r.error.limit for r in out.refused] == ["max_models"]
+
+
+def test_protected_groups_take_the_windows_places_before_busier_ones():
+    groups = _junk_and_canary()
+    out = bound_groups(
+        groups, StateLimits(max_groups_per_window=2), protected={"intent": {"canary"}}
+    )
+    assert GroupKey("intent", "canary", "eu") in out.kept
+    assert len(out.kept) == 2
+
+
+def test_stage_2_keeps_a_protected_version_new_to_a_full_window():
+    from streams.control.limits import merge_target
+
+    limits = StateLimits(max_versions_per_model=2)
+    open_groups = [GroupKey("intent", v, "eu").encode() for v in ("a", "b")]
+    canary = GroupKey("intent", "canary", "eu")
+    assert merge_target(open_groups, canary, limits).version == OTHER
+    assert merge_target(open_groups, canary, limits, protected={"intent": {"canary"}}) == canary
+    other_model = {"third": {"canary"}}
+    assert merge_target(open_groups, canary, limits, protected=other_model).version == OTHER
+
+
+def test_known_names_protect_versions_and_a_model_without_a_version():
+    from streams.control.limits import known_names
+
+    names = known_names([("intent", "v1"), ("intent", "v2"), ("ner", None), ("intent", None)])
+    assert names == {"intent": {"v1", "v2"}, "ner": set()}
+
+
+def test_the_guard_asks_for_known_names_at_every_close():
+    import asyncio
+
+    from streams.control.dead_letters import DeadLetters
+    from streams.control.guard import WriteGuard
+    from streams.control.windows import ClosedPartial
+
+    known: dict[str, set[str]] = {}
+    metrics = ControlMetrics()
+    guard = WriteGuard(
+        StateLimits(),
+        internal_topic="app-partials",
+        metrics=metrics,
+        dead_letters=DeadLetters(None, "w1", metrics),
+        known=lambda: known,
+    )
+    closed = ClosedPartial(1, _junk_and_canary(), {}, complete=True)
+
+    def versions() -> set[str]:
+        sent = asyncio.run(guard.partials("telemetry:0", closed, cut_at=1))
+        return {Partial.from_dict(v).group.version for _, v in sent}
+
+    assert "canary" not in versions()
+    known["intent"] = {"canary"}
+    assert "canary" in versions()

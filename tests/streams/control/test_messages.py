@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -59,6 +60,18 @@ def test_a_partial_round_trips_over_json_with_its_exact_aggregate():
 def test_a_watermark_round_trips_over_json():
     mark = Watermark("feedback:0", 17)
     assert merge_input(_over_json(mark.to_dict())) == mark
+    forced = Watermark("feedback:0", 17, complete_upto=12)
+    assert merge_input(_over_json(forced.to_dict())) == forced
+
+
+def test_a_partial_keeps_where_it_was_cut_and_an_incomplete_group_says_so():
+    partial = Partial("telemetry:3", 42, GroupKey("intent", "v1", "eu"), _aggregate(), 90, 88)
+    assert merge_input(_over_json(partial.to_dict())) == partial
+    group = dataclasses.replace(_group_window("v1"), complete=False)
+    closed = ClosedWindows("intent", 60_000, 120_000, (group,))
+    back = controller_input(_over_json(closed.to_dict()))
+    assert isinstance(back, ClosedWindows)
+    assert back.groups[0].complete is False
 
 
 def test_closed_windows_round_trip_over_json_with_their_histograms():

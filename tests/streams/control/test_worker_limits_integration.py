@@ -110,3 +110,47 @@ def test_thousands_of_versions_fold_and_oversized_records_are_refused_while_the_
     produce(kafka_conn, [telemetry(f"ok{i}", start_ms=start2, requests=4) for i in range(5)])
     after = wait_for("the next window closed", lambda: rows(worker, w2), workers=[worker])
     assert sum(r["requests"] for r in after) == 20
+
+
+def test_a_registered_version_lighter_than_ten_others_keeps_its_row_in_the_window(
+    kafka_conn, start_worker
+):
+    import hashlib
+
+    from streams.events import Artifact, ModelVersion, Task
+
+    worker = start_worker(kafka_conn, extra=["--max-versions-per-model", "3"])
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    art = Artifact(
+        uri="file:///canary",
+        sha256=hashlib.sha256(b"c").hexdigest(),
+        size_bytes=1,
+        precision="fp32",
+    )
+    produce(
+        kafka_conn,
+        [ModelVersion(model_id="intent", version="canary", task=Task.CLASSIFY, artifacts=(art,))],
+    )
+    wait_for(
+        "the version registered",
+        lambda: any(
+            m["version"] == "canary" for m in (worker.try_status() or {}).get("models", [])
+        ),
+        workers=[worker],
+    )
+    w, start = next_window(2)
+    events: list[Event] = [
+        telemetry(f"j{i}", start_ms=start, version=f"junk{i}", requests=50) for i in range(10)
+    ]
+    events.append(telemetry("c0", start_ms=start, version="canary", requests=1))
+    produce(kafka_conn, events)
+
+    def closed() -> list[dict[str, Any]] | None:
+        found = rows(worker, w)
+        return found if sum(r["requests"] for r in found) >= 10 * 50 + 1 else None
+
+    found = wait_for("the window closed", closed, timeout=120, workers=[worker])
+    by_version = {r["version"]: r["requests"] for r in found}
+    assert by_version["canary"] == 1
+    assert len(set(by_version) - {"other", "canary"}) == 2  # the canary took one of three places
+    assert sum(by_version.values()) == 501

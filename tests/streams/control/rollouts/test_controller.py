@@ -56,10 +56,17 @@ def start(controller: Controller, rollout_id: str = "r1", cohorts=("pilot",), no
     assert [s.status for s in out.states] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
 
 
-def window(controller: Controller, minute: int, canary: GroupMetrics, stable: GroupMetrics):
+def window(
+    controller: Controller,
+    minute: int,
+    canary: GroupMetrics,
+    stable: GroupMetrics,
+    *,
+    complete: bool = True,
+):
     start_at = T0 + minute * MINUTE
     groups = [
-        GroupWindow("v2", "pilot", canary),
+        GroupWindow("v2", "pilot", canary, complete=complete),
         GroupWindow("v1", "pilot", stable),
         # Another cohort's traffic must not count for a rollout scoped to "pilot".
         GroupWindow("v2", "general", metrics(50, 10_000, 9_000)),
@@ -91,6 +98,37 @@ def test_failing_canary_rolls_back_with_a_critical_alert_and_confirms_when_quiet
     ]
     assert any(m.metric.startswith("error") for m in out.alerts[0].evidence)
     out = window(c, 3, metrics(0, 0, 0), metrics(10, 750, 5))
+    assert out.states[0].status is RolloutStatus.ROLLED_BACK
+
+
+def test_an_incomplete_window_never_promotes_and_stays_out_of_the_evidence():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))
+    out = window(c, 1, metrics(2, 150, 1), metrics(8, 600, 4), complete=False)
+    assert out.states == ()  # would have passed; an incomplete window is no evidence to promote
+    assert c.registry.get("r1").stage_index == 0
+    assert c.evidence["r1"].windows == 1
+    out = window(c, 2, metrics(2, 150, 1), metrics(8, 600, 4))
+    assert [s.percent for s in out.states] == [100.0]
+
+
+def test_an_incomplete_window_can_still_fail_a_stage():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 40), metrics(8, 600, 4))
+    out = window(c, 1, metrics(2, 150, 40), metrics(8, 600, 4), complete=False)
+    assert out.states[0].status is RolloutStatus.ROLLING_BACK
+
+
+def test_an_incomplete_quiet_window_does_not_confirm_a_rollback():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 150, 40), metrics(8, 600, 4))
+    window(c, 1, metrics(2, 150, 40), metrics(8, 600, 4))
+    out = window(c, 3, metrics(0, 0, 0), metrics(10, 750, 5), complete=False)
+    assert out.states == ()
+    out = window(c, 4, metrics(0, 0, 0), metrics(10, 750, 5))
     assert out.states[0].status is RolloutStatus.ROLLED_BACK
 
 
