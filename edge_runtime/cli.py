@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from streams.kafka.arguments import positive_float, positive_int
+
 if TYPE_CHECKING:
     from edge_runtime.settings import EdgeSettings
 
@@ -34,26 +36,6 @@ def _label(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
 
 
 def _cohorts(text: str) -> list[str]:
@@ -252,7 +234,9 @@ def register(subparsers: Any) -> None:
         epilog=EDGE_EPILOG + "\n" + FLEET_EXAMPLE,
         formatter_class=formatter,
     )
-    fleet.add_argument("--devices", type=_count, default=10, help="how many devices (default 10)")
+    fleet.add_argument(
+        "--devices", type=positive_int, default=10, help="how many devices (default 10)"
+    )
     fleet.add_argument(
         "--cohorts",
         type=_cohorts,
@@ -263,13 +247,20 @@ def register(subparsers: Any) -> None:
         "--id-prefix", default="sim", help="device ids are PREFIX-0000, ... (default sim)"
     )
     fleet.add_argument(
-        "--rate", type=_positive, default=2.0, help="requests per second per device (default 2)"
+        "--rate",
+        type=positive_float,
+        default=2.0,
+        help="requests per second per device (default 2)",
     )
-    fleet.add_argument("--batch", type=_count, default=4, help="texts per request (default 4)")
-    fleet.add_argument("--duration", type=_positive, help="stop after S seconds (default: run on)")
+    fleet.add_argument(
+        "--batch", type=positive_int, default=4, help="texts per request (default 4)"
+    )
+    fleet.add_argument(
+        "--duration", type=positive_float, help="stop after S seconds (default: run on)"
+    )
     fleet.add_argument(
         "--shift-after",
-        type=_positive,
+        type=positive_float,
         help="shift the input distribution after S seconds (default: never)",
     )
     fleet.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")

@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from streams.kafka.arguments import positive_int, seconds
+
 if TYPE_CHECKING:
     from optimizers.pipeline import Outcome
 
@@ -43,26 +45,6 @@ def _read_key(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise OptimizerError(f"cannot read the signing key {path}: {reason}") from exc
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
 
 
 class ProgressBar:
@@ -334,7 +316,9 @@ def register(subparsers: Any) -> None:
         default=".local/models",
         help="where a model shipped as GGUF is converted once (default .local/models)",
     )
-    p.add_argument("--max-length", type=_count, default=64, help="tokens per input (default 64)")
+    p.add_argument(
+        "--max-length", type=positive_int, default=64, help="tokens per input (default 64)"
+    )
     p.add_argument("--model-id", default="model", help="model id to register (default model)")
     p.add_argument(
         "--version", default="candidate", help="version of the candidate (default candidate)"
@@ -382,11 +366,14 @@ def register(subparsers: Any) -> None:
     )
     w.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=seconds,
         default=None,
         help="stop after S idle seconds (default: run on)",
     )
     w.add_argument(
-        "--max-requests", type=_count, default=None, help="stop after N requests (default: run on)"
+        "--max-requests",
+        type=positive_int,
+        default=None,
+        help="stop after N requests (default: run on)",
     )
     w.set_defaults(func=cmd_worker)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slmops.arguments import non_negative_float, non_negative_int, positive_int
 from slmops.errors import SlmopsError
+from streams.kafka.arguments import non_negative_float, non_negative_int, positive_int
 
 log = logging.getLogger("slmops")
 

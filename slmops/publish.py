@@ -23,8 +23,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from slmops.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from slmops.errors import FileAccessError
+from streams.kafka.arguments import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 SENT = 0
 REFUSED = 3

@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from streams.kafka.arguments import seconds
+
 if TYPE_CHECKING:
     from streams.kafka.connection import KafkaClientSettings
 
@@ -21,16 +23,6 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 5,25,100, got {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
 
 
 def _time(text: str) -> datetime:
@@ -391,7 +383,7 @@ def register(subparsers: Any) -> None:
         q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         q.add_argument(
             "--idle-timeout",
-            type=_seconds,
+            type=seconds,
             default=1.5,
             metavar="S",
             help="stop reading after S seconds without a record (default 1.5)",

@@ -6,6 +6,7 @@
   ``read_current`` for the state of compacted topics;
 - ``admin``: waiting for the broker, creating the catalog's topics with their configs;
 - ``publish``: parsing and validating JSON events for ``slmops publish``;
+- ``arguments``: the argument types every deployable's command line shares;
 - ``errors``: every aiokafka error wrapped (missing topic, failed send, lost connection);
   no package outside this one imports aiokafka;
 - ``internals``: the two private aiokafka/Faust attributes slmops relies on, in one place.

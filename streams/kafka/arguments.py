@@ -1,4 +1,9 @@
-"""Argument types of the command line: a bad value is argparse's one-line usage error."""
+"""Argument types of every command line: a bad value is argparse's one-line usage error.
+
+Here because every deployable's CLI (``slmops``, the control worker, the optimizer worker, the
+edge runtime) already takes its connection flags from ``streams.kafka``, and no deployable may
+import another's code.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import argparse
 def positive_int(text: str) -> int:
     value = non_negative_int(text)
     if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
 
 
@@ -35,5 +40,16 @@ def non_negative_float(text: str) -> float:
 def positive_float(text: str) -> float:
     value = non_negative_float(text)
     if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration: zero or more seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
     return value
