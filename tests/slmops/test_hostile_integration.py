@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from streams.events import DeviceStatus, ModelVersion
 from streams.kafka.clients import EventProducer
+from tests.support.cli import cli
 from tests.support.hostile import send_pills, wire_pills
 from tests.support.sample_events import sample
 
 pytestmark = pytest.mark.integration
-
-
-def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "slmops", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_readers_survive_the_hostile_catalog_and_show_what_follows(kafka_conn):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -18,26 +15,12 @@ from streams.control.windows import SourceWindows
 from streams.events import Feedback
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.publish import PRODUCER_MAX_REQUEST_BYTES
+from tests.support.cli import cli
 
 pytestmark = pytest.mark.integration
 
 WINDOW_MS = 60_000
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a window boundary
-
-
-def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")} | {
-        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "slmops", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def _feedback_file(path, records: int, *, oversized_at: int | None = None):

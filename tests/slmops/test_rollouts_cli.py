@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -27,6 +24,7 @@ from streams.events import (
 )
 from streams.events.membership import Device, is_member
 from streams.kafka.clients import EventConsumer, EventProducer, Received
+from tests.support.cli import cli
 from tests.support.records import event_of
 from tests.support.sample_events import T0, sample
 
@@ -76,21 +74,6 @@ def test_describe_counts_devices_in_scope_per_version():
     assert "stage    1/4 at 5%" in lines
     assert "history:" in lines
     assert "PENDING" in lines
-
-
-def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "slmops", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.integration

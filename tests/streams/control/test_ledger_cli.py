@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 
@@ -14,6 +11,7 @@ import pytest
 
 from streams.events import DeviceState, DeviceStatus, ModelVersion
 from streams.kafka.clients import EventProducer
+from tests.support.cli import cli
 from tests.support.sample_events import SHA, T0, sample
 
 pytestmark = pytest.mark.integration
@@ -31,17 +29,6 @@ def status(device: str, minutes: int, version: str) -> DeviceStatus:
         state=DeviceState.SERVING,
         rollout_id=None if version == "v1" else "r2",
     )
-
-
-def cli(conn, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "slmops", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
 
 
 def test_history_and_where_answer_which_hash_ran_where_and_when(kafka_conn):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 
 import fastavro
 import pytest
@@ -21,27 +18,12 @@ from streams.events import (
 )
 from streams.kafka.admin import describe_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Undecodable
+from tests.support.cli import cli
 from tests.support.hostile import wire_pills
 from tests.support.records import event_of
 from tests.support.sample_events import sample, sample_events, with_overflowing_timestamp
 
 pytestmark = pytest.mark.integration
-
-
-def cli(conn, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "SLMOPS_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-        "SLMOPS_TOPIC_PREFIX": conn.topic_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "slmops", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_topics_are_created_with_the_catalogs_configs(make_kafka_conn):
