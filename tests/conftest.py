@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -19,6 +20,7 @@ from hypothesis import settings
 from slmops.local_kafka import CHECKOUT, LocalKafka
 from streams.kafka.admin import create_topics, delete_topics, wait_for_broker
 from streams.kafka.connection import KafkaConnection
+from tests.support.ports import free_port
 
 # Shared, noisy machines: a per-example deadline would make property tests flaky, not stricter.
 settings.register_profile("slmops", deadline=None)
@@ -80,3 +82,24 @@ def make_kafka_conn(kafka_bootstrap: str) -> Iterator[Callable[..., KafkaConnect
 @pytest.fixture
 def kafka_conn(make_kafka_conn: Callable[..., KafkaConnection]) -> KafkaConnection:
     return make_kafka_conn()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A second local Kafka a test may stop and start (outages): the session's broker is shared.
+
+    It uses the jars of the checkout's broker, fetched once, and free ports of its own.
+    """
+    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
+    shared.fetch()
+    kafka = LocalKafka(
+        home=tmp_path / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        libs_dir=shared.libs,
+    )
+    kafka.up()
+    try:
+        yield kafka
+    finally:
+        kafka.down()

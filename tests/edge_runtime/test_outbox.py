@@ -12,7 +12,6 @@ from streams.events import Telemetry
 from streams.kafka.clients import EventConsumer
 from streams.kafka.connection import KafkaConnection
 from tests.support.link import Link
-from tests.support.ports import free_port
 from tests.support.records import event_of
 
 ID = Identity(device_id="d7", model_id="intent", cohort="beta", hardware_profile="cpu-small")
@@ -71,26 +70,6 @@ def test_windows_buffered_while_unreachable_arrive_in_order_after_reconnect(kafk
     got = asyncio.run(scenario())
     assert [e.event_id for e in got] == [w.event_id for w in windows]
     assert [e.window_seq for e in got] == sorted(e.window_seq for e in got)
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A second local Kafka this test may stop and start: the session's broker is shared."""
-    from slmops.local_kafka import CHECKOUT, LocalKafka
-
-    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
-    shared.fetch()
-    kafka = LocalKafka(
-        home=tmp_path / "kafka",
-        port=free_port(),
-        controller_port=free_port(),
-        libs_dir=shared.libs,
-    )
-    kafka.up()
-    try:
-        yield kafka
-    finally:
-        kafka.down()
 
 
 @pytest.mark.integration

@@ -12,36 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from slmops.local_kafka import CHECKOUT, LocalKafka
 from slmops.publish import SEND_FAILED
 from streams.events import Feedback
 from streams.kafka.admin import create_topics
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
-from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECORDS = 150_000
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A second local Kafka this test may stop and start: the session's broker is shared."""
-    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
-    shared.fetch()
-    kafka = LocalKafka(
-        home=tmp_path / "kafka",
-        port=free_port(),
-        controller_port=free_port(),
-        libs_dir=shared.libs,
-    )
-    kafka.up()
-    try:
-        yield kafka
-    finally:
-        kafka.down()
 
 
 def _publish(

@@ -14,7 +14,6 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +22,11 @@ import pytest
 from edge_runtime.buffer import DiskBuffer
 from edge_runtime.outbox import Outbox
 from edge_runtime.telemetry import Identity, WindowAggregator
-from slmops.local_kafka import CHECKOUT, LocalKafka
 from streams.events import Telemetry
 from streams.kafka.admin import create_topics
 from streams.kafka.connection import KafkaConnection
 from tests.support.control_workers import Worker, all_live
 from tests.support.live import SOURCES
-from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,24 +38,6 @@ DEVICES = 6
 WORKER_FLAGS = ["--window-s", str(WINDOW_S), "--grace-s", "2", "--resume-hold-s", "20"]
 
 Key = tuple[str, str, int]  # (version, cohort, control window)
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
-    """A second local Kafka this test may stop and start: the session's broker is shared."""
-    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
-    shared.fetch()
-    kafka = LocalKafka(
-        home=tmp_path / "kafka",
-        port=free_port(),
-        controller_port=free_port(),
-        libs_dir=shared.libs,
-    )
-    kafka.up()
-    try:
-        yield kafka
-    finally:
-        kafka.down()
 
 
 class Device:
