@@ -82,6 +82,7 @@ _LIMIT_FLAGS: tuple[_Flag, ...] = (
     ("--max-versions-per-model", "limits.max_versions_per_model", int),
     ("--max-cohorts-per-model", "limits.max_cohorts_per_model", int),
     ("--max-groups-per-window", "limits.max_groups_per_window", int),
+    ("--max-open-groups-per-window", "limits.max_open_groups_per_window", int),
     ("--max-label-values", "limits.max_label_values", int),
     ("--max-message-bytes", "limits.max_message_bytes", int),
 )

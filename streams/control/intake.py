@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
 from streams.control.dead_letters import DeadLetters
-from streams.control.errors import AggregationError
+from streams.control.errors import AggregationError, LimitExceeded
 from streams.control.guard import WriteGuard
 from streams.control.messages import Watermark
 from streams.control.metrics import ControlMetrics
@@ -58,6 +58,14 @@ _ADD: dict[str, Callable[[WindowAggregate, Any], None]] = {
 
 def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
+
+
+def _open_groups_exceeded(key: GroupKey, sw: SourceWindows) -> LimitExceeded:
+    return LimitExceeded(
+        f"more than {sw.max_open_groups} groups open in one window of a source partition",
+        limit="max_open_groups_per_window",
+        model_id=key.model_id,
+    )
 
 
 class Intake:
@@ -114,6 +122,7 @@ class Intake:
                 s.grace_ms,
                 max_hold_ms=s.max_hold_ms,
                 since_ms=int(time.time() * 1000),
+                max_open_groups=s.limits.max_open_groups_per_window,
             )
         return sw
 
@@ -154,6 +163,11 @@ class Intake:
                 slot = sw.slot(w, value.event_id, msg)
                 if slot is None:
                     continue
+                if not sw.admits(slot, key) and not self._known(key):
+                    # Acknowledged with the window (its token is in the slot), like any refusal.
+                    await dead_letter.send(base, msg, _open_groups_exceeded(key, sw))
+                    self._metrics.refused.labels("max_open_groups_per_window").inc()
+                    continue
                 try:
                     add(sw.group(slot, key, msg.offset), value)
                 except AggregationError as exc:
@@ -163,6 +177,10 @@ class Intake:
 
         agent.__name__ = f"control_{base}"
         return agent
+
+    def _known(self, key: GroupKey) -> bool:
+        """True when the registry or an active rollout knows ``key``'s version of its model."""
+        return key.version in self._guard.protected().get(key.model_id, ())
 
     def _position(self, tp: Any, source: str) -> int:
         """The next offset this worker's agent of ``source`` will take in."""

@@ -124,6 +124,13 @@ class StateLimits(BaseModel):
         ge=1,
         description="(model, version, cohort) groups open in one window; a further one is refused",
     )
+    max_open_groups_per_window: int = Field(
+        default=10_000,
+        ge=1,
+        description="groups one source partition holds open in one window until it closes "
+        "(memory); events of a further new group are refused, unless the registry or a rollout "
+        "knows its version",
+    )
     max_label_values: int = Field(
         default=200,
         ge=1,

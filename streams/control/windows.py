@@ -143,9 +143,16 @@ class SourceWindows:
     """
 
     def __init__(
-        self, window_ms: int, grace_ms: int, *, max_hold_ms: int | None = None, since_ms: int = 0
+        self,
+        window_ms: int,
+        grace_ms: int,
+        *,
+        max_hold_ms: int | None = None,
+        since_ms: int = 0,
+        max_open_groups: int | None = None,
     ) -> None:
         self.window_ms = window_ms
+        self.max_open_groups = max_open_groups
         self.grace_ms = grace_ms
         self.max_hold_ms = max_hold_ms
         self.since_ms = since_ms
@@ -167,6 +174,18 @@ class SourceWindows:
             return None
         state.seen.add(event_id)
         return state
+
+    def admits(self, state: _Open, key: GroupKey) -> bool:
+        """False when ``key`` would be a new group past ``max_open_groups`` in this window.
+
+        The caps of ``limits`` apply when a window closes; this bounds the memory an open
+        window takes from producers that mint names faster than windows close.
+        """
+        return (
+            self.max_open_groups is None
+            or key in state.groups
+            or len(state.groups) < self.max_open_groups
+        )
 
     @staticmethod
     def group(state: _Open, key: GroupKey, offset: int = -1) -> WindowAggregate:

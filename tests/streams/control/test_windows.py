@@ -242,3 +242,24 @@ def test_finalised_entries_are_kept_for_the_longest_wait_then_expire():
     assert state.expire(keep=3) == [5]
     assert state.retired == []
     assert MergeState.from_dict(state.to_dict()) == state
+
+
+def test_a_window_admits_new_groups_only_up_to_its_open_group_cap():
+    sw = SourceWindows(window_ms=1000, grace_ms=500, max_open_groups=2)
+    state = sw.slot(0, "e1", "t1")
+    assert state is not None
+    a, b, c = (GroupKey("intent", v, "eu") for v in ("v1", "v2", "v3"))
+    for key in (a, b):
+        assert sw.admits(state, key)
+        sw.group(state, key)
+    assert not sw.admits(state, c)  # a third new group
+    assert sw.admits(state, a)  # an open one still takes events
+    other = sw.slot(1, "e2", "t2")
+    assert other is not None
+    assert sw.admits(other, c)  # the cap is per window
+    unbounded = SourceWindows(window_ms=1000, grace_ms=500)
+    state = unbounded.slot(0, "e1", "t1")
+    assert state is not None
+    for n in range(100):
+        unbounded.group(state, GroupKey("intent", f"v{n}", "eu"))
+    assert unbounded.admits(state, c)

@@ -154,3 +154,32 @@ def test_a_registered_version_lighter_than_ten_others_keeps_its_row_in_the_windo
     assert by_version["canary"] == 1
     assert len(set(by_version) - {"other", "canary"}) == 2  # the canary took one of three places
     assert sum(by_version.values()) == 501
+
+
+def test_new_groups_past_the_open_group_cap_are_refused_and_the_rest_still_add_up(
+    kafka_conn, start_worker
+):
+    import asyncio
+
+    worker = start_worker(kafka_conn, extra=["--max-open-groups-per-window", "2"])
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    w, start = next_window(2)
+    minted = 40  # versions, each from its own device: far more than 2 per source partition
+    produce(
+        kafka_conn,
+        [telemetry(f"d{i}", start_ms=start, version=f"v{i}", requests=3) for i in range(minted)],
+    )
+    letters = asyncio.run(_dead_letters(kafka_conn, 1))
+    refused = [dl for dl in letters if "max_open_groups_per_window" in dl.reason]
+    assert refused
+
+    def closed() -> list[dict[str, Any]] | None:
+        found = rows(worker, w)
+        return found or None
+
+    found = wait_for("the window closed", closed, timeout=120, workers=[worker])
+    # Every event is either in the window's totals or in the dead-letter topic, none in both.
+    letters = asyncio.run(_dead_letters(kafka_conn, len(refused)))
+    refused = [dl for dl in letters if "max_open_groups_per_window" in dl.reason]
+    assert sum(r["requests"] for r in found) + 3 * len(refused) == 3 * minted
+    assert scrape(worker)["slmops_refused_groups_total"] == len(refused)
