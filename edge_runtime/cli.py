@@ -90,11 +90,8 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
     """The device's settings: ``fixed``, then the flags, then the ``SLMOPS_*`` environment."""
     from pathlib import Path
 
-    from pydantic import ValidationError
-
     from edge_runtime.errors import ConfigError
     from edge_runtime.settings import EdgeSettings
-    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {
         field: getattr(args, field)
@@ -119,10 +116,7 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
         ]
     if keys:
         overrides["trusted_keys"] = keys
-    try:
-        return EdgeSettings.from_env(**{**overrides, **fixed})
-    except ValidationError as exc:
-        raise SettingsError.from_validation("edge", exc.errors(), EdgeSettings.env_name) from exc
+    return EdgeSettings.from_flags("edge", **{**overrides, **fixed})
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -220,10 +220,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     ``--signing-key FILE`` is read here, so the key reaches the worker the same way whether it
     came from a file or from ``SLMOPS_OPTIMIZER_SIGNING_KEY``.
     """
-    from pydantic import ValidationError
 
     from optimizers.settings import OptimizerSettings
-    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {
         field: getattr(args, field)
@@ -234,12 +232,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         overrides["feedback_data"] = args.feedback_data
     if args.signing_key:
         overrides["optimizer_signing_key"] = _read_key(args.signing_key).strip()
-    try:
-        return OptimizerSettings.from_env(**overrides)
-    except ValidationError as exc:
-        raise SettingsError.from_validation(
-            "optimizer", exc.errors(), OptimizerSettings.env_name
-        ) from exc
+    return OptimizerSettings.from_flags("optimizer", **overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

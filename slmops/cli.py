@@ -47,10 +47,8 @@ first steps:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from pydantic import ValidationError
 
     from slmops.settings import CliSettings
-    from streams.kafka.errors import SettingsError
 
     overrides: dict[str, Any] = {}
     # `is not None`: a 0 or an empty value given on purpose must reach the settings' checks,
@@ -61,10 +59,7 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["topic_prefix"] = args.topic_prefix
     if getattr(args, "port", None) is not None:
         overrides["kafka_port"] = args.port
-    try:
-        return CliSettings.from_env(**overrides)
-    except ValidationError as exc:
-        raise SettingsError.from_validation("slmops", exc.errors(), CliSettings.env_name) from exc
+    return CliSettings.from_flags("slmops", **overrides)
 
 
 def _say(message: str) -> None:

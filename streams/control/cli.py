@@ -172,16 +172,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         for parent in parents:
             node = node.setdefault(parent, {})
         node[name] = value
-    from pydantic import ValidationError
-
-    from streams.kafka.errors import SettingsError
-
-    try:
-        return ControlSettings.from_env(**overrides)
-    except ValidationError as exc:
-        raise SettingsError.from_validation(
-            "control", exc.errors(), ControlSettings.env_name
-        ) from exc
+    return ControlSettings.from_flags("control", **overrides)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

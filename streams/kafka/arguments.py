@@ -27,11 +27,11 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
+def non_negative_float(text: str, *, what: str = "a number") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
     return value
@@ -46,10 +46,4 @@ def positive_float(text: str) -> float:
 
 def seconds(text: str) -> float:
     """A duration: zero or more seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
+    return non_negative_float(text, what="a number of seconds")

@@ -13,12 +13,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Self, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.events.topics import DEFAULT_PREFIX, Catalog
+from streams.kafka.errors import SettingsError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -153,6 +154,15 @@ class KafkaClientSettings(ClusterAccess, BaseSettings):
             return cls(**overrides)
         finally:
             _READING_ENV.reset(token)
+
+    @classmethod
+    def from_flags(cls, component: str, **overrides: Any) -> Self:
+        """:meth:`from_env` for a command line: refused values raise :class:`SettingsError`,
+        which names each field, its variable and why (pydantic's error is for developers)."""
+        try:
+            return cls.from_env(**overrides)
+        except ValidationError as exc:
+            raise SettingsError.from_validation(component, exc.errors(), cls.env_name) from exc
 
     @classmethod
     def env_name(cls, path: str) -> str:
