@@ -80,6 +80,12 @@ class Manifest(BaseModel):
     precision: str = "fp32"
     hardware_profiles: list[str] = Field(default_factory=list)
     model_file: str = "model.onnx"
+    engine: str = Field(
+        default="onnxruntime",
+        pattern=r"^(onnxruntime|onnxruntime-genai)$",
+        description="what runs the graph: onnxruntime alone, or onnxruntime-genai for causal "
+        "LMs built with a KV cache (genai_config.json beside the graph)",
+    )
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
     tokenizer_file: str | None = None
