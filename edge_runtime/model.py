@@ -9,16 +9,18 @@ The manifest says how to run the model. Conventions the runtime relies on:
   one column per manifest label; an optional second output is a pooled hidden state, used only
   for the on-device drift sketch;
 - EMBED: the first output is the embedding (batch x dim);
-- GENERATE: a causal LM without KV cache, decoded greedily per prompt (see
-  :mod:`edge_runtime.generation` for the I/O signature it follows).
+- GENERATE: a causal LM, built with a KV cache for onnxruntime-genai (manifest ``engine``)
+  or without one for plain onnxruntime (see :mod:`edge_runtime.generation`); served whole per
+  text by :meth:`LoadedModel.run` or streamed by :meth:`LoadedModel.stream`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,24 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from edge_runtime.chat import ChatError, ChatTemplate
+from edge_runtime.decoding import ParameterError, SamplingParams
 from edge_runtime.errors import InferenceError, WarmUpError
 from edge_runtime.generation import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_CAP,
+    CachelessDecoder,
     CausalSignature,
+    Decoder,
+    Delta,
+    Done,
+    GenaiConfig,
+    GenaiDecoder,
     Generation,
-    GreedyDecoder,
     SignatureError,
     eos_ids,
+    greedy,
+    stream,
 )
 from edge_runtime.hardware import HardwareProfile
 from streams.events.artifact import Manifest
@@ -111,19 +122,27 @@ class LoadedModel:
             raise self._refuse("a CLASSIFY manifest must list its labels")
         if not manifest.tokenizer_file:
             raise self._refuse("the manifest names no tokenizer file")
+        self._session: ort.InferenceSession | None = None
+        self._engine: Any = None
+        self._decoder: Decoder | None = None
+        self.chat_template: ChatTemplate | None = None
+        if manifest.engine == "onnxruntime-genai" and manifest.task != "GENERATE":
+            raise self._refuse("engine onnxruntime-genai serves GENERATE models only")
         try:
-            self._session: ort.InferenceSession | None = ort.InferenceSession(
+            self._tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+        except Exception as exc:  # tokenizers raises plain Exception for a bad file
+            raise self._refuse(f"could not load {manifest.tokenizer_file}: {exc}") from exc
+        if manifest.engine == "onnxruntime-genai":
+            self._prepare_genai(directory, manifest, profile)
+            return
+        try:
+            self._session = ort.InferenceSession(
                 str(directory / manifest.model_file),
                 sess_options=profile.session_options(),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise self._refuse(f"onnxruntime could not load the model: {exc}") from exc
-        try:
-            self._tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
-        except Exception as exc:  # tokenizers raises plain Exception for a bad file
-            raise self._refuse(f"could not load {manifest.tokenizer_file}: {exc}") from exc
-        self._decoder: GreedyDecoder | None = None
         if manifest.task == "GENERATE":
             self._prepare_generate(self._session, manifest)
             return
@@ -147,12 +166,48 @@ class LoadedModel:
             signature = CausalSignature.resolve(session, manifest)
         except SignatureError as exc:
             raise self._refuse(str(exc)) from exc
-        self._decoder = GreedyDecoder(
+        self._decoder = CachelessDecoder(
             session,
             signature,
             vocab_size=self._tokenizer.get_vocab_size(with_added_tokens=True),
             eos=eos_ids(self._tokenizer, manifest),
+            context_length=manifest.max_length,
         )
+        self._load_chat_template()
+
+    def _prepare_genai(self, directory: Path, manifest: Manifest, profile: HardwareProfile) -> None:
+        import onnxruntime_genai as og
+
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        try:
+            config = GenaiConfig.read(directory)
+            og_config = og.Config(str(directory))
+            og_config.overlay(json.dumps(_genai_session_overlay(profile)))
+            self._engine = og.Model(og_config)
+        except SignatureError as exc:
+            raise self._refuse(str(exc)) from exc
+        except Exception as exc:  # genai raises RuntimeError; nothing narrower is documented
+            raise self._refuse(f"onnxruntime-genai could not load the model: {exc}") from exc
+        vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        if config.vocab_size < vocab:
+            raise self._refuse(
+                f"the graph's vocabulary ({config.vocab_size}) is smaller than the tokenizer's "
+                f"({vocab})"
+            )
+        self._decoder = GenaiDecoder(
+            self._engine,
+            context_length=min(config.context_length, manifest.max_length),
+            vocab_size=vocab,
+            eos=eos_ids(self._tokenizer, manifest) | config.eos,
+        )
+        self._load_chat_template()
+
+    def _load_chat_template(self) -> None:
+        try:
+            self.chat_template = ChatTemplate.from_directory(self.directory)
+        except ChatError as exc:
+            raise self._refuse(str(exc)) from exc
 
     def _refuse(self, reason: str) -> WarmUpError:
         return WarmUpError(self.model_id, self.version, reason)
@@ -187,7 +242,10 @@ class LoadedModel:
         with self._lock:
             self._closed = True
             drained = self._lock.wait_for(lambda: self._leases == 0, timeout=timeout_s)
+            # A generation still running holds its own reference to the engine and finishes.
             self._session = None
+            self._engine = None
+            self._decoder = None
         return drained
 
     # ------------------------------------------------------------------ inference
@@ -231,12 +289,12 @@ class LoadedModel:
         """Serve a batch; ``max_new_tokens`` is for GENERATE (default
         :data:`~edge_runtime.generation.DEFAULT_MAX_NEW_TOKENS`, at most
         :data:`~edge_runtime.generation.MAX_NEW_TOKENS_CAP`) and ignored by other tasks."""
+        if self._decoder is not None:
+            return self._generate(self._clip(texts), max_new_tokens)
         session = self._session
         if session is None:
             raise InferenceError(self.model_id, self.version, "the session was released")
         texts = self._clip(texts)
-        if self._decoder is not None:
-            return self._generate(texts, max_new_tokens)
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -291,7 +349,8 @@ class LoadedModel:
 
     def _generate(self, texts: Sequence[str], max_new_tokens: int | None) -> InferenceResult:
         decoder = self._decoder
-        assert decoder is not None  # only called when the model was prepared for GENERATE
+        if decoder is None:
+            raise InferenceError(self.model_id, self.version, "the session was released")
         budget = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
         if not 1 <= budget <= MAX_NEW_TOKENS_CAP:
             raise InferenceError(
@@ -300,9 +359,11 @@ class LoadedModel:
                 f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_CAP}, got {budget}",
             )
         generations: list[Generation] = []
+        # A prompt keeps its end, which is what the continuation depends on.
+        keep = max(1, min(self.manifest.max_length, decoder.context_length - budget))
         for encoding in self._tokenizer.encode_batch(list(texts)):
             try:
-                generations.append(decoder.generate(encoding.ids, budget))
+                generations.append(greedy(decoder, encoding.ids[-keep:], budget))
             except Exception as exc:  # onnxruntime's errors share no base class but Exception
                 raise InferenceError(self.model_id, self.version, str(exc)) from exc
         predictions = tuple(
@@ -326,9 +387,79 @@ class LoadedModel:
             output_token_counts=tuple(len(g.token_ids) for g in generations),
         )
 
+    # ------------------------------------------------------------------ streaming
+
+    def prompt_ids(
+        self, *, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of a plain prompt, or of chat messages through the model's template.
+
+        Raises :class:`ParameterError` for messages the template cannot format, or for chat on
+        a model that ships no template.
+        """
+        if messages is not None:
+            if self.chat_template is None:
+                raise ParameterError(
+                    f"{self.model_id}:{self.version} ships no chat template: "
+                    "use a plain prompt (/v1/completions)"
+                )
+            try:
+                prompt = self.chat_template.render(messages)
+            except ChatError as exc:
+                raise ParameterError(str(exc)) from exc
+            # The template writes the special tokens itself; the tokenizer must not add more.
+            return list(self._tokenizer.encode(prompt, add_special_tokens=False).ids)
+        return list(self._tokenizer.encode(prompt or "").ids)
+
+    def stream(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Delta | Done]:
+        """Text increments of one generation, then its statistics (see
+        :func:`edge_runtime.generation.stream`); the caller holds a lease throughout.
+
+        Raises :class:`ParameterError` before any work for a request the model cannot
+        answer, :class:`InferenceError` when the engine fails mid-way.
+        """
+        decoder = self._decoder
+        if decoder is None:
+            raise InferenceError(self.model_id, self.version, "not a GENERATE model, or released")
+        if not prompt_ids:
+            raise ParameterError("the prompt encodes to no tokens")
+        tokenizer = self._tokenizer
+
+        def decode(ids: list[int]) -> str:
+            return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+        events = stream(decoder, decode, prompt_ids, params, cancelled=cancelled)
+        try:
+            yield from events
+        except (ValueError, RuntimeError) as exc:
+            if isinstance(exc, ParameterError):
+                raise
+            raise InferenceError(self.model_id, self.version, str(exc)) from exc
+
     def _embed(self, primary: FloatArray, tokens: tuple[int, ...]) -> InferenceResult:
         predictions = tuple(Prediction(embedding=tuple(float(x) for x in row)) for row in primary)
         return InferenceResult(self.model_id, self.version, predictions, tokens, (), primary)
+
+
+def _genai_session_overlay(profile: HardwareProfile) -> dict[str, Any]:
+    """The device profile's threading for genai's session, as a genai_config overlay."""
+    return {
+        "model": {
+            "decoder": {
+                "session_options": {
+                    "intra_op_num_threads": profile.intra_op_threads,
+                    "inter_op_num_threads": profile.inter_op_threads,
+                    "log_severity_level": 3,
+                }
+            }
+        }
+    }
 
 
 def _softmax(x: FloatArray) -> FloatArray:

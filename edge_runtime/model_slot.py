@@ -53,7 +53,8 @@ class ModelSlot:
         model = self._current
         return model.version if model else None
 
-    def _lease(self) -> LoadedModel:
+    def lease(self) -> LoadedModel:
+        """The current model, leased: the caller must ``release()`` it when done."""
         while True:
             model = self._current
             if model is None:
@@ -64,7 +65,7 @@ class ModelSlot:
 
     def infer(self, texts: Sequence[str], *, max_new_tokens: int | None = None) -> InferenceResult:
         """Run a batch on the current model; blocking, safe from any thread."""
-        model = self._lease()
+        model = self.lease()
         try:
             return model.run(texts, max_new_tokens=max_new_tokens)
         finally:
@@ -74,7 +75,7 @@ class ModelSlot:
         self, texts: Sequence[str], *, max_new_tokens: int | None = None
     ) -> InferenceResult:
         """Run a batch without blocking the event loop (onnxruntime releases the GIL)."""
-        model = self._lease()
+        model = self.lease()
         try:
             return await asyncio.to_thread(model.run, texts, max_new_tokens=max_new_tokens)
         finally:

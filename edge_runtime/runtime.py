@@ -55,6 +55,8 @@ from edge_runtime.errors import (
 )
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.follower import UpdateFollower
+from edge_runtime.generation_service import GenerationService
+from edge_runtime.generation_stats import GenerationStats
 from edge_runtime.hardware import HardwareProfile, profile_named
 from edge_runtime.metrics import EdgeMetrics
 from edge_runtime.model import InferenceResult
@@ -147,6 +149,12 @@ class EdgeRuntime:
             started_at=_now(),
         )
         self.metrics = EdgeMetrics(settings.device_id, settings.model_id)
+        self.generation = GenerationService(
+            self.slot,
+            max_concurrent=settings.generation_max_concurrent,
+            max_queued=settings.generation_max_queued,
+            on_finished=self._generation_finished,
+        )
         self.outbox = Outbox(
             settings.connection(),
             DiskBuffer(
@@ -236,6 +244,23 @@ class EdgeRuntime:
         )
         self.metrics.latency.observe(elapsed / 1000)
         return result
+
+    def _generation_finished(
+        self, version: str, stats: GenerationStats | None, elapsed_ms: float
+    ) -> None:
+        """Count one streamed generation (from its worker thread; the window is locked)."""
+        outcome = "error" if stats is None or stats.finish_reason == "error" else "ok"
+        if stats is None:
+            self.aggregator.record(version, elapsed_ms, error=True)
+        else:
+            self.aggregator.record(
+                version,
+                elapsed_ms,
+                token_counts=(stats.prompt_tokens,),
+                output_token_counts=(stats.output_tokens,),
+            )
+        self.metrics.requests.labels(self.device.device_id, self.model_id, version, outcome).inc()
+        self.metrics.latency.observe(elapsed_ms / 1000)
 
     # ------------------------------------------------------------------ status
 

@@ -3,8 +3,9 @@
 ``POST /v1/infer`` takes ``{"texts": [...]}`` and answers with one output per text and the
 model version that computed all of them (a batch never spans a swap). A GENERATE model answers
 ``{"text", "confidence", "finish_reason"}`` per text; the optional ``max_new_tokens`` field
-bounds its output (other tasks ignore it). Texts are served and forgotten: nothing here logs or
-stores them.
+bounds its output (other tasks ignore it). Streamed and chat generation is OpenAI's
+``/v1/chat/completions`` and ``/v1/completions`` (:mod:`edge_runtime.openai_api`). Texts are
+served and forgotten: nothing here logs or stores them.
 
 Limits (:mod:`edge_runtime.http_limits`, from the device's settings): an inference request is
 admitted only while fewer than ``http_max_concurrent`` are served and its declared bytes fit in
@@ -28,17 +29,16 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from edge_runtime import openai_api
 from edge_runtime.errors import InferenceError, NoModelError
 from edge_runtime.generation import MAX_NEW_TOKENS_CAP
-from edge_runtime.http_limits import Admission, HttpLimits, Verdict
+from edge_runtime.http_app import ADMISSION, RUNTIME, admitted
+from edge_runtime.http_limits import Admission, HttpLimits
 from edge_runtime.model import Prediction
 from edge_runtime.runtime import EdgeRuntime
 from streams.events import DeviceState
 
 log = logging.getLogger(__name__)
-
-RUNTIME: web.AppKey[EdgeRuntime] = web.AppKey("runtime", EdgeRuntime)
-ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 
 
 def _output(p: Prediction) -> dict[str, Any]:
@@ -54,20 +54,14 @@ def _problem(status: int, message: str) -> web.Response:
 
 
 async def infer(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    admission = request.app[ADMISSION]
-    decision = admission.admit(request.content_length)
-    if decision.verdict is not Verdict.ADMITTED:
-        status = 413 if decision.verdict is Verdict.TOO_LARGE else 429
-        runtime.metrics.http_refused.labels(runtime.device.device_id, str(status)).inc()
-        response = _problem(status, decision.reason)
-        if status == 429:
-            response.headers["Retry-After"] = "1"
-        return response
-    try:
-        return await _infer(request, runtime)
-    finally:
-        admission.release(decision)
+    with admitted(request) as refusal:
+        if refusal is not None:
+            status, reason = refusal
+            response = _problem(status, reason)
+            if status == 429:
+                response.headers["Retry-After"] = "1"
+            return response
+        return await _infer(request, request.app[RUNTIME])
 
 
 async def _infer(request: web.Request, runtime: EdgeRuntime) -> web.Response:
@@ -144,6 +138,7 @@ def build_app(runtime: EdgeRuntime, limits: HttpLimits | None = None) -> web.App
     app[RUNTIME] = runtime
     app[ADMISSION] = Admission(limits)
     app.router.add_post("/v1/infer", infer)
+    openai_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

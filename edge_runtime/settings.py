@@ -44,6 +44,14 @@ class EdgeSettings(KafkaClientSettings):
         ge=1,
         description="request bytes admitted at once over all HTTP requests; more: 429",
     )
+    generation_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        description="generations decoded at once (each takes the cores while it computes)",
+    )
+    generation_max_queued: int = Field(
+        default=2, ge=0, description="generations waiting for a slot; more are answered 429"
+    )
     http_max_body_bytes: int = Field(
         default=4 << 20, ge=1, description="largest HTTP request body; larger ones: 413"
     )
