@@ -6,9 +6,10 @@ from typing import Any
 
 import aiohttp
 
+from edge_runtime.http_app import ADMISSION
 from edge_runtime.http_limits import HttpLimits
 from edge_runtime.runtime import EdgeRuntime
-from edge_runtime.server import ADMISSION, serve
+from edge_runtime.server import serve
 from tests.support.device import registered, settings
 from tests.support.ports import free_port
 from tests.support.tiny_models import LABELS, build
