@@ -70,7 +70,10 @@ class Generation:
     def __post_init__(self) -> None:
         check_limits(self)
         finished = (
-            self.finished_stop + self.finished_length + self.finished_cancelled + self.finished_error
+            self.finished_stop
+            + self.finished_length
+            + self.finished_cancelled
+            + self.finished_error
         )
         if finished != self.generations:
             fail(self, "generations", f"must equal the finish counts' sum {finished}")
