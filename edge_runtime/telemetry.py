@@ -12,8 +12,10 @@ A *request* is one inference call (a batch); confidences, token counts and class
 counted per text. A generation (:meth:`WindowAggregator.record_generation`) is one request
 too, and adds its own aggregates: finish reasons, tokens in and out, time to first token,
 inter-token gaps and the chosen tokens' log-probabilities, as sums and histograms
-(``Telemetry.generation``) that the control plane merges exactly. When the serving version changes inside a window, each version gets its own
-``Telemetry`` and ``DriftSketch`` for that window, so a rollout's numbers never mix versions.
+(``Telemetry.generation``) that the control plane merges exactly.
+
+When the serving version changes inside a window, each version gets its own ``Telemetry`` and
+``DriftSketch`` for that window, so a rollout's numbers never mix versions.
 
 Pure: the caller supplies clocks and memory figures.
 """

@@ -61,8 +61,10 @@ def test_generations_are_requests_and_their_aggregates_reach_the_event():
     assert g is not None
     assert (g.generations, g.finished_stop, g.finished_length, g.finished_error) == (3, 1, 1, 1)
     assert (g.prompt_tokens_total, g.output_tokens_total) == (124, 6)
-    assert g.prompt_tokens.bounds == GENERATION_TOKEN_BOUNDS and g.prompt_tokens.total == 3
-    assert g.ttft_ms.bounds == FIRST_TOKEN_MS_BOUNDS and g.ttft_ms.total == 2
+    assert g.prompt_tokens.bounds == GENERATION_TOKEN_BOUNDS
+    assert g.prompt_tokens.total == 3
+    assert g.ttft_ms.bounds == FIRST_TOKEN_MS_BOUNDS
+    assert g.ttft_ms.total == 2
     assert quantile(g.ttft_ms, 0.5) == pytest.approx(200.0, rel=0.5)
     assert g.inter_token_ms.bounds == INTER_TOKEN_MS_BOUNDS
     assert g.decode_tokens == g.inter_token_ms.total == 4
@@ -88,7 +90,8 @@ def test_a_window_without_generations_sends_none():
     (t,) = _close(agg)
     assert t.generation is None
     (idle,) = _close(agg)
-    assert idle.request_count == 0 and idle.generation is None
+    assert idle.request_count == 0
+    assert idle.generation is None
 
 
 def test_generation_aggregates_are_kept_per_version_and_restart_each_window():
@@ -97,8 +100,10 @@ def test_generation_aggregates_are_kept_per_version_and_restart_each_window():
     agg.record_generation("v2", _stats(finish_reason="cancelled"), latency_ms=1.0)
     agg.record_generation("v2", _stats(), latency_ms=1.0)
     by_version = {t.model_version: t.generation for t in _close(agg, serving="v2")}
-    assert by_version["v1"] is not None and by_version["v1"].generations == 1
-    assert by_version["v2"] is not None and by_version["v2"].finished_cancelled == 1
+    assert by_version["v1"] is not None
+    assert by_version["v1"].generations == 1
+    assert by_version["v2"] is not None
+    assert by_version["v2"].finished_cancelled == 1
     assert by_version["v2"].generations == 2
     (next_window,) = _close(agg, serving="v2")
     assert next_window.generation is None
@@ -119,8 +124,10 @@ def test_values_the_contract_refuses_are_left_out_and_the_window_still_closes(ch
     agg.record_generation("v1", _stats(**changes), latency_ms=1.0)
     (t,) = _close(agg)
     g = t.generation
-    assert g is not None and g.generations == 1
-    assert math.isfinite(g.logprob_sum) and g.logprob_sum <= 0.0
+    assert g is not None
+    assert g.generations == 1
+    assert math.isfinite(g.logprob_sum)
+    assert g.logprob_sum <= 0.0
     assert decode(encode(t)) == t
 
 
