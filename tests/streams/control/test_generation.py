@@ -10,9 +10,11 @@ import pytest
 from streams.control.aggregate import GroupKey, WindowAggregate, merge_all, window_metrics
 from streams.control.errors import AggregationError
 from streams.control.metrics import ControlMetrics
+from streams.control.policy import PolicyState, SloRules, step
 from streams.control.rollouts.canary import merge_metrics, metrics_from_dict, metrics_to_dict
 from streams.control.rollouts.gates import GatePolicy, GroupMetrics, Verdict, judge
 from streams.control.settings import RolloutSettings
+from streams.control.status import window_row
 from streams.events import Generation, Histogram, Telemetry
 from streams.events.histograms import FIRST_TOKEN_MS_BOUNDS, from_values
 from tests.support.control_inputs import telemetry
@@ -224,3 +226,48 @@ def test_rollout_settings_pass_the_generation_gates_on():
 def test_ttft_bounds_cover_slow_prefill():
     h = from_values(FIRST_TOKEN_MS_BOUNDS, [45_000.0])
     assert h.counts[-1] == 0  # below the last bound: still a quantile, not a lower bound
+
+
+# --------------------------------------------------------------------------- SLO policy
+
+
+def _judged(rules: SloRules, agg: WindowAggregate, *, privacy_k: int = 1):
+    m = window_metrics(agg, privacy_k=privacy_k)
+    return step(rules, PolicyState(), GroupKey("chat", "v1", "eu"), 0, agg, m), m
+
+
+def _window(g: Generation) -> WindowAggregate:
+    agg = WindowAggregate()
+    agg.add_telemetry(_event("d1", g, requests=g.generations))
+    return agg
+
+
+def test_slo_policy_opens_an_incident_on_slow_first_tokens_or_low_logprob():
+    rules = SloRules(min_requests=10, max_p95_ttft_ms=500.0, min_mean_logprob=-1.0)
+    slow = _window(generation(stop=100, ttft_ms=[2000.0] * 100))
+    judged, _ = _judged(rules, slow)
+    assert judged.breached == ("ttft",)
+    assert judged.decision is not None
+    assert judged.decision.kind == "ttft"
+    unsure = _window(generation(stop=100, logprob=-2.0))
+    assert _judged(rules, unsure)[0].breached == ("logprob_drop",)
+    healthy = _window(generation(stop=100))
+    assert _judged(rules, healthy)[0].breached == ()
+
+
+def test_slo_policy_judges_aborts_and_hides_logprob_below_the_privacy_floor():
+    rules = SloRules(min_requests=10, max_abort_rate=0.1, min_mean_logprob=-1.0)
+    agg = _window(generation(stop=50, cancelled=30, error=20, logprob=-3.0))
+    judged, m = _judged(rules, agg, privacy_k=5)
+    assert m.suppressed
+    assert judged.breached == ("generation_aborts",)
+    row = window_row(GroupKey("chat", "v1", "eu"), 0, 1000, m, judged, PolicyState())
+    assert row["generations"] == 100
+    assert row["generation_abort_rate"] == pytest.approx(0.5)
+    assert row["mean_logprob"] is None
+    assert row["ttft_p95_ms"] is not None
+
+
+def test_generation_slos_are_off_by_default():
+    agg = _window(generation(stop=100, ttft_ms=[50_000.0] * 100, logprob=-5.0, error=100))
+    assert _judged(SloRules(min_requests=10, max_error_rate=1.0), agg)[0].breached == ()
