@@ -6,6 +6,8 @@ import dataclasses
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.control.aggregate import GroupKey, WindowAggregate, merge_all, window_metrics
 from streams.control.errors import AggregationError
@@ -49,6 +51,34 @@ def test_generation_merge_is_exact_in_every_order_and_grouping():
         assert merge_all(order).to_dict() == reference
     pairs = merge_all([merge_all(parts[:2]), merge_all(parts[2:])])
     assert pairs.to_dict() == reference
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 20),
+            st.integers(0, 5),
+            st.floats(0.1, 900.0),
+            st.floats(-9.0, -1e-3),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_split_of_generation_events_merges_to_the_same_window(windows, rnd):
+    events = [
+        _event(f"d{i}", generation(stop=n, error=e, gap_ms=gap, logprob=lp), requests=n + e)
+        for i, (n, e, gap, lp) in enumerate(windows)
+    ]
+    whole = WindowAggregate()
+    for event in events:
+        whole.add_telemetry(event)
+    parts = [WindowAggregate() for _ in range(3)]
+    for event in rnd.sample(events, len(events)):
+        parts[rnd.randrange(3)].add_telemetry(event)
+    assert merge_all(parts) == whole
 
 
 def test_merged_window_adds_every_generation_figure():
