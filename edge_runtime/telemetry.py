@@ -108,10 +108,13 @@ class _Generations:
         if stats.ttft_s is not None and math.isfinite(stats.ttft_s):
             self.ttft_ms.append(max(stats.ttft_s, 0.0) * 1000.0)
         gaps = [max(g, 0.0) for g in stats.inter_token_s if math.isfinite(g)]
-        self.inter_token_ms.extend(g * 1000.0 for g in gaps)
-        self.decode_seconds += sum(gaps)
-        if stats.logprob_count > 0 and math.isfinite(stats.logprob_sum):
-            self.logprob_sum += min(stats.logprob_sum, 0.0)
+        seconds = self.decode_seconds + sum(gaps)
+        if math.isfinite(seconds):
+            self.inter_token_ms.extend(g * 1000.0 for g in gaps)
+            self.decode_seconds = seconds
+        logprob = self.logprob_sum + min(stats.logprob_sum, 0.0)
+        if stats.logprob_count > 0 and math.isfinite(logprob):
+            self.logprob_sum = logprob
             self.logprob_count += stats.logprob_count
 
     def event(self) -> Generation:

@@ -40,6 +40,7 @@ from streams.events.histograms import (
     UNIT_BOUNDS,
     quantile,
 )
+from streams.events.limits import MAX_COUNT
 
 # Feedback outcome names that count as a good answer; every other outcome counts as bad.
 DEFAULT_POSITIVE_OUTCOMES: frozenset[str] = frozenset(
@@ -151,6 +152,12 @@ class GenerationAggregate:
                     model_id=model_id,
                     field=f"generation.{name}",
                 )
+        if any(self.counts[n] + getattr(g, n) > MAX_COUNT for n in _GENERATION_COUNTS):
+            raise AggregationError(
+                "generation counts of the window beyond 2^53",
+                model_id=model_id,
+                field="generation",
+            )
         for name in _GENERATION_COUNTS:
             self.counts[name] += getattr(g, name)
         for name, _ in _GENERATION_BOUNDS:

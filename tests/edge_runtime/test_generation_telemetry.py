@@ -156,3 +156,17 @@ def test_edge_metrics_expose_generation_series_in_seconds():
     assert value("slmops_edge_generations_total", v1 | {"reason": "stop"}) == 1.0
     assert value("slmops_edge_tokens_total", v1 | {"kind": "output"}) == 8.0
     assert value("slmops_edge_tokens_total", v1 | {"kind": "prompt"}) == 24.0
+
+
+def test_sums_that_would_overflow_are_left_out():
+    agg = WindowAggregator(ID, started_at=T0)
+    agg.record_generation("v1", _stats(logprob_sum=-1e308, logprob_count=1), latency_ms=1.0)
+    agg.record_generation("v1", _stats(logprob_sum=-1e308, logprob_count=1), latency_ms=1.0)
+    agg.record_generation("v1", _stats(inter_token_s=(1e308,)), latency_ms=1.0)
+    agg.record_generation("v1", _stats(inter_token_s=(1e308,)), latency_ms=1.0)
+    (t,) = _close(agg)
+    g = t.generation
+    assert g is not None
+    assert g.logprob_count == 1 + 4 + 4
+    assert math.isfinite(g.decode_seconds)
+    assert g.inter_token_ms.total == g.decode_tokens

@@ -301,3 +301,15 @@ def test_slo_policy_judges_aborts_and_hides_logprob_below_the_privacy_floor():
 def test_generation_slos_are_off_by_default():
     agg = _window(generation(stop=100, ttft_ms=[50_000.0] * 100, logprob=-5.0, error=100))
     assert _judged(SloRules(min_requests=10, max_error_rate=1.0), agg)[0].breached == ()
+
+
+def test_a_window_whose_generation_counts_would_pass_2_53_refuses_the_event():
+    from streams.events.limits import MAX_COUNT
+
+    big = dataclasses.replace(generation(stop=1), prompt_tokens_total=MAX_COUNT)
+    agg = WindowAggregate()
+    agg.add_telemetry(_event("d1", big))
+    with pytest.raises(AggregationError, match=r"beyond 2\^53"):
+        agg.add_telemetry(_event("d2", big))
+    assert agg.generation is not None
+    assert agg.generation.counts["prompt_tokens_total"] == MAX_COUNT
