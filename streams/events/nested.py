@@ -45,7 +45,7 @@ class Histogram:
 class Generation:
     """A window's text generations as sums and fixed-bucket histograms, so windows merge exactly.
 
-    Every field adds under merge (:meth:`merged`): decode speed is ``decode_tokens`` over
+    Every field adds when windows merge: decode speed is ``decode_tokens`` over
     ``decode_seconds`` and the mean log-probability ``logprob_sum`` over ``logprob_count``,
     never a stored ratio. ``generations`` is the sum of the four finish counts, and each token
     histogram counts one entry per generation, so a record that disagrees with itself is refused.
