@@ -86,31 +86,55 @@ def _sum(value: float) -> float:
     return value if abs(value) >= sys.float_info.min else 0.0
 
 
+def _counts(bounds: Sequence[float]) -> list[int]:
+    return [0] * (len(bounds) + 1)
+
+
+def _histogram(bounds: tuple[float, ...], counts: list[int]) -> Histogram:
+    return Histogram(bounds=bounds, counts=tuple(counts))
+
+
+_TOKENS = histograms.GENERATION_TOKEN_BOUNDS
+_FIRST = histograms.FIRST_TOKEN_MS_BOUNDS
+_GAPS = histograms.INTER_TOKEN_MS_BOUNDS
+
+
 @dataclasses.dataclass(slots=True)
 class _Generations:
-    """One version's generations in the window, kept as the sums the event carries."""
+    """One version's generations in the window, kept as the sums and bucket counts the event
+    carries: its memory does not grow with the tokens served."""
 
     finished: dict[str, int] = dataclasses.field(default_factory=dict)
-    prompt_tokens: list[float] = dataclasses.field(default_factory=list)
-    output_tokens: list[float] = dataclasses.field(default_factory=list)
-    ttft_ms: list[float] = dataclasses.field(default_factory=list)
-    inter_token_ms: list[float] = dataclasses.field(default_factory=list)
+    prompt_tokens: list[int] = dataclasses.field(default_factory=lambda: _counts(_TOKENS))
+    output_tokens: list[int] = dataclasses.field(default_factory=lambda: _counts(_TOKENS))
+    ttft_ms: list[int] = dataclasses.field(default_factory=lambda: _counts(_FIRST))
+    inter_token_ms: list[int] = dataclasses.field(default_factory=lambda: _counts(_GAPS))
+    generations: int = 0
+    prompt_total: int = 0
+    output_total: int = 0
+    decode_tokens: int = 0
     decode_seconds: float = 0.0
     logprob_sum: float = 0.0
     logprob_count: int = 0
 
     def add(self, stats: GenerationStats) -> None:
+        self.generations += 1
         self.finished[stats.finish_reason] = self.finished.get(stats.finish_reason, 0) + 1
-        self.prompt_tokens.append(float(max(stats.prompt_tokens, 0)))
-        self.output_tokens.append(float(max(stats.output_tokens, 0)))
+        prompt, output = max(stats.prompt_tokens, 0), max(stats.output_tokens, 0)
+        self.prompt_tokens[histograms.bucket_index(_TOKENS, prompt)] += 1
+        self.output_tokens[histograms.bucket_index(_TOKENS, output)] += 1
+        self.prompt_total += prompt
+        self.output_total += output
         # An engine's clock or numbers can misbehave; a window must still be sendable, so
         # values the contract refuses are left out here rather than failing the window.
         if stats.ttft_s is not None and math.isfinite(stats.ttft_s):
-            self.ttft_ms.append(max(stats.ttft_s, 0.0) * 1000.0)
+            self.ttft_ms[histograms.bucket_index(_FIRST, max(stats.ttft_s, 0.0) * 1000.0)] += 1
         gaps = [max(g, 0.0) for g in stats.inter_token_s if math.isfinite(g)]
         seconds = self.decode_seconds + sum(gaps)
         if math.isfinite(seconds):
-            self.inter_token_ms.extend(g * 1000.0 for g in gaps)
+            for g in gaps:
+                self.inter_token_ms[histograms.bucket_index(_GAPS, g * 1000.0)] += 1
+            self.decode_tokens += len(gaps)
             self.decode_seconds = seconds
         logprob = self.logprob_sum + min(stats.logprob_sum, 0.0)
         if stats.logprob_count > 0 and math.isfinite(logprob):
@@ -119,24 +143,18 @@ class _Generations:
 
     def event(self) -> Generation:
         return Generation(
-            generations=len(self.prompt_tokens),
+            generations=self.generations,
             finished_stop=self.finished.get("stop", 0),
             finished_length=self.finished.get("length", 0),
             finished_cancelled=self.finished.get("cancelled", 0),
             finished_error=self.finished.get("error", 0),
-            prompt_tokens=histograms.from_values(
-                histograms.GENERATION_TOKEN_BOUNDS, self.prompt_tokens
-            ),
-            output_tokens=histograms.from_values(
-                histograms.GENERATION_TOKEN_BOUNDS, self.output_tokens
-            ),
-            prompt_tokens_total=int(sum(self.prompt_tokens)),
-            output_tokens_total=int(sum(self.output_tokens)),
-            ttft_ms=histograms.from_values(histograms.FIRST_TOKEN_MS_BOUNDS, self.ttft_ms),
-            inter_token_ms=histograms.from_values(
-                histograms.INTER_TOKEN_MS_BOUNDS, self.inter_token_ms
-            ),
-            decode_tokens=len(self.inter_token_ms),
+            prompt_tokens=_histogram(_TOKENS, self.prompt_tokens),
+            output_tokens=_histogram(_TOKENS, self.output_tokens),
+            prompt_tokens_total=self.prompt_total,
+            output_tokens_total=self.output_total,
+            ttft_ms=_histogram(_FIRST, self.ttft_ms),
+            inter_token_ms=_histogram(_GAPS, self.inter_token_ms),
+            decode_tokens=self.decode_tokens,
             decode_seconds=_sum(self.decode_seconds),
             logprob_sum=_sum(self.logprob_sum) if self.logprob_count else 0.0,
             logprob_count=self.logprob_count,

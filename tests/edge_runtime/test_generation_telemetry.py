@@ -15,6 +15,7 @@ from streams.events.histograms import (
     FIRST_TOKEN_MS_BOUNDS,
     GENERATION_TOKEN_BOUNDS,
     INTER_TOKEN_MS_BOUNDS,
+    from_values,
     quantile,
 )
 
@@ -63,6 +64,9 @@ def test_generations_are_requests_and_their_aggregates_reach_the_event():
     assert (g.prompt_tokens_total, g.output_tokens_total) == (124, 6)
     assert g.prompt_tokens.bounds == GENERATION_TOKEN_BOUNDS
     assert g.prompt_tokens.total == 3
+    assert g.prompt_tokens == from_values(GENERATION_TOKEN_BOUNDS, [12, 100, 12])
+    assert g.output_tokens == from_values(GENERATION_TOKEN_BOUNDS, [4, 2, 0])
+    assert g.inter_token_ms == from_values(INTER_TOKEN_MS_BOUNDS, [10.0, 20.0, 30.0, 50.0])
     assert g.ttft_ms.bounds == FIRST_TOKEN_MS_BOUNDS
     assert g.ttft_ms.total == 2
     assert quantile(g.ttft_ms, 0.5) == pytest.approx(200.0, rel=0.5)
