@@ -6,9 +6,16 @@ process without their counters colliding.
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streams.events.histograms import LATENCY_MS_BOUNDS
+from edge_runtime.generation_stats import GenerationStats
+from streams.events.histograms import (
+    FIRST_TOKEN_MS_BOUNDS,
+    INTER_TOKEN_MS_BOUNDS,
+    LATENCY_MS_BOUNDS,
+)
 
 
 class EdgeMetrics:
@@ -90,6 +97,48 @@ class EdgeMetrics:
             ["device_id", "status"],
             registry=self.registry,
         )
+
+        # Generation series: the version label as on the request counter (a device serves one
+        # or two versions at a time), finish reasons and token kinds are closed sets.
+        self.ttft = Histogram(
+            "slmops_edge_time_to_first_token_seconds",
+            "Time from a generation request to its first token (prefill included).",
+            ["device_id", "model_id"],
+            registry=self.registry,
+            buckets=[b / 1000 for b in FIRST_TOKEN_MS_BOUNDS],
+        ).labels(**labels)
+        self.inter_token = Histogram(
+            "slmops_edge_inter_token_seconds",
+            "Gaps between successive generated tokens.",
+            ["device_id", "model_id"],
+            registry=self.registry,
+            buckets=[b / 1000 for b in INTER_TOKEN_MS_BOUNDS],
+        ).labels(**labels)
+        self.tokens = Counter(
+            "slmops_edge_tokens",
+            "Tokens of generation requests, by kind (prompt or output).",
+            ["device_id", "model_id", "version", "kind"],
+            registry=self.registry,
+        )
+        self.generations = Counter(
+            "slmops_edge_generations",
+            "Finished generation requests by finish reason (stop, length, cancelled, error).",
+            ["device_id", "model_id", "version", "reason"],
+            registry=self.registry,
+        )
+        self._labels = labels
+
+    def observe_generation(self, version: str, stats: GenerationStats) -> None:
+        """One finished generation into the generation series (no text, no token ids)."""
+        device, model = self._labels["device_id"], self._labels["model_id"]
+        self.generations.labels(device, model, version, stats.finish_reason).inc()
+        self.tokens.labels(device, model, version, "prompt").inc(max(stats.prompt_tokens, 0))
+        self.tokens.labels(device, model, version, "output").inc(max(stats.output_tokens, 0))
+        if stats.ttft_s is not None and math.isfinite(stats.ttft_s):
+            self.ttft.observe(max(stats.ttft_s, 0.0))
+        for gap in stats.inter_token_s:
+            if math.isfinite(gap):
+                self.inter_token.observe(max(gap, 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,8 +9,13 @@ ones from :mod:`streams.events.histograms`, so the control plane merges windows 
 exactly.
 
 A *request* is one inference call (a batch); confidences, token counts and classes are
-counted per text. When the serving version changes inside a window, each version gets its own
-``Telemetry`` and ``DriftSketch`` for that window, so a rollout's numbers never mix versions.
+counted per text. A generation (:meth:`WindowAggregator.record_generation`) is one request
+too, and adds its own aggregates: finish reasons, tokens in and out, time to first token,
+inter-token gaps and the chosen tokens' log-probabilities, as sums and histograms
+(``Telemetry.generation``) that the control plane merges exactly.
+
+When the serving version changes inside a window, each version gets its own ``Telemetry`` and
+``DriftSketch`` for that window, so a rollout's numbers never mix versions.
 
 Pure: the caller supplies clocks and memory figures.
 """
@@ -18,6 +23,8 @@ Pure: the caller supplies clocks and memory figures.
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,7 +32,8 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from streams.events import DriftSketch, Histogram, Telemetry, histograms
+from edge_runtime.generation_stats import GenerationStats
+from streams.events import DriftSketch, Generation, Histogram, Telemetry, histograms
 
 TOKEN_BOUNDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
@@ -58,6 +66,7 @@ class _Accumulator:
     samples: int = 0
     feature_sum: npt.NDArray[np.float64] | None = None
     feature_sumsq: npt.NDArray[np.float64] | None = None
+    generations: _Generations | None = None
 
     def add_features(self, features: npt.NDArray[np.floating]) -> None:
         rows = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
@@ -70,6 +79,86 @@ class _Accumulator:
         else:
             return  # a model with another width in the same version cannot happen; be safe
         self.samples += len(rows)
+
+
+def _sum(value: float) -> float:
+    """A sum as the contract holds it: subnormal leftovers of float arithmetic become 0."""
+    return value if abs(value) >= sys.float_info.min else 0.0
+
+
+def _counts(bounds: Sequence[float]) -> list[int]:
+    return [0] * (len(bounds) + 1)
+
+
+def _histogram(bounds: tuple[float, ...], counts: list[int]) -> Histogram:
+    return Histogram(bounds=bounds, counts=tuple(counts))
+
+
+_TOKENS = histograms.GENERATION_TOKEN_BOUNDS
+_FIRST = histograms.FIRST_TOKEN_MS_BOUNDS
+_GAPS = histograms.INTER_TOKEN_MS_BOUNDS
+
+
+@dataclasses.dataclass(slots=True)
+class _Generations:
+    """One version's generations in the window, kept as the sums and bucket counts the event
+    carries: its memory does not grow with the tokens served."""
+
+    finished: dict[str, int] = dataclasses.field(default_factory=dict)
+    prompt_tokens: list[int] = dataclasses.field(default_factory=lambda: _counts(_TOKENS))
+    output_tokens: list[int] = dataclasses.field(default_factory=lambda: _counts(_TOKENS))
+    ttft_ms: list[int] = dataclasses.field(default_factory=lambda: _counts(_FIRST))
+    inter_token_ms: list[int] = dataclasses.field(default_factory=lambda: _counts(_GAPS))
+    generations: int = 0
+    prompt_total: int = 0
+    output_total: int = 0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    logprob_sum: float = 0.0
+    logprob_count: int = 0
+
+    def add(self, stats: GenerationStats) -> None:
+        self.generations += 1
+        self.finished[stats.finish_reason] = self.finished.get(stats.finish_reason, 0) + 1
+        prompt, output = max(stats.prompt_tokens, 0), max(stats.output_tokens, 0)
+        self.prompt_tokens[histograms.bucket_index(_TOKENS, prompt)] += 1
+        self.output_tokens[histograms.bucket_index(_TOKENS, output)] += 1
+        self.prompt_total += prompt
+        self.output_total += output
+        # An engine's clock or numbers can misbehave; a window must still be sendable, so
+        # values the contract refuses are left out here rather than failing the window.
+        if stats.ttft_s is not None and math.isfinite(stats.ttft_s):
+            self.ttft_ms[histograms.bucket_index(_FIRST, max(stats.ttft_s, 0.0) * 1000.0)] += 1
+        gaps = [max(g, 0.0) for g in stats.inter_token_s if math.isfinite(g)]
+        seconds = self.decode_seconds + sum(gaps)
+        if math.isfinite(seconds):
+            for g in gaps:
+                self.inter_token_ms[histograms.bucket_index(_GAPS, g * 1000.0)] += 1
+            self.decode_tokens += len(gaps)
+            self.decode_seconds = seconds
+        logprob = self.logprob_sum + min(stats.logprob_sum, 0.0)
+        if stats.logprob_count > 0 and math.isfinite(logprob):
+            self.logprob_sum = logprob
+            self.logprob_count += stats.logprob_count
+
+    def event(self) -> Generation:
+        return Generation(
+            generations=self.generations,
+            finished_stop=self.finished.get("stop", 0),
+            finished_length=self.finished.get("length", 0),
+            finished_cancelled=self.finished.get("cancelled", 0),
+            finished_error=self.finished.get("error", 0),
+            prompt_tokens=_histogram(_TOKENS, self.prompt_tokens),
+            output_tokens=_histogram(_TOKENS, self.output_tokens),
+            prompt_tokens_total=self.prompt_total,
+            output_tokens_total=self.output_total,
+            ttft_ms=_histogram(_FIRST, self.ttft_ms),
+            inter_token_ms=_histogram(_GAPS, self.inter_token_ms),
+            decode_tokens=self.decode_tokens,
+            decode_seconds=_sum(self.decode_seconds),
+            logprob_sum=_sum(self.logprob_sum) if self.logprob_count else 0.0,
+            logprob_count=self.logprob_count,
+        )
 
 
 class WindowAggregator:
@@ -116,6 +205,20 @@ class WindowAggregator:
             if features is not None and len(features):
                 acc.add_features(features)
 
+    def record_generation(self, version: str, stats: GenerationStats, *, latency_ms: float) -> None:
+        """One finished generation request: a request (its latency, tokens in and out, an
+        error when it finished with ``error``) and the window's generation aggregates."""
+        with self._lock:
+            acc = self._acc(version, 0)
+            acc.requests += 1
+            acc.errors += int(stats.finish_reason == "error")
+            acc.latencies.append(latency_ms)
+            acc.tokens.append(float(max(stats.prompt_tokens, 0)))
+            acc.output_tokens.append(float(max(stats.output_tokens, 0)))
+            if acc.generations is None:
+                acc.generations = _Generations()
+            acc.generations.add(stats)
+
     def close(
         self, ended_at: datetime, *, serving_version: str | None, memory_rss_bytes: int = 0
     ) -> list[Telemetry | DriftSketch]:
@@ -155,6 +258,7 @@ class WindowAggregator:
             latency_p95_ms=histograms.quantile(latency, 0.95),
             confidence=histograms.from_values(histograms.UNIT_BOUNDS, acc.confidences),
             memory_rss_bytes=rss,
+            generation=None if acc.generations is None else acc.generations.event(),
         )
 
     def _sketch(

@@ -15,6 +15,10 @@ variances beyond 2**64 are refused with :class:`AggregationError`.
 
 Telemetry histograms must use the fleet's shared bounds (``streams.events.histograms``): a histogram
 with other bounds cannot be merged exactly and is refused with :class:`AggregationError`.
+
+Generations (``Telemetry.generation``) are kept the same way: finish counts, token sums and
+histogram bins add as integers; decode seconds and log-probability sums in fixed point, each
+event's value refused beyond +-2**53 (so a sum's decimal form stays about 40 digits).
 """
 
 from __future__ import annotations
@@ -27,8 +31,16 @@ from fractions import Fraction
 from typing import Any
 
 from streams.control.errors import AggregationError
-from streams.events import DriftSketch, Feedback, Histogram, Telemetry
-from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, quantile
+from streams.events import DriftSketch, Feedback, Generation, Histogram, Telemetry
+from streams.events.histograms import (
+    FIRST_TOKEN_MS_BOUNDS,
+    GENERATION_TOKEN_BOUNDS,
+    INTER_TOKEN_MS_BOUNDS,
+    LATENCY_MS_BOUNDS,
+    UNIT_BOUNDS,
+    quantile,
+)
+from streams.events.limits import MAX_COUNT
 
 # Feedback outcome names that count as a good answer; every other outcome counts as bad.
 DEFAULT_POSITIVE_OUTCOMES: frozenset[str] = frozenset(
@@ -79,11 +91,134 @@ _FIXED_BITS = 64
 _FIXED_ONE = 1 << _FIXED_BITS
 _MAX_VALUE = 2.0**32
 _MAX_VARIANCE = 2.0**64
+_MAX_GENERATION_SUM = 2.0**53
+
+# Generation histograms: the field, and the shared bounds it must use.
+_GENERATION_BOUNDS: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("prompt_tokens", GENERATION_TOKEN_BOUNDS),
+    ("output_tokens", GENERATION_TOKEN_BOUNDS),
+    ("ttft_ms", FIRST_TOKEN_MS_BOUNDS),
+    ("inter_token_ms", INTER_TOKEN_MS_BOUNDS),
+)
+# Integer sums of a window's generations, by their Generation field names.
+_GENERATION_COUNTS = (
+    "generations",
+    "finished_stop",
+    "finished_length",
+    "finished_cancelled",
+    "finished_error",
+    "prompt_tokens_total",
+    "output_tokens_total",
+    "decode_tokens",
+    "logprob_count",
+)
 
 
 def _fixed(x: float) -> int:
     """``x`` in units of 2**-64, rounded to the nearest (ldexp scales a float exactly)."""
     return round(math.ldexp(x, _FIXED_BITS))
+
+
+def _zeros(bounds: Sequence[float]) -> list[int]:
+    return [0] * (len(bounds) + 1)
+
+
+@dataclasses.dataclass(slots=True)
+class GenerationAggregate:
+    """A group's generations in one window: integer sums and fixed-point sums only."""
+
+    counts: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(_GENERATION_COUNTS, 0)
+    )
+    histograms: dict[str, list[int]] = dataclasses.field(
+        default_factory=lambda: {name: _zeros(b) for name, b in _GENERATION_BOUNDS}
+    )
+    decode_seconds: int = 0  # fixed point, 2**-64
+    logprob_sum: int = 0  # fixed point, 2**-64
+
+    def add(self, g: Generation, model_id: str) -> None:
+        for name, bounds in _GENERATION_BOUNDS:
+            if getattr(g, name).bounds != bounds:
+                raise AggregationError(
+                    f"generation histogram {name} does not use the shared bounds "
+                    "(streams.events.histograms)",
+                    model_id=model_id,
+                    field=f"generation.{name}",
+                )
+        for name in ("decode_seconds", "logprob_sum"):
+            if not abs(getattr(g, name)) <= _MAX_GENERATION_SUM:
+                raise AggregationError(
+                    f"{name} beyond +-{_MAX_GENERATION_SUM:g}",
+                    model_id=model_id,
+                    field=f"generation.{name}",
+                )
+        if any(self.counts[n] + getattr(g, n) > MAX_COUNT for n in _GENERATION_COUNTS):
+            raise AggregationError(
+                "generation counts of the window beyond 2^53",
+                model_id=model_id,
+                field="generation",
+            )
+        for name in _GENERATION_COUNTS:
+            self.counts[name] += getattr(g, name)
+        for name, _ in _GENERATION_BOUNDS:
+            _add(self.histograms[name], getattr(g, name).counts)
+        self.decode_seconds += _fixed(g.decode_seconds)
+        self.logprob_sum += _fixed(g.logprob_sum)
+
+    def merge_from(self, other: GenerationAggregate) -> None:
+        for name, count in other.counts.items():
+            self.counts[name] += count
+        for name, counts in other.histograms.items():
+            _add(self.histograms[name], counts)
+        self.decode_seconds += other.decode_seconds
+        self.logprob_sum += other.logprob_sum
+
+    def record(self) -> Generation:
+        """The merged window as the contract's record (what rollout gates judge)."""
+        n, h = self.counts, self.histograms
+
+        def hist(name: str, bounds: tuple[float, ...]) -> Histogram:
+            return Histogram(bounds=bounds, counts=tuple(h[name]))
+
+        return Generation(
+            generations=n["generations"],
+            finished_stop=n["finished_stop"],
+            finished_length=n["finished_length"],
+            finished_cancelled=n["finished_cancelled"],
+            finished_error=n["finished_error"],
+            prompt_tokens=hist("prompt_tokens", GENERATION_TOKEN_BOUNDS),
+            output_tokens=hist("output_tokens", GENERATION_TOKEN_BOUNDS),
+            prompt_tokens_total=n["prompt_tokens_total"],
+            output_tokens_total=n["output_tokens_total"],
+            ttft_ms=hist("ttft_ms", FIRST_TOKEN_MS_BOUNDS),
+            inter_token_ms=hist("inter_token_ms", INTER_TOKEN_MS_BOUNDS),
+            decode_tokens=n["decode_tokens"],
+            decode_seconds=float(Fraction(self.decode_seconds, _FIXED_ONE)),
+            logprob_sum=float(Fraction(self.logprob_sum, _FIXED_ONE)),
+            logprob_count=n["logprob_count"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": dict(self.counts),
+            "h": {k: list(v) for k, v in self.histograms.items()},
+            "ds": str(self.decode_seconds),
+            "ls": str(self.logprob_sum),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationAggregate:
+        out = cls()
+        for name in _GENERATION_COUNTS:
+            out.counts[name] = int(data["n"][name])
+        for name, bounds in _GENERATION_BOUNDS:
+            counts = [int(c) for c in data["h"][name]]
+            if len(counts) != len(bounds) + 1:
+                raise ValueError(f"generation histogram {name} has {len(counts)} counts")
+            out.histograms[name] = counts
+        out.decode_seconds = int(data["ds"])
+        out.logprob_sum = int(data["ls"])
+        return out
 
 
 def _fixed_square(f: int) -> int:
@@ -117,6 +252,8 @@ class WindowAggregate:
     embedding_sq_sum: list[int] = dataclasses.field(default_factory=list)
     drift_bounds: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     drift_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # None until a telemetry event carried generations (classifier windows stay as they were).
+    generation: GenerationAggregate | None = None
 
     # ------------------------------------------------------------------ adding events
 
@@ -134,6 +271,11 @@ class WindowAggregate:
                 model_id=event.model_id,
                 field="confidence",
             )
+        if event.generation is not None:
+            # Checked whole before anything is added, so a refused event leaves no trace.
+            generation = self.generation or GenerationAggregate()
+            generation.add(event.generation, event.model_id)
+            self.generation = generation
         self.request_count += event.request_count
         self.error_count += event.error_count
         self.telemetry_events += 1
@@ -212,6 +354,10 @@ class WindowAggregate:
             known = self.drift_bounds.get(name)
             if known is not None and known != bounds:
                 raise AggregationError(f"cannot merge histogram {name!r} with other bounds")
+        if other.generation is not None:
+            if self.generation is None:
+                self.generation = GenerationAggregate()
+            self.generation.merge_from(other.generation)
         self.request_count += other.request_count
         self.error_count += other.error_count
         self.telemetry_events += other.telemetry_events
@@ -270,6 +416,12 @@ class WindowAggregate:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for the internal partials topic and the changelogged tables."""
+        out = self._to_dict()
+        if self.generation is not None:
+            out["gen"] = self.generation.to_dict()
+        return out
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "req": self.request_count,
             "err": self.error_count,
@@ -307,6 +459,8 @@ class WindowAggregate:
             embedding_sq_sum=[_fixed_in(f) for f in data["eq"]],
             drift_bounds={str(k): tuple(float(b) for b in v) for k, v in data["db"].items()},
             drift_counts={str(k): [int(c) for c in v] for k, v in data["dc"].items()},
+            # Absent in records written before generations were aggregated.
+            generation=GenerationAggregate.from_dict(data["gen"]) if "gen" in data else None,
         )
 
 
@@ -344,6 +498,17 @@ class WindowMetrics:
     quality: float | None
     score_mean: float | None
     suppressed: bool
+    # Generations (None when the window served none). ``mean_logprob`` is a quality signal:
+    # it stays inside the worker below the privacy floor, as ``quality`` does.
+    generations: int = 0
+    aborted_rate: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    inter_token_p95_ms: float | None = None
+    tokens_per_s: float | None = None
+    mean_logprob: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
 
 
 def window_metrics(
@@ -352,8 +517,10 @@ def window_metrics(
     privacy_k: int,
     positive_outcomes: frozenset[str] = DEFAULT_POSITIVE_OUTCOMES,
 ) -> WindowMetrics:
-    """p50/p95 from the merged latency histogram, error rate, feedback quality, device count."""
+    """p50/p95 from the merged latency histogram, error rate, feedback quality, device count,
+    and the generation figures (time to first token, decode speed, mean log-probability)."""
     latency = agg.latency()
+    gen = agg.generation.record() if agg.generation is not None else None
     feedback_total = sum(agg.outcomes.values())
     positive = sum(c for name, c in agg.outcomes.items() if name in positive_outcomes)
     return WindowMetrics(
@@ -369,4 +536,13 @@ def window_metrics(
         if agg.score_count
         else None,
         suppressed=len(agg.devices) < privacy_k,
+        generations=gen.generations if gen else 0,
+        aborted_rate=gen.aborted / gen.generations if gen and gen.generations else None,
+        ttft_p50_ms=quantile(gen.ttft_ms, 0.5) if gen else None,
+        ttft_p95_ms=quantile(gen.ttft_ms, 0.95) if gen else None,
+        inter_token_p95_ms=quantile(gen.inter_token_ms, 0.95) if gen else None,
+        tokens_per_s=gen.tokens_per_s if gen else None,
+        mean_logprob=gen.mean_logprob if gen else None,
+        prompt_tokens=gen.prompt_tokens_total if gen else 0,
+        output_tokens=gen.output_tokens_total if gen else 0,
     )

@@ -99,6 +99,9 @@ _RULE_FLAGS: tuple[_Flag, ...] = (
     ("--reference-windows", "rules.reference_windows", int),
     ("--clear-windows", "rules.clear_windows", int),
     ("--cooldown-windows", "rules.cooldown_windows", int),
+    ("--max-p95-ttft-ms", "rules.max_p95_ttft_ms", float),
+    ("--max-abort-rate", "rules.max_abort_rate", float),
+    ("--min-mean-logprob", "rules.min_mean_logprob", float),
 )
 # The rollout controller's settings.
 _ROLLOUT_FLAGS: tuple[_Flag, ...] = (
@@ -114,6 +117,11 @@ _ROLLOUT_FLAGS: tuple[_Flag, ...] = (
     ("--rollout-min-feedback", "rollout.min_feedback", int),
     ("--rollout-max-error-rate", "rollout.max_error_rate", float),
     ("--rollout-min-quality", "rollout.min_quality", float),
+    ("--rollout-max-p95-ttft-ms", "rollout.max_p95_ttft_ms", float),
+    ("--rollout-max-abort-rate", "rollout.max_abort_rate", float),
+    ("--rollout-min-mean-logprob", "rollout.min_mean_logprob", float),
+    ("--rollout-max-logprob-drop", "rollout.max_logprob_drop", float),
+    ("--rollout-min-logprob-tokens", "rollout.min_logprob_tokens", int),
 )
 # (flag, boolean settings field, help): the flag turns a default-on field off.
 _OFF_SWITCHES: tuple[tuple[str, str, str], ...] = (

@@ -287,5 +287,6 @@ class Merge:
                 feedback_good=good,
                 feedback_total=sum(agg.outcomes.values()),
                 drift=judged.drift.max_psi if judged.drift else None,
+                generation=None if agg.generation is None else agg.generation.record(),
             ),
         )

@@ -6,9 +6,10 @@ takes at most ``max_label_values`` of their label sets (``StateLimits.max_label_
 further ones are written to one series whose labels are all ``other`` (it shows the latest of
 them), each such write counted in ``slmops_label_values_folded_total{metric}``. A label set
 keeps its place once it has one.
-Privacy floor: a group's quality and drift gauges are set only when at least k devices
-contributed to the window; otherwise ``slmops_window_suppressed`` is 1 and those gauges are
-removed, so no value of a small group is ever scraped.
+Privacy floor: a group's quality and drift gauges (and the mean log-probability of its
+generations, a quality signal) are set only when at least k devices contributed to the window;
+otherwise ``slmops_window_suppressed`` is 1 and those gauges are removed, so no value of a
+small group is ever scraped. Generation series are set for groups that served generations.
 """
 
 from __future__ import annotations
@@ -62,6 +63,54 @@ class ControlMetrics:
         )
         self.quality = Gauge(
             "slmops_window_quality", "Share of positive feedback outcomes", _GROUP, registry=r
+        )
+        self.generations = Gauge(
+            "slmops_window_generations",
+            "Generation requests finished in the last closed window",
+            _GROUP,
+            registry=r,
+        )
+        self.abort_rate = Gauge(
+            "slmops_window_generation_abort_rate",
+            "Share of generations cancelled or failed, last window",
+            _GROUP,
+            registry=r,
+        )
+        self.ttft_p50 = Gauge(
+            "slmops_window_ttft_p50_seconds",
+            "p50 time to first token from the merged histogram",
+            _GROUP,
+            registry=r,
+        )
+        self.ttft_p95 = Gauge(
+            "slmops_window_ttft_p95_seconds",
+            "p95 time to first token from the merged histogram",
+            _GROUP,
+            registry=r,
+        )
+        self.inter_token_p95 = Gauge(
+            "slmops_window_inter_token_p95_seconds",
+            "p95 gap between generated tokens from the merged histogram",
+            _GROUP,
+            registry=r,
+        )
+        self.tokens_per_s = Gauge(
+            "slmops_window_decode_tokens_per_second",
+            "Decode tokens / decode seconds (after the first token), last window",
+            _GROUP,
+            registry=r,
+        )
+        self.generated_tokens = Gauge(
+            "slmops_window_tokens",
+            "Prompt and output tokens of the last closed window's generations",
+            (*_GROUP, "kind"),
+            registry=r,
+        )
+        self.mean_logprob = Gauge(
+            "slmops_window_mean_logprob",
+            "Mean log-probability of the chosen tokens (label-free quality)",
+            _GROUP,
+            registry=r,
         )
         self.suppressed = Gauge(
             "slmops_window_suppressed",
@@ -240,7 +289,28 @@ class ControlMetrics:
         _set_or_remove(self.quality, labels, m.quality if visible else None)
         _set_or_remove(self.psi, labels, drift.max_psi if visible and drift else None)
         _set_or_remove(self.shift, labels, drift.mean_shift if visible and drift else None)
+        self._generation(labels, m, visible)
         self.windows.labels(*self._bounded("model", (group.model_id,))).inc()
+
+    def _generation(self, labels: tuple[str, ...], m: WindowMetrics, visible: bool) -> None:
+        served = m.generations > 0
+
+        def seconds(ms: float | None) -> float | None:
+            return None if ms is None or not served else ms / 1000
+
+        _set_or_remove(self.generations, labels, m.generations if served else None)
+        _set_or_remove(self.abort_rate, labels, m.aborted_rate if served else None)
+        _set_or_remove(self.ttft_p50, labels, seconds(m.ttft_p50_ms))
+        _set_or_remove(self.ttft_p95, labels, seconds(m.ttft_p95_ms))
+        _set_or_remove(self.inter_token_p95, labels, seconds(m.inter_token_p95_ms))
+        _set_or_remove(self.tokens_per_s, labels, m.tokens_per_s if served else None)
+        _set_or_remove(
+            self.generated_tokens, (*labels, "prompt"), m.prompt_tokens if served else None
+        )
+        _set_or_remove(
+            self.generated_tokens, (*labels, "output"), m.output_tokens if served else None
+        )
+        _set_or_remove(self.mean_logprob, labels, m.mean_logprob if visible and served else None)
 
     def judged(self, group: GroupKey, end_s: float, drift_streak: int | None) -> None:
         """After the policy judged a window: its end, the drift streak (None: suppressed)."""

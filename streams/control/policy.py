@@ -4,6 +4,10 @@ A group (model, version, cohort) is judged once per closed window against its mo
 
 * minimum feedback quality (share of positive outcomes), judged when enough feedback arrived;
 * maximum error rate and maximum p95 latency, judged when enough requests were served;
+* for generative models, optional maxima of the p95 time to first token and of the share of
+  cancelled or failed generations, and a minimum mean log-probability of the chosen tokens
+  (a quality signal, so not judged below the privacy floor), judged when ``min_requests``
+  generations were served;
 * maximum drift (PSI or embedding mean shift against the reference), which must be *held* for
   K windows in a row before it counts — one noisy window is not drift.
 
@@ -46,6 +50,20 @@ class SloRules(BaseModel):
         default=500.0, gt=0.0, description="highest p95 latency in a window, ms"
     )
     min_requests: int = Field(default=50, ge=1, description="requests needed to judge errors")
+    max_p95_ttft_ms: float | None = Field(
+        default=None, gt=0.0, description="highest p95 time to first token in a window, ms"
+    )
+    max_abort_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="highest share of generations cancelled or failed in a window",
+    )
+    min_mean_logprob: float | None = Field(
+        default=None,
+        le=0.0,
+        description="lowest mean log-probability per generated token in a window",
+    )
     max_psi: float = Field(
         default=0.25, gt=0.0, description="highest PSI of any drift histogram against the reference"
     )
@@ -133,6 +151,33 @@ def _m(
     )
 
 
+def _generation_slos(
+    rules: SloRules, metrics: WindowMetrics, evidence: list[Measurement]
+) -> list[str]:
+    """The generation SLOs a window breaches; each judged one is added to ``evidence``."""
+    breached = []
+    if rules.max_p95_ttft_ms is not None:
+        ttft = metrics.ttft_p95_ms
+        ok = ttft is not None and ttft <= rules.max_p95_ttft_ms
+        evidence.append(_m("ttft_p95_ms", ttft, rules.max_p95_ttft_ms, "<=", ok))
+        if not ok:
+            breached.append("ttft")
+    if rules.max_abort_rate is not None and metrics.aborted_rate is not None:
+        ok = metrics.aborted_rate <= rules.max_abort_rate
+        evidence.append(
+            _m("generation_abort_rate", metrics.aborted_rate, rules.max_abort_rate, "<=", ok)
+        )
+        if not ok:
+            breached.append("generation_aborts")
+    mean = metrics.mean_logprob
+    if rules.min_mean_logprob is not None and mean is not None and not metrics.suppressed:
+        ok = mean >= rules.min_mean_logprob
+        evidence.append(_m("mean_logprob", mean, rules.min_mean_logprob, ">=", ok))
+        if not ok:
+            breached.append("logprob_drop")
+    return breached
+
+
 def step(
     rules: SloRules,
     state: PolicyState,
@@ -164,6 +209,9 @@ def step(
         evidence.append(_m("latency_p95_ms", p95, rules.max_p95_latency_ms, "<=", ok))
         if not ok:
             breached.append("latency")
+
+    if metrics.generations >= rules.min_requests:
+        breached += _generation_slos(rules, metrics, evidence)
 
     scores: DriftScores | None = None
     if not metrics.suppressed:

@@ -73,7 +73,33 @@ class RolloutSettings(BaseModel):
         default=None, description="lowest canary feedback quality; unset: no absolute quality gate"
     )
     relative_latency: bool = Field(
-        default=True, description="judge the canary's tail latency against stable's"
+        default=True,
+        description="judge the canary's tail latency (and time to first token) against stable's",
+    )
+    max_p95_ttft_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="highest canary p95 time to first token, ms; unset: no absolute TTFT gate",
+    )
+    max_abort_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="highest share of canary generations cancelled or failed; unset: no gate",
+    )
+    min_mean_logprob: float | None = Field(
+        default=None,
+        le=0,
+        description="lowest canary mean log-probability per token; unset: no absolute gate",
+    )
+    max_logprob_drop: float | None = Field(
+        default=0.1,
+        ge=0,
+        description="largest drop of the mean log-probability per token from stable's; "
+        "unset: no relative gate",
+    )
+    min_logprob_tokens: int = Field(
+        default=1000, ge=1, description="tokens per group needed to judge the log-probability"
     )
 
     def policy(self) -> RolloutPolicy:
@@ -92,6 +118,11 @@ class RolloutSettings(BaseModel):
                 max_p95_latency_ms=self.max_p95_latency_ms,
                 min_quality=self.min_quality,
                 relative_latency=self.relative_latency,
+                max_p95_ttft_ms=self.max_p95_ttft_ms,
+                max_abort_rate=self.max_abort_rate,
+                min_mean_logprob=self.min_mean_logprob,
+                max_logprob_drop=self.max_logprob_drop,
+                min_logprob_tokens=self.min_logprob_tokens,
             ),
         )
 

@@ -48,6 +48,15 @@ def window_row(
         "quality": m.quality if visible else None,
         "drift_psi_max": drift.max_psi if drift else None,
         "drift_mean_shift": drift.mean_shift if drift else None,
+        # Generation figures: null for a window that served none; the mean log-probability
+        # is a quality signal, hidden below the privacy floor like quality.
+        "generations": m.generations,
+        "generation_abort_rate": m.aborted_rate,
+        "ttft_p50_ms": m.ttft_p50_ms,
+        "ttft_p95_ms": m.ttft_p95_ms,
+        "inter_token_p95_ms": m.inter_token_p95_ms,
+        "tokens_per_s": m.tokens_per_s,
+        "mean_logprob": m.mean_logprob if visible else None,
         "breached": list(judged.breached),
         "incident_id": state.incident_id,
     }

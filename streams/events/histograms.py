@@ -36,6 +36,31 @@ LATENCY_MS_BOUNDS: tuple[float, ...] = (
     5000.0,
 )
 UNIT_BOUNDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+# Generation: time to first token includes the prompt's prefill, seconds on a small device.
+FIRST_TOKEN_MS_BOUNDS: tuple[float, ...] = (*LATENCY_MS_BOUNDS, 10000.0, 20000.0, 30000.0, 60000.0)
+# One decode step of a small model: a millisecond on a GPU, a few hundred on a weak CPU.
+INTER_TOKEN_MS_BOUNDS: tuple[float, ...] = (
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    200.0,
+    300.0,
+    500.0,
+    1000.0,
+)
+# Tokens per prompt or per answer: powers of two up to a small model's 8k context.
+GENERATION_TOKEN_BOUNDS: tuple[float, ...] = tuple(float(2**i) for i in range(14))  # 1 .. 8192
 
 
 def empty(bounds: Sequence[float]) -> Histogram:

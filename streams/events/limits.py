@@ -248,6 +248,19 @@ LIMITS: dict[str, dict[str, Limit]] = {
     },
     # Nested records, by their Avro names.
     "Histogram": {"bounds": BOUNDS, "counts": BUCKET_COUNTS},
+    "Generation": {
+        "generations": COUNT,
+        "finished_stop": COUNT,
+        "finished_length": COUNT,
+        "finished_cancelled": COUNT,
+        "finished_error": COUNT,
+        "prompt_tokens_total": COUNT,
+        "output_tokens_total": COUNT,
+        "decode_tokens": COUNT,
+        "decode_seconds": REAL,
+        "logprob_sum": REAL,
+        "logprob_count": COUNT,
+    },
     "Measurement": {
         "metric": ID,
         "value": REAL,

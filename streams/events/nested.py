@@ -1,4 +1,5 @@
-"""Records nested inside events (histograms, measurements, artifacts, selectors, examples)."""
+"""Records nested inside events (histograms, measurements, artifacts, selectors, examples,
+a window's generation aggregates)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,73 @@ class Histogram:
     @property
     def total(self) -> int:
         return sum(self.counts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Generation:
+    """A window's text generations as sums and fixed-bucket histograms, so windows merge exactly.
+
+    Every field adds when windows merge: decode speed is ``decode_tokens`` over
+    ``decode_seconds`` and the mean log-probability ``logprob_sum`` over ``logprob_count``,
+    never a stored ratio. ``generations`` is the sum of the four finish counts, and each token
+    histogram counts one entry per generation, so a record that disagrees with itself is refused.
+    """
+
+    generations: int
+    finished_stop: int = 0
+    finished_length: int = 0
+    finished_cancelled: int = 0
+    finished_error: int = 0
+    prompt_tokens: Histogram
+    output_tokens: Histogram
+    prompt_tokens_total: int = 0
+    output_tokens_total: int = 0
+    ttft_ms: Histogram
+    inter_token_ms: Histogram
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    logprob_sum: float = 0.0
+    logprob_count: int = 0
+
+    def __post_init__(self) -> None:
+        check_limits(self)
+        finished = (
+            self.finished_stop
+            + self.finished_length
+            + self.finished_cancelled
+            + self.finished_error
+        )
+        if finished != self.generations:
+            fail(self, "generations", f"must equal the finish counts' sum {finished}")
+        for name in ("prompt_tokens", "output_tokens"):
+            if getattr(self, name).total != self.generations:
+                fail(self, name, "must count one entry per generation")
+        if self.ttft_ms.total > self.generations:
+            fail(self, "ttft_ms", "cannot count more first tokens than generations")
+        if self.inter_token_ms.total != self.decode_tokens:
+            fail(self, "inter_token_ms", "must count one entry per decode token")
+        for name in ("prompt_tokens", "output_tokens", "ttft_ms", "inter_token_ms"):
+            bounds = getattr(self, name).bounds
+            if bounds and bounds[0] < 0:
+                fail(self, name, "bounds must be non-negative")
+        check_number(self, "decode_seconds", self.decode_seconds)
+        # A log-probability is at most 0; the sum of many is too.
+        check_number(self, "logprob_sum", self.logprob_sum, low=None, high=0.0)
+        if self.logprob_count == 0 and self.logprob_sum != 0.0:
+            fail(self, "logprob_sum", "must be 0 when logprob_count is 0")
+
+    @property
+    def aborted(self) -> int:
+        """Generations that did not finish on their own terms (cancelled or failed)."""
+        return self.finished_cancelled + self.finished_error
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return self.logprob_sum / self.logprob_count if self.logprob_count else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ from streams.events.errors import EventError
 from streams.events.nested import (
     Artifact,
     CohortSelector,
+    Generation,
     Histogram,
     LabeledExample,
     Measurement,
@@ -167,6 +168,7 @@ class Telemetry(Event):
     latency_p95_ms: float | None = None
     confidence: Histogram
     memory_rss_bytes: int = 0
+    generation: Generation | None = None
 
     def _validate(self) -> None:
         for name in ("device_id", "model_id", "model_version", "cohort"):
@@ -182,6 +184,8 @@ class Telemetry(Event):
         if self.latency_ms.bounds and self.latency_ms.bounds[0] < 0:
             fail(self, "latency_ms", "latency bounds must be non-negative")
         check_number(self, "memory_rss_bytes", self.memory_rss_bytes)
+        if self.generation is not None and self.generation.generations > self.request_count:
+            fail(self, "generation", "cannot count more generations than requests")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

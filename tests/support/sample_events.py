@@ -16,6 +16,7 @@ from streams.events import (
     DriftSketch,
     Event,
     Feedback,
+    Generation,
     Histogram,
     LabeledExample,
     Measurement,
@@ -41,6 +42,26 @@ EVENT_ID = "00000000-0000-4000-8000-000000000001"
 
 def histogram() -> Histogram:
     return Histogram(bounds=(1.0, 5.0, 10.0), counts=(3, 4, 2, 1))
+
+
+def generation() -> Generation:
+    """Four generations of a window: two stopped, one at its length, one failed mid-way."""
+    return Generation(
+        generations=4,
+        finished_stop=2,
+        finished_length=1,
+        finished_error=1,
+        prompt_tokens=Histogram(bounds=(1.0, 5.0, 10.0), counts=(0, 1, 2, 1)),
+        output_tokens=Histogram(bounds=(1.0, 5.0, 10.0), counts=(1, 1, 2, 0)),
+        prompt_tokens_total=31,
+        output_tokens_total=13,
+        ttft_ms=Histogram(bounds=(1.0, 5.0, 10.0), counts=(0, 2, 1, 0)),
+        inter_token_ms=Histogram(bounds=(1.0, 5.0, 10.0), counts=(3, 4, 2, 1)),
+        decode_tokens=10,
+        decode_seconds=0.0625,
+        logprob_sum=-3.5,
+        logprob_count=13,
+    )
 
 
 def measurement() -> Measurement:
@@ -137,6 +158,7 @@ def sample_events() -> list[Event]:
             latency_p95_ms=9.0,
             confidence=histogram(),
             memory_rss_bytes=1 << 20,
+            generation=generation(),
         ),
         DriftSketch(
             **env,

@@ -17,7 +17,7 @@ from typing import Any
 from streams.control.rollouts.gates import GroupMetrics
 from streams.control.rollouts.inputs import WindowResult
 from streams.control.rollouts.state import Rollout
-from streams.events import Histogram
+from streams.events import Generation, Histogram
 from streams.events.histograms import merge
 
 
@@ -41,7 +41,67 @@ def metrics_to_dict(m: GroupMetrics) -> dict[str, Any]:
         "good": m.feedback_good,
         "feedback": m.feedback_total,
         "drift": m.drift,
+        **({} if m.generation is None else {"gen": generation_to_dict(m.generation)}),
     }
+
+
+def generation_to_dict(g: Generation) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(g):
+        value = getattr(g, f.name)
+        if isinstance(value, Histogram):
+            value = {"bounds": list(value.bounds), "counts": list(value.counts)}
+        out[f.name] = value
+    return out
+
+
+def generation_from_dict(d: Mapping[str, Any]) -> Generation:
+    def hist(name: str) -> Histogram:
+        h = d[name]
+        return Histogram(
+            bounds=tuple(float(b) for b in h["bounds"]), counts=tuple(int(c) for c in h["counts"])
+        )
+
+    return Generation(
+        generations=int(d["generations"]),
+        finished_stop=int(d["finished_stop"]),
+        finished_length=int(d["finished_length"]),
+        finished_cancelled=int(d["finished_cancelled"]),
+        finished_error=int(d["finished_error"]),
+        prompt_tokens=hist("prompt_tokens"),
+        output_tokens=hist("output_tokens"),
+        prompt_tokens_total=int(d["prompt_tokens_total"]),
+        output_tokens_total=int(d["output_tokens_total"]),
+        ttft_ms=hist("ttft_ms"),
+        inter_token_ms=hist("inter_token_ms"),
+        decode_tokens=int(d["decode_tokens"]),
+        decode_seconds=float(d["decode_seconds"]),
+        logprob_sum=float(d["logprob_sum"]),
+        logprob_count=int(d["logprob_count"]),
+    )
+
+
+def merge_generations(parts: Iterable[Generation]) -> Generation | None:
+    """Counts and histograms add exactly; the two float sums add as floats (rollout evidence
+    sums a few windows, where the last bits do not decide a gate). None for no parts."""
+    result: Generation | None = None
+    for g in parts:
+        if result is None:
+            result = g
+            continue
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(g):
+            a, b = getattr(result, f.name), getattr(g, f.name)
+            if isinstance(a, Histogram):
+                merged = merge((a, b))
+                assert merged is not None  # two in, one out
+                changes[f.name] = merged
+            elif f.name == "logprob_sum":
+                changes[f.name] = min(a + b, 0.0)
+            else:
+                changes[f.name] = a + b
+        result = dataclasses.replace(result, **changes)
+    return result
 
 
 def metrics_from_dict(d: Mapping[str, Any]) -> GroupMetrics:
@@ -57,6 +117,7 @@ def metrics_from_dict(d: Mapping[str, Any]) -> GroupMetrics:
         feedback_good=int(d.get("good", 0)),
         feedback_total=int(d.get("feedback", 0)),
         drift=d.get("drift"),
+        generation=generation_from_dict(d["gen"]) if d.get("gen") is not None else None,
     )
 
 
@@ -80,6 +141,7 @@ def merge_metrics(parts: Iterable[GroupMetrics]) -> GroupMetrics | None:
         feedback_good=sum(p.feedback_good for p in parts),
         feedback_total=sum(p.feedback_total for p in parts),
         drift=max(drifts) if drifts else None,
+        generation=merge_generations(p.generation for p in parts if p.generation is not None),
     )
 
 

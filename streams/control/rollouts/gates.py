@@ -23,6 +23,13 @@ Gates, and why each is judged the way it is:
   few requests in the tail, the gate falls back to a ratio threshold on the two p95 values.
 - **Drift relative to stable** is a threshold on the difference of drift scores: a drift score
   is one summary number per group with no sampling distribution we could test against.
+- **Generations** (causal language models; judged only when the groups report generations):
+  the p95 time to first token as an absolute SLO and against stable with the same
+  tail-proportion test as latency (its histogram counts generations); the share of aborted
+  generations (cancelled or failed) as an SLO and against stable with the two-proportion test;
+  the mean log-probability of the chosen tokens, a label-free quality signal, as a floor and
+  as a threshold on its drop from stable's (devices send its sum and count only, so there is
+  no variance to test with; ``min_logprob_tokens`` tokens per group are needed to judge it).
 
 Requests are counted as independent trials. Requests of one device are correlated, so with
 few reporting devices the real false-alarm rate can exceed the stated one; the minimum number
@@ -36,7 +43,7 @@ import enum
 import math
 
 from streams.control.rollouts.statistics import Alternative, latency_tail_split, two_proportion_z
-from streams.events import Histogram, Measurement
+from streams.events import Generation, Histogram, Measurement
 from streams.events.histograms import quantile
 
 # --------------------------------------------------------------------------- inputs and policy
@@ -48,6 +55,7 @@ class GroupMetrics:
 
     ``latency_ms`` is the merged latency histogram; ``p95_latency_ms`` is used when no histogram
     is available. Feedback counts are judged outcomes (``feedback_good`` of ``feedback_total``).
+    ``generation`` holds the group's merged generation aggregates (None: it served none).
     """
 
     devices: int
@@ -58,6 +66,7 @@ class GroupMetrics:
     feedback_good: int = 0
     feedback_total: int = 0
     drift: float | None = None
+    generation: Generation | None = None
 
     def __post_init__(self) -> None:
         if min(self.devices, self.requests, self.errors) < 0:
@@ -84,6 +93,10 @@ class GroupMetrics:
             return quantile(self.latency_ms, q)
         return self.p95_latency_ms
 
+    def ttft(self, q: float = 0.95) -> float | None:
+        """The q-quantile of time to first token, ms; None without generations."""
+        return None if self.generation is None else quantile(self.generation.ttft_ms, q)
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class GatePolicy:
@@ -109,6 +122,11 @@ class GatePolicy:
     quality_fallback_margin: float = 0.05
     latency_fallback_ratio: float = 1.2
     max_drift_increase: float | None = 0.1
+    max_p95_ttft_ms: float | None = None
+    max_abort_rate: float | None = None
+    min_mean_logprob: float | None = None
+    max_logprob_drop: float | None = 0.1
+    min_logprob_tokens: int = 1000
     # Off where devices share their CPU with other work (a simulated fleet on one machine):
     # there the canary's tail latency measures the machine, not the build.
     relative_latency: bool = True
@@ -122,6 +140,12 @@ class GatePolicy:
             raise ValueError("min_reporting_fraction must be in [0, 1]")
         if not 0.0 < self.latency_quantile < 1.0:
             raise ValueError("latency_quantile must be in (0, 1)")
+        if self.min_logprob_tokens < 1:
+            raise ValueError("min_logprob_tokens must be >= 1")
+        if self.max_abort_rate is not None and not 0.0 <= self.max_abort_rate <= 1.0:
+            raise ValueError("max_abort_rate must be in [0, 1]")
+        if self.max_logprob_drop is not None and not self.max_logprob_drop >= 0.0:
+            raise ValueError("max_logprob_drop must be non-negative")
 
 
 class Verdict(enum.StrEnum):
@@ -244,6 +268,54 @@ def _absolute_gates(canary: GroupMetrics, policy: GatePolicy) -> list[Measuremen
                 detail="SLO" if canary.drift is not None else "SLO; no drift score",
             )
         )
+    gen = canary.generation
+    if gen is not None and gen.generations:
+        gates += _absolute_generation_gates(canary, gen, policy)
+    return gates
+
+
+def _absolute_generation_gates(
+    canary: GroupMetrics, gen: Generation, policy: GatePolicy
+) -> list[Measurement]:
+    gates: list[Measurement] = []
+    if policy.max_p95_ttft_ms is not None:
+        ttft = canary.ttft(policy.latency_quantile)
+        gates.append(
+            Measurement(
+                metric="p95_ttft_ms",
+                value=ttft,
+                threshold=policy.max_p95_ttft_ms,
+                comparison="<=",
+                passed=None if ttft is None else ttft <= policy.max_p95_ttft_ms,
+                detail="SLO" if ttft is not None else "SLO; no first tokens",
+            )
+        )
+    if policy.max_abort_rate is not None:
+        rate = gen.aborted / gen.generations
+        gates.append(
+            Measurement(
+                metric="abort_rate",
+                value=rate,
+                threshold=policy.max_abort_rate,
+                comparison="<=",
+                passed=rate <= policy.max_abort_rate,
+                detail=f"SLO; {gen.aborted}/{gen.generations} generations cancelled or failed",
+            )
+        )
+    if policy.min_mean_logprob is not None:
+        enough = gen.logprob_count >= policy.min_logprob_tokens
+        mean = gen.mean_logprob
+        gates.append(
+            Measurement(
+                metric="mean_logprob",
+                value=mean,
+                threshold=policy.min_mean_logprob,
+                comparison=">=",
+                passed=(mean >= policy.min_mean_logprob) if enough and mean is not None else None,
+                detail=f"SLO; {gen.logprob_count} tokens"
+                + ("" if enough else f", fewer than {policy.min_logprob_tokens}: not judged"),
+            )
+        )
     return gates
 
 
@@ -293,36 +365,71 @@ def _latency_gate(
     canary: GroupMetrics, stable: GroupMetrics, policy: GatePolicy, alpha: float
 ) -> Measurement | None:
     q = policy.latency_quantile
+    return _tail_gate(
+        "p95_latency.relative",
+        (canary.latency_ms, stable.latency_ms),
+        (canary.p95(q), stable.p95(q)),
+        policy,
+        alpha,
+        "requests",
+    )
+
+
+def _ttft_gate(
+    canary: GroupMetrics, stable: GroupMetrics, policy: GatePolicy, alpha: float
+) -> Measurement | None:
+    if canary.generation is None or stable.generation is None:
+        return None
+    q = policy.latency_quantile
+    return _tail_gate(
+        "p95_ttft.relative",
+        (canary.generation.ttft_ms, stable.generation.ttft_ms),
+        (canary.ttft(q), stable.ttft(q)),
+        policy,
+        alpha,
+        "first tokens",
+    )
+
+
+def _tail_gate(
+    metric: str,
+    hists: tuple[Histogram | None, Histogram | None],
+    p95s: tuple[float | None, float | None],
+    policy: GatePolicy,
+    alpha: float,
+    what: str,
+) -> Measurement | None:
+    q = policy.latency_quantile
     split = None
-    if canary.latency_ms is not None and stable.latency_ms is not None:
-        split = latency_tail_split(canary.latency_ms, stable.latency_ms, q)
+    if hists[0] is not None and hists[1] is not None:
+        split = latency_tail_split(hists[0], hists[1], q)
     if split is not None:
         test = two_proportion_z(
             split.canary_slow, split.canary_n, split.stable_slow, split.stable_n
         )
         if test.min_expected >= policy.min_expected_count:
             return Measurement(
-                metric="p95_latency.relative",
+                metric=metric,
                 value=test.p_value,
                 threshold=alpha,
                 comparison="p >=",
                 passed=test.p_value >= alpha,
                 detail=(
-                    f"one-sided tail-proportion z-test: requests slower than "
+                    f"one-sided tail-proportion z-test: {what} slower than "
                     f"{split.bound_ms:g} ms (pooled p{q * 100:g} bucket), canary "
                     f"{split.canary_slow}/{split.canary_n}, stable "
                     f"{split.stable_slow}/{split.stable_n}: z={test.z:.3f}, "
                     f"p={test.p_value:.4g}, alpha={alpha:.4g}"
                 ),
             )
-    c95, s95 = canary.p95(q), stable.p95(q)
+    c95, s95 = p95s
     if c95 is None or s95 is None:
         return None
     ratio = c95 / s95 if s95 > 0 else (1.0 if c95 == 0 else math.inf)
-    why = "no histograms" if split is None else "too few requests in the tail"
+    why = "no histograms" if split is None else f"too few {what} in the tail"
     finite = math.isfinite(ratio)
     return Measurement(
-        metric="p95_latency.relative",
+        metric=metric,
         value=ratio if finite else None,
         threshold=policy.latency_fallback_ratio,
         comparison="<=",
@@ -332,6 +439,52 @@ def _latency_gate(
             f"({c95:g} ms / {s95:g} ms)"
         ),
     )
+
+
+def _relative_generation_gates(
+    canary: GroupMetrics, stable: GroupMetrics, policy: GatePolicy, alpha: float
+) -> list[Measurement]:
+    c, s = canary.generation, stable.generation
+    if c is None or s is None or not (c.generations and s.generations):
+        return []
+    gates = [
+        _proportion_gate(
+            "abort_rate.relative",
+            (c.aborted, s.aborted),
+            (c.generations, s.generations),
+            Alternative.GREATER,
+            alpha,
+            policy.error_rate_fallback_margin,
+            policy,
+            "aborted-generation rate",
+        )
+    ]
+    ttft = _ttft_gate(canary, stable, policy, alpha) if policy.relative_latency else None
+    if ttft is not None:
+        gates.append(ttft)
+    c_mean, s_mean = c.mean_logprob, s.mean_logprob
+    if (
+        policy.max_logprob_drop is not None
+        and c_mean is not None
+        and s_mean is not None
+        and min(c.logprob_count, s.logprob_count) >= policy.min_logprob_tokens
+    ):
+        drop = s_mean - c_mean
+        gates.append(
+            Measurement(
+                metric="mean_logprob.relative",
+                value=drop,
+                threshold=policy.max_logprob_drop,
+                comparison="<=",
+                passed=drop <= policy.max_logprob_drop,
+                detail=(
+                    f"threshold on stable - canary mean log-probability per token "
+                    f"({s_mean:.4g} - {c_mean:.4g}; {s.logprob_count} and "
+                    f"{c.logprob_count} tokens)"
+                ),
+            )
+        )
+    return gates
 
 
 def _relative_gates(
@@ -381,7 +534,7 @@ def _relative_gates(
                 detail=f"threshold on canary - stable drift ({canary.drift:g} - {stable.drift:g})",
             )
         )
-    return gates
+    return gates + _relative_generation_gates(canary, stable, policy, alpha)
 
 
 def _feedback_check(

@@ -96,3 +96,25 @@ def test_models_and_devices_commands_read_the_compacted_topics(kafka_conn, capsy
     )
     assert main(["models", "show", "intent", *conn_args]) == 0
     assert json.loads(capsys.readouterr().out)[0]["version"] == "v2"
+
+
+def test_generation_gates_and_rules_are_set_from_flags():
+    s = settings_from_args(
+        _parse(
+            "control",
+            "worker",
+            "--max-p95-ttft-ms",
+            "900",
+            "--min-mean-logprob",
+            "-1.5",
+            "--rollout-max-p95-ttft-ms",
+            "800",
+            "--rollout-max-logprob-drop",
+            "0.2",
+        )
+    )
+    assert s.rules.max_p95_ttft_ms == 900.0
+    assert s.rules.min_mean_logprob == -1.5
+    gates = s.rollout.policy().gates
+    assert gates.max_p95_ttft_ms == 800.0
+    assert gates.max_logprob_drop == 0.2

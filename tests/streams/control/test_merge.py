@@ -185,3 +185,24 @@ def test_a_known_version_new_to_a_full_window_keeps_its_row_and_its_replay_is_dr
     s.feed(*marks(1), part("canary", source="telemetry:1", requests=1, last=10))
     assert requests_of(s) == {"v1": 10, "v2": 10, "canary": 1}
     assert s.late() == 0
+
+
+def test_generations_of_every_source_reach_the_controller_and_the_status_merged():
+    from tests.support.generations import generation
+
+    def gen_part(source: str, stop: int, error: int) -> Partial:
+        event = telemetry(f"d-{source}", start_ms=W, requests=stop + error)
+        agg = WindowAggregate()
+        agg.add_telemetry(dataclasses.replace(event, generation=generation(stop=stop, error=error)))
+        return Partial(source, 1, GroupKey("intent", "v1", "eu"), agg, cut_at=100, last=50)
+
+    s = stage2()
+    s.feed(gen_part("telemetry:0", 6, 1), gen_part("telemetry:1", 3, 2), *marks(1))
+    (closed,) = [ClosedWindows.from_dict(m) for m in s.controller.sent if m["t"] == "window"]
+    (group,) = closed.groups
+    g = group.metrics.generation
+    assert g is not None
+    assert (g.generations, g.finished_error, g.ttft_ms.total) == (12, 3, 9)
+    (row,) = s.status.windows
+    assert row["generations"] == 12
+    assert row["generation_abort_rate"] == 3 / 12
