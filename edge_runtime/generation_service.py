@@ -31,9 +31,9 @@ from edge_runtime.model_slot import ModelSlot
 
 log = logging.getLogger(__name__)
 
-Finished = Callable[[str, GenerationStats | None, float], None]
+Finished = Callable[[str, GenerationStats, float], None]
 """Called once per admitted request from its worker thread: the version, the statistics
-(None when the engine failed) and the wall time in milliseconds."""
+(``finish_reason`` ``error`` when the engine failed) and the wall time in milliseconds."""
 
 
 class GenerationBusy(EdgeRuntimeError):
@@ -111,6 +111,7 @@ class GenerationService:
             model = self.slot.lease()
             try:
                 ids = await asyncio.to_thread(model.prompt_ids, prompt=prompt, messages=messages)
+                model.check_request(ids, params)  # refused requests never count as generations
                 run = _Run(model, ids, params, self._on_finished, gone)
                 run.start(asyncio.get_running_loop(), on_exit=self._exit)
                 handed_over = True  # the thread now owns the lease and the slot
@@ -168,9 +169,12 @@ class _Run:
                 put(exc)
             finally:
                 self.model.release()
+                elapsed_s = time.perf_counter() - started
+                if stats is None:  # the engine failed before it could say how it went
+                    stats = GenerationStats(len(self.ids), 0, None, (), elapsed_s, "error")
                 if self.on_finished is not None:
                     try:
-                        elapsed = (time.perf_counter() - started) * 1000
+                        elapsed = elapsed_s * 1000
                         self.on_finished(self.model.version, stats, elapsed)
                     except Exception:  # telemetry must never break serving
                         log.exception("generation telemetry failed")

@@ -44,6 +44,7 @@ from edge_runtime.generation import (
     GenaiDecoder,
     Generation,
     SignatureError,
+    check_budget,
     eos_ids,
     greedy,
     stream,
@@ -410,6 +411,15 @@ class LoadedModel:
             # The template writes the special tokens itself; the tokenizer must not add more.
             return list(self._tokenizer.encode(prompt, add_special_tokens=False).ids)
         return list(self._tokenizer.encode(prompt or "").ids)
+
+    def check_request(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """Raise :class:`ParameterError` for a request this model cannot answer in full."""
+        decoder = self._decoder
+        if decoder is None:
+            raise InferenceError(self.model_id, self.version, "not a GENERATE model, or released")
+        if not prompt_ids:
+            raise ParameterError("the prompt encodes to no tokens")
+        check_budget(decoder, len(prompt_ids), params.max_tokens)
 
     def stream(
         self,

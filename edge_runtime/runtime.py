@@ -245,22 +245,13 @@ class EdgeRuntime:
         self.metrics.latency.observe(elapsed / 1000)
         return result
 
-    def _generation_finished(
-        self, version: str, stats: GenerationStats | None, elapsed_ms: float
-    ) -> None:
+    def _generation_finished(self, version: str, stats: GenerationStats, elapsed_ms: float) -> None:
         """Count one streamed generation (from its worker thread; the window is locked)."""
-        outcome = "error" if stats is None or stats.finish_reason == "error" else "ok"
-        if stats is None:
-            self.aggregator.record(version, elapsed_ms, error=True)
-        else:
-            self.aggregator.record(
-                version,
-                elapsed_ms,
-                token_counts=(stats.prompt_tokens,),
-                output_token_counts=(stats.output_tokens,),
-            )
+        self.aggregator.record_generation(version, stats, latency_ms=elapsed_ms)
+        outcome = "error" if stats.finish_reason == "error" else "ok"
         self.metrics.requests.labels(self.device.device_id, self.model_id, version, outcome).inc()
         self.metrics.latency.observe(elapsed_ms / 1000)
+        self.metrics.observe_generation(version, stats)
 
     # ------------------------------------------------------------------ status
 

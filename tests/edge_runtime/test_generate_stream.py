@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from edge_runtime.model import LoadedModel
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
+from streams.events import Telemetry
 from tests.support import tiny_genai, tiny_transformers
 from tests.support.device import settings
 from tests.support.ports import free_port
@@ -233,7 +235,7 @@ def test_the_queue_admits_its_bound_and_refuses_the_rest(tiny):
     gate = _gate(model)
     slot = ModelSlot("slm")
     slot.swap(model)
-    finished: list[GenerationStats | None] = []
+    finished: list[GenerationStats] = []
     service = GenerationService(
         slot, max_concurrent=1, max_queued=1, on_finished=lambda v, s, ms: finished.append(s)
     )
@@ -272,7 +274,7 @@ def test_a_client_that_stops_listening_cancels_at_the_next_token(tiny):
     gate = _gate(model)
     slot = ModelSlot("slm")
     slot.swap(model)
-    finished: list[GenerationStats | None] = []
+    finished: list[GenerationStats] = []
     service = GenerationService(slot, on_finished=lambda v, s, ms: finished.append(s))
 
     async def scenario() -> None:
@@ -346,8 +348,9 @@ def test_openai_chat_completions_streamed_and_whole(tiny, tmp_path, signing_key)
     port = free_port()
     body = {"messages": [{"role": "user", "content": "play music"}], "max_tokens": 10}
 
+    rt = EdgeRuntime(settings(tmp_path, signing_key, model_id="slm"))
+
     async def scenario() -> tuple[Any, list[Any], Any, Any, Any]:
-        rt = EdgeRuntime(settings(tmp_path, signing_key, model_id="slm"))
         rt.slot.swap(_load(directory))
         runner = await serve(rt, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}/v1"
@@ -398,6 +401,17 @@ def test_openai_chat_completions_streamed_and_whole(tiny, tmp_path, signing_key)
     assert "exceeds" in too_long[1]["error"]["message"]
     assert bad[0] == 400
     assert "temperature" in bad[1]["error"]["message"]
+    # Three answered generations reach the telemetry window (the two refusals never started).
+    window = rt.aggregator.close(datetime.now(UTC), serving_version="v1")
+    telemetry = next(e for e in window if isinstance(e, Telemetry))
+    assert telemetry.generation is not None
+    assert telemetry.generation.generations == 3
+    assert telemetry.generation.output_tokens_total == (
+        whole["usage"]["completion_tokens"] * 2 + completion["usage"]["completion_tokens"]
+    )
+    assert telemetry.generation.logprob_count >= 3
+    metrics = rt.metrics.render().decode()
+    assert "slmops_edge_time_to_first_token_seconds_count" in metrics
 
 
 def test_http_answers_429_when_every_generation_slot_and_queue_place_is_taken(
