@@ -45,7 +45,8 @@ def windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
         scored = end
         if end == n:
             break
-        begin += stride
+        # At least one token of context before the first scored one, even when stride == window.
+        begin = min(begin + stride, scored - 1)
     return spans
 
 

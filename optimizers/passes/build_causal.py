@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -71,7 +72,7 @@ _BUILDER_CPU_ACCURACY = 4
 
 
 class BuildCausalConfig(PassConfig):
-    precision: CausalPrecision = "int4"
+    precision: CausalPrecision = "fp32"
     algorithm: Literal["rtn", "k_quant", "hqq"] = Field(
         default="k_quant", description="int8/int4 weight quantizer"
     )
@@ -229,7 +230,10 @@ class BuildCausal(Pass[BuildCausalConfig]):
         if cfg.lm_head == "int8" and bits == 4:
             quantizer.nodes_to_exclude.add(_LM_HEAD_NODE)
         self.context.progress("hqq", 0, 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            # HQQ wraps the read-only weight arrays in torch tensors without writing to them;
+            # torch's warning about non-writable arrays is noise here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             quantizer.process()
         quantized = quantizer.model.model
         if cfg.lm_head == "int8" and bits == 4:
