@@ -55,11 +55,13 @@ log = logging.getLogger(__name__)
 ENGINE = "onnxruntime-genai"
 CausalPrecision = Literal["fp32", "int8", "int4"]
 
-TOLERANCE: dict[str, float] = {"fp32": 1e-3, "int8": 0.05, "int4": 0.35}
+TOLERANCE: dict[str, float] = {"fp32": 1e-3, "int8": 0.1, "int4": 0.75}
 """Default bound on max |onnxruntime logit - torch logit| over the probes, relative to
-max(1, max |torch logit|). fp32 differs from torch only by kernel order (measured 1e-5 on the
-tiny Llama, 2e-5 on SmolLM2); int8 and int4 by their rounding (SmolLM2: int8 0.01-0.02,
-int4 0.1-0.2 of the logit scale)."""
+max(1, max |torch logit|). fp32 differs from torch only by kernel order (measured 2e-7 of
+the scale on the tiny Llama, 2e-6 on SmolLM2-135M); the quantized bounds are sanity checks
+that catch a broken graph (diffs far beyond the scale), not quality judgements, which are
+perplexity's (evaluate, the precision budget). Measured on SmolLM2-135M, whose logits reach
+30: int8 0.04-0.05, int4 0.47-0.55 of the scale at the worst position of the probes."""
 
 _PROBES = (
     "The capital of France is",

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from optimizers import hf
 from optimizers.causal_graph import CausalGraph
-from optimizers.dataset import Dataset
+from optimizers.dataset import Dataset, Example
 from optimizers.errors import PassError
 from optimizers.model import ModelRef
 from optimizers.onnx_runner import Runner
@@ -185,13 +186,13 @@ def test_fp32_perplexity_equals_torch(tiny_llama: ModelRef, fp32_build: ModelRef
     assert got > 1.0
 
 
-def tiny_llama_texts() -> list[object]:
+def tiny_llama_texts() -> list[Example]:
     from optimizers import dataset, intents
 
     return list(dataset.split(intents.generate(40, seed=3)).eval)
 
 
-def _package(build: ModelRef, tmp_path: Path) -> tuple[Package, ModelRef, object]:
+def _package(build: ModelRef, tmp_path: Path) -> tuple[Package, ModelRef, Ed25519PrivateKey]:
     key = new_signing_key()
     step = Package(PackageConfig(), PassContext(model_id="slm", version="v2", signing_key=key))
     return step, step.run(build, tmp_path / "pkg"), key
@@ -208,7 +209,7 @@ def test_package_ships_the_whole_build_and_verifies_on_unpack(
         expected_sha256=step.last.stored.sha256,
         expected_size=step.last.stored.size_bytes,
         signature=step.last.signature,
-        trusted={key_id(key.public_key()): key.public_key()},  # type: ignore[attr-defined]
+        trusted={key_id(key.public_key()): key.public_key()},
     )
     assert manifest.engine == "onnxruntime-genai"
     assert manifest.task == "GENERATE"
@@ -256,7 +257,7 @@ def test_a_tampered_weights_file_is_refused(fp32_build: ModelRef, tmp_path: Path
             expected_sha256=sha256_file(forged),
             expected_size=forged.stat().st_size,
             signature=step.last.signature,
-            trusted={key_id(key.public_key()): key.public_key()},  # type: ignore[attr-defined]
+            trusted={key_id(key.public_key()): key.public_key()},
         )
     shutil.rmtree(unpacked)
 
