@@ -15,6 +15,7 @@ Options:
   optimisation of each block's scale and zero point; no data needed; int4 only, because
   onnxruntime's CPU kernel takes float zero points at 4 bits only).
 - ``block_size``: weights per scale (16..256): smaller blocks, closer weights, larger files.
+  ``k_quant`` needs an even number of blocks along every weight's input (checked up front).
 - ``lm_head``: ``same`` quantizes it like the body; ``int8`` keeps it at 8 bits
   (``matmul_mixed_precision=last_matmul:int8``); ``fp32`` leaves it float. A model whose
   embeddings are tied to the LM head (SmolLM2) shares one table with the builder's
@@ -121,6 +122,8 @@ class BuildCausal(Pass[BuildCausalConfig]):
         if model.task != "generate":
             raise PassError(self.name, f"builds causal LMs, got task {model.task!r}")
         cfg = self.config
+        if cfg.algorithm == "k_quant" and cfg.precision != "fp32":
+            _check_k_quant_blocks(model.path, cfg.block_size)
         out_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         builder_precision = "fp32" if cfg.algorithm == "hqq" else cfg.precision
@@ -324,6 +327,28 @@ class BuildCausal(Pass[BuildCausalConfig]):
                 self.name,
                 f"greedy tokens differ from torch: {got_ids} != {want_ids}",
                 model=str(out.path),
+            )
+
+
+def _check_k_quant_blocks(source: Path, block_size: int) -> None:
+    """Refuse before building what the builder's k_quant would crash on after a minute.
+
+    It packs two 4-bit zero points per byte along the input dimension, and fails when a
+    weight has an odd number of blocks there (SmolLM2's 576-wide hidden state at 64 or 128).
+    """
+    try:
+        config = json.loads((source / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    for key in ("hidden_size", "intermediate_size"):
+        width = config.get(key)
+        if isinstance(width, int) and -(-width // block_size) % 2:
+            raise PassError(
+                "build_causal",
+                f"k_quant needs an even number of blocks per row: {key}={width} makes "
+                f"{-(-width // block_size)} blocks of {block_size}; use a smaller block_size, "
+                "rtn or hqq",
+                model=str(source),
             )
 
 

@@ -299,3 +299,13 @@ max_quality_drop = 0.5
     assert packaged.manifest.engine == "onnxruntime-genai"
     assert packaged.manifest.precision == "int4"
     assert "model.onnx.data" in packaged.manifest.files
+
+
+def test_k_quant_refuses_an_odd_block_count_before_building(
+    tiny_llama: ModelRef, tmp_path: Path
+) -> None:
+    # hidden 64 / block 64 = 1 block per row: the builder's k_quant would crash packing it.
+    cfg = BuildCausalConfig(precision="int4", algorithm="k_quant", block_size=64)
+    with pytest.raises(PassError, match="even number of blocks"):
+        BuildCausal(cfg).run(tiny_llama, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
