@@ -62,7 +62,7 @@ max(1, max |torch logit|). fp32 differs from torch only by kernel order (measure
 the scale on the tiny Llama, 2e-6 on SmolLM2-135M); the quantized bounds are sanity checks
 that catch a broken graph (diffs far beyond the scale), not quality judgements, which are
 perplexity's (evaluate, the precision budget). Measured on SmolLM2-135M, whose logits reach
-30: int8 0.04-0.05, int4 0.47-0.55 of the scale at the worst position of the probes."""
+30: int8 0.04-0.05, int4 0.47-0.60 of the scale at the worst position of the probes."""
 
 _PROBES = (
     "The capital of France is",
