@@ -83,6 +83,8 @@ _ROWS = (
     ("accuracy", "{:.4f}"),
     ("macro_f1", "{:.4f}"),
     ("cosine", "{:.4f}"),
+    ("perplexity", "{:.3f}"),
+    ("tokens_per_s", "{:.1f}"),
     ("size_bytes", "{:,.0f}"),
     ("latency_p50_ms", "{:.2f}"),
     ("latency_p95_ms", "{:.2f}"),
