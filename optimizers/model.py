@@ -21,6 +21,9 @@ Format = Literal["hf", "onnx", "package"]
 ``package``: a signed artifact archive (streams.events.artifact)."""
 
 TaskName = Literal["classify", "embed", "generate"]
+Engine = Literal["onnxruntime", "onnxruntime-genai"]
+"""What runs the graph on a device: onnxruntime alone, or onnxruntime-genai for causal LMs
+built with a KV cache (``build_causal``; genai_config.json beside the graph)."""
 META_FILE = "slmops-model.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -38,6 +41,7 @@ class ModelRef(BaseModel):
     task: TaskName = "classify"
     labels: tuple[str, ...] = ()
     precision: str = "fp32"
+    engine: Engine = "onnxruntime"
     max_length: int = Field(default=64, ge=1)
     lineage: tuple[str, ...] = ()
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -4,9 +4,11 @@
    not already) and evaluated. Gates compare against it.
 2. The recipe's steps run in order, each in its own directory under the work dir.
 3. For each hardware profile the precision chain is walked smallest-first (int4, int8
-   static, int8 dynamic, fp32); the first build whose quality is within ``max_drop`` of the
-   fp32 candidate is that profile's build. Builds are shared between profiles that pick the
-   same precision, so each is built and evaluated once.
+   static, int8 dynamic, fp32; int4, int8, fp32 for a ``build_causal`` recipe); the first
+   build within budget of the fp32 candidate is that profile's build: ``max_drop`` of
+   quality, or for causal LMs a relative perplexity increase (``max_perplexity_increase``).
+   Builds are shared between profiles that pick the same precision, so each is built and
+   evaluated once.
 4. Every chosen build is judged against the gates. One failure refuses the whole candidate,
    with all the measurements.
 5. Otherwise each distinct build is packaged, signed and stored, tagged with its profiles.
@@ -27,7 +29,7 @@ from optimizers.model import ModelRef
 from optimizers.passes import resolve
 from optimizers.passes.base import PassContext
 from optimizers.passes.package import Packaged
-from optimizers.recipe import Gates, Precision, Recipe
+from optimizers.recipe import Gates, Precision, Recipe, Step
 from streams.events import Measurement
 
 log = logging.getLogger(__name__)
@@ -80,21 +82,29 @@ def run(
         base = base.derive(labels=data.labels)
     ctx = replace(context, data=data)
     evaluate = resolve("evaluate")
-    export = resolve("export_onnx")
+    causal_step = next((s for s in recipe.steps if s.name == "build_causal"), None)
 
     baseline_onnx = base
     if base.format == "hf":
         log.info("exporting the baseline model=%s", base.path)
-        export_cfg = next((s.config for s in recipe.steps if s.name == "export_onnx"), None)
-        baseline_onnx = export(export_cfg or export.parse_config({}), ctx).run(
-            base, _sub(work_dir, "baseline")
-        )
+        if causal_step is not None:
+            # Judge a KV-cache candidate against the same kind of build of the base model.
+            baseline_onnx = causal_step.build(ctx).run(base, _sub(work_dir, "baseline"))
+        else:
+            export = resolve("export_onnx")
+            export_cfg = next((s.config for s in recipe.steps if s.name == "export_onnx"), None)
+            baseline_onnx = export(export_cfg or export.parse_config({}), ctx).run(
+                base, _sub(work_dir, "baseline")
+            )
     ctx = replace(ctx, reference=baseline_onnx)
     baseline = evaluate(recipe.evaluate, ctx).run(baseline_onnx, _sub(work_dir, "baseline-eval"))
 
     model = base
+    causal: tuple[Step, ModelRef] | None = None
     for step in recipe.steps:
         log.info("running step=%d pass=%s", step.index, step.name)
+        if step.name == "build_causal":
+            causal = (step, model)
         model = step.build(ctx).run(model, _sub(work_dir, f"{step.index:02d}-{step.name}"))
     fp32 = evaluate(recipe.evaluate, ctx).run(model, _sub(work_dir, "fp32-eval"))
 
@@ -104,7 +114,7 @@ def run(
     budget: list[Measurement] = []
     for profile in profiles:
         pick = _walk_chain(
-            recipe, recipe.precision.chain_for(profile or None), fp32, tried, work_dir, ctx
+            recipe, recipe.precision.chain_for(profile or None), fp32, tried, work_dir, ctx, causal
         )
         if pick is None:
             budget.append(
@@ -113,7 +123,7 @@ def run(
                     passed=False,
                     comparison="chain",
                     detail=f"no precision in {list(recipe.precision.chain_for(profile or None))} "
-                    f"stays within {recipe.precision.max_drop} of fp32"
+                    "stays within its budget against fp32"
                     + (f" (profile {profile})" if profile else ""),
                 )
             )
@@ -173,34 +183,40 @@ def _walk_chain(
     tried: dict[str, ModelRef],
     work_dir: Path,
     ctx: PassContext,
+    causal: tuple[Step, ModelRef] | None = None,
 ) -> ModelRef | None:
+    """The first precision of ``chain`` within budget; builds each once (``tried``).
+
+    A KV-cache build is rebuilt from its transformers input by its own ``build_causal`` step
+    at each precision; any other graph goes through the quantize pass.
+    """
     policy = recipe.precision
     evaluate = resolve("evaluate")
     quantize = resolve("quantize")
     for precision in chain:
         if precision not in tried:
-            cfg: dict[str, Any] = {
-                "mode": precision,
-                "per_channel": policy.per_channel,
-                "block_size": policy.block_size,
-                "calibration_size": policy.calibration_size,
-            }
-            built = quantize(quantize.parse_config(cfg), ctx).run(
-                fp32.derive(metrics={}), _sub(work_dir, f"q-{precision}")
-            )
+            out = _sub(work_dir, f"q-{precision}")
+            if causal is not None:
+                step, source = causal
+                cfg = step.config.model_copy(update={"precision": precision})
+                built = step.pass_cls(cfg, ctx).run(source.derive(metrics={}), out)
+            else:
+                qcfg: dict[str, Any] = {
+                    "mode": precision,
+                    "per_channel": policy.per_channel,
+                    "block_size": policy.block_size,
+                    "calibration_size": policy.calibration_size,
+                }
+                built = quantize(quantize.parse_config(qcfg), ctx).run(fp32.derive(metrics={}), out)
             tried[precision] = evaluate(recipe.evaluate, ctx).run(
                 built, _sub(work_dir, f"q-{precision}-eval")
             )
-        candidate = tried[precision]
-        drop = fp32.metrics["quality"] - candidate.metrics["quality"]
-        log.info(
-            "precision=%s quality=%.4f drop_vs_fp32=%.4f",
-            precision,
-            candidate.metrics["quality"],
-            drop,
+        ok, detail = gates_mod.within_budget(
+            policy, precision, fp32.metrics, tried[precision].metrics
         )
-        if drop <= policy.max_drop + 1e-12:
-            return candidate
+        log.info("precision=%s %s within_budget=%s", precision, detail, ok)
+        if ok:
+            return tried[precision]
     return None
 
 

@@ -14,6 +14,8 @@ A recipe is a TOML file::
     [precision]            # the accuracy-aware fallback chain, smallest build first
     chain = ["int4", "int8_static", "int8_dynamic", "fp32"]
     max_drop = 0.01        # quality the quantized build may lose against its fp32 export
+    # causal LMs are judged on perplexity instead: relative increase over fp32
+    max_perplexity_increase = { int8 = 0.02, int4 = 0.20 }
     [precision.profiles]   # a hardware profile may get its own chain
     arm-a53 = ["int8_dynamic", "fp32"]
 
@@ -25,6 +27,11 @@ A recipe is a TOML file::
 The whole recipe is validated before any pass runs: every step's config, and the chain of
 formats from the base model through the steps to an fp32 ONNX graph the precision stage can
 quantize. A typo in the last step must not cost an hour of fine-tuning first.
+
+A causal LM with a KV cache is built by a ``build_causal`` step instead of ``export_onnx``;
+its chain then defaults to ``["int4", "int8", "fp32"]`` (weight-only builds of the same
+model, each rebuilt with the step's algorithm, block size and LM-head choice) and may hold
+no other precision.
 """
 
 from __future__ import annotations
@@ -42,8 +49,13 @@ from optimizers.model import Format
 from optimizers.passes import resolve
 from optimizers.passes.base import Pass, PassConfig
 
-Precision = Literal["int4", "int8_static", "int8_dynamic", "fp32"]
+Precision = Literal["int4", "int8", "int8_static", "int8_dynamic", "fp32"]
+"""``int8`` is build_causal's weight-only 8 bits; ``int8_static``/``int8_dynamic`` are the
+quantize pass's (activations too); ``int4`` is MatMulNBits in both."""
 DEFAULT_CHAIN: tuple[Precision, ...] = ("int4", "int8_static", "int8_dynamic", "fp32")
+CAUSAL_CHAIN: tuple[Precision, ...] = ("int4", "int8", "fp32")
+"""The chain of a recipe with a ``build_causal`` step, unless it names its own."""
+_CAUSAL_PRECISIONS = frozenset(CAUSAL_CHAIN)
 _PIPELINE_OWNED = frozenset({"package"})
 
 
@@ -56,6 +68,17 @@ class PrecisionPolicy(BaseModel):
     block_size: int = Field(default=32, ge=16)
     calibration_size: int = Field(default=64, ge=1)
     profiles: dict[str, tuple[Precision, ...]] = Field(default_factory=dict)
+    max_perplexity_increase: dict[str, float] = Field(
+        default_factory=lambda: {"int8": 0.02, "int4": 0.20},
+        description="causal LMs: relative perplexity increase over fp32 each precision may "
+        "cost (int8_static/int8_dynamic fall under int8); replaces max_drop for them",
+    )
+
+    def perplexity_budget(self, precision: str) -> float:
+        """The relative increase allowed to ``precision``; 0 for one not listed."""
+        if precision in self.max_perplexity_increase:
+            return self.max_perplexity_increase[precision]
+        return self.max_perplexity_increase.get(precision.split("_")[0], 0.0)
 
     def chain_for(self, profile: str | None) -> tuple[Precision, ...]:
         if profile is not None and profile in self.profiles:
@@ -173,17 +196,48 @@ def parse(raw: Mapping[str, Any], *, source: str = "recipe", start: Format = "hf
         steps.append(Step(index=i, pass_cls=cls, config=cls.parse_config(body, step=i)))
     if not doc.precision.chain:
         raise RecipeError("precision.chain is empty", recipe=source)
+    precision = _causal_policy(doc.precision, steps, source)
     evaluate_cls = resolve("evaluate")
     recipe = Recipe(
         name=doc.name if doc.name != "recipe" else source,
         steps=tuple(steps),
-        precision=doc.precision,
+        precision=precision,
         gates=doc.gates,
         evaluate=evaluate_cls.parse_config(doc.evaluate),
         eval_fraction=doc.eval_fraction,
     )
     recipe.check_chain(start)
     return recipe
+
+
+def _causal_policy(policy: PrecisionPolicy, steps: list[Step], source: str) -> PrecisionPolicy:
+    """The chain fitting the steps: build_causal's precisions with it, the others without."""
+    causal = [s for s in steps if s.name == "build_causal"]
+    chains = [policy.chain, *policy.profiles.values()]
+    used = {p for chain in chains for p in chain}
+    if not causal:
+        if "int8" in used:
+            raise RecipeError(
+                "int8 is build_causal's weight-only precision; use int8_dynamic or int8_static",
+                recipe=source,
+            )
+        return policy
+    for step in causal:
+        if getattr(step.config, "precision", "fp32") != "fp32":
+            raise RecipeError(
+                "precision is chosen by [precision].chain; build_causal builds fp32 here",
+                recipe=source,
+                step=step.index,
+            )
+    if "chain" not in policy.model_fields_set:
+        policy = policy.model_copy(update={"chain": CAUSAL_CHAIN})
+        used = {p for chain in [policy.chain, *policy.profiles.values()] for p in chain}
+    wrong = sorted(used - _CAUSAL_PRECISIONS)
+    if wrong:
+        raise RecipeError(
+            f"build_causal builds {sorted(_CAUSAL_PRECISIONS)}, not {wrong}", recipe=source
+        )
+    return policy
 
 
 def load(path: Path, *, start: Format = "hf") -> Recipe:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "distill": "optimizers.passes.distill:Distill",
     "prune": "optimizers.passes.prune:Prune",
     "export_onnx": "optimizers.passes.export_onnx:ExportOnnx",
+    "build_causal": "optimizers.passes.build_causal:BuildCausal",
     "quantize": "optimizers.passes.quantize:Quantize",
     "evaluate": "optimizers.passes.evaluate:Evaluate",
     "package": "optimizers.passes.package:Package",

@@ -1,8 +1,9 @@
 """``evaluate``: quality, speed and footprint of an ONNX model, measured in onnxruntime.
 
 Quality is ``accuracy`` and ``macro_f1`` on the held-out split for classifiers (``quality`` is
-accuracy), and the mean cosine similarity to a reference model's embeddings for embedders
-(``quality`` is that cosine). Speed is what a device sees: latency p50/p95 of single texts and
+accuracy), the mean cosine similarity to a reference model's embeddings for embedders
+(``quality`` is that cosine), and perplexity for causal LMs (``quality`` is minus the NLL per
+token), with or without a KV cache. Speed is what a device sees: latency p50/p95 of single texts and
 throughput of batches of 32, after warm-up. ``size_bytes`` is the model file on disk;
 ``peak_rss_bytes`` is the process's peak resident memory while loading and running it (the
 kernel's high-water mark is reset first where Linux allows it).
@@ -20,10 +21,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
+from optimizers.causal_graph import CausalGraph
 from optimizers.errors import PassError
-from optimizers.model import Format, ModelRef
+from optimizers.model import ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
 from optimizers.onnx_runner import Runner
 from optimizers.passes.base import Pass, PassConfig
+from optimizers.perplexity import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,9 @@ class EvaluateConfig(PassConfig):
     max_examples: int | None = Field(default=None, ge=1)
     new_tokens: int = Field(default=16, ge=1, description="generate: greedy tokens per prompt")
     prompts: int = Field(default=3, ge=1, description="generate: prompts timed for tokens/s")
+    perplexity_window: int = Field(
+        default=512, ge=2, description="generate: tokens per perplexity window, for every build"
+    )
 
 
 def accuracy(pred: Sequence[int], gold: Sequence[int]) -> float:
@@ -96,9 +102,9 @@ class Evaluate(Pass[EvaluateConfig]):
         examples = data.eval[: self.config.max_examples]
         texts = [e.text for e in examples]
         _reset_peak_rss()
-        runner = Runner(model, threads=self.config.threads)
         if model.task == "generate":
-            return self._generate(model, runner, texts)
+            return self._generate(model, texts)
+        runner = Runner(model, threads=self.config.threads)
         outputs = runner.run(texts, batch_size=self.config.batch_size)
         if not np.all(np.isfinite(outputs)):
             raise PassError(self.name, "non-finite outputs", model=str(model.path))
@@ -127,24 +133,29 @@ class Evaluate(Pass[EvaluateConfig]):
         out_dir.mkdir(parents=True, exist_ok=True)
         return model.derive(metrics={**model.metrics, **metrics})
 
-    def _generate(self, model: ModelRef, runner: Runner, texts: Sequence[str]) -> ModelRef:
-        """Perplexity on the held-out texts; greedy tokens/s without a KV cache.
+    def _generate(self, model: ModelRef, texts: Sequence[str]) -> ModelRef:
+        """Perplexity on the held-out texts; prefill latency and greedy tokens/s.
 
-        ``quality`` is minus the mean negative log-likelihood per token (nats), so that
-        higher is better as for the other tasks and a quality drop is an NLL increase.
+        Every causal build, with a KV cache or without, is fed the same token ids (the
+        ``tokenizers`` library on tokenizer.json) and scored by :mod:`optimizers.perplexity`
+        with the same window, so builds compare on the same number. ``quality`` is minus the
+        mean negative log-likelihood per token (nats), so that higher is better as for the
+        other tasks and a quality drop is an NLL increase.
         """
+        from tokenizers import Tokenizer
+
+        cfg = self.config
+        graph = CausalGraph(model.path, threads=cfg.threads)
+        tok = Tokenizer.from_file(str(model.path / TOKENIZER_FILE))
+        token_lists = [tok.encode(t).ids for t in texts]
+        scorer = Scorer(graph, window=cfg.perplexity_window)
         nll = 0.0
         count = 0
-        for text in texts:
-            feeds = runner.feeds([text])
-            ids = feeds["input_ids"][0]
-            if len(ids) < 2:
-                continue
-            logits = np.asarray(runner.session.run(None, dict(feeds))[0][0], dtype=np.float64)
-            shifted = logits[:-1] - logits[:-1].max(axis=-1, keepdims=True)
-            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-            nll -= float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
-            count += len(ids) - 1
+        for n, ids in enumerate(token_lists, start=1):
+            total, scored = scorer.nll(ids)
+            nll += total
+            count += scored
+            self.context.progress("perplexity", n, len(token_lists))
         if count == 0:
             raise PassError(self.name, "held-out texts are too short for perplexity")
         mean_nll = nll / count
@@ -153,14 +164,29 @@ class Evaluate(Pass[EvaluateConfig]):
             "perplexity": float(np.exp(mean_nll)),
             "quality": -mean_nll,
         }
-        metrics.update(self._speed(runner, texts))
+        prompts = [ids for ids in token_lists if ids] or [[0]]
+        singles = [prompts[i % len(prompts)] for i in range(cfg.latency_runs)]
+        for ids in singles[: cfg.warmup]:
+            graph.logits(ids)
+        times = []
+        for n, ids in enumerate(singles, start=1):
+            start = time.perf_counter()
+            graph.logits(ids)
+            times.append((time.perf_counter() - start) * 1000)
+            self.context.progress("latency", n, len(singles))
+        metrics["latency_p50_ms"] = float(np.percentile(times, 50))
+        metrics["latency_p95_ms"] = float(np.percentile(times, 95))
+        # Causal texts are not padded into batches (a cache holds one length per sequence):
+        # throughput is sequential prefills per second.
+        metrics["throughput_per_s"] = 1000 * len(times) / sum(times)
         generated = 0
         start = time.perf_counter()
-        for n, prompt in enumerate(texts[: self.config.prompts], start=1):
-            generated += len(greedy(runner, prompt, self.config.new_tokens))
-            self.context.progress("generate", n, min(self.config.prompts, len(texts)))
+        timed = prompts[: cfg.prompts]
+        for n, ids in enumerate(timed, start=1):
+            generated += len(graph.greedy(ids, cfg.new_tokens))
+            self.context.progress("generate", n, len(timed))
         metrics["tokens_per_s"] = generated / (time.perf_counter() - start)
-        metrics["size_bytes"] = float(model.onnx_path.stat().st_size)
+        metrics["size_bytes"] = float(_graph_bytes(model.path))
         metrics["peak_rss_bytes"] = _peak_rss()
         log.info("evaluated model=%s precision=%s metrics=%s", model.path, model.precision, metrics)
         return model.derive(metrics={**model.metrics, **metrics})
@@ -190,6 +216,15 @@ class Evaluate(Pass[EvaluateConfig]):
             "latency_p95_ms": float(np.percentile(times, 95)),
             "throughput_per_s": cfg.batch_size * cfg.throughput_batches / elapsed,
         }
+
+
+def _graph_bytes(directory: Path) -> int:
+    """model.onnx and its external data: what a device stores and maps."""
+    return sum(
+        f.stat().st_size
+        for f in directory.iterdir()
+        if f.is_file() and (f.name == ONNX_FILE or f.name.startswith(ONNX_FILE + ".data"))
+    )
 
 
 def greedy(runner: Runner, prompt: str, new_tokens: int) -> list[int]:

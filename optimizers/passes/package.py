@@ -1,10 +1,13 @@
 """``package``: the signed artifact devices install (format: ``streams.events.artifact``).
 
 The archive holds ``model.onnx``, ``tokenizer.json`` and a manifest stating the task, the
-I/O signature read from the graph itself, the labels, lineage, metrics and target hardware
-profiles; the manifest is signed with ed25519. The archive is stored content-addressed; the
-returned model's ``path`` is the stored archive and ``metrics`` gain nothing (the archive's
-sha256, size and signature are in :attr:`Package.last`).
+engine, the I/O signature read from the graph itself (never its weights: a graph over 2 GB
+keeps them in external data), the labels, lineage, metrics and target hardware profiles; the
+manifest is signed with ed25519. A build for onnxruntime-genai (``build_causal``) ships its
+whole flat directory: model.onnx.data, genai_config.json, tokenizer_config.json and
+chat_template.jinja besides, each with its sha256 in the manifest. The archive is stored
+content-addressed; the returned model's ``path`` is the stored archive and ``metrics`` gain
+nothing (the archive's sha256, size and signature are in :attr:`Package.last`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import onnx
 from pydantic import Field
 
 from optimizers.errors import PassError
-from optimizers.model import ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
+from optimizers.model import META_FILE, ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
 from optimizers.store import ArtifactStore, StoredArtifact
 from streams.events.artifact import Manifest, TensorSpec, file_entries, key_id, pack
@@ -64,6 +67,20 @@ def io_signature(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, [spec(v) for v in graph.output]
 
 
+def _files(model: ModelRef) -> list[str]:
+    """What the archive ships: the graph and tokenizer, or a genai build's whole directory."""
+    if model.engine == "onnxruntime-genai":
+        return sorted(f.name for f in model.path.iterdir() if f.is_file() and f.name != META_FILE)
+    return [n for n in (ONNX_FILE, TOKENIZER_FILE) if (model.path / n).exists()]
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 class Package(Pass[PackageConfig]):
     name: ClassVar[str] = "package"
     accepts: ClassVar[frozenset[Format]] = frozenset({"onnx"})
@@ -81,11 +98,10 @@ class Package(Pass[PackageConfig]):
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             staging = Path(tmp)
-            names = [ONNX_FILE]
-            shutil.copy2(model.onnx_path, staging / ONNX_FILE)
-            if (model.path / TOKENIZER_FILE).exists():
-                shutil.copy2(model.path / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-                names.append(TOKENIZER_FILE)
+            names = _files(model)
+            for name in names:
+                # A hard link where the file system allows: a 1B-class build is gigabytes.
+                _link_or_copy(model.path / name, staging / name)
             manifest = Manifest(
                 model_id=ctx.model_id,
                 version=ctx.version,
@@ -93,6 +109,7 @@ class Package(Pass[PackageConfig]):
                 precision=model.precision,
                 hardware_profiles=list(ctx.hardware_profiles),
                 model_file=ONNX_FILE,
+                engine=model.engine,
                 inputs=inputs,
                 outputs=outputs,
                 tokenizer_file=TOKENIZER_FILE if TOKENIZER_FILE in names else None,

@@ -96,6 +96,12 @@ class Quantize(Pass[QuantizeConfig]):
         self.check_input(model)
         if model.precision != "fp32":
             raise PassError(self.name, f"input is already {model.precision}", model=str(model.path))
+        if model.engine != "onnxruntime":
+            raise PassError(
+                self.name,
+                f"a {model.engine} build is quantized by build_causal (its precision option)",
+                model=str(model.path),
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in model.path.iterdir():
             if f.name not in {ONNX_FILE, PLAIN_ONNX_FILE, META_FILE} and f.is_file():

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from optimizers.errors import CandidateRefused
 from optimizers.gates import failed, judge
 from optimizers.recipe import Gates
@@ -33,3 +35,28 @@ def test_a_bad_candidate_is_refused_with_the_numbers_that_failed():
 
 def test_unset_gates_are_not_checked():
     assert judge(Gates(), BASE, {"quality": 0.0, "size_bytes": 1e12, "latency_p95_ms": 1e9}) == []
+
+
+def test_a_causal_build_is_judged_on_relative_perplexity() -> None:
+    from optimizers.gates import within_budget
+    from optimizers.recipe import PrecisionPolicy
+
+    policy = PrecisionPolicy(max_drop=0.0)  # would refuse any NLL increase
+    fp32 = {"perplexity": 20.0, "quality": -math.log(20.0)}
+    ok, detail = within_budget(policy, "int8", fp32, {"perplexity": 20.3, "quality": 0.0})
+    assert ok
+    assert "+1.50%" in detail
+    assert not within_budget(policy, "int8", fp32, {"perplexity": 20.5, "quality": 0.0})[0]
+    assert within_budget(policy, "int4", fp32, {"perplexity": 23.9, "quality": 0.0})[0]
+    assert not within_budget(policy, "int4", fp32, {"perplexity": 24.1, "quality": 0.0})[0]
+    # The no-cache quantize modes count as their bit width.
+    assert not within_budget(policy, "int8_dynamic", fp32, {"perplexity": 21.0, "quality": 0})[0]
+
+
+def test_other_models_keep_the_quality_drop_budget() -> None:
+    from optimizers.gates import within_budget
+    from optimizers.recipe import PrecisionPolicy
+
+    policy = PrecisionPolicy(max_drop=0.01)
+    assert within_budget(policy, "int4", {"quality": 0.9}, {"quality": 0.895})[0]
+    assert not within_budget(policy, "int4", {"quality": 0.9}, {"quality": 0.88})[0]

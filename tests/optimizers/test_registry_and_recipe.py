@@ -88,3 +88,37 @@ def test_request_constraints_tighten_recipe_gates():
     gates = Gates(max_quality_drop=0.05, max_size_bytes=100)
     tight = gates.tightened(max_quality_drop=0.01, max_p95_latency_ms=5.0, max_size_bytes=1000)
     assert tight == Gates(max_quality_drop=0.01, max_size_bytes=100, max_p95_latency_ms=5.0)
+
+
+CAUSAL = """
+name = "slm"
+[[steps]]
+pass = "build_causal"
+algorithm = "hqq"
+block_size = 64
+"""
+
+
+def test_a_causal_recipe_walks_the_weight_only_chain_by_default():
+    recipe = loads(CAUSAL)
+    assert recipe.precision.chain == ("int4", "int8", "fp32")
+    assert recipe.steps[0].config.model_dump()["precision"] == "fp32"
+    assert recipe.precision.perplexity_budget("int8") == 0.02
+    assert recipe.precision.perplexity_budget("int4") == 0.20
+    own = loads(CAUSAL + '[precision]\nchain = ["int8", "fp32"]\n')
+    assert own.precision.chain == ("int8", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (CAUSAL + '[precision]\nchain = ["int8_dynamic", "fp32"]\n', "not \\['int8_dynamic'\\]"),
+        (CAUSAL + '[precision.profiles]\narm = ["int8_static"]\n', "int8_static"),
+        (CAUSAL.replace("block_size = 64", 'precision = "int4"'), "chosen by \\[precision\\]"),
+        (GOOD.replace('["int8_dynamic", "fp32"]', '["int8", "fp32"]'), "weight-only"),
+        (CAUSAL.replace("block_size = 64", "block_size = 100"), "power of two"),
+    ],
+)
+def test_a_causal_recipe_refuses_precisions_it_cannot_build(text, match):
+    with pytest.raises(RecipeError, match=match):
+        loads(text)
