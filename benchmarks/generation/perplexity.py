@@ -132,7 +132,8 @@ def torch_perplexity(hf_dir: Path, ids: Sequence[int]) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model.eval()  # type: ignore[no-untyped-call]  # torch's Module.eval is untyped here
     with torch.no_grad():
         logits = model(torch.tensor([list(ids)])).logits[0].numpy()
     return float(np.exp(nll(logits, ids)))
