@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ PROMPT = (
 same ids (tokenized with the ``tokenizers`` library: onnxruntime-genai's tokenizer mis-encodes
 this GGUF-converted tokenizer)."""
 
+LOOP = "onnxruntime + IO binding loop"
 RESULT = "RESULT "
 MODEL_FILES = ("*.onnx", "*.onnx.data", "*.safetensors", "*.bin")
 
@@ -126,6 +128,17 @@ def child_main(payload: dict[str, Any]) -> None:
             payload["repeats"],
         )
         out = dataclasses.asdict(t)
+    elif kind == "interleaved":
+        from benchmarks.generation.engines import decode_loop, interleaved, onnxruntime_genai
+
+        build = Path(payload["build"])
+        rates = interleaved(
+            {REFERENCE: onnxruntime_genai(build), LOOP: decode_loop(build)},
+            payload["prompt_ids"],
+            payload["tokens"],
+            payload["rounds"],
+        )
+        out = {"rates": rates}
     elif kind == "perplexity":
         from benchmarks.generation import perplexity as ppl
 
@@ -223,6 +236,14 @@ def main() -> None:
     parser.add_argument(
         "--full", action="store_true", help="128 tokens, the no-cache row and the probes"
     )
+    parser.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also alternate the Generator and the loop ROUNDS times in one process per "
+        "precision (robust to load drifting between rows)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -298,6 +319,27 @@ def main() -> None:
 
     print_builds(build_stats)
     print_table(rows, scores, tokens, len(prompt_ids))
+    if args.interleaved:
+        print(f"\ninterleaved in one process, {args.interleaved} rounds, {tokens} tokens")
+        print(f"  {'prec':<5} {'genai tok/s':>11} {'loop tok/s':>10} {'loop/genai':>10}")
+        for precision in precisions:
+            progress(f"interleaved {precision}")
+            rates = run_child(
+                child_argv(
+                    "interleaved",
+                    build=str(builds[("genai", precision)]),
+                    prompt_ids=prompt_ids,
+                    tokens=tokens,
+                    rounds=args.interleaved,
+                ),
+                label="interleaved",
+            ).result["rates"]
+            ref, loop = rates[REFERENCE], rates[LOOP]
+            ratio = statistics.median(b / a for a, b in zip(ref, loop, strict=True))
+            print(
+                f"  {precision:<5} {statistics.median(ref):>11.1f} "
+                f"{statistics.median(loop):>10.1f} {ratio:>10.2f}  (median per-round ratio)"
+            )
     if args.probes or args.full:
         build = builds[("genai", "fp32" if "fp32" in precisions else precisions[0])]
         progress(f"onnxruntime-genai probes on {build.name}")

@@ -208,3 +208,21 @@ ENGINES: dict[str, Engine] = {
 
 REFERENCE = "onnxruntime-genai Generator"
 """The engine the ratio column divides by, at the same precision."""
+
+
+def interleaved(
+    engines: dict[str, TokenStream], prompt_ids: Sequence[int], n_tokens: int, rounds: int
+) -> dict[str, list[float]]:
+    """Decode rates of several loaded engines run in turn, ``rounds`` times, in one process.
+
+    On a machine whose cores are shared with other work the load drifts between the rows of
+    the table; alternating the engines gives each round the same conditions, so the per-round
+    ratios stay meaningful when the absolute rates do not.
+    """
+    for stream in engines.values():
+        list(stream(prompt_ids, 2))
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, stream in engines.items():
+            rates[name].append(measure(stream(prompt_ids, n_tokens), 0.0).decode_tokens_per_s)
+    return rates
