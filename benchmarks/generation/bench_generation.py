@@ -352,6 +352,12 @@ def main() -> None:
             print(f"  {question:<62} {answer}")
 
 
+def timings_of(result: dict[str, Any]) -> Timings:
+    fields = {f.name for f in dataclasses.fields(Timings)}
+    values = {k: v for k, v in result.items() if k in fields}
+    return Timings(**{**values, "tokens": tuple(values["tokens"])})
+
+
 def print_builds(stats: dict[str, Child | None]) -> None:
     print("\nbuilds (this run; 'cached' when reused from --out)")
     for name, child in stats.items():
@@ -367,9 +373,7 @@ def print_table(
     tokens: int,
     prompt_len: int,
 ) -> None:
-    timings = {
-        (n, p): Timings(**{**c.result, "tokens": tuple(c.result["tokens"])}) for n, p, _, c in rows
-    }
+    timings = {(n, p): timings_of(c.result) for n, p, _, c in rows}
     print(
         f"\nSmolLM2-135M-Instruct, greedy, prompt {prompt_len} tokens, {tokens} new tokens, "
         f"CPU ({len(os.sched_getaffinity(0))} cores), one process per row"

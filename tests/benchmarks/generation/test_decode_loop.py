@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.generation.bench_generation import timings_of
 from benchmarks.generation.decode_loop import DecodeLoop, GraphSpec
 from benchmarks.generation.engines import genai_stream, measure, time_engine
 from benchmarks.generation.perplexity import nll, perplexity
@@ -191,3 +192,10 @@ def test_perplexity_of_the_cached_graph_with_empty_past_matches_torch(tiny):
     assert perplexity(build / "model.onnx", ids) == pytest.approx(
         float(np.exp(nll(logits, ids))), rel=1e-4
     )
+
+
+def test_a_childs_result_with_extra_fields_reads_back_as_timings():
+    result = {"tokens": [4, 5], "ttft_s": 0.1, "decode_s": 0.5, "load_s": 1.0, "vm_hwm_mb": 9.0}
+    timings = timings_of(result)
+    assert timings.tokens == (4, 5)
+    assert timings.decode_tokens_per_s == pytest.approx(2.0)
