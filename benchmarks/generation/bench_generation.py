@@ -349,7 +349,8 @@ def main() -> None:
         )
         print(f"\nonnxruntime-genai probes ({build.name}, {tokens} tokens)")
         for question, answer in probes.result.items():
-            print(f"  {question:<62} {answer}")
+            if question != "vm_hwm_mb":
+                print(f"  {question:<62} {answer}")
 
 
 def timings_of(result: dict[str, Any]) -> Timings:
