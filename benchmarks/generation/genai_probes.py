@@ -1,10 +1,8 @@
 """Questions about onnxruntime-genai's ``Generator`` that decide how an engine may use it.
 
-- Does ``generate_next_token`` release the GIL? A pure-Python thread spins while one
-  generation decodes and records the gaps between its iterations. A step that holds the GIL
-  stalls it for the whole step (about one gap of at least 10 ms per token); one that releases
-  it leaves only the interpreter's 5 ms switch interval and the OS scheduler. Its iteration
-  rate relative to idle is reported too (it also falls with plain CPU contention). The same
+- Does ``generate_next_token`` release the GIL? A thread sleeping 1 ms at a time runs while
+  one generation decodes: if the step holds the GIL, the sleeper wakes about once per token,
+  a whole step late; if it releases it, the sleeper wakes about every millisecond. The same
   for the plain-onnxruntime loop, whose ``run`` releases the GIL.
 - Aggregate tokens/s of two generations in two threads against one.
 - What ``get_output("logits")`` per token costs (the logits a sampler or a log-probability
@@ -26,31 +24,27 @@ import numpy as np
 from benchmarks.generation.engines import genai_stream
 
 
-def _counter_rate(seconds: float, busy: Callable[[], object] | None) -> tuple[float, int]:
-    """Iterations per second of a Python loop, alone or while ``busy`` runs in a thread, and
-    how many of its gaps between iterations lasted 10 ms or more."""
-    stop = threading.Event()
-    worker = None
-    if busy is not None:
+def _sleeper(busy: Callable[[], object]) -> tuple[int, float]:
+    """Wake-ups of a thread sleeping 1 ms at a time while ``busy`` runs, and its median
+    oversleep in ms. A sleeper needs the GIL only to wake, and the OS schedules it promptly even
+    on busy cores: it is held up for long only by a thread that holds the GIL."""
+    done = threading.Event()
+    late: list[float] = []
 
-        def target() -> None:
-            busy()
-            stop.set()
+    def sleeper() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            time.sleep(0.001)
+            late.append(time.perf_counter() - start - 0.001)
 
-        worker = threading.Thread(target=target)
-        worker.start()
-    count = long_gaps = 0
-    start = last = time.perf_counter()
-    deadline = start + seconds
-    while (busy is None and last < deadline) or (busy and not stop.is_set()):
-        now = time.perf_counter()
-        long_gaps += now - last >= 0.010
-        last = now
-        count += 1
-    elapsed = time.perf_counter() - start
-    if worker is not None:
-        worker.join()
-    return count / elapsed, long_gaps
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    try:
+        busy()
+    finally:
+        done.set()
+        thread.join()
+    return len(late), statistics.median(late) * 1e3
 
 
 def run(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> dict[str, Any]:
@@ -96,23 +90,18 @@ def run(build_dir: Path, prompt_ids: Sequence[int], n_tokens: int) -> dict[str, 
         t.join()
     two_s = time.perf_counter() - start
 
-    idle, _ = _counter_rate(1.0, None)
-    during_genai, genai_gaps = _counter_rate(
-        0, lambda: list(genai_stream(model, prompt_ids, n_tokens))
-    )
+    genai_wakes, genai_late = _sleeper(lambda: list(genai_stream(model, prompt_ids, n_tokens)))
     loop = DecodeLoop(build_dir)
     loop.generate(prompt_ids, 2)
-    during_loop, loop_gaps = _counter_rate(0, lambda: loop.generate(prompt_ids, n_tokens))
+    loop_wakes, loop_late = _sleeper(lambda: loop.generate(prompt_ids, n_tokens))
     n = len(alone)
     return {
         "tokens/s, one generation": round(n / one_s, 1),
         "tokens/s, one generation + get_output('logits') per token": round(n / logits_s, 1),
         "tokens/s aggregate, two generations in two threads": round(2 * n / two_s, 1),
         "two concurrent Generators give the tokens of one alone": results == [alone, alone],
-        "Python thread's rate during a genai generation / idle": round(during_genai / idle, 2),
-        "Python thread's rate during the ORT loop's generation / idle": round(
-            during_loop / idle, 2
-        ),
-        "Python thread's stalls >= 10 ms per token, genai": round(genai_gaps / n, 2),
-        "Python thread's stalls >= 10 ms per token, ORT loop": round(loop_gaps / n, 2),
+        "1 ms sleeper thread: wake-ups per token during genai": round(genai_wakes / n, 2),
+        "1 ms sleeper thread: median oversleep ms during genai": round(genai_late, 2),
+        "1 ms sleeper thread: wake-ups per token during the ORT loop": round(loop_wakes / n, 2),
+        "1 ms sleeper thread: median oversleep ms during the ORT loop": round(loop_late, 2),
     }
