@@ -107,16 +107,20 @@ def decode_loop(build_dir: Path) -> TokenStream:
     return DecodeLoop(build_dir).stream
 
 
+TORCH_THREADS = 1
+"""torch's intra-op threads for ``generate``. On two cores shared with other work, two threads
+decoded 2.2 tokens/s and one 16.4 (SmolLM2 fp32, 32 tokens): torch's OpenMP workers wait for
+each other at every operator, which a busy core turns into stalls."""
+
+
 def transformers_generate(hf_dir: Path) -> TokenStream:
-    """``generate`` with its default dynamic KV cache, fp32, torch threads = cores; tokens come
+    """``generate`` with its default dynamic KV cache, fp32, :data:`TORCH_THREADS`; tokens come
     through a streamer, as a server would stream them."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.generation.streamers import BaseStreamer
 
-    from benchmarks.generation.decode_loop import cores
-
-    torch.set_num_threads(cores())
+    torch.set_num_threads(TORCH_THREADS)
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()  # type: ignore[no-untyped-call]  # torch's Module.eval is untyped here
 
