@@ -33,6 +33,11 @@ class HardwareProfile(BaseModel):
     inter_op_threads: int = Field(default=1, ge=0)
     graph_optimization: GraphOptimization = "all"
     max_batch: int = Field(default=32, ge=1, description="larger requests are refused")
+    kv_engine: Literal["onnxruntime", "onnxruntime-genai"] = Field(
+        default="onnxruntime",
+        description="what decodes KV-cache builds: the IO-binding loop on onnxruntime "
+        "(releases the GIL) or onnxruntime-genai's generator (docs/decisions.md)",
+    )
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()

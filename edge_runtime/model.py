@@ -50,6 +50,7 @@ from edge_runtime.generation import (
     stream,
 )
 from edge_runtime.hardware import HardwareProfile
+from edge_runtime.kv_decoder import BuildError, GraphSpec, KvCacheDecoder
 from streams.events.artifact import Manifest
 
 log = logging.getLogger(__name__)
@@ -177,10 +178,14 @@ class LoadedModel:
         self._load_chat_template()
 
     def _prepare_genai(self, directory: Path, manifest: Manifest, profile: HardwareProfile) -> None:
-        import onnxruntime_genai as og
-
+        """A KV-cache build, decoded by the loop the hardware profile names (``kv_engine``)."""
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        if profile.kv_engine == "onnxruntime":
+            self._prepare_kv_loop(directory, manifest, profile)
+            return
+        import onnxruntime_genai as og
+
         try:
             config = GenaiConfig.read(directory)
             og_config = og.Config(str(directory))
@@ -202,6 +207,35 @@ class LoadedModel:
             vocab_size=vocab,
             eos=eos_ids(self._tokenizer, manifest) | config.eos,
         )
+        self._load_chat_template()
+
+    def _prepare_kv_loop(
+        self, directory: Path, manifest: Manifest, profile: HardwareProfile
+    ) -> None:
+        try:
+            spec = GraphSpec.load(directory)
+            self._session = ort.InferenceSession(
+                str(directory / spec.filename),
+                sess_options=profile.session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+            vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
+            if spec.vocab_size < vocab:
+                raise BuildError(
+                    f"the graph's vocabulary ({spec.vocab_size}) is smaller than the "
+                    f"tokenizer's ({vocab})"
+                )
+            self._decoder = KvCacheDecoder(
+                self._session,
+                spec,
+                vocab_size=vocab,
+                eos=eos_ids(self._tokenizer, manifest) | spec.eos,
+                context_length=min(spec.context_length, manifest.max_length),
+            )
+        except BuildError as exc:
+            raise self._refuse(str(exc)) from exc
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise self._refuse(f"onnxruntime could not load the model: {exc}") from exc
         self._load_chat_template()
 
     def _load_chat_template(self) -> None:

@@ -6,9 +6,8 @@ does the rest the same way for every engine: load (timed), a two-token warm-up o
 prompt, then ``repeats`` timed generations, of which the one with the median decode rate is
 kept. The harness runs each engine in a fresh process, so peak RSS is the engine's own.
 
-Adding an engine is one loader and one :data:`ENGINES` entry naming the build it runs on. The
-hook for the edge runtime's own generation (its API is not written yet) is
-:func:`slmops_edge`: fill in its body and register it (see its docstring).
+Adding an engine is one loader and one :data:`ENGINES` entry naming the build it runs on.
+:func:`slmops_edge` is the edge runtime's own path, with each of its two KV-cache decoders.
 """
 
 from __future__ import annotations
@@ -165,12 +164,13 @@ def transformers_generate(hf_dir: Path) -> TokenStream:
 
 
 def slmops_no_cache(build_dir: Path) -> TokenStream:
-    """The edge runtime's ``GreedyDecoder`` over the optimizer's no-cache export: each token
-    is one ``generate(sequence, 1)``, which re-runs the whole sequence as its loop does."""
+    """The edge runtime's cache-free decoder over the optimizer's no-cache export: each token
+    re-runs the whole sequence."""
     import numpy as np
     import onnxruntime as ort
 
-    from edge_runtime.generation import CausalSignature, GreedyDecoder
+    from edge_runtime.decoding import SamplingParams
+    from edge_runtime.generation import CachelessDecoder, CausalSignature
 
     session = ort.InferenceSession(
         str(build_dir / "model.onnx"), providers=["CPUExecutionProvider"]
@@ -178,35 +178,67 @@ def slmops_no_cache(build_dir: Path) -> TokenStream:
     inputs: dict[str, Any] = {
         i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in session.get_inputs()
     }
-    decoder = GreedyDecoder(
-        session, CausalSignature(inputs, "logits"), vocab_size=1 << 30, eos=frozenset()
+    decoder = CachelessDecoder(
+        session,
+        CausalSignature(inputs, "logits"),
+        vocab_size=1 << 30,
+        eos=frozenset(),
+        context_length=1 << 30,
     )
 
     def stream(prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
-        ids = list(prompt_ids)
-        for _ in range(n_tokens):
-            (token,) = decoder.generate(ids, 1).token_ids
-            ids.append(token)
-            yield token
+        for step in decoder.steps(prompt_ids, SamplingParams(max_tokens=n_tokens)):
+            yield step.token
 
     return stream
 
 
-def slmops_edge(build_dir: Path) -> TokenStream:
-    """Hook: the edge runtime's own generation over the model builder's output.
+def slmops_edge(kv_engine: str) -> Callable[[Path], TokenStream]:
+    """The edge runtime's own path over a KV-cache build: ``LoadedModel`` (tokenizer, the
+    decoder the hardware profile names, log-probabilities, detokenizing, stop handling) as a
+    device serves it, with as many threads as the other rows."""
 
-    Load ``build_dir`` the way the edge runtime does and return its greedy token iterator as
-    ``(prompt_ids, n_tokens) -> Iterable[int]``; then register it with
-    ``ENGINES["slmops (edge runtime)"] = Engine(slmops_edge, "genai")``.
-    """
-    raise NotImplementedError("the edge runtime's generation API is not available yet")
+    def load(build_dir: Path) -> TokenStream:
+        from edge_runtime.decoding import SamplingParams
+        from edge_runtime.generation import Delta
+        from edge_runtime.hardware import HardwareProfile
+        from edge_runtime.model import LoadedModel
+        from streams.events.artifact import Manifest, file_entries
+
+        names = [p.name for p in build_dir.iterdir() if p.is_file()]
+        manifest = Manifest(
+            model_id="bench",
+            version=kv_engine,
+            task="GENERATE",
+            engine="onnxruntime-genai",
+            tokenizer_file="tokenizer.json",
+            max_length=1 << 20,
+            files=file_entries(build_dir, names),
+        )
+        from benchmarks.generation.decode_loop import cores
+
+        profile = HardwareProfile.model_validate(
+            {"name": "bench", "intra_op_threads": cores(), "kv_engine": kv_engine}
+        )
+        model = LoadedModel(build_dir, manifest, profile)
+
+        def stream(prompt_ids: Sequence[int], n_tokens: int) -> Iterator[int]:
+            for event in model.stream(prompt_ids, SamplingParams(max_tokens=n_tokens)):
+                if isinstance(event, Delta):
+                    yield from event.token_ids
+
+        return stream
+
+    return load
 
 
 ENGINES: dict[str, Engine] = {
     "transformers generate (torch KV cache)": Engine(transformers_generate, "hf", ("fp32",)),
     "onnxruntime-genai Generator": Engine(onnxruntime_genai, "genai"),
     "onnxruntime + IO binding loop": Engine(decode_loop, "genai"),
-    "slmops no-cache (GreedyDecoder)": Engine(slmops_no_cache, "nocache", ("fp32",)),
+    "slmops edge, onnxruntime loop (default)": Engine(slmops_edge("onnxruntime"), "genai"),
+    "slmops edge, onnxruntime-genai": Engine(slmops_edge("onnxruntime-genai"), "genai"),
+    "slmops no-cache (old engine)": Engine(slmops_no_cache, "nocache", ("fp32",)),
 }
 """Engine name -> loader, in table order."""
 

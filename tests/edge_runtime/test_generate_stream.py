@@ -36,6 +36,10 @@ from tests.support.waiting import wait_for_async
 
 PROMPTS = ["turn on the lights", "what is the weather", "play some music please"]
 PROFILE = profile_named("cpu-small")
+ENGINES = {
+    "onnxruntime": PROFILE,
+    "onnxruntime-genai": PROFILE.model_copy(update={"kv_engine": "onnxruntime-genai"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Path]:
     return model, tokenizer, tiny_genai.build(model, tokenizer, root)
 
 
-def _load(directory: Path, version: str = "v1") -> LoadedModel:
-    model = LoadedModel(directory, tiny_genai.manifest(directory, version=version), PROFILE)
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest) -> str:
+    """Both decoders of KV-cache builds: the onnxruntime loop and onnxruntime-genai's."""
+    return str(request.param)
+
+
+def _load(directory: Path, version: str = "v1", engine: str = "onnxruntime") -> LoadedModel:
+    manifest = tiny_genai.manifest(directory, version=version)
+    model = LoadedModel(directory, manifest, ENGINES[engine])
     model.warm_up()
     return model
 
@@ -84,12 +95,12 @@ def _collect(events: Iterator[Delta | Done]) -> tuple[str, list[int], Generation
     raise AssertionError("the stream ended without Done")
 
 
-def test_greedy_tokens_equal_torch_and_the_cache_free_export(tiny, tmp_path):
+def test_greedy_tokens_equal_torch_and_the_cache_free_export(tiny, engine, tmp_path):
     from optimizers.passes.base import PassContext
     from optimizers.passes.export_onnx import ExportOnnx, ExportOnnxConfig
 
     model, tokenizer, directory = tiny
-    served = _load(directory)
+    served = _load(directory, engine=engine)
     ref = tiny_transformers.save(model, tokenizer, tmp_path / "hf", task="generate", max_length=64)
     onnx_model = ExportOnnx(ExportOnnxConfig(), PassContext()).run(ref, tmp_path / "onnx")
     from streams.events.artifact import Manifest, file_entries
@@ -132,9 +143,9 @@ def test_greedy_tokens_equal_torch_and_the_cache_free_export(tiny, tmp_path):
     assert (cut, stats.finish_reason) == (want[:-1], "length")
 
 
-def test_streamed_text_equals_the_whole_answer(tiny):
+def test_streamed_text_equals_the_whole_answer(tiny, engine):
     _, _, directory = tiny
-    served = _load(directory)
+    served = _load(directory, engine=engine)
     for prompt in PROMPTS:
         whole = served.run([prompt], max_new_tokens=10).predictions[0]
         text, ids, _ = _collect(
@@ -144,9 +155,9 @@ def test_streamed_text_equals_the_whole_answer(tiny):
         assert text == whole.text
 
 
-def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(tiny):
+def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(tiny, engine):
     _, _, directory = tiny
-    served = _load(directory)
+    served = _load(directory, engine=engine)
     ids = served.prompt_ids(prompt=PROMPTS[0])
 
     def sample(seed: int) -> list[int]:
@@ -157,9 +168,9 @@ def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(tiny):
     assert len({tuple(sample(s)) for s in range(6)}) > 1
 
 
-def test_a_stop_string_ends_the_answer_before_it(tiny):
+def test_a_stop_string_ends_the_answer_before_it(tiny, engine):
     _, _, directory = tiny
-    served = _load(directory)
+    served = _load(directory, engine=engine)
     ids = served.prompt_ids(prompt=PROMPTS[2])
     full, _, _ = _collect(served.stream(ids, SamplingParams(max_tokens=12)))
     words = full.split()
@@ -170,9 +181,9 @@ def test_a_stop_string_ends_the_answer_before_it(tiny):
     assert stats.finish_reason == "stop"
 
 
-def test_max_tokens_beyond_the_context_is_refused_with_the_numbers(tiny):
+def test_max_tokens_beyond_the_context_is_refused_with_the_numbers(tiny, engine):
     _, _, directory = tiny
-    served = _load(directory)
+    served = _load(directory, engine=engine)
     ids = served.prompt_ids(prompt=PROMPTS[0])
     with pytest.raises(ParameterError, match=rf"128 tokens minus the prompt's {len(ids)}"):
         next(served.stream(ids, SamplingParams(max_tokens=125)))
