@@ -1,10 +1,11 @@
-"""Text generation with causal LM builds: the token loop, on one of two engines.
+"""Text generation with causal LM builds: the decoders and the streaming around them.
 
-- ``onnxruntime-genai`` (manifest ``engine``): a graph built with a KV cache
-  (``genai_config.json`` beside it), decoded by onnxruntime-genai's generator: one forward
-  pass per new token, its own search for greedy and sampled decoding (docs/decisions.md says
-  why this engine and not a hand-written loop).
-- ``onnxruntime``: a cache-free graph that takes the whole sequence and returns logits for
+- manifest ``engine`` ``onnxruntime-genai``: a graph built with a KV cache by onnxruntime-genai's
+  model builder (``genai_config.json`` beside it), one forward pass per new token, decoded by
+  the loop the hardware profile's ``kv_engine`` names: the IO-binding loop on plain onnxruntime
+  (:mod:`edge_runtime.kv_decoder`, the default: it releases the GIL) or onnxruntime-genai's
+  generator (:class:`GenaiDecoder`, its own search); docs/decisions.md has the measurements.
+- manifest ``engine`` ``onnxruntime``: a cache-free graph that takes the whole sequence and returns logits for
   every position, so each new token re-runs the sequence; kept so that older builds still
   serve, with the token choice of :mod:`edge_runtime.decoding`.
 
