@@ -5,9 +5,9 @@
   the loop the hardware profile's ``kv_engine`` names: the IO-binding loop on plain onnxruntime
   (:mod:`edge_runtime.kv_decoder`, the default: it releases the GIL) or onnxruntime-genai's
   generator (:class:`GenaiDecoder`, its own search); docs/decisions.md has the measurements.
-- manifest ``engine`` ``onnxruntime``: a cache-free graph that takes the whole sequence and returns logits for
-  every position, so each new token re-runs the sequence; kept so that older builds still
-  serve, with the token choice of :mod:`edge_runtime.decoding`.
+- manifest ``engine`` ``onnxruntime``: a cache-free graph that takes the whole sequence and
+  returns logits for every position, so each new token re-runs the sequence; kept so that
+  older builds still serve, with the token choice of :mod:`edge_runtime.decoding`.
 
 Both tokenize with the artifact's ``tokenizer.json`` (the ``tokenizers`` library, exactly the
 tokenizer the model was trained with) and feed ids; text is streamed by :func:`stream`, which

@@ -499,6 +499,7 @@ def _genai_session_overlay(profile: HardwareProfile) -> dict[str, Any]:
                 "session_options": {
                     "intra_op_num_threads": profile.intra_op_threads,
                     "inter_op_num_threads": profile.inter_op_threads,
+                    "session.intra_op.allow_spinning": "1" if profile.allow_spinning else "0",
                     "log_severity_level": 3,
                 }
             }

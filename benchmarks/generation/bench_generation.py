@@ -146,6 +146,12 @@ def child_main(payload: dict[str, Any]) -> None:
         ids = payload["ids"]
         score = ppl.torch_perplexity(path, ids) if path.is_dir() else ppl.perplexity(path, ids)
         out = {"perplexity": score}
+    elif kind == "slmops-build":
+        out = {
+            "path": str(
+                slmops_build(Path(payload["source"]), Path(payload["out"]), payload["precision"])
+            )
+        }
     elif kind == "nocache-export":
         out = {"path": str(nocache_export(Path(payload["source"]), Path(payload["out"])))}
     elif kind == "probes":
@@ -177,6 +183,18 @@ def nocache_export(source: Path, out: Path) -> Path:
     data = Dataset(train=(), eval=(Example(QUESTION),), labels=())
     ref = ExportOnnx(ExportOnnxConfig(probe_count=1), PassContext(data=data)).run(base, out)
     return ref.onnx_path.parent
+
+
+def slmops_build(source: Path, out: Path, precision: str) -> Path:
+    """slmops' own KV-cache build: the optimizer's ``build_causal`` with its recipe defaults
+    (int8/int4: k_quant, block 32, LM head at 8 bits), as a rollout would ship it."""
+    from optimizers.model import ModelRef
+    from optimizers.passes.base import PassContext
+    from optimizers.passes.build_causal import BuildCausal, BuildCausalConfig
+
+    base = ModelRef.load(source, task="generate")
+    config = BuildCausalConfig.model_validate({"precision": precision, "probe_count": 1})
+    return BuildCausal(config, PassContext()).run(base, out).path
 
 
 # --- the parent: builds, rows, table ---------------------------------------------------------
@@ -266,6 +284,20 @@ def main() -> None:
         builds[("genai", precision)], build_stats[precision] = build_genai(
             source, args.out, precision
         )
+    if any(ENGINES[e].build == "slmops" for e in wanted):
+        for precision in precisions:
+            target = args.out / f"slmops-{precision}"
+            if not (target / "genai_config.json").exists():
+                progress(f"optimizer build_causal {precision} -> {target}")
+                child = run_child(
+                    child_argv(
+                        "slmops-build", source=str(source), out=str(target), precision=precision
+                    ),
+                    label=f"build_causal ({precision})",
+                )
+                target = Path(child.result["path"])
+                build_stats[f"{precision} (slmops build_causal)"] = child
+            builds[("slmops", precision)] = target
     if any(ENGINES[e].build == "nocache" for e in wanted):
         target = args.out / "nocache-fp32"
         if not (target / "model.onnx").exists():

@@ -16,15 +16,14 @@ onnxruntime allows, so the engine decision rests on a measured best case:
   threads that sleep rather than spin between operators: on two cores shared with other work
   spinning halved the loop's tokens/s (17 against 31, SmolLM2 fp32), so it is opt-in.
 
-Names, shapes and the end-of-sequence ids come from the build's ``genai_config.json``.
+Names, shapes and the end-of-sequence ids come from the build's ``genai_config.json``, read
+by the edge runtime's own :class:`~edge_runtime.kv_decoder.GraphSpec`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,66 +31,12 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge_runtime.kv_decoder import GraphSpec
+
 _ORT_FLOATS: dict[str, type[np.floating[Any]]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
 }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GraphSpec:
-    """The decoder graph's names and cache geometry, as ``genai_config.json`` states them."""
-
-    filename: str
-    input_ids: str
-    attention_mask: str
-    past_key: str
-    past_value: str
-    logits: str
-    present_key: str
-    present_value: str
-    layers: int
-    kv_heads: int
-    head_size: int
-    context_length: int
-    share_buffer: bool
-    eos_ids: frozenset[int]
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> GraphSpec:
-        """Read the fields the loop needs; a missing one raises ``KeyError`` naming it."""
-        model = config["model"]
-        decoder = model["decoder"]
-        inputs, outputs = decoder["inputs"], decoder["outputs"]
-        eos = model["eos_token_id"]
-        return cls(
-            filename=decoder["filename"],
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            past_key=inputs["past_key_names"],
-            past_value=inputs["past_value_names"],
-            logits=outputs["logits"],
-            present_key=outputs["present_key_names"],
-            present_value=outputs["present_value_names"],
-            layers=int(decoder["num_hidden_layers"]),
-            kv_heads=int(decoder["num_key_value_heads"]),
-            head_size=int(decoder["head_size"]),
-            context_length=int(model["context_length"]),
-            share_buffer=bool(config.get("search", {}).get("past_present_share_buffer", False)),
-            eos_ids=frozenset(int(i) for i in (eos if isinstance(eos, list) else [eos])),
-        )
-
-    @classmethod
-    def load(cls, build_dir: Path) -> GraphSpec:
-        return cls.from_config(json.loads((build_dir / "genai_config.json").read_text()))
-
-    def cache_names(self) -> list[tuple[str, str]]:
-        """``(past input, present output)`` for every key and value cache, layer by layer."""
-        pairs = []
-        for layer in range(self.layers):
-            pairs.append((self.past_key % layer, self.present_key % layer))
-            pairs.append((self.past_value % layer, self.present_value % layer))
-        return pairs
 
 
 def cores() -> int:
@@ -177,7 +122,7 @@ class DecodeLoop:
         self.session.run_with_iobinding(io)
         token = int(np.argmax(prompt_logits[0, -1]))
         yield token
-        if token in spec.eos_ids:
+        if token in spec.eos:
             return
         bind(spec.input_ids, step_ids, step_ids.shape, out=False)
         bind(spec.logits, step_logits, step_logits.shape, out=True)
@@ -189,7 +134,7 @@ class DecodeLoop:
             self.session.run_with_iobinding(io)
             token = int(np.argmax(step_logits[0, 0]))
             yield token
-            if token in spec.eos_ids:
+            if token in spec.eos:
                 return
 
     def _rebind_presents(self, io: ort.IOBinding) -> None:

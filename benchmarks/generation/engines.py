@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-Build = Literal["genai", "hf", "nocache"]
+Build = Literal["genai", "hf", "nocache", "slmops"]
 """Which build an engine reads: the model builder's output, the transformers directory, or the
 optimizer's no-cache ONNX export."""
 
@@ -101,9 +101,11 @@ def onnxruntime_genai(build_dir: Path) -> TokenStream:
 
 
 def decode_loop(build_dir: Path) -> TokenStream:
+    """The bare loop with onnxruntime-genai's session options (threads spin between
+    operators, as genai's do by default)."""
     from benchmarks.generation.decode_loop import DecodeLoop
 
-    return DecodeLoop(build_dir).stream
+    return DecodeLoop(build_dir, spin=True).stream
 
 
 TORCH_THREADS = 1
@@ -193,10 +195,12 @@ def slmops_no_cache(build_dir: Path) -> TokenStream:
     return stream
 
 
-def slmops_edge(kv_engine: str) -> Callable[[Path], TokenStream]:
+def slmops_edge(kv_engine: str, *, spin: bool) -> Callable[[Path], TokenStream]:
     """The edge runtime's own path over a KV-cache build: ``LoadedModel`` (tokenizer, the
     decoder the hardware profile names, log-probabilities, detokenizing, stop handling) as a
-    device serves it, with as many threads as the other rows."""
+    device serves it, with as many threads as the other rows. ``spin`` is the profile's
+    ``allow_spinning``: on matches the session options onnxruntime-genai's rows run with (its
+    default), off is the device profiles' default."""
 
     def load(build_dir: Path) -> TokenStream:
         from edge_runtime.decoding import SamplingParams
@@ -218,7 +222,12 @@ def slmops_edge(kv_engine: str) -> Callable[[Path], TokenStream]:
         from benchmarks.generation.decode_loop import cores
 
         profile = HardwareProfile.model_validate(
-            {"name": "bench", "intra_op_threads": cores(), "kv_engine": kv_engine}
+            {
+                "name": "bench",
+                "intra_op_threads": cores(),
+                "kv_engine": kv_engine,
+                "allow_spinning": spin,
+            }
         )
         model = LoadedModel(build_dir, manifest, profile)
 
@@ -236,8 +245,10 @@ ENGINES: dict[str, Engine] = {
     "transformers generate (torch KV cache)": Engine(transformers_generate, "hf", ("fp32",)),
     "onnxruntime-genai Generator": Engine(onnxruntime_genai, "genai"),
     "onnxruntime + IO binding loop": Engine(decode_loop, "genai"),
-    "slmops edge, onnxruntime loop (default)": Engine(slmops_edge("onnxruntime"), "genai"),
-    "slmops edge, onnxruntime-genai": Engine(slmops_edge("onnxruntime-genai"), "genai"),
+    "slmops edge, loop": Engine(slmops_edge("onnxruntime", spin=True), "slmops"),
+    "slmops edge, loop, no spinning": Engine(slmops_edge("onnxruntime", spin=False), "slmops"),
+    "slmops edge, genai decoder": Engine(slmops_edge("onnxruntime-genai", spin=True), "slmops"),
+    "slmops edge, loop, genai's build": Engine(slmops_edge("onnxruntime", spin=True), "genai"),
     "slmops no-cache (old engine)": Engine(slmops_no_cache, "nocache", ("fp32",)),
 }
 """Engine name -> loader, in table order."""

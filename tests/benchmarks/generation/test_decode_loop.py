@@ -13,64 +13,13 @@ import numpy as np
 import pytest
 
 from benchmarks.generation.bench_generation import timings_of
-from benchmarks.generation.decode_loop import DecodeLoop, GraphSpec
+from benchmarks.generation.decode_loop import DecodeLoop
 from benchmarks.generation.engines import genai_stream, measure, time_engine
 from benchmarks.generation.perplexity import nll, perplexity
 from tests.support import tiny_transformers
 
 PROMPT = [2, 17, 40, 9, 33, 120, 7]
 NEW = 12
-
-
-def _config(eos: object = (1, 2), share: bool | None = True) -> dict[str, object]:
-    search = {} if share is None else {"past_present_share_buffer": share}
-    decoder = {
-        "filename": "model.onnx",
-        "head_size": 16,
-        "num_hidden_layers": 2,
-        "num_key_value_heads": 2,
-        "inputs": {
-            "input_ids": "input_ids",
-            "attention_mask": "attention_mask",
-            "past_key_names": "past_key_values.%d.key",
-            "past_value_names": "past_key_values.%d.value",
-        },
-        "outputs": {
-            "logits": "logits",
-            "present_key_names": "present.%d.key",
-            "present_value_names": "present.%d.value",
-        },
-    }
-    eos_value = list(eos) if isinstance(eos, tuple) else eos
-    return {
-        "model": {"context_length": 128, "eos_token_id": eos_value, "decoder": decoder},
-        "search": search,
-    }
-
-
-def test_graph_spec_reads_names_geometry_and_end_tokens():
-    spec = GraphSpec.from_config(_config())
-    assert spec.cache_names()[:3] == [
-        ("past_key_values.0.key", "present.0.key"),
-        ("past_key_values.0.value", "present.0.value"),
-        ("past_key_values.1.key", "present.1.key"),
-    ]
-    assert (spec.layers, spec.kv_heads, spec.head_size, spec.context_length) == (2, 2, 16, 128)
-    assert spec.share_buffer is True
-    assert spec.eos_ids == frozenset({1, 2})
-
-
-def test_graph_spec_accepts_one_end_token_and_defaults_to_separate_buffers():
-    spec = GraphSpec.from_config(_config(eos=3, share=None))
-    assert spec.eos_ids == frozenset({3})
-    assert spec.share_buffer is False
-
-
-def test_graph_spec_names_a_missing_field():
-    config = _config()
-    del config["model"]["decoder"]["head_size"]  # type: ignore[index]
-    with pytest.raises(KeyError, match="head_size"):
-        GraphSpec.from_config(config)
 
 
 def test_nll_is_log_vocabulary_for_uniform_logits_and_near_zero_when_certain():
@@ -157,7 +106,7 @@ def test_decode_loop_gives_the_generators_and_torchs_greedy_tokens(tiny):
     assert got == want
     assert len(got) >= 2
     torch_tokens = _torch_greedy(hf_dir, PROMPT, NEW)
-    assert _without_end(got, loop.spec.eos_ids) == _without_end(torch_tokens, loop.spec.eos_ids)
+    assert _without_end(got, loop.spec.eos) == _without_end(torch_tokens, loop.spec.eos)
     assert loop.generate(PROMPT, NEW) == got  # buffers from one generation do not leak
 
 
