@@ -61,13 +61,15 @@ class HardwareProfile(BaseModel):
         return options
 
 
-# Built-in profiles; a device may also name a profile defined in its settings.
+# Built-in profiles; code that builds an EdgeRuntime may pass more (``profiles=``).
 PROFILES: dict[str, HardwareProfile] = {
     p.name: p
     for p in (
         HardwareProfile(name="cpu-small", intra_op_threads=1, graph_optimization="extended"),
         HardwareProfile(name="cpu-medium", intra_op_threads=2, graph_optimization="all"),
         HardwareProfile(name="cpu-large", intra_op_threads=4, inter_op_threads=2, max_batch=64),
+        # A device whose cores serve only the model (a generator, say): every core, spinning.
+        HardwareProfile(name="cpu-dedicated", intra_op_threads=0, allow_spinning=True),
     )
 }
 
