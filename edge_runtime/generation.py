@@ -214,7 +214,7 @@ class CachelessDecoder:
             produced.append(token)
             ids.append(token)
 
-    def _last_logits(self, ids: list[int]) -> npt.NDArray[np.float64]:
+    def _last_logits(self, ids: list[int]) -> npt.NDArray[np.floating[Any]]:
         n = len(ids)
         feed: dict[str, Any] = {}
         for name, dtype in self._signature.inputs.items():
@@ -231,9 +231,10 @@ class CachelessDecoder:
         return finite(logits[0, -1])
 
 
-def finite(row: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    last = np.asarray(row, dtype=np.float64)
-    if not np.all(np.isfinite(last)):
+def finite(row: npt.NDArray[Any]) -> npt.NDArray[np.floating[Any]]:
+    """The row as it is (no copy), once it is known to hold no NaN or infinity."""
+    last = np.asarray(row)
+    if not np.isfinite(last).all():
         raise ValueError("logits are not finite (NaN or inf)")
     return last
 
