@@ -197,9 +197,8 @@ def slmops_edge(kv_engine: str, *, spin: bool) -> Callable[[Path], TokenStream]:
     """The edge runtime's own path over a KV-cache build: ``LoadedModel`` (tokenizer, the
     decoder the hardware profile names, log-probabilities, detokenizing, stop handling) as a
     device serves it, with as many threads as the other rows. ``spin`` is the profile's
-    ``allow_spinning``: off is the device profiles' default and what onnxruntime-genai's rows
-    run with (its own default measured the same as spinning off: 112-116 against 144-175
-    tokens/s with spinning, SmolLM2 int4)."""
+    ``allow_spinning``: on is onnxruntime's default, which onnxruntime-genai's rows run with;
+    off is the built-in device profiles' default (cpu-dedicated spins)."""
 
     def load(build_dir: Path) -> TokenStream:
         from edge_runtime.decoding import SamplingParams
