@@ -155,7 +155,9 @@ class _Run:
 
     def start(self, loop: asyncio.AbstractEventLoop, *, on_exit: Callable[[], None]) -> None:
         def put(item: object) -> None:
-            loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            # The loop may be gone (the process is stopping): nobody is listening then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
         def work() -> None:
             started = time.perf_counter()
@@ -184,7 +186,8 @@ class _Run:
                     on_exit()
                     self.stopped.set()
 
-                loop.call_soon_threadsafe(finish)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(finish)
 
         threading.Thread(target=work, name=f"generate-{self.model.version}", daemon=True).start()
 
