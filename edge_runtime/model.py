@@ -449,8 +449,13 @@ class LoadedModel:
     def check_request(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         """Raise :class:`ParameterError` for a request this model cannot answer in full."""
         decoder = self._decoder
+        if self.manifest.task != "GENERATE":
+            raise ParameterError(
+                f"{self.model_id}:{self.version} is a {self.manifest.task} model; "
+                "only GENERATE models answer completions"
+            )
         if decoder is None:
-            raise InferenceError(self.model_id, self.version, "not a GENERATE model, or released")
+            raise InferenceError(self.model_id, self.version, "the session was released")
         if not prompt_ids:
             raise ParameterError("the prompt encodes to no tokens")
         check_budget(decoder, len(prompt_ids), params.max_tokens)

@@ -467,3 +467,28 @@ def test_http_answers_429_when_every_generation_slot_and_queue_place_is_taken(
     assert status == 429
     assert body["error"]["type"] == "rate_limit_exceeded"
     assert statuses == [200, 200]
+
+
+def test_a_classifier_device_refuses_completions_with_400(tmp_path, signing_key):
+    from tests.support import tiny_models
+    from tests.support.device import registered
+
+    built = tiny_models.build(tmp_path, signing_key, model_id="intent")
+    port = free_port()
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        rt = EdgeRuntime(settings(tmp_path, signing_key, model_id="intent"))
+        await rt.start_offline()
+        await rt.apply(registered(built, 1))
+        runner = await serve(rt, "127.0.0.1", port)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{port}/v1/completions"
+                async with http.post(url, json={"prompt": "play"}) as r:
+                    return r.status, await r.json()
+        finally:
+            await runner.cleanup()
+
+    status, body = asyncio.run(scenario())
+    assert status == 400
+    assert "CLASSIFY model" in body["error"]["message"]
