@@ -83,8 +83,9 @@ class Manifest(BaseModel):
     engine: str = Field(
         default="onnxruntime",
         pattern=r"^(onnxruntime|onnxruntime-genai)$",
-        description="what runs the graph: onnxruntime alone, or onnxruntime-genai for causal "
-        "LMs built with a KV cache (genai_config.json beside the graph)",
+        description="what the graph is built for: onnxruntime alone, or onnxruntime-genai's "
+        "KV-cache layout (genai_config.json beside the graph), which a device decodes with "
+        "the loop its hardware profile names",
     )
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
