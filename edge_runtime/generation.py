@@ -28,10 +28,8 @@ tokenizer marks as special, plus those genai_config.json names.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -55,7 +53,6 @@ DEFAULT_MAX_NEW_TOKENS = 32
 MAX_NEW_TOKENS_CAP = 256
 """The most tokens one ``/v1/infer`` text may ask for, and any request on a cache-free
 graph: there each token re-runs the whole sequence."""
-GENAI_CONFIG = "genai_config.json"
 
 # End tokens of the common causal tokenizers (SmolLM2 / GPT-2, ChatML, Llama 2/3, Gemma).
 # Only tokens the tokenizer itself marks as special count, so a plain word never stops output.
@@ -244,30 +241,6 @@ def check_token(token: int, vocab_size: int) -> None:
         raise ValueError(
             f"produced token id {token} outside the tokenizer's vocabulary of {vocab_size}"
         )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GenaiConfig:
-    """What the device needs from ``genai_config.json``: the context and the end tokens."""
-
-    context_length: int
-    eos: frozenset[int]
-    vocab_size: int
-
-    @classmethod
-    def read(cls, directory: Path) -> GenaiConfig:
-        try:
-            data = json.loads((directory / GENAI_CONFIG).read_text())
-            model = data["model"]
-            eos = model.get("eos_token_id", [])
-            eos_list = eos if isinstance(eos, list) else [eos]
-            return cls(
-                context_length=int(model["context_length"]),
-                eos=frozenset(int(i) for i in eos_list),
-                vocab_size=int(model["vocab_size"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SignatureError(f"{GENAI_CONFIG} is missing or malformed: {exc}") from exc
 
 
 class GenaiDecoder:

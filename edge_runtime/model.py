@@ -40,7 +40,6 @@ from edge_runtime.generation import (
     Decoder,
     Delta,
     Done,
-    GenaiConfig,
     GenaiDecoder,
     Generation,
     SignatureError,
@@ -181,61 +180,38 @@ class LoadedModel:
         """A KV-cache build, decoded by the loop the hardware profile names (``kv_engine``)."""
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        if profile.kv_engine == "onnxruntime":
-            self._prepare_kv_loop(directory, manifest, profile)
-            return
-        import onnxruntime_genai as og
-
-        try:
-            config = GenaiConfig.read(directory)
-            og_config = og.Config(str(directory))
-            og_config.overlay(json.dumps(_genai_session_overlay(profile)))
-            self._engine = og.Model(og_config)
-        except SignatureError as exc:
-            raise self._refuse(str(exc)) from exc
-        except Exception as exc:  # genai raises RuntimeError; nothing narrower is documented
-            raise self._refuse(f"onnxruntime-genai could not load the model: {exc}") from exc
         vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        if config.vocab_size < vocab:
-            raise self._refuse(
-                f"the graph's vocabulary ({config.vocab_size}) is smaller than the tokenizer's "
-                f"({vocab})"
-            )
-        self._decoder = GenaiDecoder(
-            self._engine,
-            context_length=min(config.context_length, manifest.max_length),
-            vocab_size=vocab,
-            eos=eos_ids(self._tokenizer, manifest) | config.eos,
-        )
-        self._load_chat_template()
-
-    def _prepare_kv_loop(
-        self, directory: Path, manifest: Manifest, profile: HardwareProfile
-    ) -> None:
         try:
             spec = GraphSpec.load(directory)
-            self._session = ort.InferenceSession(
-                str(directory / spec.filename),
-                sess_options=profile.session_options(),
-                providers=["CPUExecutionProvider"],
-            )
-            vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
             if spec.vocab_size < vocab:
                 raise BuildError(
                     f"the graph's vocabulary ({spec.vocab_size}) is smaller than the "
                     f"tokenizer's ({vocab})"
                 )
-            self._decoder = KvCacheDecoder(
-                self._session,
-                spec,
-                vocab_size=vocab,
-                eos=eos_ids(self._tokenizer, manifest) | spec.eos,
-                context_length=min(spec.context_length, manifest.max_length),
-            )
+            eos = eos_ids(self._tokenizer, manifest) | spec.eos
+            context = min(spec.context_length, manifest.max_length)
+            if profile.kv_engine == "onnxruntime":
+                self._session = ort.InferenceSession(
+                    str(directory / spec.filename),
+                    sess_options=profile.session_options(),
+                    providers=["CPUExecutionProvider"],
+                )
+                self._decoder = KvCacheDecoder(
+                    self._session, spec, vocab_size=vocab, eos=eos, context_length=context
+                )
+            else:
+                import onnxruntime_genai as og
+
+                og_config = og.Config(str(directory))
+                og_config.overlay(json.dumps(_genai_session_overlay(profile)))
+                self._engine = og.Model(og_config)
+                self._decoder = GenaiDecoder(
+                    self._engine, context_length=context, vocab_size=vocab, eos=eos
+                )
         except BuildError as exc:
             raise self._refuse(str(exc)) from exc
-        except Exception as exc:  # onnxruntime's errors share no base class but Exception
-            raise self._refuse(f"onnxruntime could not load the model: {exc}") from exc
+        except Exception as exc:  # onnxruntime's and genai's errors share no base but Exception
+            raise self._refuse(f"{profile.kv_engine} could not load the model: {exc}") from exc
         self._load_chat_template()
 
     def _load_chat_template(self) -> None:
