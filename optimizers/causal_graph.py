@@ -22,6 +22,7 @@ from optimizers.errors import ModelLoadError
 from optimizers.model import ONNX_FILE
 
 GENAI_CONFIG = "genai_config.json"
+LORA_LAYOUT = "lora.json"
 _PAST = "past_key_values."
 _DTYPES: dict[str, type[np.floating]] = {
     "tensor(float)": np.float32,
@@ -39,7 +40,10 @@ def graph_path(model: Path) -> Path:
 class CausalGraph:
     """A session over a causal graph and what feeding it needs (cache layout, extra inputs)."""
 
-    def __init__(self, model: Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self, model: Path, *, threads: int | None = None, adapter: Path | None = None
+    ) -> None:
+        """``adapter``: an ``.onnx_adapter`` file whose tensors feed a LoRA-ready build's inputs."""
         path = graph_path(model)
         if not path.exists():
             raise ModelLoadError(str(model), "no model.onnx")
@@ -47,6 +51,10 @@ class CausalGraph:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if (path.parent / LORA_LAYOUT).exists():
+            # A LoRA-ready build's zero defaults are initializers listed as inputs on purpose;
+            # onnxruntime warns once per tensor about exactly that.
+            options.log_severity_level = 3
         # External data (model.onnx.data) is found relative to the graph's own path.
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
@@ -56,6 +64,17 @@ class CausalGraph:
             "present." + n[len(_PAST) :] for n in self.past_names
         ]  # genai's naming: past_key_values.N.key -> present.N.key
         self._head_size = _head_size(path.parent)
+        self.adapter: dict[str, npt.NDArray[np.float32]] = {}
+        if adapter is not None:
+            # The tensors live in the adapter object's memory: copy them out while it is alive.
+            stored = ort.AdapterFormat.read_adapter(str(adapter))
+            params = stored.get_parameters()
+            overridable = {i.name for i in self.session.get_overridable_initializers()}
+            unknown = sorted(set(params) - overridable)
+            if unknown:
+                raise ModelLoadError(str(adapter), f"the graph has no inputs {unknown[:3]}")
+            self.adapter = {name: np.array(value.numpy()) for name, value in params.items()}
+            del stored
 
     @property
     def has_cache(self) -> bool:
@@ -85,7 +104,7 @@ class CausalGraph:
         Without a cache ``ids`` must be the whole sequence and the returned past is empty.
         """
         batch, new = ids.shape
-        feeds: dict[str, npt.NDArray[np.generic]] = {"input_ids": ids}
+        feeds: dict[str, npt.NDArray[np.generic]] = {"input_ids": ids, **self.adapter}
         seen = 0
         if self.has_cache:
             past = past if past is not None else self.empty_past(batch)

@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optimizers.errors import ModelLoadError
 
-Format = Literal["hf", "onnx", "package"]
+Format = Literal["hf", "onnx", "lora", "adapter", "package"]
 """``hf``: a transformers directory (torch weights); ``onnx``: model.onnx + tokenizer.json;
-``package``: a signed artifact archive (streams.events.artifact)."""
+``lora``: a peft LoRA directory over the ``hf`` model at ``base``; ``adapter``: the onnxruntime
+adapter file of a LoRA for a LoRA-ready base build (optimizers.adapter); ``package``: a signed
+artifact archive (streams.events.artifact)."""
 
 TaskName = Literal["classify", "embed", "generate"]
 Engine = Literal["onnxruntime", "onnxruntime-genai"]
@@ -44,6 +46,8 @@ class ModelRef(BaseModel):
     engine: Engine = "onnxruntime"
     max_length: int = Field(default=64, ge=1)
     lineage: tuple[str, ...] = ()
+    base: Path | None = None
+    """``lora``/``adapter``: the model (``hf``) or build (``onnx``) the adapter applies to."""
     metrics: dict[str, float] = Field(default_factory=dict)
 
     def derive(self, **changes: object) -> ModelRef:

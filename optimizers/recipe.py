@@ -147,7 +147,7 @@ class Recipe:
                     recipe=self.name,
                     step=step.index,
                 )
-            fmt = step.pass_cls.output_format(fmt)
+            fmt = step.pass_cls.output_format(fmt, step.config)
         if fmt != "onnx":
             raise RecipeError(
                 f"the steps end in {fmt!r}; they must end in an fp32 'onnx' graph "

@@ -18,6 +18,8 @@ REGISTRY: dict[str, str] = {
     "prune": "optimizers.passes.prune:Prune",
     "export_onnx": "optimizers.passes.export_onnx:ExportOnnx",
     "build_causal": "optimizers.passes.build_causal:BuildCausal",
+    "lora": "optimizers.passes.lora:Lora",
+    "export_adapter": "optimizers.passes.export_adapter:ExportAdapter",
     "quantize": "optimizers.passes.quantize:Quantize",
     "evaluate": "optimizers.passes.evaluate:Evaluate",
     "package": "optimizers.passes.package:Package",

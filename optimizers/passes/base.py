@@ -81,7 +81,9 @@ class Pass(abc.ABC, Generic[ConfigT]):
             raise RecipeError(f"{cls.name}: {where}: {first['msg']}", step=step) from exc
 
     @classmethod
-    def output_format(cls, given: Format) -> Format:
+    def output_format(cls, given: Format, config: ConfigT | None = None) -> Format:
+        """The format ``run`` returns for ``given`` (a pass whose output depends on its
+        config overrides this)."""
         return cls.produces if cls.produces is not None else given
 
     def check_input(self, model: ModelRef) -> None:

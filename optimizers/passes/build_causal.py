@@ -21,6 +21,9 @@ Options:
   embeddings are tied to the LM head (SmolLM2) shares one table with the builder's
   algorithms: ``same``/``int8`` quantize the table the embedding lookup reads too, ``fp32``
   unties them (the file grows by a float table). ``hqq`` never quantizes the embedding lookup.
+- ``lora_targets``: projections (``q_proj``, ``v_proj``, ...) that get LoRA weights as graph
+  inputs, zero by default (:mod:`optimizers.lora_graph`): the LoRA-ready base that
+  ``export_adapter`` writes adapters for. Empty (the default): no LoRA inputs.
 - ``accuracy_level``: the MatMulNBits compute type (4: int8 activations inside the kernel,
   the builder's CPU default and the fastest; 1: fp32).
 
@@ -48,6 +51,7 @@ from pydantic import Field, field_validator, model_validator
 
 from optimizers.causal_graph import GENAI_CONFIG, CausalGraph
 from optimizers.errors import ExportMismatchError, PassError
+from optimizers.lora_graph import add_lora_inputs, check_targets
 from optimizers.model import ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
 
@@ -93,6 +97,9 @@ class BuildCausalConfig(PassConfig):
     tolerance: float | None = Field(
         default=None, gt=0, description="logit check bound; default TOLERANCE[precision]"
     )
+    lora_targets: tuple[str, ...] = Field(
+        default=(), description="projections that take LoRA weights as inputs (LoRA-ready base)"
+    )
     probe_count: int = Field(default=8, ge=0, description="held-out texts added to the probes")
     probe_tokens: int = Field(default=6, ge=1, description="fp32: greedy tokens compared")
 
@@ -102,6 +109,11 @@ class BuildCausalConfig(PassConfig):
             # HQQ's zero points are float; onnxruntime's CPU MatMulNBits takes those at 4 bits only.
             raise ValueError("hqq builds int4 only; int8 uses rtn or k_quant")
         return self
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _known_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_targets(value) if value else ()
 
     @field_validator("block_size")
     @classmethod
@@ -130,11 +142,15 @@ class BuildCausal(Pass[BuildCausalConfig]):
         self._builder(model.path, out_dir, builder_precision, self._extra_options())
         if cfg.algorithm == "hqq" and cfg.precision != "fp32":
             self._hqq(out_dir / ONNX_FILE)
+        if cfg.lora_targets:
+            add_lora_inputs(out_dir / ONNX_FILE, cfg.lora_targets)
         context = _set_context(out_dir / GENAI_CONFIG, cfg.context_length)
         shutil.rmtree(out_dir / "cache", ignore_errors=True)
         step = f"{self.name}:{cfg.precision}"
         if cfg.precision != "fp32":
             step += f":{cfg.algorithm}:b{cfg.block_size}:head-{cfg.lm_head}"
+        if cfg.lora_targets:
+            step += ":lora-inputs-" + "+".join(cfg.lora_targets)
         out = model.derive(
             path=out_dir,
             format="onnx",

@@ -129,6 +129,20 @@ def file_entries(directory: Path, names: Iterable[str]) -> dict[str, FileEntry]:
     }
 
 
+def graph_digest(files: Mapping[str, FileEntry], model_file: str = "model.onnx") -> str:
+    """The identity of a build's graph and weights: what a LoRA adapter names as its base.
+
+    sha256 over the names and hashes of the graph file and its external data
+    (``model.onnx.data``), as the manifest lists them: two builds with the same graph but other
+    weights differ, and a device computes it from its verified manifest without re-reading.
+    """
+    names = sorted(n for n in files if n == model_file or n.startswith(model_file + "."))
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}\0{files[name].sha256}\n".encode())
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- keys
 
 
