@@ -8,6 +8,7 @@ The tree, so a caller can pick what to catch::
     │   ├── FetchError           the artifact could not be downloaded (network, size limit)
     │   ├── VerificationError    the bytes are not what the registry and a trusted key vouch for
     │   ├── WarmUpError          it verified but failed to load or failed its self-test
+    │   ├── AdapterRefused       a LoRA adapter that does not fit the base this device serves
     │   └── DiskFullError        no room to download or unpack it; retried once there is room
     ├── NoModelError             a request arrived before any model was installed
     └── InferenceError           the serving session failed on a request
@@ -64,6 +65,12 @@ class WarmUpError(ModelRefused):
     """The model verified but did not load or failed its self-test."""
 
     stage = "failed warm-up"
+
+
+class AdapterRefused(ModelRefused):
+    """A LoRA adapter for another base, of the wrong shapes, or that fails its trial run."""
+
+    stage = "adapter refused"
 
 
 class DiskFullError(ModelRefused):

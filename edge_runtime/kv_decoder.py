@@ -13,8 +13,10 @@ GIL while it computes, genai's Python generator does not, at the same tokens/s).
   :func:`edge_runtime.decoding.choose` (greedy or sampled) from the last row.
 
 Everything per request is local, so concurrent requests share only the session (onnxruntime
-sessions accept concurrent runs). Names, cache geometry and end tokens come from the build's
-``genai_config.json``.
+sessions accept concurrent runs). A LoRA-ready build's adapter tensors (:meth:`set_adapter`)
+are bound when a request starts: a switch takes effect for the next request, one in flight
+finishes on the adapter it began with, and the session is never rebuilt. Names, cache geometry
+and end tokens come from the build's ``genai_config.json``.
 """
 
 from __future__ import annotations
@@ -142,13 +144,29 @@ class KvCacheDecoder:
         self.eos = eos
         self.context_length = context_length
         self.max_tokens_cap = context_length
+        self._adapter: Mapping[str, ort.OrtValue] = {}
+
+    def set_adapter(self, values: Mapping[str, ort.OrtValue]) -> None:
+        """Feed ``values`` to the LoRA inputs from the next request on (empty: the base)."""
+        self._adapter = dict(values)
 
     def steps(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[Step]:
+        return self.steps_with(prompt_ids, params, self._adapter)
+
+    def steps_with(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        adapter: Mapping[str, ort.OrtValue],
+    ) -> Iterator[Step]:
+        """:meth:`steps` with the given adapter tensors (a trial before a switch)."""
         spec = self._spec
         n = len(prompt_ids)
         max_len = n + params.max_tokens
         session = self._session
         io = session.io_binding()
+        for name, value in adapter.items():
+            io.bind_ortvalue_input(name, value)
         mask = np.ones(max_len, dtype=np.int64)
         prompt = np.asarray([prompt_ids], dtype=np.int64)
         step_ids = np.zeros((1, 1), dtype=np.int64)

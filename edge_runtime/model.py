@@ -29,9 +29,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from edge_runtime import adapter as adapters
 from edge_runtime.chat import ChatError, ChatTemplate
 from edge_runtime.decoding import ParameterError, SamplingParams
-from edge_runtime.errors import InferenceError, WarmUpError
+from edge_runtime.errors import AdapterRefused, InferenceError, WarmUpError
 from edge_runtime.generation import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_CAP,
@@ -50,7 +51,7 @@ from edge_runtime.generation import (
 )
 from edge_runtime.hardware import HardwareProfile
 from edge_runtime.kv_decoder import BuildError, GraphSpec, KvCacheDecoder
-from streams.events.artifact import Manifest
+from streams.events.artifact import LORA_LAYOUT, Manifest, graph_digest
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ class LoadedModel:
         self._engine: Any = None
         self._decoder: Decoder | None = None
         self.chat_template: ChatTemplate | None = None
+        self.base_digest = graph_digest(manifest.files, manifest.model_file)
+        """What a LoRA adapter must name as its base to apply here."""
+        self.adapter: adapters.Adapter | None = None
         if manifest.engine == "onnxruntime-genai" and manifest.task != "GENERATE":
             raise self._refuse("engine onnxruntime-genai serves GENERATE models only")
         try:
@@ -191,9 +195,14 @@ class LoadedModel:
             eos = eos_ids(self._tokenizer, manifest) | spec.eos
             context = min(spec.context_length, manifest.max_length)
             if profile.kv_engine == "onnxruntime":
+                options = profile.session_options()
+                if (directory / LORA_LAYOUT).exists():
+                    # A LoRA-ready build's zero defaults are initializers listed as inputs on
+                    # purpose; onnxruntime warns once per tensor about exactly that.
+                    options.log_severity_level = 3
                 self._session = ort.InferenceSession(
                     str(directory / spec.filename),
-                    sess_options=profile.session_options(),
+                    sess_options=options,
                     providers=["CPUExecutionProvider"],
                 )
                 self._decoder = KvCacheDecoder(
@@ -222,6 +231,42 @@ class LoadedModel:
 
     def _refuse(self, reason: str) -> WarmUpError:
         return WarmUpError(self.model_id, self.version, reason)
+
+    # ------------------------------------------------------------------ adapters
+
+    def apply_adapter(self, adapter: adapters.Adapter | None) -> None:
+        """Serve ``adapter`` over this base from the next request on (``None``: the base).
+
+        Refused with :class:`AdapterRefused` (the current adapter keeps serving) when it is
+        for another base, does not fit the graph's LoRA inputs, or its trial generation fails.
+        """
+        decoder = self._decoder
+        if adapter is None:
+            if isinstance(decoder, KvCacheDecoder):
+                decoder.set_adapter({})
+            self.adapter = None
+            return
+        name = adapter.name
+        if not isinstance(decoder, KvCacheDecoder) or self._session is None:
+            raise AdapterRefused(
+                self.model_id,
+                name,
+                "adapters need a KV-cache build decoded by onnxruntime (kv_engine onnxruntime)",
+            )
+        try:
+            adapters.check_fits(adapter, self.base_digest, adapters.lora_inputs(self._session))
+        except adapters.AdapterError as exc:
+            raise AdapterRefused(self.model_id, name, str(exc)) from exc
+        prompt = list(self._tokenizer.encode(SELF_TEST_TEXTS[0]).ids) or [0]
+        params = SamplingParams(max_tokens=SELF_TEST_NEW_TOKENS)
+        try:
+            produced = list(decoder.steps_with(prompt, params, adapter.values))
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise AdapterRefused(self.model_id, name, f"trial generation failed: {exc}") from exc
+        if not produced:
+            raise AdapterRefused(self.model_id, name, "trial generation produced no token")
+        decoder.set_adapter(adapter.values)
+        self.adapter = adapter
 
     # ------------------------------------------------------------------ leases
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_runtime.adapter import Adapter
 from edge_runtime.errors import NoModelError
 from edge_runtime.hardware import HardwareProfile
 from edge_runtime.model import InferenceResult, LoadedModel
@@ -43,6 +44,7 @@ class ModelSlot:
         self._current: LoadedModel | None = None
         self._swap_lock = threading.Lock()
         self.swaps = 0
+        self.adapter_switches = 0
 
     @property
     def current(self) -> LoadedModel | None:
@@ -112,6 +114,29 @@ class ModelSlot:
                     old.version,
                 )
         return new
+
+    async def switch_adapter(self, adapter: Adapter | None) -> LoadedModel:
+        """Serve ``adapter`` over the current base without reloading it (``None``: the base).
+
+        Raises :class:`AdapterRefused` (nothing changes) when it does not fit the base, and
+        :class:`NoModelError` when no base is installed. Requests in flight finish on the
+        adapter they started with.
+        """
+        model = self.lease()
+        try:
+            previous = model.adapter
+            await asyncio.to_thread(model.apply_adapter, adapter)
+        finally:
+            model.release()
+        self.adapter_switches += 1
+        log.info(
+            "switched adapter model=%s version=%s from=%s to=%s",
+            self.model_id,
+            model.version,
+            previous.name if previous else None,
+            adapter.name if adapter else None,
+        )
+        return model
 
     def close(self) -> None:
         model, self._current = self._current, None

@@ -23,10 +23,8 @@ import numpy as np
 from optimizers.errors import PassError
 from optimizers.lora_graph import LoraLayout, adapter_weights
 from optimizers.model import ONNX_FILE
-from streams.events.artifact import file_entries, graph_digest
+from streams.events.artifact import ADAPTER_FILE, ADAPTER_META, file_entries, graph_digest
 
-ADAPTER_FILE = "adapter.onnx_adapter"
-ADAPTER_META = "adapter.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 

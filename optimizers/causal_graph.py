@@ -20,9 +20,9 @@ import onnxruntime as ort
 
 from optimizers.errors import ModelLoadError
 from optimizers.model import ONNX_FILE
+from streams.events.artifact import LORA_LAYOUT
 
 GENAI_CONFIG = "genai_config.json"
-LORA_LAYOUT = "lora.json"
 _PAST = "past_key_values."
 _DTYPES: dict[str, type[np.floating]] = {
     "tensor(float)": np.float32,

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from optimizers.errors import PassError
+from streams.events.artifact import LORA_LAYOUT
 
-LAYOUT_FILE = "lora.json"
+LAYOUT_FILE = LORA_LAYOUT
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The projections a LoRA may target, in the names peft and transformers give them."""
 

@@ -20,12 +20,13 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from optimizers.adapter import ADAPTER_FILE, export_adapter
+from optimizers.adapter import export_adapter
 from optimizers.causal_graph import CausalGraph
 from optimizers.errors import ExportMismatchError, PassError
 from optimizers.model import TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
 from optimizers.passes.build_causal import TOLERANCE
+from streams.events.artifact import ADAPTER_FILE
 
 log = logging.getLogger(__name__)
 

@@ -129,6 +129,14 @@ def file_entries(directory: Path, names: Iterable[str]) -> dict[str, FileEntry]:
     }
 
 
+ADAPTER_FILE = "adapter.onnx_adapter"
+"""A LoRA adapter: onnxruntime's adapter format, one tensor per LoRA input of the base graph."""
+LORA_LAYOUT = "lora.json"
+"""In a LoRA-ready base build: where each LoRA input's rows and columns go."""
+ADAPTER_META = "adapter.json"
+"""Beside it: ``base_digest`` (:func:`graph_digest` of the base), ``rank``, ``targets``."""
+
+
 def graph_digest(files: Mapping[str, FileEntry], model_file: str = "model.onnx") -> str:
     """The identity of a build's graph and weights: what a LoRA adapter names as its base.
 
