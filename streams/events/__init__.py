@@ -35,6 +35,7 @@ from streams.events.codec import (
 from streams.events.convert import Converter, from_json, from_record, to_json, to_record
 from streams.events.enums import DeviceState, RolloutCommandKind, RolloutStatus, Severity, Task
 from streams.events.nested import (
+    ADAPTER_FORMAT,
     Artifact,
     CohortSelector,
     Generation,
@@ -67,6 +68,7 @@ __all__ = [
     "MAGIC",
     "SCHEMA_DIR",
     "Alert",
+    "ADAPTER_FORMAT",
     "Artifact",
     "Codec",
     "CohortSelector",

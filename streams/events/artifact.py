@@ -95,6 +95,12 @@ class Manifest(BaseModel):
     lineage: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     parent_version: str | None = None
+    base_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="set for a LoRA adapter (model_file adapter.onnx_adapter): the sha256 of "
+        "the base artifact it applies to, signed with the rest",
+    )
     files: dict[str, FileEntry]
 
     def to_bytes(self) -> bytes:

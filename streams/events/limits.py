@@ -277,6 +277,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "hardware_profiles": IDS,
         "signature": TOKEN,
         "key_id": ID,
+        "base_sha256": ID,
     },
     "CohortSelector": {"cohorts": COHORTS, "hardware_profiles": IDS, "labels": LABELS},
     "Transition": {

@@ -126,6 +126,10 @@ class Measurement:
         check_number(self, "threshold", self.threshold, low=None, optional=True)
 
 
+ADAPTER_FORMAT = "onnx-adapter"
+"""An artifact that holds only a LoRA adapter for the base artifact named by ``base_sha256``."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Artifact:
     """One build of a model version for a set of hardware profiles."""
@@ -138,13 +142,25 @@ class Artifact:
     hardware_profiles: tuple[str, ...] = ()
     signature: str | None = None
     key_id: str | None = None
+    base_sha256: str | None = None
+    """For ``format == ADAPTER_FORMAT``: the base artifact the adapter applies to."""
 
     def __post_init__(self) -> None:
         check_limits(self)
         check_id(self, "uri", self.uri)
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
-            fail(self, "sha256", "must be 64 lowercase hex characters")
+        for name in ("sha256", "base_sha256"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+                fail(self, name, "must be 64 lowercase hex characters")
         check_number(self, "size_bytes", self.size_bytes)
+        if (self.format == ADAPTER_FORMAT) != (self.base_sha256 is not None):
+            fail(self, "base_sha256", f"is set exactly when format is {ADAPTER_FORMAT!r}")
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.format == ADAPTER_FORMAT
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -96,6 +96,13 @@ def sample_events() -> list[Event]:
                     signature="c2ln",
                     key_id="k1",
                 ),
+                Artifact(
+                    uri="file:///a-adapter.tar",
+                    sha256=SHA,
+                    size_bytes=3,
+                    format="onnx-adapter",
+                    base_sha256=SHA,
+                ),
             ),
             parent_version="v1",
             lineage=("finetune", "quantize:int8-dynamic"),
