@@ -64,11 +64,11 @@ from streams.events.records import (
 )
 
 __all__ = [
+    "ADAPTER_FORMAT",
     "EVENT_TYPES",
     "MAGIC",
     "SCHEMA_DIR",
     "Alert",
-    "ADAPTER_FORMAT",
     "Artifact",
     "Codec",
     "CohortSelector",
