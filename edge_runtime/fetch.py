@@ -126,6 +126,8 @@ class Fetcher:
         self.cache = cache
         self.policy = policy or FetchPolicy()
         self.disk: Disk = disk or LocalDisk()
+        self.transferred_bytes = 0
+        """Bytes read from artifact sources (not the cache) since start: what updates cost."""
 
     async def fetch(self, model_id: str, version: str, artifact: Artifact) -> Path:
         """Return the cached archive at the artifact's address, downloading it if needed.
@@ -253,6 +255,7 @@ class Fetcher:
                 if not chunk:
                     break
                 _write(dst, chunk, part)
+                self.transferred_bytes += len(chunk)
                 remaining -= len(chunk)
 
     async def _download(self, artifact: Artifact, part: Path) -> None:
@@ -277,6 +280,7 @@ class Fetcher:
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         written += len(chunk)
                         _write(out, chunk, part)
+                        self.transferred_bytes += len(chunk)
                         if written > artifact.size_bytes:
                             return  # the address check refuses it
         except aiohttp.ClientError as exc:

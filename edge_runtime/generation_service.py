@@ -161,6 +161,7 @@ class _Run:
 
         def work() -> None:
             started = time.perf_counter()
+            version = self.model.version  # an adapter switched meanwhile applies to the next
             stats: GenerationStats | None = None
             try:
                 for event in self.model.stream(self.ids, self.params, cancelled=self.cancelled):
@@ -177,7 +178,7 @@ class _Run:
                 if self.on_finished is not None:
                     try:
                         elapsed = elapsed_s * 1000
-                        self.on_finished(self.model.version, stats, elapsed)
+                        self.on_finished(version, stats, elapsed)
                     except Exception:  # telemetry must never break serving
                         log.exception("generation telemetry failed")
                 put(_END)

@@ -13,9 +13,10 @@ GIL while it computes, genai's Python generator does not, at the same tokens/s).
   :func:`edge_runtime.decoding.choose` (greedy or sampled) from the last row.
 
 Everything per request is local, so concurrent requests share only the session (onnxruntime
-sessions accept concurrent runs). A LoRA-ready build's adapter tensors (:meth:`set_adapter`)
-are bound when a request starts: a switch takes effect for the next request, one in flight
-finishes on the adapter it began with, and the session is never rebuilt. Names, cache geometry
+sessions accept concurrent runs). A LoRA-ready build's adapter tensors are bound when a
+request starts (:meth:`KvCacheDecoder.with_adapter` is a view that binds them): a switch takes
+effect for the next request, one in flight finishes on the adapter it began with, and the
+session is never rebuilt. Names, cache geometry
 and end tokens come from the build's ``genai_config.json``.
 """
 
@@ -144,14 +145,13 @@ class KvCacheDecoder:
         self.eos = eos
         self.context_length = context_length
         self.max_tokens_cap = context_length
-        self._adapter: Mapping[str, ort.OrtValue] = {}
 
-    def set_adapter(self, values: Mapping[str, ort.OrtValue]) -> None:
-        """Feed ``values`` to the LoRA inputs from the next request on (empty: the base)."""
-        self._adapter = dict(values)
+    def with_adapter(self, values: Mapping[str, ort.OrtValue]) -> AdaptedDecoder:
+        """This decoder with ``values`` fed to the graph's LoRA inputs on every request."""
+        return AdaptedDecoder(self, values)
 
     def steps(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[Step]:
-        return self.steps_with(prompt_ids, params, self._adapter)
+        return self.steps_with(prompt_ids, params, {})
 
     def steps_with(
         self,
@@ -159,7 +159,7 @@ class KvCacheDecoder:
         params: SamplingParams,
         adapter: Mapping[str, ort.OrtValue],
     ) -> Iterator[Step]:
-        """:meth:`steps` with the given adapter tensors (a trial before a switch)."""
+        """:meth:`steps` with ``adapter``'s tensors bound to the LoRA inputs."""
         spec = self._spec
         n = len(prompt_ids)
         max_len = n + params.max_tokens
@@ -214,3 +214,18 @@ class KvCacheDecoder:
         for (past, present), value in zip(self._spec.cache_names(), io.get_outputs(), strict=False):
             io.bind_ortvalue_input(past, value)
             io.bind_output(present, "cpu")
+
+
+class AdaptedDecoder:
+    """A :class:`KvCacheDecoder` serving one adapter: same session, other LoRA inputs."""
+
+    def __init__(self, base: KvCacheDecoder, values: Mapping[str, ort.OrtValue]) -> None:
+        self.base = base
+        self.values = dict(values)
+        self.vocab_size = base.vocab_size
+        self.eos = base.eos
+        self.context_length = base.context_length
+        self.max_tokens_cap = base.max_tokens_cap
+
+    def steps(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[Step]:
+        return self.base.steps_with(prompt_ids, params, self.values)

@@ -47,6 +47,13 @@ class EdgeMetrics:
             ["device_id", "model_id"],
             registry=self.registry,
         ).labels(**labels)
+        self.adapter_switch_seconds = Histogram(
+            "slmops_edge_adapter_switch_seconds",
+            "Time to switch the LoRA adapter over the serving base (trial run included).",
+            ["device_id", "model_id"],
+            registry=self.registry,
+            buckets=[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+        ).labels(**labels)
         self.refusals = Counter(
             "slmops_edge_model_refusals",
             "Model versions refused (fetch, verify, warm-up).",

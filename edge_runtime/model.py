@@ -50,7 +50,7 @@ from edge_runtime.generation import (
     stream,
 )
 from edge_runtime.hardware import HardwareProfile
-from edge_runtime.kv_decoder import BuildError, GraphSpec, KvCacheDecoder
+from edge_runtime.kv_decoder import AdaptedDecoder, BuildError, GraphSpec, KvCacheDecoder
 from streams.events.artifact import LORA_LAYOUT, Manifest, graph_digest
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class LoadedModel:
         self.profile = profile
         self.sha256 = sha256
         self.model_id = manifest.model_id
-        self.version = manifest.version
+        self.base_version = manifest.version
         self._leases = 0
         self._closed = False
         self._lock = threading.Condition()
@@ -130,7 +130,7 @@ class LoadedModel:
         self.chat_template: ChatTemplate | None = None
         self.base_digest = graph_digest(manifest.files, manifest.model_file)
         """What a LoRA adapter must name as its base to apply here."""
-        self.adapter: adapters.Adapter | None = None
+        self._active: tuple[adapters.Adapter, AdaptedDecoder] | None = None
         if manifest.engine == "onnxruntime-genai" and manifest.task != "GENERATE":
             raise self._refuse("engine onnxruntime-genai serves GENERATE models only")
         try:
@@ -234,6 +234,24 @@ class LoadedModel:
 
     # ------------------------------------------------------------------ adapters
 
+    @property
+    def version(self) -> str:
+        """What serves: the adapter's version over this base, else the base's."""
+        active = self._active
+        return active[0].name if active else self.base_version
+
+    @property
+    def adapter(self) -> adapters.Adapter | None:
+        active = self._active
+        return active[0] if active else None
+
+    def _serving(self) -> tuple[Decoder | None, str]:
+        """The decoder and version a request starts on, read together (one reference)."""
+        active = self._active
+        if active is not None:
+            return active[1], active[0].name
+        return self._decoder, self.base_version
+
     def apply_adapter(self, adapter: adapters.Adapter | None) -> None:
         """Serve ``adapter`` over this base from the next request on (``None``: the base).
 
@@ -242,9 +260,7 @@ class LoadedModel:
         """
         decoder = self._decoder
         if adapter is None:
-            if isinstance(decoder, KvCacheDecoder):
-                decoder.set_adapter({})
-            self.adapter = None
+            self._active = None
             return
         name = adapter.name
         if not isinstance(decoder, KvCacheDecoder) or self._session is None:
@@ -265,8 +281,7 @@ class LoadedModel:
             raise AdapterRefused(self.model_id, name, f"trial generation failed: {exc}") from exc
         if not produced:
             raise AdapterRefused(self.model_id, name, "trial generation produced no token")
-        decoder.set_adapter(adapter.values)
-        self.adapter = adapter
+        self._active = (adapter, decoder.with_adapter(adapter.values))
 
     # ------------------------------------------------------------------ leases
 
@@ -404,14 +419,14 @@ class LoadedModel:
         )
 
     def _generate(self, texts: Sequence[str], max_new_tokens: int | None) -> InferenceResult:
-        decoder = self._decoder
+        decoder, version = self._serving()
         if decoder is None:
-            raise InferenceError(self.model_id, self.version, "the session was released")
+            raise InferenceError(self.model_id, version, "the session was released")
         budget = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
         if not 1 <= budget <= MAX_NEW_TOKENS_CAP:
             raise InferenceError(
                 self.model_id,
-                self.version,
+                version,
                 f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_CAP}, got {budget}",
             )
         generations: list[Generation] = []
@@ -421,7 +436,7 @@ class LoadedModel:
             try:
                 generations.append(greedy(decoder, encoding.ids[-keep:], budget))
             except Exception as exc:  # onnxruntime's errors share no base class but Exception
-                raise InferenceError(self.model_id, self.version, str(exc)) from exc
+                raise InferenceError(self.model_id, version, str(exc)) from exc
         predictions = tuple(
             Prediction(
                 confidence=g.confidence,
@@ -433,7 +448,7 @@ class LoadedModel:
         )
         return InferenceResult(
             self.model_id,
-            self.version,
+            version,
             predictions,
             tuple(g.prompt_tokens for g in generations),
             (),
@@ -494,9 +509,9 @@ class LoadedModel:
         Raises :class:`ParameterError` before any work for a request the model cannot
         answer, :class:`InferenceError` when the engine fails mid-way.
         """
-        decoder = self._decoder
+        decoder, version = self._serving()
         if decoder is None:
-            raise InferenceError(self.model_id, self.version, "not a GENERATE model, or released")
+            raise InferenceError(self.model_id, version, "not a GENERATE model, or released")
         if not prompt_ids:
             raise ParameterError("the prompt encodes to no tokens")
         tokenizer = self._tokenizer
@@ -510,7 +525,7 @@ class LoadedModel:
         except (ValueError, RuntimeError) as exc:
             if isinstance(exc, ParameterError):
                 raise
-            raise InferenceError(self.model_id, self.version, str(exc)) from exc
+            raise InferenceError(self.model_id, version, str(exc)) from exc
 
     def _embed(self, primary: FloatArray, tokens: tuple[int, ...]) -> InferenceResult:
         predictions = tuple(Prediction(embedding=tuple(float(x) for x in row)) for row in primary)

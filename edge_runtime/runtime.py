@@ -44,13 +44,16 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from edge_runtime import adapter as adapters
 from edge_runtime.background import Supervisor
 from edge_runtime.buffer import DiskBuffer
 from edge_runtime.disk import Disk, LocalDisk
 from edge_runtime.errors import (
+    AdapterRefused,
     DiskFullError,
     InferenceError,
     ModelRefused,
+    VerificationError,
     WarmUpError,
 )
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
@@ -180,6 +183,9 @@ class EdgeRuntime:
         self.rollouts: dict[str, RolloutState] = {}
         self.refused: dict[tuple[str, str], str] = {}
         self.installed: InstalledModel | None = None
+        """The base (or full model) whose session serves."""
+        self.adapter: InstalledModel | None = None
+        """The LoRA adapter applied over ``installed``, if any."""
         self.board = StatusBoard(
             self.device,
             self.model_id,
@@ -189,7 +195,8 @@ class EdgeRuntime:
             models=self._models,
         )
         self._update_lock = asyncio.Lock()
-        self._unmarked: InstalledModel | None = None
+        self._unmarked: tuple[InstalledModel, InstalledModel | None] | None = None
+        """The (base, adapter) whose last-known-good record is not written yet."""
         self._space_failures = 0
         self._space_retry_at: float | None = None
         self._space_wait: tuple[str, str] | None = None
@@ -276,7 +283,7 @@ class EdgeRuntime:
         return self.board.statuses
 
     def _models(self) -> tuple[InstalledModel | None, InstalledModel | None]:
-        current = self.installed
+        current = self.adapter or self.installed
         return current, self.store.last_good(self.model_id) if current is None else current
 
     async def wait_until(self, predicate: Callable[[EdgeRuntime], bool], timeout_s: float) -> bool:
@@ -328,7 +335,29 @@ class EdgeRuntime:
             return
         self.installed = good
         self.metrics.swaps.inc()
+        await self._restore_adapter(good)
         self.board.publish(DeviceState.SERVING)
+
+    async def _restore_adapter(self, base: InstalledModel) -> None:
+        """Re-apply the adapter recorded over the last-known-good base; the base alone
+        serves (and says why) when it no longer applies."""
+        recorded = await asyncio.to_thread(self.store.last_good_adapter, self.model_id)
+        if recorded is None:
+            return
+        try:
+            if recorded.manifest.base_sha256 != base.sha256:
+                raise adapters.AdapterError(f"recorded for base {recorded.manifest.base_sha256}")
+            adapter = await asyncio.to_thread(
+                adapters.load, recorded.directory, name=recorded.version
+            )
+            await self.slot.switch_adapter(adapter)
+        except (adapters.AdapterError, ModelRefused) as exc:
+            self.board.refusal = f"last-known-good adapter unusable: {exc}"
+            log.warning(
+                "last-known-good adapter unusable device=%s reason=%s", self.device.device_id, exc
+            )
+            return
+        self.adapter = recorded
 
     async def apply(self, event: Event, *, reconcile: bool = True) -> None:
         """Take a registry or rollout record into account and converge on the desired version.
@@ -420,7 +449,12 @@ class EdgeRuntime:
             )
             self.board.publish(DeviceState.UPDATING)
             try:
-                await self._install(version, artifact)
+                if artifact.is_adapter:
+                    await self._install_adapter(version, artifact)
+                elif self._is_serving_base(artifact):
+                    await self._drop_adapter(version)
+                else:
+                    await self._install(version, artifact)
             except DiskFullError as exc:
                 self._lacks_space(version, artifact.sha256, exc)
                 return
@@ -448,30 +482,88 @@ class EdgeRuntime:
             installed.directory, installed.manifest, self.profile, sha256=installed.sha256
         )
         self.installed = installed
+        self.adapter = None
         self.metrics.swaps.inc()
-        self._unmarked = installed
+        self._unmarked = (installed, None)
         await asyncio.to_thread(self._mark_good)
         self.health.condition(
             "last-known-good",
             f"last-known-good record of {version} not written yet" if self._unmarked else None,
         )
 
+    def _is_serving_base(self, artifact: Artifact) -> bool:
+        """``artifact`` is the base serving under an adapter now: going back is a switch."""
+        return (
+            self.adapter is not None
+            and self.installed is not None
+            and artifact.sha256 == self.installed.sha256
+        )
+
+    async def _install_adapter(self, version: str, artifact: Artifact) -> None:
+        """Fetch only the adapter, verify it against the base held, switch without reloading.
+
+        Refused before any download when the base this device holds is not the one the
+        registry names; refused after verification when the signed manifest names another.
+        """
+        base = self.installed
+        if base is None or base.sha256 != artifact.base_sha256:
+            held = base.sha256[:12] if base else "none"
+            want = (artifact.base_sha256 or "?")[:12]
+            raise AdapterRefused(
+                self.model_id,
+                version,
+                f"adapter for base artifact {want}, this device holds {held}",
+            )
+        archive = await self.fetcher.fetch(self.model_id, version, artifact)
+        installed = await asyncio.to_thread(
+            self.store.install, archive, self.model_id, version, artifact
+        )
+        if installed.manifest.base_sha256 != base.sha256:
+            raise VerificationError(
+                self.model_id,
+                version,
+                f"the signed manifest names base {installed.manifest.base_sha256}, "
+                f"the registry {artifact.base_sha256}",
+            )
+        try:
+            adapter = await asyncio.to_thread(adapters.load, installed.directory, name=version)
+        except adapters.AdapterError as exc:
+            raise AdapterRefused(self.model_id, version, str(exc)) from exc
+        started = time.perf_counter()
+        await self.slot.switch_adapter(adapter)
+        self.metrics.adapter_switch_seconds.observe(time.perf_counter() - started)
+        self.adapter = installed
+        self._unmarked = (base, installed)
+        await asyncio.to_thread(self._mark_good)
+
+    async def _drop_adapter(self, version: str) -> None:
+        """Serve the base alone again (a rollback from an adapter to its base): no download."""
+        started = time.perf_counter()
+        await self.slot.switch_adapter(None)
+        self.metrics.adapter_switch_seconds.observe(time.perf_counter() - started)
+        self.adapter = None
+        if self.installed is not None:
+            self._unmarked = (self.installed, None)
+        await asyncio.to_thread(self._mark_good)
+        log.info("serving base device=%s version=%s", self.device.device_id, version)
+
     def _mark_good(self) -> None:
         """Write the pending last-known-good record; on a full disk, retried each window."""
-        model = self._unmarked
-        if model is None:
+        pending = self._unmarked
+        if pending is None:
             return
+        model, adapter = pending
         try:
-            self.store.mark_good(model)
+            self.store.mark_good(model, adapter)
         except OSError as exc:
             log.warning(
                 "cannot record last-known-good device=%s version=%s reason=%s",
                 self.device.device_id,
-                model.version,
+                (adapter or model).version,
                 exc,
             )
             return
-        if self._unmarked is model:
+        if self._unmarked is pending:
             self._unmarked = None
 
     def _stop_waiting_for_space(self) -> None:

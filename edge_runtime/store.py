@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -161,12 +162,12 @@ class ModelStore:
             os.replace(staging, final)
         return InstalledModel(model_id, version, artifact.sha256, final, manifest, signature)
 
-    def mark_good(self, model: InstalledModel) -> None:
-        """Record ``model`` as the one to serve at the next start-up (atomic write).
+    def mark_good(self, model: InstalledModel, adapter: InstalledModel | None = None) -> None:
+        """Record ``model`` (and the adapter over it) as what to serve at the next start-up.
 
-        Raises ``OSError`` when the record cannot be written (the old record then stays).
+        Atomic; raises ``OSError`` when the record cannot be written (the old record stays).
         """
-        record = {
+        record: dict[str, object] = {
             "model_id": model.model_id,
             "version": model.version,
             "sha256": model.sha256,
@@ -174,6 +175,13 @@ class ModelStore:
             "signature": model.signature,
             "marked_at": datetime.now(UTC).isoformat(),
         }
+        if adapter is not None:
+            record["adapter"] = {
+                "version": adapter.version,
+                "sha256": adapter.sha256,
+                "directory": adapter.directory.name,
+                "signature": adapter.signature,
+            }
         path = self.lkg / f"{model.model_id}.json"
         tmp = path.with_suffix(".tmp")
         try:
@@ -183,12 +191,31 @@ class ModelStore:
             tmp.unlink(missing_ok=True)
 
     def last_good(self, model_id: str) -> InstalledModel | None:
-        """The last-known-good model, re-verified; None (and a warning) when unusable."""
+        """The last-known-good model (the base, under an adapter), re-verified; None (and a
+        warning) when unusable."""
+        record = self._record(model_id)
+        return self._verified(model_id, record) if record is not None else None
+
+    def last_good_adapter(self, model_id: str) -> InstalledModel | None:
+        """The adapter recorded over the last-known-good base, re-verified, if any."""
+        record = self._record(model_id)
+        if record is None or not isinstance(record.get("adapter"), dict):
+            return None
+        return self._verified(model_id, record["adapter"])
+
+    def _record(self, model_id: str) -> dict[str, Any] | None:
         path = self.lkg / f"{model_id}.json"
         if not path.exists():
             return None
         try:
             record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("last-known-good unreadable model=%s reason=%s", model_id, exc)
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _verified(self, model_id: str, record: Mapping[str, Any]) -> InstalledModel | None:
+        try:
             directory = self.models / model_id / str(record["directory"])
             manifest_bytes = (directory / MANIFEST).read_bytes()
             verify_signature(manifest_bytes, str(record["signature"]), self.trusted)

@@ -1,9 +1,9 @@
 """``lora``: fine-tune a causal LM with LoRA (peft) on prompt/answer pairs from feedback.
 
 Each example is a consented prompt (``text``) and the answer it should have had (``label``):
-the model learns the answer's tokens only (the prompt's are masked out of the loss), wrapped in
-the tokenizer's chat template when it has one, as a device's ``/v1/chat/completions`` formats
-them. The base weights stay frozen; peft adds rank-``rank`` factors to ``target_modules``.
+the model learns the answer's tokens and the end token after them (the prompt's are masked out
+of the loss); the prompt goes through the tokenizer's chat template when it has one, as a
+device's ``/v1/chat/completions`` formats it, else it is tokenized as ``/v1/completions`` does. The base weights stay frozen; peft adds rank-``rank`` factors to ``target_modules``.
 
 Output:
 
@@ -95,10 +95,11 @@ class Lora(Pass[LoraConfig]):
         tokenizer = hf.load_tokenizer(model.path)
         net = hf.load_model(model.path, "generate")
         chat = self._chat(tokenizer)
+        eos = _eos_id(tokenizer, net)
         train_rows = [
-            _encode(tokenizer, e, chat, cfg.max_length) for e in train[: cfg.max_examples]
+            _encode(tokenizer, e, chat, cfg.max_length, eos) for e in train[: cfg.max_examples]
         ]
-        eval_rows = [_encode(tokenizer, e, chat, cfg.max_length) for e in held_out]
+        eval_rows = [_encode(tokenizer, e, chat, cfg.max_length, eos) for e in held_out]
         peft_model = get_peft_model(
             net,
             PeftLoraConfig(
@@ -180,24 +181,40 @@ class Lora(Pass[LoraConfig]):
         )
 
 
-def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
-    """What the model reads before the answer: the chat turn, or the prompt and a newline."""
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> list[int]:
+    """What the model reads before the answer, tokenized as a device tokenizes it: the chat
+    turn through the template (which writes its own special tokens), or the plain prompt with
+    the tokenizer's special tokens (``/v1/completions``)."""
     if chat:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-        return str(text)
-    return prompt + "\n"
+        return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def _eos_id(tokenizer: PreTrainedTokenizerBase, net: torch.nn.Module) -> int | None:
+    """The token that ends an answer: the tokenizer's, else the model config's (the model
+    must learn to stop, or a device decodes to its token budget)."""
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    eos = getattr(getattr(net, "config", None), "eos_token_id", None)
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    return int(eos) if eos is not None else None
 
 
 def _encode(
-    tokenizer: PreTrainedTokenizerBase, example: Example, chat: bool, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    example: Example,
+    chat: bool,
+    max_length: int,
+    eos: int | None,
 ) -> tuple[list[int], list[int]]:
     """``(input ids, labels)``: the prompt's positions are :data:`IGNORE` in the labels."""
-    prompt = tokenizer(prompt_text(tokenizer, example.text, chat), add_special_tokens=False)
-    answer_text = str(example.label) + (tokenizer.eos_token or "")
-    answer = tokenizer(answer_text, add_special_tokens=False)
-    p_ids, a_ids = list(prompt["input_ids"]), list(answer["input_ids"])
+    p_ids = prompt_ids(tokenizer, example.text, chat)
+    answer = tokenizer(str(example.label), add_special_tokens=False)
+    a_ids = list(answer["input_ids"]) + ([eos] if eos is not None else [])
     ids = (p_ids + a_ids)[:max_length]
     labels = ([IGNORE] * len(p_ids) + a_ids)[:max_length]
     return ids, labels

@@ -5,7 +5,10 @@ engine, the I/O signature read from the graph itself (never its weights: a graph
 keeps them in external data), the labels, lineage, metrics and target hardware profiles; the
 manifest is signed with ed25519. A build for onnxruntime-genai (``build_causal``) ships its
 whole flat directory: model.onnx.data, genai_config.json, tokenizer_config.json and
-chat_template.jinja besides, each with its sha256 in the manifest. The archive is stored
+chat_template.jinja besides, each with its sha256 in the manifest. An ``adapter`` (a LoRA for
+a LoRA-ready base, ``export_adapter``) ships only ``adapter.onnx_adapter`` and
+``adapter.json``, and its manifest names the base artifact's sha256 (``base_sha256``: the
+config's, else the pipeline's ``extras["base_sha256"]``). The archive is stored
 content-addressed; the returned model's ``path`` is the stored archive and ``metrics`` gain
 nothing (the archive's sha256, size and signature are in :attr:`Package.last`).
 """
@@ -26,7 +29,15 @@ from optimizers.errors import PassError
 from optimizers.model import META_FILE, ONNX_FILE, TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
 from optimizers.store import ArtifactStore, StoredArtifact
-from streams.events.artifact import Manifest, TensorSpec, file_entries, key_id, pack
+from streams.events.artifact import (
+    ADAPTER_FILE,
+    ADAPTER_META,
+    Manifest,
+    TensorSpec,
+    file_entries,
+    key_id,
+    pack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,11 @@ class Packaged:
 
 class PackageConfig(PassConfig):
     include_metrics: bool = Field(default=True, description="copy the model's metrics in")
+    base_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="adapters: the base artifact's sha256; default the pipeline's",
+    )
 
 
 def io_signature(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -69,6 +85,8 @@ def io_signature(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def _files(model: ModelRef) -> list[str]:
     """What the archive ships: the graph and tokenizer, or a genai build's whole directory."""
+    if model.format == "adapter":
+        return [ADAPTER_FILE, ADAPTER_META]
     if model.engine == "onnxruntime-genai":
         return sorted(f.name for f in model.path.iterdir() if f.is_file() and f.name != META_FILE)
     return [n for n in (ONNX_FILE, TOKENIZER_FILE) if (model.path / n).exists()]
@@ -83,7 +101,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 class Package(Pass[PackageConfig]):
     name: ClassVar[str] = "package"
-    accepts: ClassVar[frozenset[Format]] = frozenset({"onnx"})
+    accepts: ClassVar[frozenset[Format]] = frozenset({"onnx", "adapter"})
     produces: ClassVar[Format | None] = "package"
     Config = PackageConfig
     last: Packaged | None = None
@@ -94,7 +112,15 @@ class Package(Pass[PackageConfig]):
         if ctx.signing_key is None:
             raise PassError(self.name, "no signing key", model=str(model.path))
         store = ctx.store or ArtifactStore(out_dir / "store")
-        inputs, outputs = io_signature(model.onnx_path)
+        adapter = model.format == "adapter"
+        base_sha256 = self.config.base_sha256 or ctx.extras.get("base_sha256")
+        if adapter and not base_sha256:
+            raise PassError(
+                self.name,
+                "an adapter package needs the base artifact's sha256",
+                model=str(model.path),
+            )
+        inputs, outputs = ([], []) if adapter else io_signature(model.onnx_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             staging = Path(tmp)
@@ -108,7 +134,7 @@ class Package(Pass[PackageConfig]):
                 task=model.task.upper(),
                 precision=model.precision,
                 hardware_profiles=list(ctx.hardware_profiles),
-                model_file=ONNX_FILE,
+                model_file=ADAPTER_FILE if adapter else ONNX_FILE,
                 engine=model.engine,
                 inputs=inputs,
                 outputs=outputs,
@@ -118,6 +144,7 @@ class Package(Pass[PackageConfig]):
                 lineage=[*model.lineage, self.name],
                 metrics=dict(model.metrics) if self.config.include_metrics else {},
                 parent_version=ctx.parent_version,
+                base_sha256=str(base_sha256) if adapter else None,
                 files=file_entries(staging, names),
             )
             archive = staging / "artifact.tar"
