@@ -3,7 +3,8 @@
 Each example is a consented prompt (``text``) and the answer it should have had (``label``):
 the model learns the answer's tokens and the end token after them (the prompt's are masked out
 of the loss); the prompt goes through the tokenizer's chat template when it has one, as a
-device's ``/v1/chat/completions`` formats it, else it is tokenized as ``/v1/completions`` does. The base weights stay frozen; peft adds rank-``rank`` factors to ``target_modules``.
+device's ``/v1/chat/completions`` formats it, else it is tokenized as ``/v1/completions`` does.
+The base weights stay frozen; peft adds rank-``rank`` factors to ``target_modules``.
 
 Output:
 
