@@ -37,7 +37,7 @@ INTENTS: tuple[str, ...] = (
     "weather",
 )
 
-_TEMPLATES: dict[str, tuple[str, ...]] = {
+TEMPLATES: dict[str, tuple[str, ...]] = {
     "alarm": (
         "set an alarm for {time}",
         "wake me up at {time}",
@@ -88,7 +88,7 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_SHIFTED_TEMPLATES: dict[str, tuple[str, ...]] = {
+SHIFTED_TEMPLATES: dict[str, tuple[str, ...]] = {
     "alarm": ("gotta be up by {time} dont let me sleep in", "buzz me at {time} ok"),
     "call": ("get {person} on the line", "ring up {person} real quick"),
     "music": ("blast some {artist}", "throw on a {genre} mix"),
@@ -102,7 +102,7 @@ _SHIFTED_TEMPLATES: dict[str, tuple[str, ...]] = {
     "weather": ("hows it looking outside in {city}", "gonna be nice out {day}"),
 }
 
-_SLOTS: dict[str, tuple[str, ...]] = {
+SLOTS: dict[str, tuple[str, ...]] = {
     "time": ("6 am", "seven thirty", "5:45", "noon", "8 tomorrow morning", "half past six"),
     "person": ("mom", "alex", "the office", "dr smith", "grandpa", "maria"),
     "genre": ("jazz", "rock", "classical", "lo-fi", "hip hop", "country"),
@@ -117,8 +117,8 @@ _SLOTS: dict[str, tuple[str, ...]] = {
     "day": ("today", "tomorrow", "this weekend", "tonight", "on monday"),
 }
 
-_SHIFTED_SLOTS: dict[str, tuple[str, ...]] = {
-    **_SLOTS,
+SHIFTED_SLOTS: dict[str, tuple[str, ...]] = {
+    **SLOTS,
     "person": ("jo", "the landlord", "uncle bob", "my boss"),
     "artist": ("daft punk", "bts", "metallica", "nina simone"),
     "place": ("the stadium", "grandmas place", "the ferry terminal"),
@@ -127,8 +127,8 @@ _SHIFTED_SLOTS: dict[str, tuple[str, ...]] = {
     "city": ("oslo", "lagos", "lima", "hanoi"),
 }
 
-_PREFIXES = ("", "", "", "hey ", "please ", "ok ", "could you ")
-_SUFFIXES = ("", "", "", " please", " thanks", " now")
+PREFIXES = ("", "", "", "hey ", "please ", "ok ", "could you ")
+SUFFIXES = ("", "", "", " please", " thanks", " now")
 
 
 def _fill(template: str, slots: dict[str, tuple[str, ...]], rng: random.Random) -> str:
@@ -136,7 +136,7 @@ def _fill(template: str, slots: dict[str, tuple[str, ...]], rng: random.Random) 
     return template.format(**values)
 
 
-def _typo(text: str, rng: random.Random) -> str:
+def typo(text: str, rng: random.Random) -> str:
     if len(text) < 6:
         return text
     i = rng.randrange(1, len(text) - 2)
@@ -148,13 +148,13 @@ def draw(rng: random.Random, *, shift: bool, intents: Sequence[str] = INTENTS) -
     weights = [3.0 if (shift and i == "smart_home") else 1.0 for i in intents]
     intent = rng.choices(list(intents), weights=weights)[0]
     if shift and rng.random() < 0.6:
-        template = rng.choice(_SHIFTED_TEMPLATES[intent])
-        text = _fill(template, _SHIFTED_SLOTS, rng)
+        template = rng.choice(SHIFTED_TEMPLATES[intent])
+        text = _fill(template, SHIFTED_SLOTS, rng)
         if rng.random() < 0.3:
-            text = _typo(text, rng)
+            text = typo(text, rng)
     else:
-        text = _fill(rng.choice(_TEMPLATES[intent]), _SLOTS, rng)
-    return Labelled(f"{rng.choice(_PREFIXES)}{text}{rng.choice(_SUFFIXES)}", intent)
+        text = _fill(rng.choice(TEMPLATES[intent]), SLOTS, rng)
+    return Labelled(f"{rng.choice(PREFIXES)}{text}{rng.choice(SUFFIXES)}", intent)
 
 
 def generate(
@@ -168,14 +168,14 @@ def generate(
 def vocabulary() -> list[str]:
     """Every word the generator can produce, for building tiny test tokenizers."""
     words: set[str] = set()
-    for table in (_TEMPLATES, _SHIFTED_TEMPLATES):
+    for table in (TEMPLATES, SHIFTED_TEMPLATES):
         for templates in table.values():
             for t in templates:
                 words.update(w for w in t.replace("{", " {").split() if not w.startswith("{"))
-    for slots in (_SLOTS, _SHIFTED_SLOTS):
+    for slots in (SLOTS, SHIFTED_SLOTS):
         for values in slots.values():
             for v in values:
                 words.update(v.split())
-    for affix in (*_PREFIXES, *_SUFFIXES):
+    for affix in (*PREFIXES, *SUFFIXES):
         words.update(affix.split())
     return sorted(words)
