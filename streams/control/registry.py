@@ -39,11 +39,15 @@ class RegistryView:
             mv = self.models[ref]
             if model_id and mv.model_id != model_id:
                 continue
-            serving = sum(
-                1
+            on_it = [
+                d
                 for d in self.devices.values()
                 if d.model_id == mv.model_id and d.model_version == mv.version
-            )
+            ]
+            serving = len(on_it)
+            cohorts: dict[str, int] = {}
+            for d in on_it:
+                cohorts[d.cohort] = cohorts.get(d.cohort, 0) + 1
             rows.append(
                 {
                     "model_id": mv.model_id,
@@ -55,9 +59,24 @@ class RegistryView:
                     "precisions": sorted({a.precision for a in mv.artifacts}),
                     "eval_metrics": dict(mv.eval_metrics),
                     "devices_serving": serving,
+                    "cohorts": [f"{c} ({n})" for c, n in sorted(cohorts.items())],
+                    "adapter_of": self.adapter_base(mv),
                 }
             )
         return rows
+
+    def adapter_base(self, mv: ModelVersion) -> str | None:
+        """For a LoRA adapter version: the registered version whose artifact it applies to
+        (its ``base_sha256``), or the hash's prefix when that version is not registered."""
+        bases = {a.base_sha256 for a in mv.artifacts if a.base_sha256 is not None}
+        if not bases:
+            return None
+        names = sorted(
+            other.version
+            for other in self.models.values()
+            if other.model_id == mv.model_id and any(a.sha256 in bases for a in other.artifacts)
+        )
+        return ", ".join(names) if names else ", ".join(sorted(b[:12] for b in bases))
 
     def model_detail(self, model_id: str) -> list[dict[str, Any]]:
         return [

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -51,3 +52,47 @@ def test_newest_record_per_key_wins_and_rows_count_serving_devices():
     assert devices["d1"]["last_error"] == "boom"
     assert [d["version"] for d in view.model_detail("intent")] == ["v1", "v2"]
     assert view.model_rows("other") == []
+
+
+def test_rows_say_which_cohorts_serve_a_version_and_which_base_an_adapter_applies_to():
+    view = RegistryView()
+    base = mv("v1", T0)
+    view.apply(base)
+    for version, minutes in (("v2", 1), ("v3", 2)):
+        adapter = Artifact(
+            uri=f"file:///{version}",
+            sha256=hashlib.sha256(version.encode()).hexdigest(),
+            size_bytes=1,
+            format="onnx-adapter",
+            base_sha256=base.artifacts[0].sha256,
+        )
+        view.apply(
+            ModelVersion(
+                occurred_at=T0 + timedelta(minutes=minutes),
+                model_id="intent",
+                version=version,
+                task=Task.GENERATE,
+                artifacts=(adapter,),
+            )
+        )
+    orphan = Artifact(
+        uri="file:///v9", sha256="c" * 64, size_bytes=1, format="onnx-adapter", base_sha256="d" * 64
+    )
+    view.apply(
+        ModelVersion(
+            occurred_at=T0, model_id="intent", version="v9", task=Task.GENERATE, artifacts=(orphan,)
+        )
+    )
+    for device, cohort, version in (
+        ("a", "pilot", "v2"),
+        ("b", "pilot", "v2"),
+        ("c", "beta", "v3"),
+    ):
+        view.apply(dataclasses.replace(ds(device, version, T0), cohort=cohort))
+    rows = {r["version"]: r for r in view.model_rows()}
+    assert rows["v1"]["adapter_of"] is None
+    assert (rows["v2"]["adapter_of"], rows["v3"]["adapter_of"]) == ("v1", "v1")
+    assert rows["v9"]["adapter_of"] == "d" * 12  # its base is not registered
+    assert rows["v2"]["cohorts"] == ["pilot (2)"]
+    assert rows["v3"]["cohorts"] == ["beta (1)"]
+    assert rows["v1"]["cohorts"] == []
