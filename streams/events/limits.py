@@ -260,6 +260,10 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "decode_seconds": REAL,
         "logprob_sum": REAL,
         "logprob_count": COUNT,
+        "empty_answers": COUNT,
+        "format_checked": COUNT,
+        "format_violations": COUNT,
+        "refusals": COUNT,
     },
     "Measurement": {
         "metric": ID,

@@ -66,9 +66,18 @@ class Generation:
     decode_seconds: float = 0.0
     logprob_sum: float = 0.0
     logprob_count: int = 0
+    empty_answers: int = 0
+    format_checked: int = 0
+    format_violations: int = 0
+    refusals: int = 0
 
     def __post_init__(self) -> None:
         check_limits(self)
+        for name in ("empty_answers", "format_checked", "refusals"):
+            if getattr(self, name) > self.generations:
+                fail(self, name, "cannot count more than the generations")
+        if self.format_violations > self.format_checked:
+            fail(self, "format_violations", "cannot exceed format_checked")
         finished = (
             self.finished_stop
             + self.finished_length
@@ -102,6 +111,18 @@ class Generation:
     @property
     def tokens_per_s(self) -> float | None:
         return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else None
+
+    @property
+    def format_violation_rate(self) -> float | None:
+        return self.format_violations / self.format_checked if self.format_checked else None
+
+    @property
+    def empty_rate(self) -> float | None:
+        return self.empty_answers / self.generations if self.generations else None
+
+    @property
+    def refusal_rate(self) -> float | None:
+        return self.refusals / self.generations if self.generations else None
 
     @property
     def mean_logprob(self) -> float | None:

@@ -45,7 +45,8 @@ def histogram() -> Histogram:
 
 
 def generation() -> Generation:
-    """Four generations of a window: two stopped, one at its length, one failed mid-way."""
+    """Four generations of a window: two stopped, one at its length, one failed mid-way; three
+    checked against a JSON format, one of them not JSON, one empty."""
     return Generation(
         generations=4,
         finished_stop=2,
@@ -61,6 +62,10 @@ def generation() -> Generation:
         decode_seconds=0.0625,
         logprob_sum=-3.5,
         logprob_count=13,
+        empty_answers=1,
+        format_checked=3,
+        format_violations=1,
+        refusals=0,
     )
 
 
