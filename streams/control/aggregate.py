@@ -111,6 +111,10 @@ _GENERATION_COUNTS = (
     "output_tokens_total",
     "decode_tokens",
     "logprob_count",
+    "empty_answers",
+    "format_checked",
+    "format_violations",
+    "refusals",
 )
 
 
@@ -196,6 +200,10 @@ class GenerationAggregate:
             decode_seconds=float(Fraction(self.decode_seconds, _FIXED_ONE)),
             logprob_sum=float(Fraction(self.logprob_sum, _FIXED_ONE)),
             logprob_count=n["logprob_count"],
+            empty_answers=n["empty_answers"],
+            format_checked=n["format_checked"],
+            format_violations=n["format_violations"],
+            refusals=n["refusals"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +218,8 @@ class GenerationAggregate:
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationAggregate:
         out = cls()
         for name in _GENERATION_COUNTS:
-            out.counts[name] = int(data["n"][name])
+            # State written before a count existed lacks it: nothing was counted then.
+            out.counts[name] = int(data["n"].get(name, 0))
         for name, bounds in _GENERATION_BOUNDS:
             counts = [int(c) for c in data["h"][name]]
             if len(counts) != len(bounds) + 1:
@@ -509,6 +518,11 @@ class WindowMetrics:
     mean_logprob: float | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
+    # Label-free answer quality: None when nothing was counted (no generations, or no
+    # declared output format for the violation rate).
+    format_violation_rate: float | None = None
+    empty_rate: float | None = None
+    refusal_rate: float | None = None
 
 
 def window_metrics(
@@ -545,4 +559,7 @@ def window_metrics(
         mean_logprob=gen.mean_logprob if gen else None,
         prompt_tokens=gen.prompt_tokens_total if gen else 0,
         output_tokens=gen.output_tokens_total if gen else 0,
+        format_violation_rate=gen.format_violation_rate if gen else None,
+        empty_rate=gen.empty_rate if gen else None,
+        refusal_rate=gen.refusal_rate if gen else None,
     )

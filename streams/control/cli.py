@@ -101,6 +101,7 @@ _RULE_FLAGS: tuple[_Flag, ...] = (
     ("--cooldown-windows", "rules.cooldown_windows", int),
     ("--max-p95-ttft-ms", "rules.max_p95_ttft_ms", float),
     ("--max-abort-rate", "rules.max_abort_rate", float),
+    ("--max-format-violation-rate", "rules.max_format_violation_rate", float),
     ("--min-mean-logprob", "rules.min_mean_logprob", float),
 )
 # The rollout controller's settings.
@@ -119,6 +120,7 @@ _ROLLOUT_FLAGS: tuple[_Flag, ...] = (
     ("--rollout-min-quality", "rollout.min_quality", float),
     ("--rollout-max-p95-ttft-ms", "rollout.max_p95_ttft_ms", float),
     ("--rollout-max-abort-rate", "rollout.max_abort_rate", float),
+    ("--rollout-max-format-violation-rate", "rollout.max_format_violation_rate", float),
     ("--rollout-min-mean-logprob", "rollout.min_mean_logprob", float),
     ("--rollout-max-logprob-drop", "rollout.max_logprob_drop", float),
     ("--rollout-min-logprob-tokens", "rollout.min_logprob_tokens", int),

@@ -112,6 +112,24 @@ class ControlMetrics:
             _GROUP,
             registry=r,
         )
+        self.format_violation_rate = Gauge(
+            "slmops_window_format_violation_rate",
+            "Share of checked answers not in the model's declared output format",
+            _GROUP,
+            registry=r,
+        )
+        self.empty_rate = Gauge(
+            "slmops_window_empty_answer_rate",
+            "Share of generations that produced no visible text",
+            _GROUP,
+            registry=r,
+        )
+        self.refusal_rate = Gauge(
+            "slmops_window_refusal_rate",
+            "Share of generations whose answer opens with a refusal",
+            _GROUP,
+            registry=r,
+        )
         self.suppressed = Gauge(
             "slmops_window_suppressed",
             "1 when fewer than k devices contributed",
@@ -311,6 +329,14 @@ class ControlMetrics:
             self.generated_tokens, (*labels, "output"), m.output_tokens if served else None
         )
         _set_or_remove(self.mean_logprob, labels, m.mean_logprob if visible and served else None)
+        # Like mean_logprob, answer quality says something about what users asked: shown only
+        # above the privacy floor.
+        for gauge, value in (
+            (self.format_violation_rate, m.format_violation_rate),
+            (self.empty_rate, m.empty_rate),
+            (self.refusal_rate, m.refusal_rate),
+        ):
+            _set_or_remove(gauge, labels, value if visible and served else None)
 
     def judged(self, group: GroupKey, end_s: float, drift_streak: int | None) -> None:
         """After the policy judged a window: its end, the drift streak (None: suppressed)."""

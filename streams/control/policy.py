@@ -59,6 +59,12 @@ class SloRules(BaseModel):
         le=1.0,
         description="highest share of generations cancelled or failed in a window",
     )
+    max_format_violation_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="highest share of checked answers not in the declared output format",
+    )
     min_mean_logprob: float | None = Field(
         default=None,
         le=0.0,
@@ -169,6 +175,18 @@ def _generation_slos(
         )
         if not ok:
             breached.append("generation_aborts")
+    violations = metrics.format_violation_rate
+    if (
+        rules.max_format_violation_rate is not None
+        and violations is not None
+        and not metrics.suppressed
+    ):
+        ok = violations <= rules.max_format_violation_rate
+        evidence.append(
+            _m("format_violation_rate", violations, rules.max_format_violation_rate, "<=", ok)
+        )
+        if not ok:
+            breached.append("format_violations")
     mean = metrics.mean_logprob
     if rules.min_mean_logprob is not None and mean is not None and not metrics.suppressed:
         ok = mean >= rules.min_mean_logprob

@@ -87,6 +87,13 @@ class RolloutSettings(BaseModel):
         le=1,
         description="highest share of canary generations cancelled or failed; unset: no gate",
     )
+    max_format_violation_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="highest share of canary answers not in the declared output format; unset: "
+        "no absolute gate (the comparison with stable is always judged)",
+    )
     min_mean_logprob: float | None = Field(
         default=None,
         le=0,
@@ -120,6 +127,7 @@ class RolloutSettings(BaseModel):
                 relative_latency=self.relative_latency,
                 max_p95_ttft_ms=self.max_p95_ttft_ms,
                 max_abort_rate=self.max_abort_rate,
+                max_format_violation_rate=self.max_format_violation_rate,
                 min_mean_logprob=self.min_mean_logprob,
                 max_logprob_drop=self.max_logprob_drop,
                 min_logprob_tokens=self.min_logprob_tokens,

@@ -24,10 +24,15 @@ def generation(
     tokens: int = 8,
     prompt: int = 30,
     logprob: float = -0.5,
+    checked: int = 0,
+    violations: int = 0,
+    empty: int = 0,
+    refusals: int = 0,
 ) -> Generation:
     """``stop + length + cancelled + error`` generations of ``tokens`` tokens each; every one
     but the failed ones has a first token (``ttft_ms``, default 100 ms each), the rest of its
-    tokens ``gap_ms`` apart, and each token the log-probability ``logprob``."""
+    tokens ``gap_ms`` apart, and each token the log-probability ``logprob``; ``checked`` of
+    them were checked against a declared format, ``violations`` of those failed it."""
     n = stop + length + cancelled + error
     produced = n - error
     firsts = list(ttft_ms) if ttft_ms is not None else [100.0] * produced
@@ -51,4 +56,8 @@ def generation(
         decode_seconds=sum(gaps) / 1000,
         logprob_sum=logprob * counted,
         logprob_count=counted,
+        empty_answers=empty,
+        format_checked=checked,
+        format_violations=violations,
+        refusals=refusals,
     )

@@ -78,6 +78,11 @@ def generation_from_dict(d: Mapping[str, Any]) -> Generation:
         decode_seconds=float(d["decode_seconds"]),
         logprob_sum=float(d["logprob_sum"]),
         logprob_count=int(d["logprob_count"]),
+        # Evidence stored before these counts existed has none of them.
+        empty_answers=int(d.get("empty_answers", 0)),
+        format_checked=int(d.get("format_checked", 0)),
+        format_violations=int(d.get("format_violations", 0)),
+        refusals=int(d.get("refusals", 0)),
     )
 
 

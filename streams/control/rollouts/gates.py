@@ -29,7 +29,11 @@ Gates, and why each is judged the way it is:
   generations (cancelled or failed) as an SLO and against stable with the two-proportion test;
   the mean log-probability of the chosen tokens, a label-free quality signal, as a floor and
   as a threshold on its drop from stable's (devices send its sum and count only, so there is
-  no variance to test with; ``min_logprob_tokens`` tokens per group are needed to judge it).
+  no variance to test with; ``min_logprob_tokens`` tokens per group are needed to judge it);
+  label-free answer quality — the share of answers not in the manifest's declared output
+  format, of empty answers and of refusals — against stable with the two-proportion test (so a
+  canary fails on "answers stopped being valid JSON" before any label arrives), and the format
+  violation rate as an SLO (``max_format_violation_rate``).
 
 Requests are counted as independent trials. Requests of one device are correlated, so with
 few reporting devices the real false-alarm rate can exceed the stated one; the minimum number
@@ -124,6 +128,7 @@ class GatePolicy:
     max_drift_increase: float | None = 0.1
     max_p95_ttft_ms: float | None = None
     max_abort_rate: float | None = None
+    max_format_violation_rate: float | None = None
     min_mean_logprob: float | None = None
     max_logprob_drop: float | None = 0.1
     min_logprob_tokens: int = 1000
@@ -142,8 +147,10 @@ class GatePolicy:
             raise ValueError("latency_quantile must be in (0, 1)")
         if self.min_logprob_tokens < 1:
             raise ValueError("min_logprob_tokens must be >= 1")
-        if self.max_abort_rate is not None and not 0.0 <= self.max_abort_rate <= 1.0:
-            raise ValueError("max_abort_rate must be in [0, 1]")
+        for name in ("max_abort_rate", "max_format_violation_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
         if self.max_logprob_drop is not None and not self.max_logprob_drop >= 0.0:
             raise ValueError("max_logprob_drop must be non-negative")
 
@@ -300,6 +307,19 @@ def _absolute_generation_gates(
                 comparison="<=",
                 passed=rate <= policy.max_abort_rate,
                 detail=f"SLO; {gen.aborted}/{gen.generations} generations cancelled or failed",
+            )
+        )
+    if policy.max_format_violation_rate is not None and gen.format_checked:
+        rate = gen.format_violations / gen.format_checked
+        gates.append(
+            Measurement(
+                metric="format_violation_rate",
+                value=rate,
+                threshold=policy.max_format_violation_rate,
+                comparison="<=",
+                passed=rate <= policy.max_format_violation_rate,
+                detail=f"SLO; {gen.format_violations}/{gen.format_checked} checked answers "
+                "not in the declared format",
             )
         )
     if policy.min_mean_logprob is not None:
@@ -459,6 +479,36 @@ def _relative_generation_gates(
             "aborted-generation rate",
         )
     ]
+    if c.format_checked and s.format_checked:
+        gates.append(
+            _proportion_gate(
+                "format_violation_rate.relative",
+                (c.format_violations, s.format_violations),
+                (c.format_checked, s.format_checked),
+                Alternative.GREATER,
+                alpha,
+                policy.error_rate_fallback_margin,
+                policy,
+                "rate of answers not in the declared format",
+            )
+        )
+    for metric, counts, what in (
+        ("empty_rate.relative", (c.empty_answers, s.empty_answers), "empty-answer rate"),
+        ("refusal_rate.relative", (c.refusals, s.refusals), "refusal rate"),
+    ):
+        if sum(counts):
+            gates.append(
+                _proportion_gate(
+                    metric,
+                    counts,
+                    (c.generations, s.generations),
+                    Alternative.GREATER,
+                    alpha,
+                    policy.error_rate_fallback_margin,
+                    policy,
+                    what,
+                )
+            )
     ttft = _ttft_gate(canary, stable, policy, alpha) if policy.relative_latency else None
     if ttft is not None:
         gates.append(ttft)

@@ -313,3 +313,95 @@ def test_a_window_whose_generation_counts_would_pass_2_53_refuses_the_event():
         agg.add_telemetry(_event("d2", big))
     assert agg.generation is not None
     assert agg.generation.counts["prompt_tokens_total"] == MAX_COUNT
+
+
+# --------------------------------------------------------------------------- answer quality
+
+
+def test_answer_quality_counts_merge_and_give_rates_of_what_was_counted():
+    parts = []
+    for device, g in (
+        ("d1", generation(stop=10, checked=10, violations=1, empty=1)),
+        ("d2", generation(stop=10, checked=10, violations=3, refusals=2)),
+        ("d3", generation(stop=5)),  # a model with no declared format: nothing checked
+    ):
+        agg = WindowAggregate()
+        agg.add_telemetry(_event(device, g))
+        parts.append(agg)
+    merged = merge_all(parts)
+    m = window_metrics(merged, privacy_k=1)
+    assert m.format_violation_rate == pytest.approx(4 / 20)
+    assert m.empty_rate == pytest.approx(1 / 25)
+    assert m.refusal_rate == pytest.approx(2 / 25)
+    again = WindowAggregate.from_dict(merged.to_dict())
+    assert again.generation is not None
+    assert again.generation.record().format_violations == 4
+
+
+def test_state_written_before_the_answer_counts_reads_them_as_zero():
+    agg = WindowAggregate()
+    agg.add_telemetry(_event("d1", generation(stop=4)))
+    data = agg.to_dict()
+    for name in ("empty_answers", "format_checked", "format_violations", "refusals"):
+        del data["gen"]["n"][name]
+    record = WindowAggregate.from_dict(data).generation.record()  # type: ignore[union-attr]
+    assert (record.format_checked, record.format_violations) == (0, 0)
+    old_evidence = metrics_to_dict(_group(generation(stop=4)))
+    for name in ("empty_answers", "format_checked", "format_violations", "refusals"):
+        del old_evidence["gen"][name]
+    assert metrics_from_dict(old_evidence).generation.format_checked == 0  # type: ignore[union-attr]
+
+
+def test_a_canary_whose_answers_stop_being_in_format_fails_before_any_label():
+    policy = GatePolicy(min_requests=100, max_format_violation_rate=0.1)
+    stable = _group(generation(stop=1000, checked=1000, violations=20))
+    broken = _group(generation(stop=1000, checked=1000, violations=300))
+    same = _group(generation(stop=1000, checked=1000, violations=25))
+    j = judge(broken, stable, policy, alpha=0.01, stable_required=True)
+    assert j.verdict is Verdict.FAIL
+    assert {m.metric for m in j.failed} == {
+        "format_violation_rate",
+        "format_violation_rate.relative",
+    }
+    assert judge(same, stable, policy, alpha=0.01, stable_required=True).verdict is Verdict.PASS
+
+
+def test_more_empty_answers_or_refusals_than_stable_fail_their_relative_gates():
+    stable = _group(generation(stop=1000, empty=5, refusals=5))
+    empty = _group(generation(stop=1000, empty=200, refusals=5))
+    refusing = _group(generation(stop=1000, empty=5, refusals=200))
+    assert [
+        m.metric for m in judge(empty, stable, _POLICY, alpha=0.01, stable_required=True).failed
+    ] == ["empty_rate.relative"]
+    assert [
+        m.metric for m in judge(refusing, stable, _POLICY, alpha=0.01, stable_required=True).failed
+    ] == ["refusal_rate.relative"]
+
+
+def test_unchecked_groups_get_no_format_gates():
+    j = judge(
+        _group(generation(stop=500)),
+        _group(generation(stop=500)),
+        _POLICY,
+        alpha=0.01,
+        stable_required=True,
+    )
+    assert not [m for m in j.measurements if "format" in m.metric or "empty" in m.metric]
+
+
+def test_slo_policy_opens_an_incident_on_format_violations_above_the_privacy_floor_only():
+    rules = SloRules(min_requests=10, max_format_violation_rate=0.2)
+    agg = _window(generation(stop=100, checked=100, violations=50))
+    judged, _ = _judged(rules, agg)
+    assert judged.breached == ("format_violations",)
+    assert judged.decision is not None
+    hidden, m = _judged(rules, agg, privacy_k=5)
+    assert m.suppressed
+    assert hidden.breached == ()
+
+
+def test_settings_pass_the_format_gate_on():
+    assert (
+        RolloutSettings(max_format_violation_rate=0.05).policy().gates.max_format_violation_rate
+        == 0.05
+    )
