@@ -39,14 +39,25 @@ class Adapter:
     rank: int
     tensors: Mapping[str, np.ndarray]
     values: Mapping[str, ort.OrtValue]
+    output_format: str | None = None
+    """What the adapter's manifest declares answers look like (None: the base's)."""
+    output_schema: Mapping[str, Any] | None = None
 
     @property
     def size_bytes(self) -> int:
         return sum(int(t.nbytes) for t in self.tensors.values())
 
 
-def load(directory: Path, *, name: str | None = None) -> Adapter:
-    """Read an adapter directory; raise :class:`AdapterError` for anything malformed."""
+def load(
+    directory: Path,
+    *,
+    name: str | None = None,
+    output_format: str | None = None,
+    output_schema: Mapping[str, Any] | None = None,
+) -> Adapter:
+    """Read an adapter directory; raise :class:`AdapterError` for anything malformed.
+
+    ``output_format``/``output_schema``: what the adapter's verified manifest declares."""
     try:
         meta: Any = json.loads((directory / ADAPTER_META).read_text())
         base = str(meta["base_digest"])
@@ -79,6 +90,8 @@ def load(directory: Path, *, name: str | None = None) -> Adapter:
         rank=rank,
         tensors=tensors,
         values={k: ort.OrtValue.ortvalue_from_numpy(t) for k, t in tensors.items()},
+        output_format=output_format,
+        output_schema=output_schema,
     )
 
 

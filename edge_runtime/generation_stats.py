@@ -22,7 +22,9 @@ class GenerationStats:
 
     ``inter_token_s`` holds the gaps between successive produced tokens (one fewer than
     ``output_tokens``); ``logprob_sum`` / ``logprob_count`` give the mean log-probability of
-    the chosen tokens under the model (before sampling settings), a label-free quality signal.
+    the chosen tokens under the model (before sampling settings), a label-free quality signal,
+    as are the answer's verdicts (``edge_runtime.answer_check``): empty, checked against the
+    declared output format and out of it, a refusal.
     """
 
     prompt_tokens: int
@@ -33,6 +35,10 @@ class GenerationStats:
     finish_reason: FinishReason
     logprob_sum: float = 0.0
     logprob_count: int = 0
+    empty: bool = False
+    format_checked: bool = False
+    format_violation: bool = False
+    refusal: bool = False
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -30,6 +30,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from edge_runtime import adapter as adapters
+from edge_runtime.answer_check import check_answer
 from edge_runtime.chat import ChatError, ChatTemplate
 from edge_runtime.decoding import ParameterError, SamplingParams
 from edge_runtime.errors import AdapterRefused, InferenceError, WarmUpError
@@ -251,6 +252,13 @@ class LoadedModel:
         if active is not None:
             return active[1], active[0].name
         return self._decoder, self.base_version
+
+    def _declared_format(self) -> tuple[str, Mapping[str, Any] | None]:
+        """The output format answers are checked against: the adapter's, else the base's."""
+        active = self._active
+        if active is not None and active[0].output_format is not None:
+            return active[0].output_format, active[0].output_schema
+        return self.manifest.output_format, self.manifest.output_schema
 
     def apply_adapter(self, adapter: adapters.Adapter | None) -> None:
         """Serve ``adapter`` over this base from the next request on (``None``: the base).
@@ -519,9 +527,25 @@ class LoadedModel:
         def decode(ids: list[int]) -> str:
             return str(tokenizer.decode(ids, skip_special_tokens=True))
 
+        output_format, schema = self._declared_format()
         events = stream(decoder, decode, prompt_ids, params, cancelled=cancelled)
+        text: list[str] = []
         try:
-            yield from events
+            for event in events:
+                if isinstance(event, Delta):
+                    text.append(event.text)
+                elif event.stats.finish_reason != "error":
+                    verdict = check_answer("".join(text), output_format, schema)
+                    event = Done(
+                        dataclasses.replace(
+                            event.stats,
+                            empty=verdict.empty,
+                            format_checked=verdict.checked,
+                            format_violation=verdict.violation is not None,
+                            refusal=verdict.refusal,
+                        )
+                    )
+                yield event
         except (ValueError, RuntimeError) as exc:
             if isinstance(exc, ParameterError):
                 raise

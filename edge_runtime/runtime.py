@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from edge_runtime import adapter as adapters
 from edge_runtime.background import Supervisor
@@ -99,6 +100,15 @@ def process_rss_bytes() -> int:
 
 
 TASKS = ("updates", "telemetry", "outbox")
+
+
+def _declared(adapter: InstalledModel) -> dict[str, Any]:
+    """The output format an adapter's manifest declares; ``text`` (the default) keeps the
+    base's declaration."""
+    manifest = adapter.manifest
+    if manifest.output_format == "text":
+        return {}
+    return {"output_format": manifest.output_format, "output_schema": manifest.output_schema}
 
 
 def _now() -> datetime:
@@ -348,7 +358,7 @@ class EdgeRuntime:
             if recorded.manifest.base_sha256 != base.sha256:
                 raise adapters.AdapterError(f"recorded for base {recorded.manifest.base_sha256}")
             adapter = await asyncio.to_thread(
-                adapters.load, recorded.directory, name=recorded.version
+                adapters.load, recorded.directory, name=recorded.version, **_declared(recorded)
             )
             await self.slot.switch_adapter(adapter)
         except (adapters.AdapterError, ModelRefused) as exc:
@@ -526,7 +536,9 @@ class EdgeRuntime:
                 f"the registry {artifact.base_sha256}",
             )
         try:
-            adapter = await asyncio.to_thread(adapters.load, installed.directory, name=version)
+            adapter = await asyncio.to_thread(
+                adapters.load, installed.directory, name=version, **_declared(installed)
+            )
         except adapters.AdapterError as exc:
             raise AdapterRefused(self.model_id, version, str(exc)) from exc
         started = time.perf_counter()

@@ -116,9 +116,17 @@ class _Generations:
     decode_seconds: float = 0.0
     logprob_sum: float = 0.0
     logprob_count: int = 0
+    empty: int = 0
+    checked: int = 0
+    violations: int = 0
+    refusals: int = 0
 
     def add(self, stats: GenerationStats) -> None:
         self.generations += 1
+        self.empty += int(stats.empty)
+        self.checked += int(stats.format_checked)
+        self.violations += int(stats.format_checked and stats.format_violation)
+        self.refusals += int(stats.refusal)
         self.finished[stats.finish_reason] = self.finished.get(stats.finish_reason, 0) + 1
         prompt, output = max(stats.prompt_tokens, 0), max(stats.output_tokens, 0)
         self.prompt_tokens[histograms.bucket_index(_TOKENS, prompt)] += 1
@@ -158,6 +166,10 @@ class _Generations:
             decode_seconds=_sum(self.decode_seconds),
             logprob_sum=_sum(self.logprob_sum) if self.logprob_count else 0.0,
             logprob_count=self.logprob_count,
+            empty_answers=self.empty,
+            format_checked=self.checked,
+            format_violations=self.violations,
+            refusals=self.refusals,
         )
 
 

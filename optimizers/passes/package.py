@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import onnx
 from pydantic import Field
@@ -63,6 +63,12 @@ class PackageConfig(PassConfig):
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="adapters: the base artifact's sha256; default the pipeline's",
+    )
+    output_format: Literal["text", "json"] = Field(
+        default="text", description="generate: the answers' format devices check (label-free)"
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="with output_format json: the JSON schema answers must match"
     )
 
 
@@ -145,6 +151,8 @@ class Package(Pass[PackageConfig]):
                 metrics=dict(model.metrics) if self.config.include_metrics else {},
                 parent_version=ctx.parent_version,
                 base_sha256=str(base_sha256) if adapter else None,
+                output_format=self.config.output_format,
+                output_schema=self.config.output_schema,
                 files=file_entries(staging, names),
             )
             archive = staging / "artifact.tar"

@@ -95,6 +95,15 @@ class Manifest(BaseModel):
     lineage: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     parent_version: str | None = None
+    output_format: str = Field(
+        default="text",
+        pattern=r"^(text|json)$",
+        description="GENERATE: the format answers must have ('json': one JSON value); devices "
+        "count answers out of format in telemetry",
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="with output_format json: the JSON schema answers must match"
+    )
     base_sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",

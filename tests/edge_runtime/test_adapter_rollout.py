@@ -17,7 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_runtime import adapter as adapters
+from edge_runtime.decoding import SamplingParams
 from edge_runtime.errors import AdapterRefused
+from edge_runtime.generation import Done
+from edge_runtime.generation_stats import GenerationStats
 from edge_runtime.hardware import profile_named
 from edge_runtime.model import LoadedModel
 from edge_runtime.runtime import EdgeRuntime
@@ -156,15 +159,25 @@ def test_a_restarted_device_serves_the_adapter_it_last_ran(
         await rt.apply(dataclasses.replace(v3.event, occurred_at=T0 + timedelta(minutes=1)))
         await rt.apply(_rollout("v3", RolloutStatus.SUCCEEDED))
 
-    async def second_life() -> tuple[tuple[str, str], str | None]:
+    async def second_life() -> tuple[tuple[str, str], str | None, GenerationStats]:
         rt = _device(tmp_path, signing_key)
         await rt.start_offline()  # no registry, no rollouts: only what the disk holds
-        return await _answer(rt), rt.statuses[-1].last_known_good_version
+        model = rt.slot.lease()
+        try:
+            ids = model.prompt_ids(prompt=tiny_lora.PROMPT)
+            done = list(model.stream(ids, SamplingParams(max_tokens=8)))[-1]
+        finally:
+            model.release()
+        assert isinstance(done, Done)
+        return await _answer(rt), rt.statuses[-1].last_known_good_version, done.stats
 
     asyncio.run(first_life())
-    answer, lkg = asyncio.run(second_life())
+    answer, lkg, stats = asyncio.run(second_life())
     assert answer == ("v3", models.answer("v3"))
     assert lkg == "v3"
+    # v3's manifest declares JSON answers (the base's does not): they are checked, and fail.
+    assert stats.format_checked
+    assert stats.format_violation
 
 
 def test_an_adapter_whose_graph_digest_differs_is_refused_by_the_model(

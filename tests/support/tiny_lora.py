@@ -104,7 +104,11 @@ def build(
             lora, root / f"adapter-{version}"
         )
         pack = Package(
-            PackageConfig(base_sha256=event.artifacts[0].sha256),
+            # v3 declares JSON answers (which it does not give): devices check and count them.
+            PackageConfig(
+                base_sha256=event.artifacts[0].sha256,
+                output_format="json" if version == "v3" else "text",
+            ),
             PassContext(model_id=MODEL_ID, version=version, signing_key=key, store=store),
         )
         stored = pack.run(adapter, root / f"pkg-{version}")
