@@ -330,14 +330,16 @@ class BuildCausal(Pass[BuildCausalConfig]):
         prompt = tok.encode(_PROBES[0]).ids
         with torch.no_grad():
             prompt_ids = torch.tensor([prompt])
+            # No min_new_tokens: it masks the end token out of torch's choices, which the
+            # graph's plain argmax does not, so a model that learnt to stop (a merged LoRA)
+            # would differ. torch stops at the end token; the graph must agree up to it.
             want_ids = torch_model.generate(  # type: ignore[operator]  # see test_causal
                 prompt_ids,
                 attention_mask=torch.ones_like(prompt_ids),
                 max_new_tokens=cfg.probe_tokens,
-                min_new_tokens=cfg.probe_tokens,
                 do_sample=False,
             )[0, len(prompt) :].tolist()
-        got_ids = graph.greedy(prompt, cfg.probe_tokens)
+        got_ids = graph.greedy(prompt, cfg.probe_tokens)[: len(want_ids)]
         if got_ids != want_ids:
             raise PassError(
                 self.name,
