@@ -514,7 +514,13 @@ class EdgeRuntime:
 
         Refused before any download when the base this device holds is not the one the
         registry names; refused after verification when the signed manifest names another.
+        A device that holds no model yet (a new device joining) installs the registered base
+        first, then the adapter.
         """
+        if self.installed is None:
+            found = self._base_of(artifact)
+            if found is not None:
+                await self._install(*found)
         base = self.installed
         if base is None or base.sha256 != artifact.base_sha256:
             held = base.sha256[:12] if base else "none"
@@ -547,6 +553,14 @@ class EdgeRuntime:
         self.adapter = installed
         self._unmarked = (base, installed)
         await asyncio.to_thread(self._mark_good)
+
+    def _base_of(self, adapter: Artifact) -> tuple[str, Artifact] | None:
+        """The registered version and artifact (for this device) an adapter applies to."""
+        for mv in sorted(self.registry.values(), key=lambda m: m.occurred_at):
+            artifact = self._artifact_for(mv)
+            if artifact is not None and artifact.sha256 == adapter.base_sha256:
+                return mv.version, artifact
+        return None
 
     async def _drop_adapter(self, version: str) -> None:
         """Serve the base alone again (a rollback from an adapter to its base): no download."""

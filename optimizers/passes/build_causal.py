@@ -43,8 +43,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -308,19 +309,14 @@ class BuildCausal(Pass[BuildCausalConfig]):
         tok = Tokenizer.from_file(str(out.path / TOKENIZER_FILE))
         torch_model = hf.load_model(source.path, "generate")
         graph = CausalGraph(out.path)
-        diff, scale = 0.0, 1.0
-        for n, text in enumerate(texts, start=1):
-            ids = tok.encode(text).ids[: out.max_length]
-            if not ids:
-                continue
-            got = graph.logits(ids)
-            with torch.no_grad():
-                want = torch_model(torch.tensor([ids])).logits[0].float().numpy()
-            if not np.all(np.isfinite(got)):
-                raise ExportMismatchError(max_abs_diff=float("inf"), tolerance=0.0)
-            diff = max(diff, float(np.max(np.abs(got - want))))
-            scale = max(scale, float(np.max(np.abs(want))))
-            self.context.progress("check", n, len(texts))
+        diff, scale = logit_gap(
+            graph,
+            torch_model,
+            tok,
+            texts,
+            out.max_length,
+            lambda n, total: self.context.progress("check", n, total),
+        )
         tolerance = (cfg.tolerance or TOLERANCE[cfg.precision]) * scale
         log.info("build check model=%s max_abs_diff=%.3g tolerance=%.3g", out.path, diff, tolerance)
         if diff > tolerance:
@@ -346,6 +342,36 @@ class BuildCausal(Pass[BuildCausalConfig]):
                 f"greedy tokens differ from torch: {got_ids} != {want_ids}",
                 model=str(out.path),
             )
+
+
+def logit_gap(
+    graph: CausalGraph,
+    torch_model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    progress: Callable[[int, int], None],
+) -> tuple[float, float]:
+    """``(max |onnxruntime - torch| logit, max(1, max |torch logit|))`` over ``texts``.
+
+    Raises :class:`ExportMismatchError` as soon as the graph gives a non-finite logit.
+    """
+    import torch
+
+    diff, scale = 0.0, 1.0
+    for n, text in enumerate(texts, start=1):
+        ids = tokenizer.encode(text).ids[:max_length]
+        if not ids:
+            continue
+        got = graph.logits(ids)
+        with torch.no_grad():
+            want = torch_model(torch.tensor([ids])).logits[0].float().numpy()
+        if not np.all(np.isfinite(got)):
+            raise ExportMismatchError(max_abs_diff=float("inf"), tolerance=0.0)
+        diff = max(diff, float(np.max(np.abs(got - want))))
+        scale = max(scale, float(np.max(np.abs(want))))
+        progress(n, len(texts))
+    return diff, scale
 
 
 def _check_k_quant_blocks(source: Path, block_size: int) -> None:

@@ -25,7 +25,7 @@ from optimizers.causal_graph import CausalGraph
 from optimizers.errors import ExportMismatchError, PassError
 from optimizers.model import TOKENIZER_FILE, Format, ModelRef
 from optimizers.passes.base import Pass, PassConfig
-from optimizers.passes.build_causal import TOLERANCE
+from optimizers.passes.build_causal import TOLERANCE, logit_gap
 from streams.events.artifact import ADAPTER_FILE
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ class ExportAdapter(Pass[ExportAdapterConfig]):
         return out
 
     def _compare(self, lora: ModelRef, out: ModelRef) -> float:
-        import torch
         from peft import PeftModel
         from tokenizers import Tokenizer
 
@@ -104,21 +103,14 @@ class ExportAdapter(Pass[ExportAdapterConfig]):
             hf.load_model(lora.base, "generate"), str(lora.path)
         ).merge_and_unload()
         graph = CausalGraph(out.base, adapter=out.path / ADAPTER_FILE)
-        diff, scale = 0.0, 1.0
-        for n, text in enumerate(texts, start=1):
-            ids = tok.encode(text).ids[: out.max_length]
-            if not ids:
-                continue
-            got = graph.logits(ids)
-            with torch.no_grad():
-                want = merged(torch.tensor([ids])).logits[0].float().numpy()
-            if not np.all(np.isfinite(got)):
-                raise ExportMismatchError(
-                    max_abs_diff=float("inf"), tolerance=0.0, model=str(out.path)
-                )
-            diff = max(diff, float(np.max(np.abs(got - want))))
-            scale = max(scale, float(np.max(np.abs(want))))
-            self.context.progress("adapter-check", n, len(texts))
+        diff, scale = logit_gap(
+            graph,
+            merged,
+            tok,
+            texts,
+            out.max_length,
+            lambda n, total: self.context.progress("adapter-check", n, total),
+        )
         tolerance = (self.config.tolerance or TOLERANCE.get(out.precision, 0.75)) * scale
         if not np.isfinite(diff) or diff > tolerance:
             raise ExportMismatchError(max_abs_diff=diff, tolerance=tolerance, model=str(out.path))

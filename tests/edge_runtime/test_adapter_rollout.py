@@ -123,6 +123,24 @@ def test_an_adapter_rollout_fetches_only_the_adapter_and_keeps_the_base_session(
     assert status.state is DeviceState.SERVING
 
 
+def test_a_new_device_whose_newest_version_is_an_adapter_installs_its_base_first(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, models: tiny_lora.LoraModels
+) -> None:
+    v2 = models.adapters["v2"]
+
+    async def scenario() -> tuple[tuple[str, str], int, int]:
+        rt = _device(tmp_path, signing_key)
+        await rt.start_offline()
+        await rt.apply(dataclasses.replace(models.base.event, occurred_at=T0), reconcile=False)
+        await rt.apply(dataclasses.replace(v2.event, occurred_at=T0 + timedelta(minutes=1)))
+        return await _answer(rt), rt.fetcher.transferred_bytes, rt.slot.swaps
+
+    answer, fetched, swaps = asyncio.run(scenario())
+    assert answer == ("v2", models.answer("v2"))
+    assert fetched == models.base.artifact.size_bytes + v2.artifact.size_bytes
+    assert swaps == 1
+
+
 def test_an_adapter_for_another_base_is_refused_before_any_download(
     tmp_path: Path, signing_key: Ed25519PrivateKey, models: tiny_lora.LoraModels
 ) -> None:
