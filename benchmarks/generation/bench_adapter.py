@@ -325,7 +325,7 @@ def _print(f: dict[str, Any]) -> None:
     print()
     base, plain = f["base_bytes"] / 1e6, f["plain_bytes"] / 1e6
     print(f"base (int4 + LoRA inputs): {base:.1f} MB; plain int4 {plain:.1f} MB")
-    print("\n| adapter | train s | steps/s | held-out loss | bytes | × base |")
+    print("\n| adapter | train s | steps/s | held-out loss | bytes | of base |")
     print("|---|---|---|---|---|---|")
     for name, r in f["adapters"].items():
         print(
