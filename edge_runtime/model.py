@@ -534,7 +534,8 @@ class LoadedModel:
             for event in events:
                 if isinstance(event, Delta):
                     text.append(event.text)
-                elif event.stats.finish_reason != "error":
+                elif event.stats.finish_reason in ("stop", "length"):
+                    # A cancelled answer was cut short by its client, not by the model.
                     verdict = check_answer("".join(text), output_format, schema)
                     event = Done(
                         dataclasses.replace(
