@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from streams.events.artifact import ADAPTER_FILE, ADAPTER_META, sha256_file
+from streams.events.artifact import ADAPTER_FILE, ADAPTER_META
 
 LORA_PREFIX = "lora."
 """Every LoRA input of a LoRA-ready build starts with this (optimizers.lora_graph)."""
@@ -34,18 +34,12 @@ class Adapter:
     """One adapter's tensors, held as OrtValues over numpy memory the adapter owns."""
 
     name: str
-    sha256: str
     base_digest: str
-    rank: int
     tensors: Mapping[str, np.ndarray]
     values: Mapping[str, ort.OrtValue]
     output_format: str | None = None
     """What the adapter's manifest declares answers look like (None: the base's)."""
     output_schema: Mapping[str, Any] | None = None
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(int(t.nbytes) for t in self.tensors.values())
 
 
 def load(
@@ -61,7 +55,6 @@ def load(
     try:
         meta: Any = json.loads((directory / ADAPTER_META).read_text())
         base = str(meta["base_digest"])
-        rank = int(meta["rank"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AdapterError(f"{ADAPTER_META} is missing or malformed: {exc}") from exc
     path = directory / ADAPTER_FILE
@@ -85,9 +78,7 @@ def load(
             raise AdapterError(f"tensor {key!r} is not finite (NaN or inf)")
     return Adapter(
         name=name or directory.name,
-        sha256=sha256_file(path),
         base_digest=base,
-        rank=rank,
         tensors=tensors,
         values={k: ort.OrtValue.ortvalue_from_numpy(t) for k, t in tensors.items()},
         output_format=output_format,
