@@ -194,6 +194,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "max_quality_drop": REAL,
         "max_size_bytes": COUNT,
         "max_p95_latency_ms": REAL,
+        "cohort": ID,
     },
     "OptimizationResult": _ENVELOPE
     | {
@@ -206,6 +207,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "baseline_metrics": METRICS,
         "candidate_metrics": METRICS,
         "duration_s": REAL,
+        "cohort": ID,
     },
     "DeviceStatus": _ENVELOPE
     | {

@@ -250,11 +250,13 @@ class OptimizationRequest(Event):
     max_quality_drop: float | None = None
     max_size_bytes: int | None = None
     max_p95_latency_ms: float | None = None
+    cohort: str | None = None
 
     def _validate(self) -> None:
         check_id(self, "model_id", self.model_id)
         check_id(self, "base_version", self.base_version)
         check_id(self, "reason", self.reason)
+        check_id(self, "cohort", self.cohort, optional=True)
         check_number(self, "max_quality_drop", self.max_quality_drop, optional=True)
         check_number(self, "max_size_bytes", self.max_size_bytes, optional=True)
         check_number(self, "max_p95_latency_ms", self.max_p95_latency_ms, optional=True)
@@ -274,10 +276,12 @@ class OptimizationResult(Event):
     baseline_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
     candidate_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
     duration_s: float = 0.0
+    cohort: str | None = None
 
     def _validate(self) -> None:
         check_id(self, "request_id", self.request_id)
         check_id(self, "model_id", self.model_id)
+        check_id(self, "cohort", self.cohort, optional=True)
         if self.accepted and not self.candidate_version:
             fail(self, "candidate_version", "an accepted result must name its candidate")
         check_number(self, "duration_s", self.duration_s)

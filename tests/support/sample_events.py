@@ -205,6 +205,7 @@ def sample_events() -> list[Event]:
             max_quality_drop=0.01,
             max_size_bytes=10_000_000,
             max_p95_latency_ms=20.0,
+            cohort="pilot",
         ),
         OptimizationResult(
             **env,
@@ -218,6 +219,7 @@ def sample_events() -> list[Event]:
             baseline_metrics={"accuracy": 0.8},
             candidate_metrics={"accuracy": 0.9},
             duration_s=12.5,
+            cohort="pilot",
         ),
         DeviceStatus(
             **env,
