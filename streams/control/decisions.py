@@ -1,4 +1,5 @@
-"""What an incident publishes: one ``Alert`` and, once per model version, an optimization request.
+"""What an incident publishes: one ``Alert`` and, once per model version (or per cohort of it, with
+the model's ``per_cohort`` rule), an optimization request.
 
 Decisions go out at least once with stable ids: each event's id is derived from the incident, so
 one republished after a crash between send and changelog carries the same ``event_id`` and
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from streams.control.aggregate import ANY
 from streams.control.metrics import ControlMetrics
 from streams.control.policy import Decision
 from streams.control.settings import ControlSettings
@@ -66,6 +68,8 @@ class Decisions:
             ),
             evidence=d.evidence,
         )
+        # A group of feedback without a cohort is about the whole fleet, whatever the rules.
+        cohort = d.group.cohort if rules.per_cohort and d.group.cohort != ANY else None
         request = OptimizationRequest(
             producer=s.worker_id,
             model_id=d.group.model_id,
@@ -73,14 +77,16 @@ class Decisions:
             event_id=str(uuid.uuid5(_DECISION_NS, f"{d.incident_id}/request")),
             base_version=d.group.version,
             reason=d.reason,
+            recipe=rules.recipe,
             evidence=d.evidence,
             max_p95_latency_ms=rules.max_p95_latency_ms,
+            cohort=cohort,
         )
         key = d.group.model_id.encode()
         await self._alerts.send(key=key, value=alert)
-        # One build per model version: when another cohort of the same version already asked
-        # within the cooldown, this incident joins that request instead of starting a second.
-        rkey = f"{d.group.model_id}|{d.group.version}"
+        # One build per model version (per cohort with ``per_cohort``): when another cohort of
+        # the same version already asked within the cooldown, this incident joins that request.
+        rkey = f"{d.group.model_id}|{d.group.version}" + (f"|{cohort}" if cohort else "")
         earlier = self._requested.get(rkey)
         if earlier is not None and w - int(earlier["w"]) <= rules.cooldown_windows:
             log.warning(

@@ -84,6 +84,17 @@ class SloRules(BaseModel):
         default=3, ge=1, description="healthy windows that close an incident"
     )
     cooldown_windows: int = Field(default=10, ge=0, description="quiet windows after a request")
+    recipe: str = Field(
+        default="default",
+        min_length=1,
+        max_length=1024,
+        description="the optimizer recipe this model's requests name",
+    )
+    per_cohort: bool = Field(
+        default=False,
+        description="one request per cohort, for a candidate of that cohort only (an adapter "
+        "of a generative model); else one per version for the whole fleet",
+    )
 
 
 @dataclasses.dataclass(slots=True)

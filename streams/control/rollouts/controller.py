@@ -83,10 +83,13 @@ def start_commands(
     producer: str,
 ) -> list[RolloutCommand]:
     """The START commands an accepted candidate gets: one per cohort, each judged on its own
-    (or one for the whole fleet when no cohorts are configured). Deterministic ids, so a
+    (or one for the whole fleet when no cohorts are configured). A candidate built for one
+    cohort (``result.cohort``) is rolled out within that cohort only. Deterministic ids, so a
     re-delivered result asks for the same rollouts and the controller ignores the repeat."""
     if not result.accepted or not result.candidate_version:
         return []
+    if result.cohort is not None:
+        cohorts = (result.cohort,)
     selectors = [CohortSelector(cohorts=(c,)) for c in cohorts] or [CohortSelector()]
     commands = []
     for selector in selectors:

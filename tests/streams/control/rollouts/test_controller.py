@@ -215,6 +215,22 @@ def test_accepted_candidate_gets_one_rollout_per_cohort_with_stable_ids():
     assert start_commands(refused, cohorts=["pilot"], stages=(), producer="p") == []
 
 
+def test_a_candidate_for_one_cohort_is_rolled_out_within_that_cohort_only():
+    result = OptimizationResult(
+        request_id="00000000-0000-4000-8000-000000000009",
+        model_id="slm",
+        base_version="v1",
+        candidate_version="v1-opt-1",
+        accepted=True,
+        cohort="pilot",
+    )
+    for configured in (["pilot", "general"], []):
+        cmds = start_commands(result, cohorts=configured, stages=(50.0, 100.0), producer="p")
+        assert [(c.rollout_id, c.selector) for c in cmds] == [
+            ("slm-v1-opt-1-pilot", CohortSelector(cohorts=("pilot",)))
+        ]
+
+
 def test_split_and_merge_add_counts_exactly():
     rollout = Rollout.create(
         rollout_id="r",
