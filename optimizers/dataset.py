@@ -101,5 +101,18 @@ def split(
     return Dataset(train=train, eval=held, labels=label_set)
 
 
+def split_answers(examples: Sequence[Example], *, eval_fraction: float = 0.2) -> Dataset:
+    """Prompt/answer pairs (``label`` is the answer text, not a class) split like :func:`split`.
+
+    There is no label set: answers are free text."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise DataError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    train = tuple(e for e in examples if not _in_eval(e.text, eval_fraction))
+    held = tuple(e for e in examples if _in_eval(e.text, eval_fraction))
+    if not held or not train:
+        raise DataError(f"{len(examples)} prompt/answer examples are too few to split train/eval")
+    return Dataset(train=train, eval=held, labels=())
+
+
 def load(path: Path, *, eval_fraction: float = 0.2, labels: Sequence[str] | None = None) -> Dataset:
     return split(read_jsonl(path), eval_fraction=eval_fraction, labels=labels)

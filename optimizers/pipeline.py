@@ -12,6 +12,10 @@
 4. Every chosen build is judged against the gates. One failure refuses the whole candidate,
    with all the measurements.
 5. Otherwise each distinct build is packaged, signed and stored, tagged with its profiles.
+
+A recipe that ends in an adapter (``lora``, ``export_adapter``) runs :func:`run_adapter`
+instead: no precision chain (the adapter applies to the base build devices already hold), and
+the candidate is judged on held-out answers against what serves today.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from optimizers.passes import resolve
 from optimizers.passes.base import PassContext
 from optimizers.passes.package import Packaged
 from optimizers.recipe import Gates, Precision, Recipe, Step
+from optimizers.serving import Serving
 from streams.events import Measurement
 
 log = logging.getLogger(__name__)
@@ -172,6 +177,101 @@ def run(
         candidate=dict(headline.metrics),
         builds=tuple(builds),
         tried=tried_metrics,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def run_adapter(
+    recipe: Recipe,
+    serving: Serving,
+    data: Dataset,
+    work_dir: Path,
+    context: PassContext,
+    *,
+    extra_gates: Gates | None = None,
+    max_new_tokens: int = 64,
+) -> Outcome:
+    """Train, export, judge and (if accepted) package an adapter for ``serving``'s base build.
+
+    The baseline is what devices answer today (the build with the version's adapter, or the
+    base alone); the candidate is the same build with the new adapter, on the same held-out
+    prompt/answer pairs (:mod:`optimizers.answers`). ``size_bytes`` is the adapter file:
+    what a device downloads.
+    """
+    from optimizers import answers
+    from streams.events.artifact import ADAPTER_FILE
+
+    started = time.monotonic()
+    recipe.check_chain("hf")
+    if not recipe.makes_adapter:
+        raise ValueError(f"recipe {recipe.name!r} does not end in an adapter")
+    base = ModelRef.load(serving.hf)
+    build = ModelRef.load(serving.build)
+    ctx = replace(context, data=data, reference=build)
+    held_out = data.labelled_eval
+    log.info("judging the serving answers build=%s adapter=%s", build.path, serving.adapter)
+    baseline = answers.score(
+        build.path,
+        base.path,
+        held_out,
+        adapter=serving.adapter / ADAPTER_FILE if serving.adapter else None,
+        output_format=serving.output_format,
+        max_new_tokens=max_new_tokens,
+        progress=ctx.progress,
+    )
+    if serving.adapter is not None:
+        baseline["size_bytes"] = float((serving.adapter / ADAPTER_FILE).stat().st_size)
+    model = base
+    for step in recipe.steps:
+        log.info("running step=%d pass=%s", step.index, step.name)
+        model = step.build(ctx).run(model, _sub(work_dir, f"{step.index:02d}-{step.name}"))
+    candidate = answers.score(
+        build.path,
+        base.path,
+        held_out,
+        adapter=model.path / ADAPTER_FILE,
+        output_format=serving.output_format,
+        max_new_tokens=max_new_tokens,
+        progress=ctx.progress,
+    )
+    candidate |= {k: v for k, v in model.metrics.items() if k not in candidate}
+    candidate["size_bytes"] = float((model.path / ADAPTER_FILE).stat().st_size)
+    gates = (
+        recipe.gates if extra_gates is None else recipe.gates.tightened(**extra_gates.model_dump())
+    )
+    measurements = gates_mod.judge(gates, baseline, candidate)
+    failed = gates_mod.failed(measurements)
+    if failed:
+        reason = "refused: " + "; ".join(_say(m) for m in failed)
+        log.warning("adapter refused model=%s %s", ctx.model_id, reason)
+        return Outcome(
+            accepted=False,
+            reason=reason,
+            measurements=tuple(measurements),
+            baseline=baseline,
+            candidate=candidate,
+            duration_s=time.monotonic() - started,
+        )
+    package = resolve("package")
+    config = package.parse_config(
+        {
+            "base_sha256": serving.sha256,
+            "output_format": serving.output_format,
+            "output_schema": serving.output_schema,
+        }
+    )
+    packer = package(config, ctx)
+    packed = packer.run(model.derive(metrics=candidate), _sub(work_dir, "package-adapter"))
+    return Outcome(
+        accepted=True,
+        reason=(
+            f"accepted: adapter of {int(candidate['size_bytes']):,} bytes, answers right "
+            f"{baseline['answer_exact']:.0%} -> {candidate['answer_exact']:.0%}"
+        ),
+        measurements=tuple(measurements),
+        baseline=baseline,
+        candidate=candidate,
+        builds=(Build(build.precision, (), packed, getattr(packer, "last", None)),),
         duration_s=time.monotonic() - started,
     )
 

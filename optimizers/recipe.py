@@ -148,13 +148,18 @@ class Recipe:
                     step=step.index,
                 )
             fmt = step.pass_cls.output_format(fmt, step.config)
-        if fmt != "onnx":
+        if fmt not in ("onnx", "adapter"):
             raise RecipeError(
                 f"the steps end in {fmt!r}; they must end in an fp32 'onnx' graph "
-                "(add an export_onnx step)",
+                "(add an export_onnx step) or an 'adapter' (lora, then export_adapter)",
                 recipe=self.name,
             )
         return fmt
+
+    @property
+    def makes_adapter(self) -> bool:
+        """The candidate is a LoRA adapter for the serving base, not a model of its own."""
+        return bool(self.steps) and self.steps[-1].pass_cls.produces == "adapter"
 
 
 class _RecipeFile(BaseModel):

@@ -20,6 +20,7 @@ every build timed; ``optimizers.server`` serves them with the worker's health.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from optimizers.model import ModelRef
     from optimizers.pipeline import Outcome
     from optimizers.recipe import Recipe
+    from optimizers.serving import Serving
     from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
     from streams.kafka.connection import KafkaConnection
 
@@ -46,10 +48,16 @@ log = logging.getLogger(__name__)
 
 class Sources(Protocol):
     def base_model(self, model_id: str, version: str) -> ModelRef: ...
-    def data(self, model_id: str, recipe: Recipe) -> Dataset: ...
+    def data(self, model_id: str, recipe: Recipe, cohort: str | None = None) -> Dataset: ...
     def recipe(self, name: str) -> Recipe: ...
     def keep(self, model_id: str, version: str, trained: ModelRef) -> None:
         """Keep an accepted candidate's trainable model as the base of later requests."""
+
+    def serving(self, model_id: str, version: str) -> Serving:
+        """What devices run for a version of a generative model (an adapter recipe's base)."""
+
+    def keep_adapter(self, model_id: str, version: str, serving: Serving) -> None:
+        """Keep an accepted adapter version, so that later requests can name it as base."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,15 @@ class DirectorySources:
 
         return ModelRef.load(self.models / model_id / version)
 
-    def data(self, model_id: str, recipe: Recipe) -> Dataset:
+    def data(self, model_id: str, recipe: Recipe, cohort: str | None = None) -> Dataset:
+        """``<data>/<model_id>.jsonl``, or ``<model_id>.<cohort>.jsonl`` for one cohort."""
         from optimizers import dataset
 
-        return dataset.load(self.data_dir / f"{model_id}.jsonl", eval_fraction=recipe.eval_fraction)
+        name = f"{model_id}.{cohort}.jsonl" if cohort else f"{model_id}.jsonl"
+        if recipe.makes_adapter:
+            examples = dataset.read_jsonl(self.data_dir / name)
+            return dataset.split_answers(examples, eval_fraction=recipe.eval_fraction)
+        return dataset.load(self.data_dir / name, eval_fraction=recipe.eval_fraction)
 
     def recipe(self, name: str) -> Recipe:
         from optimizers import recipe
@@ -83,6 +96,17 @@ class DirectorySources:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(trained.path, staging)
         staging.rename(target)
+
+    def serving(self, model_id: str, version: str) -> Serving:
+        from optimizers.serving import Serving
+
+        return Serving.load(self.models / model_id / version)
+
+    def keep_adapter(self, model_id: str, version: str, serving: Serving) -> None:
+        assert serving.adapter is not None
+        target = self.models / model_id / version
+        target.mkdir(parents=True, exist_ok=True)
+        serving.keep_adapter(serving.adapter, target)
 
 
 class Ledger:
@@ -268,6 +292,13 @@ class OptimizerWorker:
         from streams.events import Artifact, ModelVersion, OptimizationResult, Task
 
         recipe = self.sources.recipe(request.recipe)
+        if recipe.makes_adapter:
+            return self._build_adapter(request, recipe)
+        if request.cohort is not None:
+            raise OptimizerError(
+                f"recipe {recipe.name!r} builds a whole model: a candidate for one cohort "
+                f"({request.cohort}) needs an adapter recipe (lora, then export_adapter)"
+            )
         base = self.sources.base_model(request.model_id, request.base_version)
         data = self.sources.data(request.model_id, recipe)
         version = self.candidate_version(request)
@@ -336,6 +367,90 @@ class OptimizerWorker:
             lineage=tuple(headline.lineage),
             eval_metrics=outcome.candidate,
             labels={"recipe": recipe.name, "request_id": request.event_id},
+        )
+        return result, registered
+
+    def _build_adapter(
+        self, request: OptimizationRequest, recipe: Recipe
+    ) -> tuple[OptimizationResult, ModelVersion | None]:
+        """A LoRA adapter for the base the request's version runs on, judged against it."""
+        from optimizers import pipeline
+        from optimizers.passes.base import PassContext
+        from optimizers.recipe import Gates
+        from optimizers.store import ArtifactStore
+        from streams.events import ADAPTER_FORMAT, Artifact, ModelVersion, OptimizationResult, Task
+
+        serving = self.sources.serving(request.model_id, request.base_version)
+        data = self.sources.data(request.model_id, recipe, request.cohort)
+        version = self.candidate_version(request)
+        work = self.work_dir / request.event_id
+        context = PassContext(
+            model_id=request.model_id,
+            version=version,
+            parent_version=request.base_version,
+            signing_key=self.signing_key,
+            store=ArtifactStore(self.store_dir),
+        )
+        outcome = pipeline.run_adapter(
+            recipe,
+            serving,
+            data,
+            work,
+            context,
+            extra_gates=Gates(
+                max_quality_drop=request.max_quality_drop,
+                max_size_bytes=request.max_size_bytes,
+                max_p95_latency_ms=request.max_p95_latency_ms,
+            ),
+        )
+        result = OptimizationResult(
+            producer=self.worker_id,
+            request_id=request.event_id,
+            model_id=request.model_id,
+            base_version=request.base_version,
+            candidate_version=version if outcome.accepted else None,
+            accepted=outcome.accepted,
+            reason=_reason(outcome.reason),
+            gates=outcome.measurements,
+            baseline_metrics=outcome.baseline,
+            candidate_metrics=outcome.candidate,
+            duration_s=outcome.duration_s,
+            cohort=request.cohort,
+        )
+        if not outcome.accepted:
+            return result, None
+        build = outcome.builds[0]
+        assert build.packaged is not None
+        p = build.packaged
+        last = recipe.steps[-1]
+        adapter_dir = work / f"{last.index:02d}-{last.name}"
+        self.sources.keep_adapter(
+            request.model_id, version, dataclasses.replace(serving, adapter=adapter_dir)
+        )
+        labels = {"recipe": recipe.name, "request_id": request.event_id}
+        if request.cohort:
+            labels["cohort"] = request.cohort
+        registered = ModelVersion(
+            producer=self.worker_id,
+            model_id=request.model_id,
+            version=version,
+            task=Task.GENERATE,
+            artifacts=(
+                Artifact(
+                    uri=p.stored.uri,
+                    sha256=p.stored.sha256,
+                    size_bytes=p.stored.size_bytes,
+                    format=ADAPTER_FORMAT,
+                    precision=build.precision,
+                    signature=p.signature,
+                    key_id=p.key_id,
+                    base_sha256=serving.sha256,
+                ),
+            ),
+            parent_version=request.base_version,
+            lineage=tuple(p.manifest.lineage),
+            eval_metrics=outcome.candidate,
+            labels=labels,
         )
         return result, registered
 

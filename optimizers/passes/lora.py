@@ -174,12 +174,15 @@ class Lora(Pass[LoraConfig]):
         return out
 
     def _chat(self, tokenizer: PreTrainedTokenizerBase) -> bool:
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        if self.config.prompt_format == "chat" and not has_template:
+        if self.config.prompt_format == "chat" and not uses_chat(tokenizer, "auto"):
             raise PassError(self.name, "prompt_format=chat but the tokenizer has no chat template")
-        return self.config.prompt_format == "chat" or (
-            self.config.prompt_format == "auto" and has_template
-        )
+        return uses_chat(tokenizer, self.config.prompt_format)
+
+
+def uses_chat(tokenizer: PreTrainedTokenizerBase, prompt_format: str) -> bool:
+    """Whether prompts go through the chat template: ``chat``, or ``auto`` with a template."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    return prompt_format == "chat" or (prompt_format == "auto" and has_template)
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> list[int]:

@@ -64,3 +64,43 @@ def test_consented_examples_of_the_model_join_the_base_data(kafka_conn, tmp_path
     assert "call mom" not in texts
     assert len(texts) == len(base) + 2
     assert data.labels == ("alarm", "music")
+
+
+ADAPT = loads(
+    'name = "adapt"\neval_fraction = 0.25\n[[steps]]\npass = "lora"\n'
+    '[[steps]]\npass = "export_adapter"\n'
+)
+
+
+def test_an_adapter_for_one_cohort_learns_every_answer_of_that_cohort_only(kafka_conn, tmp_path):
+    def answered(cohort: str, *pairs: tuple[str, str]) -> Feedback:
+        return Feedback(
+            model_id="slm",
+            cohort=cohort,
+            outcomes={"incorrect": len(pairs)},
+            examples=tuple(LabeledExample(text=t, label=a, consent=True) for t, a in pairs),
+        )
+
+    pilot = [(f"lights on in room {n}", '{"device":"lights","action":"on"}') for n in range(12)]
+    publish(
+        kafka_conn,
+        [
+            answered("pilot", *pilot[:6]),
+            answered("general", ("play jazz", '{"device":"speaker","action":"play"}')),
+            answered("pilot", *pilot[6:]),
+        ],
+    )
+    sources = FeedbackSources(
+        models=tmp_path / "models",
+        data_dir=tmp_path / "data",  # no base file: the feedback is the data
+        recipes=tmp_path / "recipes",
+        conn=kafka_conn,
+    )
+    data = sources.data("slm", ADAPT, cohort="pilot")
+    pairs = {(e.text, e.label) for e in (*data.train, *data.eval)}
+    assert pairs == set(pilot)
+    assert data.eval
+    assert data.labels == ()
+    # Without a cohort the whole fleet's answers are learned, none dropped as an unknown class.
+    everything = sources.data("slm", ADAPT)
+    assert len(everything.train) + len(everything.eval) == 13
