@@ -52,7 +52,8 @@ class FeedbackSources(DirectorySources):
     For a classifier, feedback examples whose label the base data does not know are left out
     (the model has no class for them). For an adapter recipe every consented example is a
     prompt and its answer; a request for one cohort learns from that cohort's feedback only,
-    and the base data file is optional.
+    the held-out split comes from that feedback, and the base data file is optional (it joins
+    the training only).
     """
 
     conn: KafkaConnection | None = None
@@ -61,9 +62,14 @@ class FeedbackSources(DirectorySources):
         extra = feedback_examples(self.conn, model_id, cohort) if self.conn is not None else []
         path = self.data_dir / f"{model_id}.jsonl"
         if recipe.makes_adapter:
-            base = read_jsonl(path) if path.exists() else []
-            answers = [e for e in [*base, *extra] if e.label]
-            return split_answers(answers, eval_fraction=recipe.eval_fraction)
+            # Held out from the feedback alone: the candidate is judged on the traffic it is
+            # for. The base file (what the serving adapter learned) only joins the training.
+            base = [e for e in (read_jsonl(path) if path.exists() else []) if e.label]
+            answers = [e for e in extra if e.label]
+            if not answers:
+                return split_answers(base, eval_fraction=recipe.eval_fraction)
+            fed = split_answers(answers, eval_fraction=recipe.eval_fraction)
+            return Dataset(train=(*base, *fed.train), eval=fed.eval, labels=())
         base = read_jsonl(path)
         labels = sorted({e.label for e in base if e.label is not None})
         known = [e for e in extra if e.label in labels]

@@ -205,7 +205,7 @@ def run_adapter(
     recipe.check_chain("hf")
     if not recipe.makes_adapter:
         raise ValueError(f"recipe {recipe.name!r} does not end in an adapter")
-    base = ModelRef.load(serving.hf)
+    base = ModelRef.load(serving.hf, task="generate", max_length=512)
     build = ModelRef.load(serving.build)
     ctx = replace(context, data=data, reference=build)
     held_out = data.labelled_eval

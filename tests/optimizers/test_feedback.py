@@ -92,7 +92,7 @@ def test_an_adapter_for_one_cohort_learns_every_answer_of_that_cohort_only(kafka
     )
     sources = FeedbackSources(
         models=tmp_path / "models",
-        data_dir=tmp_path / "data",  # no base file: the feedback is the data
+        data_dir=tmp_path / "data",  # no base file yet: the feedback is the data
         recipes=tmp_path / "recipes",
         conn=kafka_conn,
     )
@@ -104,3 +104,9 @@ def test_an_adapter_for_one_cohort_learns_every_answer_of_that_cohort_only(kafka
     # Without a cohort the whole fleet's answers are learned, none dropped as an unknown class.
     everything = sources.data("slm", ADAPT)
     assert len(everything.train) + len(everything.eval) == 13
+    # A base file joins the training only: the held-out answers are the cohort's feedback.
+    clean = [Example(f"lamp {n} on", '{"device":"lamp"}') for n in range(20)]
+    write_jsonl(tmp_path / "data" / "slm.jsonl", clean)
+    mixed = sources.data("slm", ADAPT, cohort="pilot")
+    assert set(clean) <= set(mixed.train)
+    assert {(e.text, e.label) for e in mixed.eval} == {(e.text, e.label) for e in data.eval}
