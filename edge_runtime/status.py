@@ -124,4 +124,5 @@ class StatusBoard:
             last_known_good_sha256=lkg.sha256 if lkg else None,
             rollout_id=self.rollout_id,
             last_error=status_error(self.health.reasons(), self.refusal),
+            base_sha256=current.manifest.base_sha256 if current else None,
         )

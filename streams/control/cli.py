@@ -288,6 +288,7 @@ def cmd_devices_history(args: argparse.Namespace) -> int:
             "until": _when(i.end),
             "model": f"{i.model_id}:{i.version}" if i.version else "-",
             "sha256": (i.sha256 or "-")[:16],
+            "base_sha256": (i.base_sha256 or "-")[:16],
             "state": i.state.value,
             "rollout": i.rollout_id,
             "last_error": i.last_error,
@@ -320,6 +321,7 @@ def cmd_models_where(args: argparse.Namespace) -> int:
             "since": _when(i.start),
             "until": _when(i.end),
             "sha256": (i.sha256 or "-")[:16],
+            "base_sha256": (i.base_sha256 or "-")[:16],
             "rollout": i.rollout_id,
         }
         for i in found

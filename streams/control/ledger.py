@@ -27,16 +27,19 @@ class Interval:
     state: DeviceState
     rollout_id: str | None
     last_error: str | None
+    base_sha256: str | None = None
+    """With an adapter serving: the base artifact under it (``sha256`` is the adapter's)."""
 
     def covers(self, at: datetime) -> bool:
         return self.start <= at and (self.end is None or at < self.end)
 
 
 def _same_serving(a: DeviceStatus, b: DeviceStatus) -> bool:
-    return (a.model_id, a.model_version, a.model_sha256, a.state) == (
+    return (a.model_id, a.model_version, a.model_sha256, a.base_sha256, a.state) == (
         b.model_id,
         b.model_version,
         b.model_sha256,
+        b.base_sha256,
         b.state,
     )
 
@@ -68,6 +71,7 @@ def device_history(events: Iterable[DeviceStatus], device_id: str) -> list[Inter
                 state=first.state,
                 rollout_id=last.rollout_id,
                 last_error=last.last_error,
+                base_sha256=first.base_sha256,
             )
         )
     return intervals

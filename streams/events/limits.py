@@ -222,6 +222,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "last_known_good_sha256": ID,
         "rollout_id": ID,
         "last_error": TEXT,
+        "base_sha256": ID,
     },
     "Alert": _ENVELOPE
     | {

@@ -303,11 +303,14 @@ class DeviceStatus(Event):
     last_known_good_sha256: str | None = None
     rollout_id: str | None = None
     last_error: str | None = None
+    base_sha256: str | None = None
+    """When an adapter serves: the base artifact it applies to (``model_sha256`` is the adapter)."""
 
     def _validate(self) -> None:
         check_id(self, "device_id", self.device_id)
         check_id(self, "cohort", self.cohort)
         check_id(self, "hardware_profile", self.hardware_profile)
+        check_id(self, "base_sha256", self.base_sha256, optional=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

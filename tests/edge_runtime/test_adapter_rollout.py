@@ -91,6 +91,7 @@ def test_an_adapter_rollout_fetches_only_the_adapter_and_keeps_the_base_session(
         status_on_adapter = rt.statuses[-1]
         await rt.apply(_rollout("v2", RolloutStatus.ROLLED_BACK, revision=1))
         after = await _answer(rt)
+        status_on_base = rt.statuses[-1]
         return {
             "before": before,
             "on_adapter": on_adapter,
@@ -103,6 +104,7 @@ def test_an_adapter_rollout_fetches_only_the_adapter_and_keeps_the_base_session(
             "swaps": rt.slot.swaps,
             "switches": rt.slot.adapter_switches,
             "status": status_on_adapter,
+            "status_after": status_on_base,
         }
 
     got = asyncio.run(scenario())
@@ -120,7 +122,10 @@ def test_an_adapter_rollout_fetches_only_the_adapter_and_keeps_the_base_session(
     status = got["status"]
     assert status.model_version == "v2"
     assert status.model_sha256 == v2.artifact.sha256
+    assert status.base_sha256 == models.base.artifact.sha256  # the ledger gets both hashes
     assert status.state is DeviceState.SERVING
+    assert got["status_after"].model_sha256 == models.base.artifact.sha256
+    assert got["status_after"].base_sha256 is None
 
 
 def test_a_new_device_whose_newest_version_is_an_adapter_installs_its_base_first(

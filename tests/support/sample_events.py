@@ -233,6 +233,7 @@ def sample_events() -> list[Event]:
             model_sha256=SHA,
             last_known_good_version="v1",
             last_known_good_sha256=SHA,
+            base_sha256=SHA,
         ),
         Alert(
             **env,

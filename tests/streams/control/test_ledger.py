@@ -68,3 +68,16 @@ def test_lineage_follows_parents_and_stops_at_unknown_or_cycles():
     assert [v.version for v in lineage(versions, "v3")] == ["v3", "v2", "v1"]
     looped = {"a": dataclasses.replace(v2, version="a", parent_version="a")}
     assert [v.version for v in lineage(looped, "a")] == ["a"]
+
+
+def test_an_adapter_interval_records_the_base_it_ran_over():
+    events = [
+        status("d3", 0, "v1", base_sha256=None),
+        status("d3", 5, "v2", base_sha256=SHA),  # adapter v2 (OTHER_SHA) over base v1 (SHA)
+        status("d3", 9, "v2", base_sha256=SHA),  # a repeat: the same interval
+    ]
+    history = device_history(events, "d3")
+    assert [(i.version, i.sha256, i.base_sha256) for i in history] == [
+        ("v1", SHA, None),
+        ("v2", OTHER_SHA, SHA),
+    ]
