@@ -190,13 +190,15 @@ def run_adapter(
     *,
     extra_gates: Gates | None = None,
     max_new_tokens: int = 64,
+    max_held_out: int = 40,
 ) -> Outcome:
     """Train, export, judge and (if accepted) package an adapter for ``serving``'s base build.
 
     The baseline is what devices answer today (the build with the version's adapter, or the
     base alone); the candidate is the same build with the new adapter, on the same held-out
-    prompt/answer pairs (:mod:`optimizers.answers`). ``size_bytes`` is the adapter file:
-    what a device downloads.
+    prompt/answer pairs (:mod:`optimizers.answers`): the newest ``max_held_out`` of them,
+    the traffic as it is now (feedback is read oldest first). ``size_bytes`` is the adapter
+    file: what a device downloads.
     """
     from optimizers import answers
     from streams.events.artifact import ADAPTER_FILE
@@ -207,8 +209,9 @@ def run_adapter(
         raise ValueError(f"recipe {recipe.name!r} does not end in an adapter")
     base = ModelRef.load(serving.hf, task="generate", max_length=512)
     build = ModelRef.load(serving.build)
-    ctx = replace(context, data=data, reference=build)
-    held_out = data.labelled_eval
+    extras = {**context.extras, "lora_init": serving.lora} if serving.lora else context.extras
+    ctx = replace(context, data=data, reference=build, extras=extras)
+    held_out = data.labelled_eval[-max_held_out:]
     log.info("judging the serving answers build=%s adapter=%s", build.path, serving.adapter)
     baseline = answers.score(
         build.path,

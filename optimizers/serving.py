@@ -29,6 +29,9 @@ class Serving:
     """The adapter directory serving on the build (``adapter.onnx_adapter``); None: the base."""
     output_format: str = "text"
     output_schema: dict[str, Any] | None = None
+    lora: Path | None = None
+    """The serving adapter's peft factors (a ``lora`` pass output): a new adapter goes on
+    from them instead of from nothing."""
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -39,6 +42,7 @@ class Serving:
             "adapter": str(self.adapter.resolve()) if self.adapter else None,
             "output_format": self.output_format,
             "output_schema": self.output_schema,
+            "lora": str(self.lora.resolve()) if self.lora else None,
         }
         (directory / SERVING_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
@@ -54,6 +58,7 @@ class Serving:
                 adapter=Path(doc["adapter"]) if doc.get("adapter") else None,
                 output_format=str(doc.get("output_format") or "text"),
                 output_schema=doc.get("output_schema"),
+                lora=Path(doc["lora"]) if doc.get("lora") else None,
             )
         except FileNotFoundError as exc:
             raise DataError(
@@ -64,15 +69,24 @@ class Serving:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"unreadable: {exc}", path=str(path)) from exc
 
-    def keep_adapter(self, adapter: Path, directory: Path) -> Serving:
-        """This base with ``adapter`` (copied into ``directory``), recorded there."""
-        target = directory / "adapter"
-        if target.exists():
+    def keep_adapter(self, adapter: Path, directory: Path, lora: Path | None = None) -> Serving:
+        """This base with ``adapter`` (and its peft factors ``lora``) copied into
+        ``directory``, recorded there."""
+        if (directory / SERVING_FILE).exists() and (directory / "adapter").exists():
             return Serving.load(directory)
-        staging = directory / ".adapter.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(adapter, staging)
-        staging.rename(target)
-        kept = dataclasses.replace(self, adapter=target)
+        kept = dataclasses.replace(
+            self,
+            adapter=_copy(adapter, directory / "adapter"),
+            lora=_copy(lora, directory / "lora") if lora else None,
+        )
         kept.save(directory)
         return kept
+
+
+def _copy(source: Path, target: Path) -> Path:
+    if not target.exists():
+        staging = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        staging.rename(target)
+    return target

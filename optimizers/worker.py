@@ -25,6 +25,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -106,7 +107,7 @@ class DirectorySources:
         assert serving.adapter is not None
         target = self.models / model_id / version
         target.mkdir(parents=True, exist_ok=True)
-        serving.keep_adapter(serving.adapter, target)
+        serving.keep_adapter(serving.adapter, target, serving.lora)
 
 
 class Ledger:
@@ -128,6 +129,20 @@ class Ledger:
         with self.path.open("a") as f:
             f.write(json.dumps({"event_id": event_id, "outcome": outcome}) + "\n")
         self._seen.add(event_id)
+
+
+def logged_progress(request_id: str) -> Callable[[str, int, int], None]:
+    """Progress of a build in the worker's log: each phase at every tenth of its way, so a
+    training of minutes says where it is without a line per step."""
+    shown: dict[str, int] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        tenth = 10 * done // total if total else 10
+        if tenth > shown.get(what, -1):
+            shown[what] = tenth
+            log.info("request=%s %s %d/%d", request_id, what, done, total)
+
+    return progress
 
 
 def _reason(text: str) -> str:
@@ -308,6 +323,7 @@ class OptimizerWorker:
             parent_version=request.base_version,
             signing_key=self.signing_key,
             store=ArtifactStore(self.store_dir),
+            progress=logged_progress(request.event_id[:8]),
         )
         outcome: Outcome = pipeline.run(
             recipe,
@@ -390,6 +406,7 @@ class OptimizerWorker:
             parent_version=request.base_version,
             signing_key=self.signing_key,
             store=ArtifactStore(self.store_dir),
+            progress=logged_progress(request.event_id[:8]),
         )
         outcome = pipeline.run_adapter(
             recipe,
@@ -422,10 +439,11 @@ class OptimizerWorker:
         build = outcome.builds[0]
         assert build.packaged is not None
         p = build.packaged
-        last = recipe.steps[-1]
-        adapter_dir = work / f"{last.index:02d}-{last.name}"
+        step_dir = {s.name: work / f"{s.index:02d}-{s.name}" for s in recipe.steps}
         self.sources.keep_adapter(
-            request.model_id, version, dataclasses.replace(serving, adapter=adapter_dir)
+            request.model_id,
+            version,
+            dataclasses.replace(serving, adapter=step_dir["export_adapter"], lora=step_dir["lora"]),
         )
         labels = {"recipe": recipe.name, "request_id": request.event_id}
         if request.cohort:

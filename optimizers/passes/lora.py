@@ -61,6 +61,11 @@ class LoraConfig(PassConfig):
     )
     merge: bool = Field(default=False, description="merge into a full model instead of an adapter")
     max_examples: int | None = Field(default=None, ge=1)
+    resume: bool = Field(
+        default=True,
+        description="go on from the serving adapter's factors (the context's lora_init) when "
+        "there are some; its rank and targets then apply",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -101,17 +106,25 @@ class Lora(Pass[LoraConfig]):
             _encode(tokenizer, e, chat, cfg.max_length, eos) for e in train[: cfg.max_examples]
         ]
         eval_rows = [_encode(tokenizer, e, chat, cfg.max_length, eos) for e in held_out]
-        peft_model = get_peft_model(
-            net,
-            PeftLoraConfig(
-                r=cfg.rank,
-                lora_alpha=cfg.alpha,
-                lora_dropout=cfg.dropout,
-                target_modules=list(cfg.target_modules),
-                bias="none",
-                task_type="CAUSAL_LM",
-            ),
-        )
+        init = self.context.extras.get("lora_init") if cfg.resume else None
+        if init is not None:
+            from peft import PeftModel
+
+            # The serving adapter learned the task already: the drift is learned on top of it.
+            log.info("lora resumes from the serving adapter %s", init)
+            peft_model = PeftModel.from_pretrained(net, str(init), is_trainable=True)
+        else:
+            peft_model = get_peft_model(
+                net,
+                PeftLoraConfig(
+                    r=cfg.rank,
+                    lora_alpha=cfg.alpha,
+                    lora_dropout=cfg.dropout,
+                    target_modules=list(cfg.target_modules),
+                    bias="none",
+                    task_type="CAUSAL_LM",
+                ),
+            )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         before = _mean_loss(peft_model, eval_rows, pad, cfg.batch_size)
         params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -143,6 +156,7 @@ class Lora(Pass[LoraConfig]):
             "train_loss": last,
             "steps_per_s": cfg.steps / elapsed if elapsed > 0 else float("inf"),
             "trainable_params": float(trainable),
+            "resumed": 1.0 if init is not None else 0.0,
         }
         if before is not None and after is not None:
             metrics |= {"eval_loss_before": before, "eval_loss_after": after}
@@ -164,7 +178,7 @@ class Lora(Pass[LoraConfig]):
         if cfg.merge:
             merged = peft_model.merge_and_unload()
             out = model.derive(path=out_dir, metrics=metrics, step=step_name + ":merged")
-            return hf.save(merged, tokenizer, out)  # type: ignore[arg-type]  # a PreTrainedModel again
+            return hf.save(merged, tokenizer, out)
         peft_model.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         out = model.derive(

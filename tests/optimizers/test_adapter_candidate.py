@@ -140,6 +140,23 @@ def test_a_cohort_request_gets_an_adapter_for_the_base_the_fleet_holds(fleet):
         adapter=kept.adapter / art.ADAPTER_FILE,
     )
     assert on_kept["answer_exact"] == 1.0
+    assert result.candidate_metrics["resumed"] == 0.0  # v1 is the base: nothing to go on from
+    # A request on the adapter version goes on from its factors, and is judged against it.
+    again, second = worker._build(
+        OptimizationRequest(
+            model_id="slm",
+            base_version=version.version,
+            reason="quality drop",
+            recipe="adapt",
+            cohort="pilot",
+        )
+    )
+    assert again.accepted, again.reason
+    assert again.candidate_metrics["resumed"] == 1.0
+    assert again.baseline_metrics["answer_exact"] == 1.0  # what serves is the first adapter
+    assert second is not None
+    assert second.parent_version == version.version
+    assert second.artifacts[0].base_sha256 == base_sha
 
 
 def test_a_cohort_request_with_a_whole_model_recipe_is_refused_with_the_reason(fleet):
