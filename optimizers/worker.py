@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from optimizers.dataset import Dataset
     from optimizers.metrics import WorkerMetrics
     from optimizers.model import ModelRef
+    from optimizers.passes.base import PassContext
     from optimizers.pipeline import Outcome
-    from optimizers.recipe import Recipe
+    from optimizers.recipe import Gates, Recipe
     from optimizers.serving import Serving
     from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
     from streams.kafka.connection import KafkaConnection
@@ -297,14 +298,44 @@ class OptimizerWorker:
         most = LIMITS["ModelVersion"]["version"].chars or 128
         return f"{request.base_version[: most - len(suffix)]}{suffix}"
 
+    def _context(self, request: OptimizationRequest, version: str) -> PassContext:
+        from optimizers.passes.base import PassContext
+        from optimizers.store import ArtifactStore
+
+        return PassContext(
+            model_id=request.model_id,
+            version=version,
+            parent_version=request.base_version,
+            signing_key=self.signing_key,
+            store=ArtifactStore(self.store_dir),
+            progress=logged_progress(request.event_id[:8]),
+        )
+
+    def _result(
+        self, request: OptimizationRequest, version: str, outcome: Outcome
+    ) -> OptimizationResult:
+        from streams.events import OptimizationResult
+
+        return OptimizationResult(
+            producer=self.worker_id,
+            request_id=request.event_id,
+            model_id=request.model_id,
+            base_version=request.base_version,
+            candidate_version=version if outcome.accepted else None,
+            accepted=outcome.accepted,
+            reason=_reason(outcome.reason),
+            gates=outcome.measurements,
+            baseline_metrics=outcome.baseline,
+            candidate_metrics=outcome.candidate,
+            duration_s=outcome.duration_s,
+            cohort=request.cohort,
+        )
+
     def _build(
         self, request: OptimizationRequest
     ) -> tuple[OptimizationResult, ModelVersion | None]:
         from optimizers import pipeline
-        from optimizers.passes.base import PassContext
-        from optimizers.recipe import Gates
-        from optimizers.store import ArtifactStore
-        from streams.events import Artifact, ModelVersion, OptimizationResult, Task
+        from streams.events import Artifact, ModelVersion, Task
 
         recipe = self.sources.recipe(request.recipe)
         if recipe.makes_adapter:
@@ -317,40 +348,16 @@ class OptimizerWorker:
         base = self.sources.base_model(request.model_id, request.base_version)
         data = self.sources.data(request.model_id, recipe)
         version = self.candidate_version(request)
-        context = PassContext(
-            model_id=request.model_id,
-            version=version,
-            parent_version=request.base_version,
-            signing_key=self.signing_key,
-            store=ArtifactStore(self.store_dir),
-            progress=logged_progress(request.event_id[:8]),
-        )
         outcome: Outcome = pipeline.run(
             recipe,
             base,
             data,
             self.work_dir / request.event_id,
-            context,
+            self._context(request, version),
             hardware_profiles=request.hardware_profiles,
-            extra_gates=Gates(
-                max_quality_drop=request.max_quality_drop,
-                max_size_bytes=request.max_size_bytes,
-                max_p95_latency_ms=request.max_p95_latency_ms,
-            ),
+            extra_gates=_gates(request),
         )
-        result = OptimizationResult(
-            producer=self.worker_id,
-            request_id=request.event_id,
-            model_id=request.model_id,
-            base_version=request.base_version,
-            candidate_version=version if outcome.accepted else None,
-            accepted=outcome.accepted,
-            reason=_reason(outcome.reason),
-            gates=outcome.measurements,
-            baseline_metrics=outcome.baseline,
-            candidate_metrics=outcome.candidate,
-            duration_s=outcome.duration_s,
-        )
+        result = self._result(request, version, outcome)
         if not outcome.accepted:
             return result, None
         artifacts = []
@@ -391,49 +398,21 @@ class OptimizerWorker:
     ) -> tuple[OptimizationResult, ModelVersion | None]:
         """A LoRA adapter for the base the request's version runs on, judged against it."""
         from optimizers import pipeline
-        from optimizers.passes.base import PassContext
-        from optimizers.recipe import Gates
-        from optimizers.store import ArtifactStore
-        from streams.events import ADAPTER_FORMAT, Artifact, ModelVersion, OptimizationResult, Task
+        from streams.events import ADAPTER_FORMAT, Artifact, ModelVersion, Task
 
         serving = self.sources.serving(request.model_id, request.base_version)
         data = self.sources.data(request.model_id, recipe, request.cohort)
         version = self.candidate_version(request)
         work = self.work_dir / request.event_id
-        context = PassContext(
-            model_id=request.model_id,
-            version=version,
-            parent_version=request.base_version,
-            signing_key=self.signing_key,
-            store=ArtifactStore(self.store_dir),
-            progress=logged_progress(request.event_id[:8]),
-        )
         outcome = pipeline.run_adapter(
             recipe,
             serving,
             data,
             work,
-            context,
-            extra_gates=Gates(
-                max_quality_drop=request.max_quality_drop,
-                max_size_bytes=request.max_size_bytes,
-                max_p95_latency_ms=request.max_p95_latency_ms,
-            ),
+            self._context(request, version),
+            extra_gates=_gates(request),
         )
-        result = OptimizationResult(
-            producer=self.worker_id,
-            request_id=request.event_id,
-            model_id=request.model_id,
-            base_version=request.base_version,
-            candidate_version=version if outcome.accepted else None,
-            accepted=outcome.accepted,
-            reason=_reason(outcome.reason),
-            gates=outcome.measurements,
-            baseline_metrics=outcome.baseline,
-            candidate_metrics=outcome.candidate,
-            duration_s=outcome.duration_s,
-            cohort=request.cohort,
-        )
+        result = self._result(request, version, outcome)
         if not outcome.accepted:
             return result, None
         build = outcome.builds[0]
@@ -471,6 +450,17 @@ class OptimizerWorker:
             labels=labels,
         )
         return result, registered
+
+
+def _gates(request: OptimizationRequest) -> Gates:
+    """The request's own constraints, tightening the recipe's gates."""
+    from optimizers.recipe import Gates
+
+    return Gates(
+        max_quality_drop=request.max_quality_drop,
+        max_size_bytes=request.max_size_bytes,
+        max_p95_latency_ms=request.max_p95_latency_ms,
+    )
 
 
 def last_trainable(work: Path) -> ModelRef | None:
