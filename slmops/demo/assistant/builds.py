@@ -51,6 +51,9 @@ learning_rate = 0.005
 [[steps]]
 pass = "export_adapter"
 probe_count = 1
+# The check against torch runs the adapter on int4 activations: a well-trained adapter
+# sharpens the logits, and the int4 bound (0.75 of the logits' scale) was measured without one.
+tolerance = 1.5
 [gates]
 max_quality_drop = 0.0
 """
