@@ -80,6 +80,17 @@ def _in_eval(text: str, eval_fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < eval_fraction
 
 
+def _halves(
+    examples: Sequence[Example], eval_fraction: float, what: str
+) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+    """(train, held-out) by a hash of each text; both must hold something."""
+    train = tuple(e for e in examples if not _in_eval(e.text, eval_fraction))
+    held = tuple(e for e in examples if _in_eval(e.text, eval_fraction))
+    if not held or not train:
+        raise DataError(f"{len(examples)} {what} are too few to split train/eval")
+    return train, held
+
+
 def split(
     examples: Sequence[Example],
     *,
@@ -94,10 +105,7 @@ def split(
     unknown = set(found) - set(label_set)
     if unknown:
         raise DataError(f"labels not in the model's label set: {', '.join(sorted(unknown))}")
-    train = tuple(e for e in examples if not _in_eval(e.text, eval_fraction))
-    held = tuple(e for e in examples if _in_eval(e.text, eval_fraction))
-    if not held or not train:
-        raise DataError(f"{len(examples)} examples are too few to split train/eval")
+    train, held = _halves(examples, eval_fraction, "examples")
     return Dataset(train=train, eval=held, labels=label_set)
 
 
@@ -107,10 +115,7 @@ def split_answers(examples: Sequence[Example], *, eval_fraction: float = 0.2) ->
     There is no label set: answers are free text."""
     if not 0.0 < eval_fraction < 1.0:
         raise DataError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    train = tuple(e for e in examples if not _in_eval(e.text, eval_fraction))
-    held = tuple(e for e in examples if _in_eval(e.text, eval_fraction))
-    if not held or not train:
-        raise DataError(f"{len(examples)} prompt/answer examples are too few to split train/eval")
+    train, held = _halves(examples, eval_fraction, "prompt/answer examples")
     return Dataset(train=train, eval=held, labels=())
 
 

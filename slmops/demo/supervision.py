@@ -52,9 +52,12 @@ def control_worker(run: RunConfig) -> WorkerProcess:
 class DemoWorkers:
     """The run's two workers: started in order, watched while the scenarios wait, stopped."""
 
-    def __init__(self, run: RunConfig) -> None:
+    def __init__(self, run: RunConfig, workers: list[WorkerProcess] | None = None) -> None:
+        """``workers``: another act's processes; default the classifier act's two."""
         self.run = run
-        self.workers = [optimizer_worker(run), control_worker(run)]
+        self.workers = (
+            workers if workers is not None else [optimizer_worker(run), control_worker(run)]
+        )
 
     def start(self) -> None:
         for worker in self.workers:

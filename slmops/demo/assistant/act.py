@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +31,7 @@ from slmops.demo.config import RunConfig
 from slmops.demo.observer import Observer
 from slmops.demo.report import Checks, Timeline
 from slmops.demo.stage import wait_until
+from slmops.demo.supervision import DemoWorkers
 from slmops.local_kafka import CHECKOUT
 from slmops.processes import WorkerProcess, control_worker_command, optimizer_worker_command
 from streams.events import (
@@ -91,7 +92,7 @@ class Stage:
     config: AssistantConfig
     timeline: Timeline
     checks: Checks
-    workers: list[WorkerProcess]
+    workers: DemoWorkers
     observer: Observer
     producer: EventProducer
     users: AssistantUsers
@@ -107,21 +108,14 @@ class Stage:
                 rows.append(f"{cohort}/{version}{'*' if shifted else ''}={t.correct / t.total:.2f}")
         return f"devices on {versions or 'nothing yet'}; answers right: {', '.join(rows) or '-'}"
 
-    def problem(self) -> str | None:
-        for worker in self.workers:
-            if worker.returncode is not None:
-                return f"the {worker.name} exited with {worker.returncode} (log: {self.run.logs})"
-        return None
-
-    async def wait(self, what: str, ready: object) -> None:
-        assert callable(ready)
+    async def wait(self, what: str, ready: Callable[[], bool]) -> None:
         await wait_until(
             what,
             ready,
             timeout_s=self.config.step_timeout_s,
             progress=self.progress,
             say=self.run.say,
-            alive=self.problem,
+            alive=self.workers.problem,
         )
 
     def cohort_devices(self, cohort: str) -> list[EdgeRuntime]:
@@ -239,12 +233,11 @@ async def staged(
     from edge_runtime.settings import EdgeSettings
 
     key, base, v1 = await asyncio.to_thread(prepare, run, config, timeline)
-    procs = workers(run, config, web_port)
+    procs = DemoWorkers(run, workers(run, config, web_port))
     observer = Observer(run.conn, timeline)
     runtimes: list[EdgeRuntime] = []
     try:
-        for proc in procs:
-            proc.start()
+        procs.start()
         # The simulated fleet shares this machine with the workers, which in a deployment run
         # on machines of their own: it yields to them (the workers started before this).
         os.nice(10)
@@ -295,8 +288,7 @@ async def staged(
             with contextlib.suppress(Exception):
                 await runtime.stop()
         await observer.stop()
-        for proc in procs:
-            proc.stop()
+        procs.stop()
 
 
 async def play(stage: Stage) -> None:
