@@ -50,7 +50,12 @@ from workloads import commands
 if TYPE_CHECKING:
     from edge_runtime.runtime import EdgeRuntime
 
-TERMINAL = {RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED}
+TERMINAL = {
+    RolloutStatus.SUCCEEDED,
+    RolloutStatus.ROLLED_BACK,
+    RolloutStatus.ABORTED,
+    RolloutStatus.INCONCLUSIVE,  # waits for a human: the act cannot go on
+}
 
 
 @dataclasses.dataclass(frozen=True)

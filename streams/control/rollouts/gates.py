@@ -11,8 +11,12 @@ Gates, and why each is judged the way it is:
   with the pooled standard error. The false-alarm rate of one look is ``alpha``; the caller
   passes the per-look alpha (the state machine divides its per-stage alpha by the number of
   looks a stage may take, Bonferroni). The normal approximation needs enough expected counts;
-  below ``min_expected_count`` in any cell the gate falls back to a stated threshold on the
-  difference of rates and says so in the measurement's detail.
+  below ``min_expected_count`` in any cell the gate uses Fisher's exact test instead, which
+  holds its false-alarm rate at any sample size: it fails on a significant difference, passes
+  a canary worse than stable by no more than a stated margin, and leaves one worse by more than
+  that but not significantly *undecided* (the window is INSUFFICIENT: the stage's evidence keeps
+  adding up until the z-test applies or the deadline passes). A fixed margin alone would decide
+  on noise at a few dozen answers, where one answer more is several points of rate.
 - **p95 latency relative to stable** is a tail-proportion test on the latency histograms: take
   the bucket holding the *pooled* p95 and count, per group, the requests slower than its upper
   bound; a canary whose p95 regressed has a larger share of requests in that tail, which the
@@ -32,8 +36,10 @@ Gates, and why each is judged the way it is:
   no variance to test with; ``min_logprob_tokens`` tokens per group are needed to judge it);
   label-free answer quality — the share of answers not in the manifest's declared output
   format, of empty answers and of refusals — against stable with the two-proportion test (so a
-  canary fails on "answers stopped being valid JSON" before any label arrives), and the format
-  violation rate as an SLO (``max_format_violation_rate``).
+  canary fails on "answers stopped being valid JSON" before any label arrives; these are
+  answer-quality rates of several percent, so their small-sample margin is the feedback
+  quality's, not the error rate's), and the format violation rate as an SLO
+  (``max_format_violation_rate``).
 
 Requests are counted as independent trials. Requests of one device are correlated, so with
 few reporting devices the real false-alarm rate can exceed the stated one; the minimum number
@@ -46,9 +52,17 @@ import dataclasses
 import enum
 import math
 
-from streams.control.rollouts.statistics import Alternative, latency_tail_split, two_proportion_z
+from streams.control.rollouts.statistics import (
+    Alternative,
+    fisher_exact,
+    latency_tail_split,
+    two_proportion_z,
+)
 from streams.events import Generation, Histogram, Measurement
 from streams.events.histograms import quantile
+
+P_AT_LEAST = "p >="
+"""The comparison of a statistical gate; one with ``passed`` None could not decide yet."""
 
 # --------------------------------------------------------------------------- inputs and policy
 
@@ -356,27 +370,39 @@ def _proportion_gate(
             metric=metric,
             value=test.p_value,
             threshold=alpha,
-            comparison="p >=",
+            comparison=P_AT_LEAST,
             passed=test.p_value >= alpha,
             detail=(
                 f"one-sided two-proportion z-test ({what}): z={test.z:.3f}, "
                 f"p={test.p_value:.4g}, alpha={alpha:.4g}; {counts}"
             ),
         )
-    # Too few expected counts for the normal approximation: a stated threshold instead.
+    # Too few expected counts for the normal approximation: Fisher's exact test decides a
+    # failure, and a canary no worse than stable by more than the stated margin passes. One
+    # that looks worse by more than the margin without significance is undecided: the stage
+    # keeps collecting (its evidence adds up) until the z-test applies or the deadline passes.
     diff = test.canary_rate - test.stable_rate
     if alternative is Alternative.LESS:
         diff = -diff
+    p_value = fisher_exact(hits[0], ns[0], hits[1], ns[1], alternative)
+    passed: bool | None
+    if p_value < alpha:
+        passed, outcome = False, "significant"
+    elif diff <= fallback_margin:
+        passed, outcome = True, "within the margin"
+    else:
+        passed, outcome = None, "beyond the margin but not significant: undecided"
     return Measurement(
         metric=metric,
-        value=diff,
-        threshold=fallback_margin,
-        comparison="<=",
-        passed=diff <= fallback_margin,
+        value=p_value,
+        threshold=alpha,
+        comparison=P_AT_LEAST,
+        passed=passed,
         detail=(
             f"sample too small for the z-test (smallest expected count "
-            f"{test.min_expected:.2f} < {policy.min_expected_count:g}): threshold on the "
-            f"{what} difference; {counts}"
+            f"{test.min_expected:.2f} < {policy.min_expected_count:g}): one-sided Fisher exact "
+            f"test ({what}) p={p_value:.4g}, alpha={alpha:.4g}; difference {diff:+.4g} vs "
+            f"margin {fallback_margin:g}: {outcome}; {counts}"
         ),
     )
 
@@ -432,7 +458,7 @@ def _tail_gate(
                 metric=metric,
                 value=test.p_value,
                 threshold=alpha,
-                comparison="p >=",
+                comparison=P_AT_LEAST,
                 passed=test.p_value >= alpha,
                 detail=(
                     f"one-sided tail-proportion z-test: {what} slower than "
@@ -487,7 +513,7 @@ def _relative_generation_gates(
                 (c.format_checked, s.format_checked),
                 Alternative.GREATER,
                 alpha,
-                policy.error_rate_fallback_margin,
+                policy.quality_fallback_margin,
                 policy,
                 "rate of answers not in the declared format",
             )
@@ -504,7 +530,7 @@ def _relative_generation_gates(
                     (c.generations, s.generations),
                     Alternative.GREATER,
                     alpha,
-                    policy.error_rate_fallback_margin,
+                    policy.quality_fallback_margin,
                     policy,
                     what,
                 )
@@ -614,7 +640,7 @@ def judge(
     expected_devices: int | None = None,
 ) -> Judgement:
     """Judge one window: FAIL if any gate fails, INSUFFICIENT if the samples are too small to
-    judge, else PASS.
+    judge or a small-sample gate could not decide, else PASS.
 
     ``alpha`` is the false-alarm rate of this one look for each statistical gate.
     ``stable_required`` makes a stable group with ``min_requests`` mandatory (while canarying);
@@ -642,6 +668,14 @@ def judge(
         names = ", ".join(_describe(m) for m in failed)
         return Judgement(
             verdict=Verdict.FAIL, reason=f"gate failed: {names}", measurements=measurements
+        )
+    undecided = [m for m in gates if m.passed is None and m.comparison == P_AT_LEAST]
+    if undecided:
+        names = ", ".join(m.metric for m in undecided)
+        return Judgement(
+            verdict=Verdict.INSUFFICIENT,
+            reason=f"not enough data to decide: {names} (canary worse, not significantly)",
+            measurements=measurements,
         )
     judged = sum(1 for m in gates if m.passed is True)
     return Judgement(

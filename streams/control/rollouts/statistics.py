@@ -1,4 +1,5 @@
-"""The tests behind the gates: one-sided two-proportion z-test and the latency tail split.
+"""The tests behind the gates: one-sided two-proportion z-test, Fisher's exact test for small
+samples, and the latency tail split.
 
 Pure functions over counts and histograms; :mod:`streams.control.rollouts.gates` explains why each
 gate uses which.
@@ -104,3 +105,37 @@ def latency_tail_split(canary: Histogram, stable: Histogram, q: float) -> TailSp
         stable_slow=sum(stable.counts[i + 1 :]),
         stable_n=stable.total,
     )
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_exact(
+    canary_hits: int,
+    canary_n: int,
+    stable_hits: int,
+    stable_n: int,
+    alternative: Alternative = Alternative.GREATER,
+) -> float:
+    """One-sided p-value of Fisher's exact test of canary vs stable.
+
+    Conditioned on the total number of hits, the canary's hits are hypergeometric under "no
+    difference"; the p-value is ``P(X >= canary_hits)`` for ``GREATER`` and
+    ``P(X <= canary_hits)`` for ``LESS``. It holds its false-alarm rate at any sample size
+    (conservatively), which is why the gates use it where the z-test's normal approximation
+    does not hold.
+    """
+    for name, hits, n in (("canary", canary_hits, canary_n), ("stable", stable_hits, stable_n)):
+        if n <= 0 or not 0 <= hits <= n:
+            raise ValueError(f"{name}: need 0 <= hits <= n and n > 0, got {hits}/{n}")
+    k = canary_hits + stable_hits
+    total = _log_comb(canary_n + stable_n, k)
+    low, high = max(0, k - stable_n), min(k, canary_n)
+    xs = (
+        range(canary_hits, high + 1)
+        if alternative is Alternative.GREATER
+        else range(low, canary_hits + 1)
+    )
+    p = math.fsum(math.exp(_log_comb(canary_n, x) + _log_comb(stable_n, k - x) - total) for x in xs)
+    return min(1.0, p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -364,6 +365,28 @@ def test_a_canary_whose_answers_stop_being_in_format_fails_before_any_label():
         "format_violation_rate.relative",
     }
     assert judge(same, stable, policy, alpha=0.01, stable_required=True).verdict is Verdict.PASS
+
+
+def test_a_few_dozen_answers_are_not_failed_on_an_unlucky_answer_or_two():
+    policy = GatePolicy(min_requests=20, max_logprob_drop=None)
+    stable = _group(generation(stop=30, checked=30), requests=30)
+
+    def gate(violations: int):
+        canary = _group(generation(stop=29, checked=29, violations=violations), requests=29)
+        j = judge(canary, stable, policy, alpha=0.01, stable_required=True)
+        return j, next(m for m in j.measurements if m.metric == "format_violation_rate.relative")
+
+    # 4 of 29 out of format against none of 30: Fisher p = C(29,4)/C(59,4) = .052, undecided
+    j, m = gate(4)
+    assert m.value == pytest.approx(math.comb(29, 4) / math.comb(59, 4))
+    assert m.passed is None
+    assert j.verdict is Verdict.INSUFFICIENT
+    # One (3.4 points) is within the answer-quality margin of 5 points.
+    assert gate(1)[0].verdict is Verdict.PASS
+    # Nine of 29 against none is evidence.
+    j, m = gate(9)
+    assert m.passed is False
+    assert j.verdict is Verdict.FAIL
 
 
 def test_more_empty_answers_or_refusals_than_stable_fail_their_relative_gates():

@@ -11,6 +11,7 @@ import pytest
 from streams.control.rollouts.gates import GatePolicy, GroupMetrics, Verdict, judge
 from streams.control.rollouts.statistics import (
     Alternative,
+    fisher_exact,
     latency_tail_split,
     normal_sf,
     two_proportion_z,
@@ -150,18 +151,57 @@ def test_latency_falls_back_to_a_ratio_without_histograms():
     assert m.detail.startswith("no histograms")
 
 
-def test_small_samples_fall_back_to_a_stated_threshold():
-    policy = GatePolicy(min_requests=100, max_error_rate=None)
-    canary = GroupMetrics(devices=5, requests=200, errors=3)
-    stable = GroupMetrics(devices=5, requests=2000, errors=4)
+def test_fisher_exact_matches_hand_computation():
+    # 3/4 vs 1/4, four hits in eight: P(X >= 3) = (C(4,3) C(4,1) + C(4,4) C(4,0)) / C(8,4) = 17/70
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(17 / 70)
+    assert fisher_exact(1, 4, 3, 4, Alternative.LESS) == pytest.approx(17 / 70)
+    # 4/29 vs 0/30: only the observed table is as extreme, C(29,4) / C(59,4)
+    assert fisher_exact(4, 29, 0, 30) == pytest.approx(math.comb(29, 4) / math.comb(59, 4))
+    assert fisher_exact(0, 29, 0, 30) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="hits <= n"):
+        fisher_exact(5, 4, 0, 4)
+
+
+def test_fisher_exact_holds_its_false_alarm_rate_at_small_samples():
+    rng = random.Random(11)
+    alpha, trials = 0.05, 5000
+    for n, p in ((30, 0.05), (30, 0.3), (200, 0.01)):
+        draw = _binomial_sampler(n, p, rng)
+        alarms = sum(fisher_exact(draw(), n, draw(), n) < alpha for _ in range(trials))
+        # conservative: at most alpha, plus 3 sd of the observed rate (sd = .003)
+        assert alarms / trials <= alpha + 0.01, (n, p, alarms / trials)
+
+
+def _error_gate(canary: GroupMetrics, stable: GroupMetrics):
+    policy = GatePolicy(min_requests=20, max_error_rate=None)
     j = judge(canary, stable, policy, alpha=0.01, stable_required=True)
-    m = next(m for m in j.measurements if m.metric == "error_rate.relative")
-    # pooled 7/2200: expected errors in the canary 200 * 7/2200 = .64 < 5
+    return j, next(m for m in j.measurements if m.metric == "error_rate.relative")
+
+
+def test_small_samples_use_the_exact_test_and_a_margin():
+    stable = GroupMetrics(devices=5, requests=2000, errors=4)
+    # pooled 7/2200: expected errors in the canary 200 * 7/2200 = .64 < 5; Fisher p = .0197
+    j, m = _error_gate(GroupMetrics(devices=5, requests=200, errors=3), stable)
     assert "sample too small for the z-test" in m.detail
-    assert m.value == pytest.approx(3 / 200 - 4 / 2000)
-    assert m.threshold == policy.error_rate_fallback_margin
-    assert m.passed is False
+    assert m.value == pytest.approx(0.019672, abs=1e-5)
+    assert m.passed is None  # 1.3 points worse: beyond the 1-point margin, not significant
+    assert j.verdict is Verdict.INSUFFICIENT
+    assert "error_rate.relative" in j.reason
+    # The same rates on ten times the canary's requests are judged by the z-test, and fail.
+    j, m = _error_gate(GroupMetrics(devices=5, requests=2000, errors=30), stable)
+    assert "z-test" in m.detail
+    assert "too small" not in m.detail
     assert j.verdict is Verdict.FAIL
+    # Significant at a small sample: fails on the exact test.
+    j, m = _error_gate(GroupMetrics(devices=5, requests=200, errors=6), stable)
+    assert m.passed is False
+    assert m.value is not None
+    assert m.value < 0.01
+    assert j.verdict is Verdict.FAIL
+    # Within the margin: passes.
+    j, m = _error_gate(GroupMetrics(devices=5, requests=200, errors=1), stable)
+    assert m.passed is True
+    assert j.verdict is Verdict.PASS
 
 
 def test_too_few_devices_or_requests_is_insufficient_not_a_failure():
