@@ -220,25 +220,21 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from slmops.demo import DemoConfig, run_demo
+    from slmops.demo.assistant.act import AssistantConfig
 
-    if args.scenario == "assistant":
-        from slmops.demo.assistant.act import AssistantConfig
-
-        config = DemoConfig(web_port=args.web_port)
-        assistant = AssistantConfig(
-            devices=args.devices or AssistantConfig.devices,
-            adapt_steps=args.adapt_steps,
-        )
-        return run_demo(
-            _settings(args),
-            keep_running=args.keep_running,
-            progress=_say,
-            config=config,
-            scenario="assistant",
-            assistant=assistant,
-        )
     config = DemoConfig(devices=args.devices or DemoConfig.devices, web_port=args.web_port)
-    return run_demo(_settings(args), keep_running=args.keep_running, progress=_say, config=config)
+    assistant = AssistantConfig(
+        devices=args.assistant_devices or AssistantConfig.devices,
+        adapt_steps=args.adapt_steps,
+    )
+    return run_demo(
+        _settings(args),
+        keep_running=args.keep_running,
+        progress=_say,
+        config=config,
+        scenario=args.scenario,
+        assistant=assistant,
+    )
 
 
 # ----------------------------------------------------------------------------- parser
@@ -303,11 +299,15 @@ examples:
   slmops tail alerts --follow --new-only    wait for new alerts until Ctrl-C
 """
 DEMO_EPILOG = """\
-Starts the local broker when SLMOPS_BOOTSTRAP_SERVERS is unset and uses its own topic prefix.
-The assistant act builds SmolLM2 once (a few minutes) and keeps the build under
-.local/models/demo-assistant for later runs.
+Two acts, each on its own topic prefix: the intent classifier (drift, re-optimization, canary,
+the rollback of a bad build; about ten minutes), then the assistant (a generative SLM adapted to
+one cohort's drift by a LoRA adapter; about ten minutes, plus a few the first time, when it
+builds SmolLM2 and v1's adapter and keeps them under .local/models/demo-assistant).
+Starts the local broker when SLMOPS_BOOTSTRAP_SERVERS is unset. Exits 0 only if every
+expectation of every act held.
 examples:
-  slmops demo --devices 8 --keep-running
+  slmops demo
+  slmops demo --scenario classifier --devices 8 --keep-running
   slmops demo --scenario assistant
 """
 
@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         cmd_demo,
-        "the closed loop end to end: drift, re-optimization, canary, rollback (a few minutes)",
+        "the closed loop end to end, classifier then assistant: drift, re-optimization, "
+        "canary, rollback, a cohort's adapter (about twenty minutes)",
         epilog=DEMO_EPILOG,
     )
     p.add_argument(
@@ -467,17 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenario",
-        choices=("classifier", "assistant"),
-        default="classifier",
-        help="classifier: the intent classifier's drift, re-optimization and rollback (default); "
-        "assistant (in progress, not yet part of make demo): SmolLM2 adapted to one cohort's "
-        "drift by a LoRA adapter alone",
+        choices=("all", "classifier", "assistant"),
+        default="all",
+        help="all: both acts in turn (default, what make demo runs); classifier: the intent "
+        "classifier's drift, re-optimization and rollback; assistant: SmolLM2 adapted to one "
+        "cohort's drift by a LoRA adapter alone",
     )
     p.add_argument(
         "--devices",
         type=positive_int,
         default=None,
-        help="simulated edge runtimes (default 16; 6 for the assistant)",
+        help="simulated edge runtimes of the classifier act (default 16)",
+    )
+    p.add_argument(
+        "--assistant-devices",
+        type=positive_int,
+        default=None,
+        help="simulated edge runtimes of the assistant act, half per cohort (default 6)",
     )
     p.add_argument(
         "--adapt-steps",

@@ -27,7 +27,7 @@ class Checks:
     """The expectations a run checked; the demo succeeds only if it ran through and all held."""
 
     results: list[tuple[bool, str]] = dataclasses.field(default_factory=list)
-    completed: bool = False  # both scenarios ran to the end
+    completed: bool = False  # the act ran to the end
 
     def expect(self, ok: bool, what: str) -> bool:
         self.results.append((ok, what))
@@ -37,8 +37,8 @@ class Checks:
     def all_held(self) -> bool:
         return self.completed and all(ok for ok, _ in self.results)
 
-    def report(self, say: Say) -> None:
+    def report(self, say: Say, title: str = "demo") -> None:
         say("")
         for ok, what in self.results:
             say(f"  {'ok  ' if ok else 'FAIL'} {what}")
-        say("demo OK" if self.all_held else "demo FAILED: an expectation did not hold")
+        say(f"{title} OK" if self.all_held else f"{title} FAILED: an expectation did not hold")

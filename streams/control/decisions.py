@@ -1,5 +1,5 @@
-"""What an incident publishes: one ``Alert`` and, once per model version (or per cohort of it, with
-the model's ``per_cohort`` rule), an optimization request.
+"""What an incident publishes: one ``Alert`` and, once per model version (or once per cohort of the
+model, with its ``per_cohort`` rule) within the cooldown, an optimization request.
 
 Decisions go out at least once with stable ids: each event's id is derived from the incident, so
 one republished after a crash between send and changelog carries the same ``event_id`` and
@@ -84,9 +84,16 @@ class Decisions:
         )
         key = d.group.model_id.encode()
         await self._alerts.send(key=key, value=alert)
-        # One build per model version (per cohort with ``per_cohort``): when another cohort of
-        # the same version already asked within the cooldown, this incident joins that request.
-        rkey = f"{d.group.model_id}|{d.group.version}" + (f"|{cohort}" if cohort else "")
+        # One build per model version within the cooldown: when another cohort of the same
+        # version already asked, this incident joins that request. With ``per_cohort``, one
+        # build per cohort of the model: the version built for a cohort's request inherits that
+        # request's cooldown, so its first windows there (canarying, or just promoted, while the
+        # cohort's quality is still recovering) do not ask for yet another build.
+        rkey = (
+            f"{d.group.model_id}|{d.group.version}"
+            if cohort is None
+            else (f"{d.group.model_id}|cohort={cohort}")
+        )
         earlier = self._requested.get(rkey)
         if earlier is not None and w - int(earlier["w"]) <= rules.cooldown_windows:
             log.warning(

@@ -21,7 +21,9 @@ class Topic:
         self.sent.append(value)
 
 
-def decide(settings: ControlSettings, *groups: GroupKey) -> list[OptimizationRequest]:
+def decide(
+    settings: ControlSettings, *groups: GroupKey, windows: tuple[int, ...] = ()
+) -> list[OptimizationRequest]:
     requests = Topic()
     decisions = Decisions(
         settings,
@@ -32,16 +34,17 @@ def decide(settings: ControlSettings, *groups: GroupKey) -> list[OptimizationReq
         alerted=lambda _: None,
     )
     for n, group in enumerate(groups):
+        w = windows[n] if windows else 3
         decision = Decision(
             group=group,
-            window=3,
+            window=w,
             incident_id=f"i{n}",
             kind="quality_drop",
             severity=Severity.WARNING,
             reason="quality below SLO",
             evidence=(),
         )
-        asyncio.run(decisions.publish(decision, 3))
+        asyncio.run(decisions.publish(decision, w))
     return requests.sent
 
 
@@ -68,3 +71,30 @@ def test_feedback_without_a_cohort_asks_for_the_whole_fleet_even_per_cohort():
     settings = ControlSettings(model_rules={"slm": SloRules(per_cohort=True)})
     sent = decide(settings, GroupKey("slm", "v1", ANY))
     assert [r.cohort for r in sent] == [None]
+
+
+def test_a_cohorts_new_version_inherits_the_cooldown_of_the_request_that_built_it():
+    settings = ControlSettings(model_rules={"slm": SloRules(per_cohort=True, cooldown_windows=10)})
+    sent = decide(
+        settings,
+        GroupKey("slm", "v1", "pilot"),
+        GroupKey("slm", "v2", "pilot"),  # built for the first request, canarying: joins it
+        GroupKey("slm", "v2", "general"),  # another cohort asks for itself
+        GroupKey("slm", "v2", "pilot"),  # after the cooldown: a new build
+        windows=(3, 8, 8, 14),
+    )
+    assert [(r.base_version, r.cohort) for r in sent] == [
+        ("v1", "pilot"),
+        ("v2", "general"),
+        ("v2", "pilot"),
+    ]
+
+
+def test_fleet_wide_requests_stay_once_per_version():
+    sent = decide(
+        ControlSettings(),
+        GroupKey("m", "v1", "pilot"),
+        GroupKey("m", "v2", "pilot"),
+        windows=(3, 4),
+    )
+    assert [r.base_version for r in sent] == ["v1", "v2"]
