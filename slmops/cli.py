@@ -300,8 +300,8 @@ examples:
 """
 DEMO_EPILOG = """\
 Two acts, each on its own topic prefix: the intent classifier (drift, re-optimization, canary,
-the rollback of a bad build; about ten minutes), then the assistant (a generative SLM adapted to
-one cohort's drift by a LoRA adapter; about ten minutes, plus a few the first time, when it
+the rollback of a bad build; about five minutes), then the assistant (a generative SLM adapted
+to one cohort's drift by a LoRA adapter; about ten minutes, plus five the first time, when it
 builds SmolLM2 and v1's adapter and keeps them under .local/models/demo-assistant).
 Starts the local broker when SLMOPS_BOOTSTRAP_SERVERS is unset. Exits 0 only if every
 expectation of every act held.
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "the closed loop end to end, classifier then assistant: drift, re-optimization, "
-        "canary, rollback, a cohort's adapter (about twenty minutes)",
+        "canary, rollback, a cohort's adapter (about fifteen minutes)",
         epilog=DEMO_EPILOG,
     )
     p.add_argument(
