@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from slmops.errors import UnknownModelError
+from streams.control.rollouts.gates import P_AT_LEAST
 from streams.events import (
     CohortSelector,
     DeviceStatus,
@@ -137,6 +138,8 @@ async def read_state(conn: KafkaConnection) -> tuple[list[RolloutState], list[De
 
 def _gate_line(m: Measurement) -> str:
     verdict = {True: "pass", False: "FAIL", None: "n/a"}[m.passed]
+    if m.passed is None and m.comparison == P_AT_LEAST:
+        verdict = "undecided"  # a small-sample test: the stage collects more evidence
     value = "-" if m.value is None else f"{m.value:.4g}"
     threshold = "" if m.threshold is None else f" {m.comparison} {m.threshold:.4g}"
     detail = f"  ({m.detail})" if m.detail else ""

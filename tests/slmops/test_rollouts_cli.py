@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from slmops.rollouts import describe
+from slmops.rollouts import _gate_line, describe
+from streams.control.rollouts.gates import P_AT_LEAST
 from streams.control.rollouts.inputs import Start
 from streams.control.rollouts.machine import transition
 from streams.control.rollouts.state import Rollout
@@ -17,6 +18,7 @@ from streams.events import (
     CohortSelector,
     DeviceState,
     DeviceStatus,
+    Measurement,
     ModelVersion,
     RolloutCommand,
     RolloutCommandKind,
@@ -74,6 +76,19 @@ def test_describe_counts_devices_in_scope_per_version():
     assert "stage    1/4 at 5%" in lines
     assert "history:" in lines
     assert "PENDING" in lines
+
+
+def test_a_small_sample_gate_that_cannot_decide_yet_reads_undecided():
+    def line(passed: bool | None, comparison: str) -> str:
+        m = Measurement(
+            metric="x", value=0.05, threshold=0.01, comparison=comparison, passed=passed
+        )
+        return _gate_line(m).split()[-1]
+
+    assert line(None, P_AT_LEAST) == "undecided"
+    assert line(None, "<=") == "n/a"
+    assert line(False, P_AT_LEAST) == "FAIL"
+    assert line(True, P_AT_LEAST) == "pass"
 
 
 @pytest.mark.integration
