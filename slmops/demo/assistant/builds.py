@@ -40,8 +40,11 @@ ADAPT_RECIPE = """\
 # clean requests the first adapter learned), exported for the base build devices hold.
 # It goes on from the serving adapter's factors, so the learning rate is a third of v1's
 # (5e-3 there undid what v1 knew: 39% -> 29% right on shifted requests, against 61% at 1e-3).
-# Accepted unless it answers the held-out requests worse than what serves by more than two
-# in forty (the noise of forty answers); the canary on live traffic is the proof.
+# The held-out slice is the newest few dozen consented answers (27 to 40 in runs of this
+# act): a candidate as good as what serves differs from it there by a few answers either way
+# (measured drops 0, 0 and 2 of 27 for candidates that then did better live). So the offline
+# gate only refuses what broke v1's skill, a drop of a fifth (5e-3 above: 0.62 -> 0.33); the
+# finer call is the canary's, on live traffic, whose gates wait for evidence.
 name = "adapt"
 eval_fraction = 0.25
 [[steps]]
@@ -58,7 +61,7 @@ probe_count = 1
 # sharpens the logits, and the int4 bound (0.75 of the logits' scale) was measured without one.
 tolerance = 1.5
 [gates]
-max_quality_drop = 0.05
+max_quality_drop = 0.2
 """
 
 
