@@ -5,6 +5,7 @@
     SlmopsError              root; the CLI prints its message and exits 1
     ├── FileAccessError      a file (or stdin) a command reads or writes cannot be used as asked
     ├── LocalKafkaError      the embedded broker cannot be fetched, started or stopped
+    ├── RolloutRefusedError  a rollout command that cannot be carried out as asked
     ├── UnknownModelError    a model or version the registry does not hold
     └── WorkerProcessError   a child worker process let down the parent waiting on it
         ├── WorkerExitedError    it exited while the parent waited for something
@@ -33,6 +34,10 @@ class FileAccessError(SlmopsError):
 
 class LocalKafkaError(SlmopsError):
     """The local broker could not be fetched, started or stopped; the message says why."""
+
+
+class RolloutRefusedError(SlmopsError):
+    """A rollout command refused before it was sent (the message says why and what to do)."""
 
 
 class UnknownModelError(SlmopsError):

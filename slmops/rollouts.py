@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from slmops.errors import UnknownModelError
+from slmops.errors import RolloutRefusedError, UnknownModelError
 from streams.control.rollouts.gates import P_AT_LEAST
+from streams.control.rollouts.targets import StartRefused, plan_start
 from streams.events import (
+    Alert,
     CohortSelector,
     DeviceStatus,
     Measurement,
@@ -26,10 +29,18 @@ from streams.events import (
     RolloutCommand,
     RolloutCommandKind,
     RolloutState,
+    RolloutStatus,
     to_json,
 )
+from streams.events.answers import answer_id
 from streams.events.membership import Device, in_scope, is_member
-from streams.kafka.clients import EventProducer, read_current
+from streams.kafka.clients import (
+    EventConsumer,
+    EventProducer,
+    Received,
+    Undecodable,
+    read_current,
+)
 from streams.kafka.connection import KafkaConnection
 
 Connect = Callable[[argparse.Namespace], KafkaConnection]
@@ -54,33 +65,156 @@ def _stages(text: str) -> tuple[float, ...]:
         ) from exc
 
 
-async def _send(conn: KafkaConnection, command: RolloutCommand) -> None:
-    async with EventProducer(conn) as producer:
-        await producer.send_and_wait(command)
+# Exit codes of the commands that send (start, pause, resume, abort, promote).
+SENT_OK, REFUSED, NO_ANSWER = 0, 1, 3
+# Exit codes of `status --watch`.
+WATCH_SUCCEEDED, WATCH_BACK, WATCH_INCONCLUSIVE, WATCH_TIMEOUT = 0, 1, 3, 4
+_FINAL = {
+    RolloutStatus.SUCCEEDED: WATCH_SUCCEEDED,
+    RolloutStatus.ROLLED_BACK: WATCH_BACK,
+    RolloutStatus.ABORTED: WATCH_BACK,
+    RolloutStatus.INCONCLUSIVE: WATCH_INCONCLUSIVE,
+}
+_ANSWERED_OK = {"rollout_command_ignored"}  # asked for what already holds: nothing to redo
 
 
-async def _registered(conn: KafkaConnection, model_id: str) -> list[str]:
-    """The versions of ``model_id`` on the model registry, oldest registration first."""
-    events = await read_current(conn, (ModelVersion,), name="rollout-start")
-    versions = [e for e in events if isinstance(e, ModelVersion) and e.model_id == model_id]
-    return [mv.version for mv in sorted(versions, key=lambda mv: mv.occurred_at)]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fleet:
+    """The latest registry records, device statuses and rollout states, from the topics."""
+
+    versions: list[ModelVersion]
+    devices: list[DeviceStatus]
+    rollouts: list[RolloutState]
+
+    def model_versions(self, model_id: str) -> dict[str, ModelVersion]:
+        return {mv.version: mv for mv in self.versions if mv.model_id == model_id}
+
+    def rollout(self, rollout_id: str) -> RolloutState | None:
+        return next((r for r in self.rollouts if r.rollout_id == rollout_id), None)
 
 
-def check_versions(model_id: str, wanted: Sequence[str | None], registered: Sequence[str]) -> None:
-    """Refuse a rollout to or from a version the registry does not hold: the controller would
-    only refuse it later, out of sight of whoever typed the command."""
-    if not registered:
-        raise UnknownModelError(model_id)
-    for version in wanted:
-        if version is not None and version not in registered:
-            raise UnknownModelError(model_id, version, registered)
+def _latest(events: Sequence[Any]) -> Fleet:
+    versions: dict[str, ModelVersion] = {}
+    devices: dict[str, DeviceStatus] = {}
+    rollouts: dict[str, RolloutState] = {}
+    for e in events:
+        if isinstance(e, ModelVersion):
+            mv = versions.get(e.ref)
+            if mv is None or e.occurred_at >= mv.occurred_at:
+                versions[e.ref] = e
+        elif isinstance(e, DeviceStatus):
+            ds = devices.get(e.device_id)
+            if ds is None or e.occurred_at >= ds.occurred_at:
+                devices[e.device_id] = e
+        elif isinstance(e, RolloutState):
+            rs = rollouts.get(e.rollout_id)
+            if rs is None or e.revision >= rs.revision:
+                rollouts[e.rollout_id] = e
+    return Fleet(list(versions.values()), list(devices.values()), list(rollouts.values()))
+
+
+async def read_fleet(conn: KafkaConnection) -> Fleet:
+    """The current registry, device statuses and rollouts (compacted topics, read to their end)."""
+    return _latest(
+        await read_current(conn, (ModelVersion, DeviceStatus, RolloutState), name="rollout-cli")
+    )
+
+
+async def send_and_wait(
+    conn: KafkaConnection, command: RolloutCommand, wait_s: float
+) -> RolloutState | Alert | None:
+    """Send ``command`` and wait up to ``wait_s`` for the controller's answer (the event whose
+    id :func:`answer_id` derives); None when none came. The answer topics are read from their
+    end as of *before* the send, so the answer cannot be missed however fast it comes."""
+    if wait_s <= 0:
+        async with EventProducer(conn) as producer:
+            await producer.send_and_wait(command)
+        return None
+    catalog = conn.catalog()
+    topics = [catalog.topic_for(RolloutState), catalog.topic_for(Alert)]
+    want = answer_id(command.event_id)
+    async with EventConsumer(conn, topics, name="rollout-answer", from_beginning=False) as consumer:
+        async with EventProducer(conn) as producer:
+            await producer.send_and_wait(command)
+        try:
+            async with asyncio.timeout(wait_s):
+                async for record in consumer.raw_records():
+                    if isinstance(record, Received) and record.event.event_id == want:
+                        answer = record.event
+                        assert isinstance(answer, RolloutState | Alert)
+                        return answer
+        except TimeoutError:
+            return None
+    return None
+
+
+def report(command: RolloutCommand, answer: RolloutState | Alert | None, wait_s: float) -> int:
+    """Print the controller's answer to ``command``; the exit code says what it was."""
+    what = f"{command.command.value.lower()} of rollout {command.rollout_id}"
+    if answer is None:
+        print(
+            f"slmops: error: no answer to {what} from the rollout controller within {wait_s:g}s; "
+            "the command is on the rollout-commands topic and is carried out once a control "
+            "worker reads it (is one running? `slmops rollout status` shows what it did)",
+            file=sys.stderr,
+        )
+        return NO_ANSWER
+    if isinstance(answer, RolloutState):
+        print(
+            f"rollout {answer.rollout_id}: {answer.status.value} at {answer.percent:g}% "
+            f"({answer.model_id} {answer.from_version or '-'} -> {answer.to_version}) — "
+            f"{answer.reason}"
+        )
+        return SENT_OK
+    if answer.kind in _ANSWERED_OK:
+        print(answer.message)
+        return SENT_OK
+    print(f"slmops: error: {answer.message}", file=sys.stderr)
+    return REFUSED
+
+
+def _wait_s(args: argparse.Namespace) -> float:
+    return 0.0 if args.no_wait else float(args.wait_s)
+
+
+def _sent(command: RolloutCommand, args: argparse.Namespace, conn: KafkaConnection) -> int:
+    wait_s = _wait_s(args)
+    answer = asyncio.run(send_and_wait(conn, command, wait_s))
+    if wait_s <= 0:
+        print(f"requested {command.command.value.lower()} of rollout {command.rollout_id}")
+        return SENT_OK
+    return report(command, answer, wait_s)
 
 
 def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
     conn = connect(args)
+    selector = CohortSelector(
+        cohorts=tuple(args.cohort),
+        hardware_profiles=tuple(args.hardware_profile),
+        labels=_labels(args.label),
+    )
+    from_version = args.from_version
     if not args.no_check:
-        registered = asyncio.run(_registered(conn, args.model))
-        check_versions(args.model, (args.to, args.from_version), registered)
+        fleet = asyncio.run(read_fleet(conn))
+        versions = fleet.model_versions(args.model)
+        if not versions:
+            raise UnknownModelError(args.model)
+        try:
+            plan = plan_start(
+                args.model,
+                args.to,
+                selector,
+                from_version=from_version,
+                versions=versions,
+                devices=fleet.devices,
+            )
+        except StartRefused as exc:
+            raise RolloutRefusedError(str(exc)) from exc
+        from_version = plan.from_version
+        print(
+            f"stable version {from_version} ({plan.source}); "
+            f"{plan.in_scope} device(s) of {args.model} in scope"
+        )
     rollout_id = args.id or f"{args.model}-{args.to}-{uuid.uuid4().hex[:6]}"
     command = RolloutCommand(
         producer="slmops-cli",
@@ -89,51 +223,40 @@ def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
         actor=args.actor,
         note=args.note,
         model_id=args.model,
-        from_version=args.from_version,
+        from_version=from_version,
         to_version=args.to,
-        selector=CohortSelector(
-            cohorts=tuple(args.cohort),
-            hardware_profiles=tuple(args.hardware_profile),
-            labels=_labels(args.label),
-        ),
+        selector=selector,
         stages=args.stages,
     )
-    asyncio.run(_send(conn, command))
-    print(f"requested rollout {rollout_id}: {args.model} -> {args.to}")
-    print(f"follow it with: slmops rollout status {rollout_id}")
-    return 0
+    code = _sent(command, args, conn)
+    if code == SENT_OK:
+        print(f"follow it with: slmops rollout status {rollout_id} --watch")
+    return code
 
 
 def _steer(kind: RolloutCommandKind) -> Callable[[argparse.Namespace, Connect], int]:
     def run(args: argparse.Namespace, connect: Connect) -> int:
+        conn = connect(args)
+        model_id = None
+        if not args.no_check:
+            known = asyncio.run(read_fleet(conn)).rollout(args.rollout_id)
+            if known is None:
+                raise RolloutRefusedError(
+                    f"no rollout {args.rollout_id!r} on the rollouts topic "
+                    "(see `slmops rollout status`)"
+                )
+            model_id = known.model_id
         command = RolloutCommand(
             producer="slmops-cli",
             rollout_id=args.rollout_id,
             command=kind,
             actor=args.actor,
             note=args.note,
+            model_id=model_id,
         )
-        asyncio.run(_send(connect(args), command))
-        print(f"requested {kind.value.lower()} of rollout {args.rollout_id}")
-        return 0
+        return _sent(command, args, conn)
 
     return run
-
-
-async def read_state(conn: KafkaConnection) -> tuple[list[RolloutState], list[DeviceStatus]]:
-    """The latest state of every rollout and of every device, from the compacted topics."""
-    rollouts: dict[str, RolloutState] = {}
-    devices: dict[str, DeviceStatus] = {}
-    for event in await read_current(conn, (RolloutState, DeviceStatus), name="rollout-status"):
-        if isinstance(event, RolloutState):
-            known = rollouts.get(event.rollout_id)
-            if known is None or event.revision >= known.revision:
-                rollouts[event.rollout_id] = event
-        elif isinstance(event, DeviceStatus):
-            known_device = devices.get(event.device_id)
-            if known_device is None or event.occurred_at >= known_device.occurred_at:
-                devices[event.device_id] = event
-    return list(rollouts.values()), list(devices.values())
 
 
 def _gate_line(m: Measurement) -> str:
@@ -184,7 +307,13 @@ def describe(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> list[str
 
 
 def cmd_status(args: argparse.Namespace, connect: Connect) -> int:
-    rollouts, devices = asyncio.run(read_state(connect(args)))
+    conn = connect(args)
+    if args.watch:
+        if not args.rollout_id:
+            raise RolloutRefusedError("--watch follows one rollout: name its id")
+        return asyncio.run(watch(conn, args.rollout_id, args.timeout_s))
+    fleet = asyncio.run(read_fleet(conn))
+    rollouts, devices = fleet.rollouts, fleet.devices
     if args.rollout_id:
         rollouts = [r for r in rollouts if r.rollout_id == args.rollout_id]
         if not rollouts:
@@ -206,6 +335,90 @@ def cmd_status(args: argparse.Namespace, connect: Connect) -> int:
             print()
         print("\n".join(describe(rollout, devices)))
     return 0
+
+
+def _on_version(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> str:
+    counts = Counter(
+        d.model_version or "-"
+        for d in devices
+        if d.model_id == rollout.model_id
+        and in_scope(rollout, Device(d.device_id, d.cohort, d.hardware_profile, d.labels))
+    )
+    return ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "none reporting"
+
+
+async def _until(consumer: EventConsumer, done: bool) -> AsyncIterator[Received | Undecodable]:
+    """The consumer's records, or none when ``done`` already."""
+    if done:
+        return
+    async for record in consumer.raw_records():
+        yield record
+
+
+async def watch(conn: KafkaConnection, rollout_id: str, timeout_s: float | None) -> int:
+    """Follow one rollout live: its full state on every change of it, a line on every change
+    of its devices' versions; return the exit code of how it ended (``_FINAL``), or
+    ``WATCH_TIMEOUT`` when ``timeout_s`` passed first."""
+    catalog = conn.catalog()
+    topics = [catalog.topic_for(RolloutState), catalog.topic_for(DeviceStatus)]
+    async with EventConsumer(conn, topics, name="rollout-watch") as consumer:
+        records = await consumer.snapshot()
+        fleet = _latest([r.event for r in records if isinstance(r, Received)])
+        devices = {d.device_id: d for d in fleet.devices}
+        rollout = fleet.rollout(rollout_id)
+        if rollout is None:
+            raise RolloutRefusedError(f"no rollout {rollout_id!r} on the rollouts topic")
+        print("\n".join(describe(rollout, list(devices.values()))), flush=True)
+        shown = _on_version(rollout, list(devices.values()))
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for record in _until(consumer, rollout.status in _FINAL):
+                    if not isinstance(record, Received):
+                        continue
+                    event = record.event
+                    if isinstance(event, RolloutState) and event.rollout_id == rollout_id:
+                        if event.revision <= rollout.revision:
+                            continue
+                        rollout = event
+                        print()
+                        print("\n".join(describe(rollout, list(devices.values()))), flush=True)
+                        shown = _on_version(rollout, list(devices.values()))
+                        if rollout.status in _FINAL:
+                            break
+                    elif isinstance(event, DeviceStatus):
+                        known = devices.get(event.device_id)
+                        if known is not None and event.occurred_at < known.occurred_at:
+                            continue
+                        devices[event.device_id] = event
+                        now = _on_version(rollout, list(devices.values()))
+                        if now != shown:
+                            shown = now
+                            print(f"  {event.occurred_at:%H:%M:%S}Z  devices on version: {now}")
+        except TimeoutError:
+            print(
+                f"slmops: error: rollout {rollout_id} is still {rollout.status.value} "
+                f"after {timeout_s:g}s",
+                file=sys.stderr,
+            )
+            return WATCH_TIMEOUT
+    code = _FINAL[rollout.status]
+    print(f"rollout {rollout_id} ended {rollout.status.value} (exit {code})")
+    return code
+
+
+SENT_CODES = f"""
+
+exit codes:
+  {SENT_OK}  the controller carried the command out (or it asked for what already holds)
+  {REFUSED}  refused, before sending or by the controller; the reason is printed
+  {NO_ANSWER}  no answer within --wait-s (the command stays queued for the controller)"""
+WATCH_CODES = f"""
+
+exit codes with --watch:
+  {WATCH_SUCCEEDED}  SUCCEEDED
+  {WATCH_BACK}  ROLLED_BACK or ABORTED (or an unknown rollout)
+  {WATCH_INCONCLUSIVE}  INCONCLUSIVE: a stage deadline passed without a decision
+  {WATCH_TIMEOUT}  --timeout-s passed first"""
 
 
 def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) -> None:
@@ -231,15 +444,34 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         p.add_argument("--note", default="", help="why, recorded in history (default: empty)")
         return p
 
+    def answered(p: Any) -> None:
+        p.add_argument(
+            "--wait-s",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="how long to wait for the controller's answer (default 30)",
+        )
+        p.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="send the command and exit 0 without waiting for the answer",
+        )
+
     p = add(
         "start",
         cmd_start,
-        "start a staged rollout of MODEL to version --to (both must be registered)",
-        "slmops rollout start intent --to v2 --cohort pilot --stages 5,25,100",
+        "start a staged rollout of MODEL to version --to; the stable version it rolls back to "
+        "is --from, or the one the devices in scope report",
+        "slmops rollout start intent --to v2 --cohort pilot --stages 5,25,100" + SENT_CODES,
     )
     p.add_argument("model", help="model id")
     p.add_argument("--to", required=True, help="the candidate version")
-    p.add_argument("--from", dest="from_version", help="the stable version (default: current)")
+    p.add_argument(
+        "--from",
+        dest="from_version",
+        help="the stable version to go back to (default: the one every device in scope reports)",
+    )
     p.add_argument("--cohort", action="append", default=[], help="limit to a cohort (repeat)")
     p.add_argument(
         "--hardware-profile", action="append", default=[], help="limit to a profile (repeat)"
@@ -255,21 +487,40 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
     p.add_argument(
         "--no-check",
         action="store_true",
-        help="send the command even if the registry does not hold the versions yet",
+        help="send the command without checking the registry and the devices first",
     )
+    answered(p)
     for name, kind, help_ in (
         ("pause", RolloutCommandKind.PAUSE, "hold a rollout at its stage"),
         ("resume", RolloutCommandKind.RESUME, "continue a paused or inconclusive rollout"),
         ("abort", RolloutCommandKind.ABORT, "roll back to the stable version now"),
         ("promote", RolloutCommandKind.PROMOTE, "skip to 100%% (then bake)"),
     ):
-        p = add(name, _steer(kind), help_, f"slmops rollout {name} intent-v2-3f9a1c")
+        p = add(name, _steer(kind), help_, f"slmops rollout {name} intent-v2-3f9a1c" + SENT_CODES)
         p.add_argument("rollout_id", help="the rollout's id (see `slmops rollout status`)")
+        p.add_argument(
+            "--no-check",
+            action="store_true",
+            help="send the command without checking that the rollout exists",
+        )
+        answered(p)
     p = add(
         "status",
         cmd_status,
         "stage, devices per version, gates and history (exit 1 for an unknown rollout)",
-        "slmops rollout status intent-v2-3f9a1c",
+        "slmops rollout status intent-v2-3f9a1c --watch --timeout-s 3600" + WATCH_CODES,
     )
     p.add_argument("rollout_id", nargs="?", help="one rollout (default: all)")
     p.add_argument("--json", action="store_true", help="the RolloutState events as JSON lines")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow one rollout live until it ends; the exit code says how (see below)",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --watch: give up after S seconds (exit 4; default: wait)",
+    )

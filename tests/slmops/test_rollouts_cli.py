@@ -91,45 +91,71 @@ def test_a_small_sample_gate_that_cannot_decide_yet_reads_undecided():
     assert line(True, P_AT_LEAST) == "pass"
 
 
-@pytest.mark.integration
-def test_commands_are_published_for_the_controller(kafka_conn):
-    async def register() -> None:
-        async with EventProducer(kafka_conn) as producer:
-            await producer.send_and_wait(sample(ModelVersion))  # intent v2
+def typed(kafka_conn, line: str):
+    """The command line as typed (words split on spaces)."""
+    return cli(kafka_conn, *line.split())
 
-    asyncio.run(register())
-    started = cli(
-        kafka_conn,
-        "rollout",
-        "start",
-        "intent",
-        "--to",
-        "v2",
-        "--cohort",
-        "pilot",
-        "--stages",
-        "10,100",
-        "--id",
-        "r9",
-        "--actor",
-        "alice",
-    )
-    assert started.returncode == 0, started.stderr
-    paused = cli(kafka_conn, "rollout", "pause", "r9", "--note", "weekend")
-    assert paused.returncode == 0, paused.stderr
 
+def _published(kafka_conn) -> list[RolloutCommand]:
     async def read() -> list[RolloutCommand]:
         topic = kafka_conn.catalog().topic_for(RolloutCommand)
         async with EventConsumer(kafka_conn, [topic], name="t") as consumer:
             records = await consumer.snapshot()
         return [event_of(r, RolloutCommand) for r in records if isinstance(r, Received)]
 
-    commands = asyncio.run(read())
+    return asyncio.run(read())
+
+
+def _publish(kafka_conn, events) -> None:
+    async def send() -> None:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_many(events)
+
+    asyncio.run(send())
+
+
+@pytest.mark.integration
+def test_commands_are_published_for_the_controller(kafka_conn):
+    v2 = sample(ModelVersion)
+    _publish(kafka_conn, [dataclasses.replace(v2, version="v1", parent_version=None), v2])
+    started = typed(
+        kafka_conn,
+        "rollout start intent --to v2 --from v1 --cohort pilot --stages 10,100 "
+        "--id r9 --actor alice --no-wait",
+    )
+    assert started.returncode == 0, started.stderr
+    paused = typed(kafka_conn, "rollout pause r9 --note weekend --no-check --no-wait")
+    assert paused.returncode == 0, paused.stderr
+
+    commands = _published(kafka_conn)
     assert [c.command for c in commands] == [RolloutCommandKind.START, RolloutCommandKind.PAUSE]
     assert commands[0].selector == CohortSelector(cohorts=("pilot",))
     assert commands[0].stages == (10.0, 100.0)
     assert commands[0].actor == "alice"
+    assert commands[0].from_version == "v1"
     assert commands[1].note == "weekend"
+
+
+@pytest.mark.integration
+def test_start_resolves_the_stable_version_from_the_devices_or_refuses_unsent(kafka_conn):
+    v2 = sample(ModelVersion)  # artifacts for arm64 and for every profile
+    fleet = devices(rollout_state())  # pilot devices on v1 or v2, general ones too
+    _publish(kafka_conn, [dataclasses.replace(v2, version="v1", parent_version=None), v2])
+    # Nothing reports yet: nothing to go back to, and nothing is sent.
+    refused = typed(kafka_conn, "rollout start intent --to v2 --cohort pilot --no-wait")
+    assert refused.returncode == 1
+    assert "no device in scope has reported on intent" in refused.stderr
+    assert _published(kafka_conn) == []
+    _publish(kafka_conn, fleet)
+    started = typed(kafka_conn, "rollout start intent --to v2 --cohort pilot --no-wait")
+    assert started.returncode == 0, started.stderr
+    assert "stable version v1 (reported by" in started.stdout
+    assert [c.from_version for c in _published(kafka_conn)] == ["v1"]
+    # An abort of a rollout the topic does not hold is refused before it is sent.
+    unknown = typed(kafka_conn, "rollout abort nothing --no-wait")
+    assert unknown.returncode == 1
+    assert "no rollout 'nothing' on the rollouts topic" in unknown.stderr
+    assert len(_published(kafka_conn)) == 1
 
 
 @pytest.mark.integration

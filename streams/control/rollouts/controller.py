@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ from streams.events import (
     from_json,
     to_json,
 )
+from streams.events.answers import ANSWERS, answer_id
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,14 @@ def start_commands(
     commands = []
     for selector in selectors:
         scope = selector.cohorts[0] if selector.cohorts else "all"
+        rollout_id = f"{result.model_id}-{result.candidate_version}-{scope}"
         commands.append(
             RolloutCommand(
+                # The same id for the same result: a redelivered result is a redelivered
+                # command, which the controller drops instead of refusing a second START.
+                event_id=str(uuid.uuid5(ANSWERS, f"start|{result.request_id}|{rollout_id}")),
                 producer=producer,
-                rollout_id=f"{result.model_id}-{result.candidate_version}-{scope}",
+                rollout_id=rollout_id,
                 command=RolloutCommandKind.START,
                 actor="policy",
                 note=f"candidate accepted for request {result.request_id}",
@@ -109,6 +115,23 @@ def start_commands(
             )
         )
     return commands
+
+
+UNKNOWN_MODEL = "-"
+"""The model of an answer about a rollout this controller does not know (alerts need one)."""
+
+
+def _answered(out: Outputs, cmd: RolloutCommand, ignored: Alert) -> Outputs:
+    """``out`` with its answer to ``cmd`` marked: the last state if the command changed the
+    rollout, else its first alert (the refusal), else ``ignored``."""
+    answer = answer_id(cmd.event_id)
+    if out.states:
+        last = dataclasses.replace(out.states[-1], event_id=answer)
+        return dataclasses.replace(out, states=(*out.states[:-1], last))
+    if out.alerts:
+        first = dataclasses.replace(out.alerts[0], event_id=answer)
+        return dataclasses.replace(out, alerts=(first, *out.alerts[1:]))
+    return dataclasses.replace(out, alerts=(dataclasses.replace(ignored, event_id=answer),))
 
 
 class Controller:
@@ -145,26 +168,59 @@ class Controller:
     # ------------------------------------------------------------------ inputs
 
     def command(self, cmd: RolloutCommand, now: datetime) -> Outputs:
+        """Carry out one command and answer it with exactly one event (see
+        :mod:`streams.events.answers`): the state it produced, or an alert saying why it was
+        refused or why nothing changed. A redelivered command (same event id) is not answered
+        again: its first delivery was."""
         if cmd.event_id in self.seen_commands:
             return Outputs(notes=(f"duplicate command {cmd.event_id} ignored",))
         self.seen_commands[cmd.event_id] = None
         while len(self.seen_commands) > 10_000:
             del self.seen_commands[next(iter(self.seen_commands))]
         if cmd.command is RolloutCommandKind.START:
-            return self._start(cmd, now)
-        if cmd.rollout_id not in self.registry.rollouts:
-            return Outputs(
-                notes=(f"unknown rollout {cmd.rollout_id}: {cmd.command.value} ignored",)
+            out = self._start(cmd, now)
+        elif cmd.rollout_id not in self.registry.rollouts:
+            message = f"unknown rollout {cmd.rollout_id}: {cmd.command.value} refused"
+            alert = self._alert(
+                cmd.model_id or UNKNOWN_MODEL,
+                cmd.rollout_id,
+                "rollout_unknown",
+                Severity.INFO,
+                message,
             )
-        return self._apply(cmd.rollout_id, _STEER[cmd.command](actor=cmd.actor, note=cmd.note), now)
+            out = Outputs(alerts=(alert,), notes=(message,))
+        else:
+            steer = _STEER[cmd.command](actor=cmd.actor, note=cmd.note)
+            out = self._apply(cmd.rollout_id, steer, now, explain=True)
+        return _answered(out, cmd, self._ignored(cmd, out))
+
+    def _ignored(self, cmd: RolloutCommand, out: Outputs) -> Alert:
+        """The answer to a command that changed nothing (it asked for what already holds)."""
+        rollout = self.registry.rollouts.get(cmd.rollout_id)
+        reason = out.notes[0] if out.notes else "nothing to do"
+        return self._alert(
+            rollout.model_id if rollout else cmd.model_id or UNKNOWN_MODEL,
+            cmd.rollout_id,
+            "rollout_command_ignored",
+            Severity.INFO,
+            f"{cmd.command.value} of rollout {cmd.rollout_id} changed nothing: {reason}",
+        )
 
     def _start(self, cmd: RolloutCommand, now: datetime) -> Outputs:
-        if cmd.rollout_id in self.registry.rollouts:
-            return Outputs(notes=(f"rollout {cmd.rollout_id} exists: START ignored",))
         assert cmd.model_id is not None
         assert cmd.to_version is not None
         from_version = cmd.from_version or self._stable_version(cmd.model_id)
         try:
+            if cmd.rollout_id in self.registry.rollouts:
+                raise RolloutError(f"rollout {cmd.rollout_id} exists; START refused")
+            if from_version is None:
+                raise RolloutError(
+                    f"no stable version of {cmd.model_id} to go back to: no rollout of it has "
+                    "succeeded here and the command names none (from_version); "
+                    "`slmops rollout start` resolves it from the devices' reported versions"
+                )
+            if from_version == cmd.to_version:
+                raise RolloutError(f"{cmd.model_id} {cmd.to_version} is already the stable version")
             rollout = Rollout.create(
                 rollout_id=cmd.rollout_id,
                 model_id=cmd.model_id,
@@ -241,7 +297,12 @@ class Controller:
 
     # ------------------------------------------------------------------ the machine
 
-    def _apply(self, rollout_id: str, value: Input, now: datetime) -> Outputs:
+    def _apply(
+        self, rollout_id: str, value: Input, now: datetime, *, explain: bool = False
+    ) -> Outputs:
+        """One input through the machine; with ``explain``, a step that changed nothing says
+        why in its notes (a command is answered; windows and ticks that change nothing are
+        the normal case and stay quiet)."""
         try:
             self.registry, step = self.registry.apply(rollout_id, value, now)
         except RolloutError as exc:
@@ -251,7 +312,7 @@ class Controller:
             )
             return Outputs(alerts=(alert,), notes=(str(exc),))
         if not step.changed:
-            return Outputs()
+            return Outputs(notes=(step.reason,) if explain else ())
         evidence = self.evidence.get(rollout_id)
         if evidence is not None and evidence.since != step.state.since:
             del self.evidence[rollout_id]  # a new stage is judged on its own traffic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from streams.events import (
 )
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
+from tests.support.cli import cli, cli_started
 from tests.support.control_inputs import telemetry
 from tests.support.control_workers import WINDOW_S, all_live
 from tests.support.live import SOURCES, produce
@@ -100,12 +102,37 @@ def serve_until(conn, worker, want: RolloutStatus, canary_errors: int, timeout: 
     pytest.fail(f"rollout never reached {want}; last state: {latest}\n{worker.tail()}")
 
 
+def watched(watcher: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """How ``rollout status --watch`` ended: exit code, stdout, stderr."""
+    try:
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    return watcher.returncode, out, err
+
+
 def test_accepted_candidate_is_canaried_promoted_and_succeeds(kafka_conn, start_worker):
     worker = start_worker(kafka_conn, extra=FLAGS)
     wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
     accept_candidate(kafka_conn)
     wait_for("rollout started", lambda: states(kafka_conn), workers=[worker])
+    watcher = cli_started(kafka_conn, "rollout", "status", ROLLOUT, "--watch", "--timeout-s", "300")
     history = serve_until(kafka_conn, worker, RolloutStatus.SUCCEEDED, canary_errors=1)
+    code, out, err = watched(watcher)
+    assert code == 0, err
+    assert "status   BAKING" in out
+    assert out.rstrip().endswith(f"rollout {ROLLOUT} ended SUCCEEDED (exit 0)")
+    commands = asyncio.run(_snapshot(kafka_conn, RolloutCommand))
+    assert [c.actor for c in commands if isinstance(c, RolloutCommand)] == ["policy"]
+    # The controller answers every command; one it refuses exits 1 with its reason.
+    late = cli(kafka_conn, "rollout", "pause", ROLLOUT)
+    assert late.returncode == 1
+    assert "Pause refused in SUCCEEDED: the rollout has finished" in late.stderr, late.stderr
+    unknown = cli(kafka_conn, "rollout", "abort", "nothing", "--no-check")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1,
+        "slmops: error: unknown rollout nothing: ABORT refused",
+    )
     statuses = [s.status for s in history]
     assert statuses[:2] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
     assert RolloutStatus.BAKING in statuses
@@ -117,8 +144,6 @@ def test_accepted_candidate_is_canaried_promoted_and_succeeds(kafka_conn, start_
         RolloutStatus.PENDING,
         RolloutStatus.PROGRESSING,
     ]
-    commands = asyncio.run(_snapshot(kafka_conn, RolloutCommand))
-    assert [c.actor for c in commands if isinstance(c, RolloutCommand)] == ["policy"]
 
 
 def test_failing_canary_is_rolled_back_with_an_alert(kafka_conn, start_worker):
@@ -126,7 +151,16 @@ def test_failing_canary_is_rolled_back_with_an_alert(kafka_conn, start_worker):
     wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
     accept_candidate(kafka_conn)
     wait_for("rollout started", lambda: states(kafka_conn), workers=[worker])
+    watcher = cli_started(kafka_conn, "rollout", "status", ROLLOUT, "--watch", "--timeout-s", "300")
     history = serve_until(kafka_conn, worker, RolloutStatus.ROLLED_BACK, canary_errors=30)
+    code, out, err = watched(watcher)
+    assert code == 1, err
+    assert "status   ROLLING_BACK" in out
+    assert out.rstrip().endswith("ended ROLLED_BACK (exit 1)")
+    # Nothing succeeded, so a start that names no stable version has nowhere to go back to.
+    bare = cli(kafka_conn, *["rollout", "start", "intent", "--to", "v3", "--no-check"])
+    assert bare.returncode == 1
+    assert "no stable version of intent to go back to" in bare.stderr
     statuses = [s.status for s in history]
     assert RolloutStatus.ROLLING_BACK in statuses
     assert RolloutStatus.BAKING not in statuses

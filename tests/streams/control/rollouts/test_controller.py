@@ -19,6 +19,7 @@ from streams.events import (
     RolloutStatus,
     Severity,
 )
+from streams.events.answers import answer_id
 from streams.events.histograms import LATENCY_MS_BOUNDS, from_values
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -166,12 +167,14 @@ def test_a_second_active_rollout_on_the_same_cohort_is_refused_with_an_alert():
         rollout_id="r2",
         command=RolloutCommandKind.START,
         model_id="intent",
+        from_version="v1",
         to_version="v3",
         selector=CohortSelector(cohorts=("pilot",)),
     )
     out = c.command(again, T0)
     assert out.states == ()
     assert out.alerts[0].kind == "rollout_refused"
+    assert "already has active rollout r1" in out.alerts[0].message
     start(c, "r3", cohorts=("general",))  # another cohort is judged on its own
 
 
@@ -282,3 +285,94 @@ def test_paused_rollouts_ignore_windows(status):
     assert c.registry.get("r1").status is status
     out = window(c, 3, metrics(2, 150, 100), metrics(8, 600, 4))
     assert out.states == ()
+
+
+def _answer(out, cmd: RolloutCommand):
+    """The one event of ``out`` that answers ``cmd``."""
+    found = [e for e in (*out.states, *out.alerts) if e.event_id == answer_id(cmd.event_id)]
+    assert len(found) == 1, out
+    return found[0]
+
+
+def test_every_command_gets_exactly_one_answer_with_the_derived_id():
+    c = Controller(POLICY, producer="test")
+    first = RolloutCommand(
+        rollout_id="r1",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=("pilot",)),
+    )
+    started = c.command(first, T0)
+    assert _answer(started, first).status is RolloutStatus.PROGRESSING
+    assert started.states[0].event_id != answer_id(first.event_id)  # PENDING is not the answer
+
+    again = RolloutCommand(
+        rollout_id="r1",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+    )
+    refused = _answer(c.command(again, T0), again)
+    assert refused.kind == "rollout_refused"
+    assert refused.message == "rollout r1 exists; START refused"
+
+    pause = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.PAUSE)
+    assert _answer(c.command(pause, T0 + MINUTE), pause).status is RolloutStatus.PAUSED
+    assert c.command(pause, T0 + MINUTE).alerts == ()  # a redelivery: answered the first time
+    pause_again = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.PAUSE)
+    ignored = _answer(c.command(pause_again, T0 + MINUTE), pause_again)
+    assert ignored.kind == "rollout_command_ignored"
+    assert "already waiting for a human" in ignored.message
+    assert ignored.model_id == "intent"
+
+    abort = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.ABORT)
+    assert _answer(c.command(abort, T0 + 2 * MINUTE), abort).status is RolloutStatus.ABORTED
+    resume = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.RESUME)
+    late = _answer(c.command(resume, T0 + 3 * MINUTE), resume)
+    assert late.kind == "rollout_command_refused"
+    assert "finished" in late.message
+
+    unknown = RolloutCommand(rollout_id="nope", command=RolloutCommandKind.ABORT)
+    answer = _answer(c.command(unknown, T0), unknown)
+    assert answer.kind == "rollout_unknown"
+    assert answer.message == "unknown rollout nope: ABORT refused"
+
+
+def test_a_start_with_no_stable_version_to_go_back_to_is_refused():
+    c = Controller(POLICY, producer="test")
+    bare = RolloutCommand(
+        rollout_id="r1",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        to_version="v2",
+    )
+    out = c.command(bare, T0)
+    assert out.states == ()
+    assert "no stable version of intent to go back to" in _answer(out, bare).message
+    same = RolloutCommand(
+        rollout_id="r2",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        from_version="v2",
+        to_version="v2",
+    )
+    assert "already the stable version" in _answer(c.command(same, T0), same).message
+
+
+def test_after_a_succeeded_rollout_its_version_is_the_stable_one():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    window(c, 0, metrics(2, 250, 0), metrics(8, 1000, 5))
+    window(c, 2, metrics(10, 1250, 0), metrics(0, 0, 0))
+    window(c, 4, metrics(10, 1250, 0), metrics(0, 0, 0))
+    assert c.registry.get("r1").status is RolloutStatus.SUCCEEDED, c.registry.get("r1").reason
+    nxt = RolloutCommand(
+        rollout_id="r2",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        to_version="v3",
+    )
+    assert _answer(c.command(nxt, T0 + 10 * MINUTE), nxt).from_version == "v2"
