@@ -95,6 +95,8 @@ _RULE_FLAGS: tuple[_Flag, ...] = (
     ("--min-requests", "rules.min_requests", int),
     ("--max-psi", "rules.max_psi", float),
     ("--max-mean-shift", "rules.max_mean_shift", float),
+    ("--drift-alpha", "rules.drift_alpha", float),
+    ("--min-drift-samples", "rules.min_drift_samples", int),
     ("--drift-windows", "rules.drift_windows", int),
     ("--reference-windows", "rules.reference_windows", int),
     ("--clear-windows", "rules.clear_windows", int),

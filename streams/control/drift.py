@@ -1,4 +1,5 @@
-"""Drift statistics of a window against a group's reference distribution.
+"""Drift statistics of a window against a group's reference distribution, and the calibrated
+rule that decides from them.
 
 Three views, because each misses what another sees:
 
@@ -6,16 +7,22 @@ Three views, because each misses what another sees:
   ``sum((q_i - p_i) * ln(q_i / p_i))`` over bins, p = reference share, q = current share. An
   empty bin's share is replaced by ``PSI_EPSILON`` (1e-4) so the log stays finite; shares are
   not renormalised afterwards, which keeps the value of bins that *are* populated exact. Common
-  reading: < 0.1 stable, 0.1 to 0.25 moderate, > 0.25 significant.
+  reading: < 0.1 stable, 0.1 to 0.25 moderate, > 0.25 significant. It is an effect size with no
+  sampling model: with no drift at all a 30-sample window exceeds 0.25 almost always.
 * **Mean shift** of embeddings in units of the reference standard deviation, per dimension;
-  the score is the largest ``|mu_cur - mu_ref| / sigma_ref`` over dimensions.
-* **Chi-square test of homogeneity** of the two histograms' counts (bins empty in both dropped;
-  dof = bins - 1). Under "same distribution" the p-value is uniform, so alarming at
-  ``p < alpha`` has a false-alarm rate of alpha per window and feature (asymptotically: every
-  expected count should be ≥ 5). With very large counts it flags differences too small to
-  matter, which is why the policy acts on PSI / mean shift and reports the test as evidence.
+  the score is the largest ``|mu_cur - mu_ref| / sigma_ref`` over dimensions (an effect size).
+* **Tests with a stated false-alarm rate.** Histograms: Pearson's chi-square test of
+  homogeneity of the two count vectors after adjacent bins are merged until every merged bin
+  expects at least ``MIN_EXPECTED`` (5) counts in the smaller sample (Cochran's rule, which
+  keeps the asymptotic p-value honest at small n). Embeddings: a two-sample z-test per
+  dimension, Bonferroni-corrected over dimensions.
 
-The reference is the merged aggregate of the first N windows after a version goes live.
+:func:`judge` combines them: a window drifts when some feature is both *significant* (its
+p-value below ``alpha`` divided by the number of tests of the window: Bonferroni, so the
+window's false-alarm rate is at most ``alpha`` whatever the sample size) and *large* (PSI above
+its threshold, or mean shift above its threshold), so huge windows do not flag negligible
+shifts either. A feature with fewer than ``min_samples`` in the window or the reference is not
+tested. ``tests/streams/control/test_drift_calibration.py`` measures the rate in A/A windows.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from streams.control.aggregate import WindowAggregate
 
 PSI_EPSILON = 1e-4
 DEFAULT_ALPHA = 0.01
+MIN_EXPECTED = 5.0
+DEFAULT_MIN_SAMPLES = 30
 _VAR_FLOOR = 1e-12
 
 
@@ -88,6 +97,67 @@ def chi_square_homogeneity(reference: Sequence[int], current: Sequence[int]) -> 
     return ChiSquare(statistic, dof, chi2_sf(statistic, dof))
 
 
+def merged_bins(
+    reference: Sequence[int], current: Sequence[int], *, min_expected: float = MIN_EXPECTED
+) -> tuple[list[int], list[int]]:
+    """Adjacent bins merged until each expects ``min_expected`` counts in the smaller sample
+    (expected under "same distribution": its size times the bin's pooled share). The merge
+    depends on the pooled counts only, so it does not bias the test under no drift."""
+    if len(reference) != len(current):
+        raise ValueError(f"bins differ: {len(reference)} vs {len(current)}")
+    n_ref, n_cur = sum(reference), sum(current)
+    n = n_ref + n_cur
+    smaller = min(n_ref, n_cur)
+    ref_out: list[int] = []
+    cur_out: list[int] = []
+    acc_r = acc_c = 0
+    for r, c in zip(reference, current, strict=True):
+        acc_r += r
+        acc_c += c
+        if n and smaller * (acc_r + acc_c) / n >= min_expected:
+            ref_out.append(acc_r)
+            cur_out.append(acc_c)
+            acc_r = acc_c = 0
+    if acc_r or acc_c:
+        if ref_out:  # the short tail joins the last full bin
+            ref_out[-1] += acc_r
+            cur_out[-1] += acc_c
+        else:
+            ref_out.append(acc_r)
+            cur_out.append(acc_c)
+    return ref_out, cur_out
+
+
+def homogeneity_p_value(reference: Sequence[int], current: Sequence[int]) -> float:
+    """The chi-square test's p-value on :func:`merged_bins`; 1.0 when one bin is all there is."""
+    ref, cur = merged_bins(reference, current)
+    if len(ref) < 2:
+        return 1.0
+    return chi_square_homogeneity(ref, cur).p_value
+
+
+def mean_shift_p_value(
+    reference_mean: Sequence[float],
+    reference_var: Sequence[float],
+    n_reference: int,
+    current_mean: Sequence[float],
+    current_var: Sequence[float],
+    n_current: int,
+) -> float:
+    """Bonferroni-corrected p-value of the largest per-dimension two-sample z statistic
+    (Welch's standard error; normal by the central limit theorem at the sample sizes tested)."""
+    dims = len(reference_mean)
+    if not dims or n_reference <= 0 or n_current <= 0:
+        return 1.0
+    best = 1.0
+    for m_r, v_r, m_c, v_c in zip(
+        reference_mean, reference_var, current_mean, current_var, strict=True
+    ):
+        se = math.sqrt(max(v_r / n_reference + v_c / n_current, _VAR_FLOOR))
+        best = min(best, math.erfc(abs(m_c - m_r) / se / math.sqrt(2.0)))
+    return min(1.0, best * dims)
+
+
 def chi2_sf(x: float, dof: int) -> float:
     """P(X >= x) for X ~ chi-square(dof): the regularised upper incomplete gamma Q(dof/2, x/2)."""
     if x <= 0:
@@ -131,11 +201,17 @@ def _gamma_q(a: float, x: float) -> float:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DriftScores:
-    """Drift of one window against the reference; empty maps when nothing was comparable."""
+    """Drift of one window against the reference; empty maps when nothing was comparable.
+
+    ``p_values`` are the calibrated tests' (merged-bin chi-square per histogram);
+    ``samples`` the smaller of the two sample sizes of each feature (``"embedding"`` too).
+    """
 
     psi: dict[str, float]
     p_values: dict[str, float]
     mean_shift: float | None
+    mean_shift_p: float | None = None
+    samples: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def max_psi(self) -> float | None:
@@ -159,10 +235,56 @@ def drift_scores(reference: WindowAggregate, current: WindowAggregate) -> DriftS
         if ref is not None and comparable and sum(ref) > 0 and sum(counts) > 0:
             pairs[name] = (ref, counts)
     psis = {name: psi(r, c) for name, (r, c) in pairs.items()}
-    p_values = {name: chi_square_homogeneity(r, c).p_value for name, (r, c) in pairs.items()}
+    p_values = {name: homogeneity_p_value(r, c) for name, (r, c) in pairs.items()}
+    samples = {name: min(sum(r), sum(c)) for name, (r, c) in pairs.items()}
     shift: float | None = None
+    shift_p: float | None = None
     ref_mean, ref_var = reference.embedding_moments()
-    cur_mean, _ = current.embedding_moments()
+    cur_mean, cur_var = current.embedding_moments()
     if ref_mean and len(ref_mean) == len(cur_mean):
         shift = mean_shift(ref_mean, ref_var, cur_mean)
-    return DriftScores(psis, p_values, shift)
+        shift_p = mean_shift_p_value(
+            ref_mean,
+            ref_var,
+            reference.drift_samples,
+            cur_mean,
+            cur_var,
+            current.drift_samples,
+        )
+        samples["embedding"] = min(reference.drift_samples, current.drift_samples)
+    return DriftScores(psis, p_values, shift, shift_p, samples)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriftVerdict:
+    """What :func:`judge` found in one window."""
+
+    drifting: bool | None
+    """None: no feature had ``min_samples`` on both sides; no decision either way."""
+    tests: int
+    """Features tested: the Bonferroni divisor of ``alpha``."""
+    flagged: tuple[str, ...]
+    """Features both significant and large."""
+
+
+def judge(
+    scores: DriftScores,
+    *,
+    max_psi: float,
+    max_mean_shift: float,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> DriftVerdict:
+    """The calibrated decision: at most ``alpha`` false alarms per window at any sample size."""
+    tested = [n for n in scores.psi if scores.samples.get(n, 0) >= min_samples]
+    shift, shift_p = scores.mean_shift, scores.mean_shift_p
+    embedding = shift is not None and scores.samples.get("embedding", 0) >= min_samples
+    tests = len(tested) + int(embedding)
+    if tests == 0:
+        return DriftVerdict(None, 0, ())
+    level = alpha / tests
+    flagged = [n for n in tested if scores.p_values[n] < level and scores.psi[n] > max_psi]
+    big_shift = embedding and shift is not None and shift > max_mean_shift
+    if big_shift and shift_p is not None and shift_p < level:
+        flagged.append("embedding")
+    return DriftVerdict(bool(flagged), tests, tuple(flagged))

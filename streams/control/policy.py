@@ -8,8 +8,11 @@ A group (model, version, cohort) is judged once per closed window against its mo
   cancelled or failed generations, and a minimum mean log-probability of the chosen tokens
   (a quality signal, so not judged below the privacy floor), judged when ``min_requests``
   generations were served;
-* maximum drift (PSI or embedding mean shift against the reference), which must be *held* for
-  K windows in a row before it counts — one noisy window is not drift.
+* drift against the reference, decided by :func:`streams.control.drift.judge`: a feature drifts
+  when its test is significant (at most ``drift_alpha`` false alarms per window, at every
+  sample size from ``min_drift_samples`` up) *and* its effect is large (PSI or embedding mean
+  shift above its threshold). It must be *held* for K windows in a row before it counts; a
+  window with too few samples to decide neither extends nor breaks the streak.
 
 Storm control, so that a flapping metric yields one decision, not one per window:
 
@@ -30,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.control.aggregate import GroupKey, WindowAggregate, WindowMetrics
-from streams.control.drift import DriftScores, drift_scores
+from streams.control.drift import DriftScores, DriftVerdict, drift_scores, judge
 from streams.events import Measurement, Severity
 
 
@@ -77,6 +80,17 @@ class SloRules(BaseModel):
         default=3.0,
         gt=0.0,
         description="highest shift of the embeddings' mean, in reference std units",
+    )
+    drift_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="false-alarm rate of one window's drift test (Bonferroni over features)",
+    )
+    min_drift_samples: int = Field(
+        default=30,
+        ge=1,
+        description="samples a feature needs in the window and the reference to be tested",
     )
     drift_windows: int = Field(default=3, ge=1, description="K: windows drift must be held")
     reference_windows: int = Field(default=3, ge=1, description="N: windows forming the reference")
@@ -207,6 +221,53 @@ def _generation_slos(
     return breached
 
 
+def _drift_evidence(
+    rules: SloRules, scores: DriftScores, verdict: DriftVerdict
+) -> list[Measurement]:
+    """The drift numbers of a window: each effect against its threshold, and the test that
+    must also reject for it to count (or why nothing was decided)."""
+    if verdict.drifting is None:
+        most = max(scores.samples.values(), default=0)
+        return [
+            Measurement(
+                metric="drift_samples",
+                value=float(most),
+                threshold=float(rules.min_drift_samples),
+                comparison=">=",
+                passed=None,
+                detail="too few samples to test drift; the streak is kept",
+            )
+        ]
+    out = []
+    if scores.max_psi is not None:
+        ok = not any(f != "embedding" for f in verdict.flagged)
+        out.append(_m("drift_psi_max", scores.max_psi, rules.max_psi, "<=", ok))
+    if scores.mean_shift is not None:
+        ok = "embedding" not in verdict.flagged
+        out.append(_m("drift_mean_shift", scores.mean_shift, rules.max_mean_shift, "<=", ok))
+    tested = [
+        p for n, p in scores.p_values.items() if scores.samples.get(n, 0) >= rules.min_drift_samples
+    ]
+    if scores.mean_shift_p is not None and scores.samples.get("embedding", 0) >= (
+        rules.min_drift_samples
+    ):
+        tested.append(scores.mean_shift_p)
+    level = rules.drift_alpha / verdict.tests
+    lowest = min(tested)
+    out.append(
+        Measurement(
+            metric="drift_p_min",
+            value=lowest,
+            threshold=level,
+            comparison=">=",
+            passed=lowest >= level,
+            detail=f"{verdict.tests} test(s) at alpha {rules.drift_alpha:g}; drift needs a "
+            "significant test and a large effect",
+        )
+    )
+    return out
+
+
 def step(
     rules: SloRules,
     state: PolicyState,
@@ -252,26 +313,16 @@ def step(
             state.reference_count += 1
         elif state.reference is not None:
             scores = drift_scores(state.reference, agg)
-            psi_max, shift = scores.max_psi, scores.mean_shift
-            drifting = False
-            if psi_max is not None:
-                ok = psi_max <= rules.max_psi
-                drifting |= not ok
-                evidence.append(_m("drift_psi_max", psi_max, rules.max_psi, "<=", ok))
-            if shift is not None:
-                ok = shift <= rules.max_mean_shift
-                drifting |= not ok
-                evidence.append(_m("drift_mean_shift", shift, rules.max_mean_shift, "<=", ok))
-            if scores.min_p_value is not None:
-                evidence.append(
-                    Measurement(
-                        metric="drift_chi2_p_min",
-                        value=scores.min_p_value,
-                        comparison="chi-square homogeneity",
-                        detail="reported, not judged: large windows flag negligible shifts",
-                    )
-                )
-            state.drift_streak = state.drift_streak + 1 if drifting else 0
+            verdict = judge(
+                scores,
+                max_psi=rules.max_psi,
+                max_mean_shift=rules.max_mean_shift,
+                alpha=rules.drift_alpha,
+                min_samples=rules.min_drift_samples,
+            )
+            evidence += _drift_evidence(rules, scores, verdict)
+            if verdict.drifting is not None:
+                state.drift_streak = state.drift_streak + 1 if verdict.drifting else 0
             if state.drift_streak:
                 evidence.append(
                     _m(
@@ -282,7 +333,7 @@ def step(
                         state.drift_streak < rules.drift_windows,
                     )
                 )
-            if state.drift_streak >= rules.drift_windows:
+            if verdict.drifting and state.drift_streak >= rules.drift_windows:
                 breached.append("drift")
 
     decision: Decision | None = None
