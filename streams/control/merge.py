@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from streams.control.aggregate import GroupKey, WindowAggregate, window_metrics
+from streams.control.attribution import attribute, needs_attribution
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
 from streams.control.errors import AggregationError, LimitExceeded
@@ -107,9 +108,10 @@ class Merge:
             complete_upto=record.complete_upto,
         )
         window_ms = self._settings.window_ms
-        for w, groups in done:
+        for w, all_groups in done:
             closed: dict[str, list[GroupWindow]] = {}
             by_marks = not state.is_forced(w)
+            groups = self._attribute(w, all_groups)
             for g in groups:
                 key = GroupKey.decode(g)
                 group_window = await self._finalize(key, w, complete=by_marks)
@@ -128,6 +130,54 @@ class Merge:
             for g in self._merge.pop(f"{mkey}|{w}", None) or ():
                 self._windows.pop(f"{g}|{w}", None)
         self._merge[mkey] = state.to_dict()
+
+    def _attribute(self, w: int, groups: Sequence[str]) -> list[str]:
+        """Feedback groups with ``*`` joined to the version that served them in window ``w``
+        (:mod:`streams.control.attribution`): the window's groups, with any new
+        ``version|*`` group added. An attributed source's entry is final, so it is not
+        judged on its own."""
+        keys = [GroupKey.decode(g) for g in groups]
+        if not any(needs_attribution(k) for k in keys):
+            return list(groups)
+        entries: dict[GroupKey, dict[str, Any]] = {}
+        aggs: dict[GroupKey, WindowAggregate] = {}
+        for k in keys:
+            entry = self._windows.get(f"{k.encode()}|{w}")
+            if entry is not None and not entry.get("final"):
+                entries[k] = dict(entry)
+                aggs[k] = WindowAggregate.from_dict(entry["agg"])
+        served = {
+            k: a.devices for k, a in aggs.items() if a.request_count and not needs_attribution(k)
+        }
+        out = list(keys)
+        for source in [k for k in keys if needs_attribution(k) and k in aggs]:
+            agg = aggs[source]
+            if not agg.feedback_events:
+                continue
+            found = attribute(source, served)
+            target = found.target
+            if target is None:
+                log.info("feedback not attributed group=%s: %s", source.encode(), found.reason)
+                continue
+            if target == source:
+                merged = agg
+            else:
+                merged = aggs.get(target) or WindowAggregate()
+                merged.merge_from(agg)
+            merged.devices |= found.devices
+            entry = entries.get(target) or {**entries[source], "late": 0}
+            entry["agg"] = merged.to_dict()
+            if encoded_size(entry) > self._settings.limits.max_message_bytes:
+                log.warning("attributed group too large group=%s", target.encode())
+                continue
+            entries[target], aggs[target] = entry, merged
+            self._windows[f"{target.encode()}|{w}"] = entry
+            if target != source:
+                self._windows[f"{source.encode()}|{w}"] = final_entry(entries[source])
+            if target not in out:
+                out.append(target)
+            log.info("feedback attributed group=%s to %s", source.encode(), target.encode())
+        return [k.encode() for k in out]
 
     def _fitting(self, message: ClosedWindows) -> ClosedWindows:
         """``message`` within the size limit: the groups with fewest requests dropped first.

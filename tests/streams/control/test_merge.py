@@ -206,3 +206,66 @@ def test_generations_of_every_source_reach_the_controller_and_the_status_merged(
     (row,) = s.status.windows
     assert row["generations"] == 12
     assert row["generation_abort_rate"] == 3 / 12
+
+
+def served(version: str, cohort: str = "eu", *, devices: int = 6, source: str = "telemetry:0"):
+    agg = WindowAggregate()
+    for i in range(devices):
+        agg.add_telemetry(
+            telemetry(f"d-{version}-{cohort}-{i}", start_ms=W, version=version, cohort=cohort)
+        )
+    return Partial(source, 1, GroupKey("intent", version, cohort), agg, cut_at=100, last=50)
+
+
+def model_feedback(*, version: str = "*", cohort: str = "*") -> Partial:
+    """What another system sends: feedback about the model, no device, maybe no version."""
+    from tests.support.control_inputs import feedback
+
+    agg = WindowAggregate()
+    agg.add_feedback(feedback(good=30, bad=70, version=version, cohort=cohort))
+    return Partial("feedback:0", 1, GroupKey("intent", version, cohort), agg, cut_at=100, last=50)
+
+
+def closed_groups(s: Stage2) -> dict[tuple[str, str], GroupMetrics]:
+    (closed,) = [ClosedWindows.from_dict(m) for m in s.controller.sent if m["t"] == "window"]
+    return {(g.version, g.cohort): g.metrics for g in closed.groups}
+
+
+def stage2_with_feedback() -> Stage2:
+    s = stage2()
+    s.merge._expected_sources = [*SOURCES, "feedback:0"]
+    return s
+
+
+def feedback_marks() -> list[Watermark]:
+    return [*marks(1), Watermark("feedback:0", 1, complete_upto=1)]
+
+
+def test_model_level_feedback_is_judged_against_the_one_version_that_served():
+    s = stage2_with_feedback()
+    s.feed(served("v1"), model_feedback(), *feedback_marks())
+    groups = closed_groups(s)
+    assert set(groups) == {("v1", "eu")}
+    assert (groups["v1", "eu"].feedback_good, groups["v1", "eu"].feedback_total) == (30, 100)
+    (row,) = [r for r in s.status.windows if r["version"] == "v1"]
+    assert row["quality"] == 0.3  # above the privacy floor: the six devices that served it
+
+
+def test_feedback_naming_no_cohort_joins_a_version_group_over_all_its_devices():
+    s = stage2_with_feedback()
+    s.feed(served("v1", "eu", devices=3), served("v1", "us", devices=3, source="telemetry:1"))
+    s.feed(model_feedback(version="v1"), *feedback_marks())
+    groups = closed_groups(s)
+    assert groups["v1", "*"].feedback_total == 100
+    assert groups["v1", "*"].devices == 6  # neither cohort alone reaches the floor of 5
+    (row,) = [r for r in s.status.windows if (r["version"], r["cohort"]) == ("v1", "*")]
+    assert row["quality"] == 0.3
+
+
+def test_model_level_feedback_during_a_rollout_is_not_attributed():
+    s = stage2_with_feedback()
+    s.feed(served("v1"), served("v2", source="telemetry:1"), model_feedback(), *feedback_marks())
+    groups = closed_groups(s)
+    assert groups["v1", "eu"].feedback_total == groups["v2", "eu"].feedback_total == 0
+    assert groups["*", "*"].feedback_total == 100
+    assert groups["*", "*"].devices == 0  # stays below the floor: not judged
