@@ -97,6 +97,7 @@ class ControlWorker:
         # The rollout controller: one partition, so exactly one worker owns every rollout.
         controller_topic = self._internal_topic("controller", 1)
         rollouts = self._table("rollouts", 1)
+        controller_devices = self._table("controller-devices", 1)
         self.models_table = self._table("models", partitions[catalog.topic_for(ModelVersion)])
         self.devices_table = self._table("devices", partitions[catalog.topic_for(DeviceStatus)])
 
@@ -150,6 +151,7 @@ class ControlWorker:
             rollouts=topics["rollouts"],
             alerts=topics["alerts"],
             table=rollouts,
+            devices_table=controller_devices,
             metrics=metrics,
             dead_letters=self.dead_letters,
             alerted=self._alerted,
@@ -246,6 +248,8 @@ class ControlWorker:
                     continue
                 if known is None or known["occurred_at"] <= record["occurred_at"]:
                     table[key] = record
+                    if isinstance(value, DeviceStatus):
+                        await self.rollouts.device_seen(value)
 
         return agent
 

@@ -5,7 +5,8 @@ Two internal topics carry them as JSON:
 * ``<app>-partials``, stage 1 to stage 2: a :class:`Partial` per (group, window) a source
   partition closed, and a :class:`Watermark` per source partition to every internal partition;
 * ``<app>-controller``, to the rollout controller: :class:`ClosedWindows` from stage 2, a
-  :class:`ForwardedCommand` per rollout command and a :class:`ControllerTick` from the timer.
+  :class:`ForwardedCommand` per rollout command, a :class:`ControllerTick` from the timer and
+  a :class:`DeviceSeen` per newer device status (the devices a rollout expects to hear from).
 
 Both topics keep what was sent before a crash, and a restarted worker reads it back, so the
 JSON form (one-letter ``t`` tags and short keys) is the wire form: change it only compatibly.
@@ -22,7 +23,7 @@ from typing import Any, TypeAlias
 
 from streams.control.aggregate import GroupKey, WindowAggregate
 from streams.control.rollouts.canary import GroupWindow
-from streams.events import RolloutCommand, from_json, to_json
+from streams.events import DeviceStatus, RolloutCommand, from_json, to_json
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,8 +167,24 @@ class ControllerTick:
         return cls()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceSeen:
+    """A device's newer status, moved onto the controller's partition: silent canary devices
+    count against a stage's sample only if the controller knows they exist."""
+
+    status: DeviceStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": "dev", "dev": to_json(self.status)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceSeen:
+        _expect(data, "dev")
+        return cls(from_json(DeviceStatus, data["dev"]))
+
+
 MergeInput: TypeAlias = Partial | Watermark
-ControllerInput: TypeAlias = ClosedWindows | ForwardedCommand | ControllerTick
+ControllerInput: TypeAlias = ClosedWindows | ForwardedCommand | ControllerTick | DeviceSeen
 
 
 def merge_input(data: Mapping[str, Any]) -> MergeInput:
@@ -189,6 +206,8 @@ def controller_input(data: Mapping[str, Any]) -> ControllerInput:
         return ForwardedCommand.from_dict(data)
     if tag == "tick":
         return ControllerTick.from_dict(data)
+    if tag == "dev":
+        return DeviceSeen.from_dict(data)
     raise ValueError(f"unknown controller record t={tag!r}")
 
 

@@ -21,13 +21,14 @@ from streams.control.messages import (
     ClosedWindows,
     ControllerInput,
     ControllerTick,
+    DeviceSeen,
     ForwardedCommand,
     controller_input,
 )
 from streams.control.metrics import ControlMetrics
 from streams.control.rollouts.controller import Controller, Outputs, start_commands
 from streams.control.settings import ControlSettings
-from streams.events import Alert
+from streams.events import Alert, DeviceStatus
 from streams.events.errors import EventError
 from streams.kafka.clients import Undecodable
 
@@ -49,6 +50,7 @@ class RolloutAgents:
         rollouts: Any,
         alerts: Any,
         table: Any,
+        devices_table: Any,
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
         alerted: Callable[[Alert], None],
@@ -59,6 +61,7 @@ class RolloutAgents:
         self._rollouts = rollouts
         self._alerts = alerts
         self.table = table
+        self.devices_table = devices_table
         self._metrics = metrics
         self._dead_letters = dead_letters
         self._alerted = alerted
@@ -114,6 +117,12 @@ class RolloutAgents:
                 )
                 await self._commands.send(key=cmd.rollout_id.encode(), value=cmd)
 
+    async def device_seen(self, status: DeviceStatus) -> None:
+        """A newer device status, onto the controller's partition (see :class:`DeviceSeen`)."""
+        await self._controller_topic.send(
+            key=status.device_id.encode(), value=DeviceSeen(status).to_dict()
+        )
+
     async def tick(self) -> None:
         """The leader's timer: time passes for every rollout, on the controller's partition."""
         await self._controller_topic.send(key=b"tick", value=ControllerTick().to_dict())
@@ -122,13 +131,21 @@ class RolloutAgents:
         """Every controller input through the controller; states, alerts and notes out."""
         async for event in stream.events():
             if not self._loaded:
-                self.controller.restore(dict(self.table.items()))
+                self.controller.restore(
+                    dict(self.table.items()), devices=dict(self.devices_table.items())
+                )
                 self._loaded = True
                 for rollout in self.controller.registry.rollouts.values():
                     event_out = rollout.to_event(self._settings.worker_id)
                     self._metrics.rollout(event_out, changed=False)
             try:
-                out = self._step(controller_input(event.value))
+                record = controller_input(event.value)
+                if isinstance(record, DeviceSeen):
+                    if self.controller.device(record.status):
+                        device_id = record.status.device_id
+                        self.devices_table[device_id] = self.controller.device_entry(device_id)
+                    continue
+                out = self._step(record)
             except (KeyError, TypeError, ValueError, EventError) as exc:
                 log.exception("bad controller input offset=%s", event.message.offset)
                 await self._dead_letters.send("controller", event.message, exc)
@@ -144,6 +161,7 @@ class RolloutAgents:
                 log.warning("controller %s", note)
 
     def _step(self, record: ControllerInput) -> Outputs:
+        assert not isinstance(record, DeviceSeen)  # taken in controller_agent
         now = datetime.now(UTC)
         if isinstance(record, ForwardedCommand):
             return self.controller.command(record.command, now)

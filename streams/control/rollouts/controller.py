@@ -42,6 +42,8 @@ from streams.control.rollouts.state import DEFAULT_STAGES, Rollout
 from streams.events import (
     Alert,
     CohortSelector,
+    DeviceState,
+    DeviceStatus,
     OptimizationResult,
     RolloutCommand,
     RolloutCommandKind,
@@ -52,6 +54,7 @@ from streams.events import (
     to_json,
 )
 from streams.events.answers import ANSWERS, answer_id
+from streams.events.membership import Device, in_scope, is_member
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,8 @@ class Controller:
         self.registry = RolloutRegistry()
         self.evidence: dict[str, Evidence] = {}
         self.seen_commands: dict[str, None] = {}  # ordered: the oldest are forgotten first
+        # The latest status of every device: who a rollout's members are, reporting or not.
+        self.devices: dict[str, DeviceStatus] = {}
 
     # ------------------------------------------------------------------ persistence
 
@@ -155,8 +160,16 @@ class Controller:
             "evidence": None if evidence is None else evidence.to_dict(),
         }
 
-    def restore(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
-        """Rebuild from table records (a restart or a partition moving to this worker)."""
+    def restore(
+        self,
+        entries: Mapping[str, Mapping[str, Any]],
+        devices: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Rebuild from table records (a restart or a partition moving to this worker):
+        rollouts with their evidence, and the devices' statuses as :meth:`device_entry` wrote
+        them."""
+        if devices is not None:
+            self.devices = {k: from_json(DeviceStatus, v) for k, v in devices.items()}
         states = [from_json(RolloutState, e["state"]) for e in entries.values()]
         self.registry = RolloutRegistry.recover(states, lambda _event: self.policy)
         self.evidence = {
@@ -166,6 +179,32 @@ class Controller:
         }
 
     # ------------------------------------------------------------------ inputs
+
+    def device(self, status: DeviceStatus) -> bool:
+        """Take a device's status; True when it is newer than the one known (persist it)."""
+        known = self.devices.get(status.device_id)
+        if known is not None and known.occurred_at > status.occurred_at:
+            return False
+        self.devices[status.device_id] = status
+        return True
+
+    def device_entry(self, device_id: str) -> dict[str, Any]:
+        return to_json(self.devices[device_id])
+
+    def expected_devices(self, rollout: Rollout) -> int | None:
+        """Members of the rollout's stage among the devices of its model that have not
+        stopped, whether they report or not; None when no device of it is known (telemetry
+        alone cannot tell silence from absence)."""
+        state = rollout.to_event(self.producer)
+        known = members = 0
+        for d in self.devices.values():
+            if d.model_id != rollout.model_id or d.state is DeviceState.STOPPED:
+                continue
+            device = Device(d.device_id, d.cohort, d.hardware_profile, d.labels)
+            if in_scope(state, device):
+                known += 1
+                members += is_member(state, device)
+        return members if known else None
 
     def command(self, cmd: RolloutCommand, now: datetime) -> Outputs:
         """Carry out one command and answer it with exactly one event (see
@@ -279,13 +318,16 @@ class Controller:
                 )
                 if evidence is None:
                     continue
+                expected = self.expected_devices(rollout)
                 if window_complete(rollout, groups):
                     self.evidence[rollout.rollout_id] = evidence
-                    value = evidence.result()
+                    value = dataclasses.replace(evidence.result(), expected_devices=expected)
                 else:
                     # Judged with the stage's evidence so a failure still counts, but kept
                     # out of it: an incomplete window is never evidence to promote.
-                    value = dataclasses.replace(evidence.result(), complete=False)
+                    value = dataclasses.replace(
+                        evidence.result(), complete=False, expected_devices=expected
+                    )
             out += self._apply(rollout.rollout_id, value, now)
         return out
 

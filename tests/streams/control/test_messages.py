@@ -19,6 +19,7 @@ from streams.control.messages import (
 from streams.control.rollouts.canary import GroupWindow
 from streams.control.rollouts.gates import GroupMetrics
 from streams.events import CohortSelector, RolloutCommand, RolloutCommandKind
+from streams.events.errors import EventError
 from tests.support.control_inputs import feedback, latency_hist, sketch, telemetry
 
 
@@ -94,6 +95,17 @@ def test_a_forwarded_command_and_a_tick_round_trip_over_json():
     )
     assert controller_input(_over_json(ForwardedCommand(cmd).to_dict())) == ForwardedCommand(cmd)
     assert controller_input(_over_json(ControllerTick().to_dict())) == ControllerTick()
+
+
+def test_a_device_status_for_the_controller_round_trips_over_json():
+    from streams.control.messages import DeviceSeen
+    from streams.events import DeviceStatus
+    from tests.support.sample_events import sample
+
+    seen = DeviceSeen(sample(DeviceStatus))
+    assert controller_input(_over_json(seen.to_dict())) == seen
+    with pytest.raises(EventError):
+        controller_input({"t": "dev", "dev": {**seen.to_dict()["dev"], "cohort": ""}})
 
 
 def test_records_already_on_the_internal_topics_still_decode_to_the_same_wire_form():

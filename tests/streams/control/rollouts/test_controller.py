@@ -376,3 +376,61 @@ def test_after_a_succeeded_rollout_its_version_is_the_stable_one():
         to_version="v3",
     )
     assert _answer(c.command(nxt, T0 + 10 * MINUTE), nxt).from_version == "v2"
+
+
+def _status(i: int, cohort: str = "pilot", *, stopped: bool = False):
+    import dataclasses as dc
+
+    from streams.events import DeviceState, DeviceStatus
+    from tests.support.sample_events import sample
+
+    return dc.replace(
+        sample(DeviceStatus),
+        event_id=f"00000000-0000-4000-8000-{i:012d}",
+        device_id=f"dev-{i:03d}",
+        cohort=cohort,
+        labels={},
+        state=DeviceState.STOPPED if stopped else DeviceState.SERVING,
+    )
+
+
+def test_members_that_stay_silent_count_against_the_stage_until_it_is_inconclusive():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    for i in range(40):  # 40 pilot devices: at 20% about eight are canary members
+        c.device(_status(i))
+    c.device(_status(99, cohort="general"))  # out of scope
+    c.device(_status(98, stopped=True))  # stopped: not expected to report
+    expected = c.expected_devices(c.registry.get("r1"))
+    assert expected is not None
+    assert 2 < expected < 20
+    # One canary device reports plenty of healthy traffic: not enough of the members.
+    window(c, 0, metrics(1, 250, 0), metrics(30, 1000, 5))
+    assert window(c, 1, metrics(1, 250, 0), metrics(30, 1000, 5)).states == ()
+    assert c.registry.get("r1").stage_index == 0  # the same traffic promotes without statuses
+    timed_out = window(c, 10, metrics(1, 250, 0), metrics(30, 1000, 5)).states[0]
+    assert timed_out.status is RolloutStatus.INCONCLUSIVE
+    (fraction,) = [m for m in timed_out.gates if m.metric == "canary.reporting_fraction"]
+    assert (fraction.passed, fraction.detail) == (False, f"1 of {expected} member devices reported")
+
+
+def test_without_device_statuses_the_reporting_fraction_is_not_judged():
+    c = Controller(POLICY, producer="test")
+    start(c)
+    assert c.expected_devices(c.registry.get("r1")) is None
+    window(c, 0, metrics(1, 250, 0), metrics(30, 1000, 5))
+    window(c, 1, metrics(1, 250, 0), metrics(30, 1000, 5))
+    assert c.registry.get("r1").stage_index == 1
+
+
+def test_device_statuses_survive_a_restart_and_an_older_one_changes_nothing():
+    c = Controller(POLICY, producer="test")
+    newer = _status(1)
+    assert c.device(newer)
+    import dataclasses as dc
+
+    older = dc.replace(newer, occurred_at=newer.occurred_at - MINUTE, cohort="general")
+    assert not c.device(older)
+    restarted = Controller(POLICY, producer="test")
+    restarted.restore({}, devices={"dev-001": c.device_entry("dev-001")})
+    assert restarted.devices["dev-001"] == newer
