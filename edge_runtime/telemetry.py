@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from edge_runtime.generation_stats import GenerationStats
 from streams.events import DriftSketch, Generation, Histogram, Telemetry, histograms
+from streams.events.sketches import Sketch
 
 TOKEN_BOUNDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
@@ -253,6 +254,7 @@ class WindowAggregator:
         self, version: str, acc: _Accumulator, start: datetime, end: datetime, rss: int
     ) -> Telemetry:
         latency = histograms.from_values(histograms.LATENCY_MS_BOUNDS, acc.latencies)
+        sketch = Sketch.of(acc.latencies)
         return Telemetry(
             producer=self.identity.device_id,
             device_id=self.identity.device_id,
@@ -266,11 +268,12 @@ class WindowAggregator:
             request_count=acc.requests,
             error_count=acc.errors,
             latency_ms=latency,
-            latency_p50_ms=histograms.quantile(latency, 0.5),
-            latency_p95_ms=histograms.quantile(latency, 0.95),
+            latency_p50_ms=sketch.quantile(0.5),
+            latency_p95_ms=sketch.quantile(0.95),
             confidence=histograms.from_values(histograms.UNIT_BOUNDS, acc.confidences),
             memory_rss_bytes=rss,
             generation=None if acc.generations is None else acc.generations.event(),
+            latency_sketch=sketch.record(),
         )
 
     def _sketch(

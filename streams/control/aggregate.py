@@ -41,6 +41,7 @@ from streams.events.histograms import (
     quantile,
 )
 from streams.events.limits import MAX_COUNT
+from streams.events.sketches import Sketch
 
 # Feedback outcome names that count as a good answer; every other outcome counts as bad.
 DEFAULT_POSITIVE_OUTCOMES: frozenset[str] = frozenset(
@@ -263,6 +264,10 @@ class WindowAggregate:
     drift_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     # None until a telemetry event carried generations (classifier windows stay as they were).
     generation: GenerationAggregate | None = None
+    # The latencies of the telemetry that carried a sketch, and how many events did: the
+    # sketch's quantiles stand for the window only when every telemetry event sent one.
+    latency_sketch: Sketch = dataclasses.field(default_factory=Sketch)
+    sketched_events: int = 0
 
     # ------------------------------------------------------------------ adding events
 
@@ -288,6 +293,9 @@ class WindowAggregate:
         self.request_count += event.request_count
         self.error_count += event.error_count
         self.telemetry_events += 1
+        if event.latency_sketch is not None:
+            self.latency_sketch.merge(Sketch.from_record(event.latency_sketch))
+            self.sketched_events += 1
         _add(self.latency_counts, lat.counts)
         _add(self.confidence_counts, conf.counts)
         self.devices.add(device_digest(event.device_id))
@@ -370,6 +378,8 @@ class WindowAggregate:
         self.request_count += other.request_count
         self.error_count += other.error_count
         self.telemetry_events += other.telemetry_events
+        self.latency_sketch.merge(other.latency_sketch)
+        self.sketched_events += other.sketched_events
         _add(self.latency_counts, other.latency_counts)
         _add(self.confidence_counts, other.confidence_counts)
         self.devices |= other.devices
@@ -396,6 +406,13 @@ class WindowAggregate:
         return WindowAggregate.from_dict(self.to_dict())
 
     # ------------------------------------------------------------------ derived views
+
+    def sketch(self) -> Sketch | None:
+        """The window's latency sketch when every telemetry event carried one, else None
+        (devices that send only the histogram: the histogram then speaks for all)."""
+        if self.telemetry_events and self.sketched_events == self.telemetry_events:
+            return self.latency_sketch
+        return None
 
     def latency(self) -> Histogram:
         return Histogram(bounds=LATENCY_MS_BOUNDS, counts=tuple(self.latency_counts))
@@ -447,6 +464,8 @@ class WindowAggregate:
             "eq": [str(f) for f in self.embedding_sq_sum],
             "db": {k: list(v) for k, v in self.drift_bounds.items()},
             "dc": {k: list(v) for k, v in self.drift_counts.items()},
+            "lsk": self.latency_sketch.to_dict(),
+            "lse": self.sketched_events,
         }
 
     @classmethod
@@ -470,6 +489,9 @@ class WindowAggregate:
             drift_counts={str(k): [int(c) for c in v] for k, v in data["dc"].items()},
             # Absent in records written before generations were aggregated.
             generation=GenerationAggregate.from_dict(data["gen"]) if "gen" in data else None,
+            # Absent in records written before latency sketches: no event carried one.
+            latency_sketch=Sketch.from_dict(data.get("lsk", {})),
+            sketched_events=int(data.get("lse", 0)),
         )
 
 
@@ -531,9 +553,11 @@ def window_metrics(
     privacy_k: int,
     positive_outcomes: frozenset[str] = DEFAULT_POSITIVE_OUTCOMES,
 ) -> WindowMetrics:
-    """p50/p95 from the merged latency histogram, error rate, feedback quality, device count,
-    and the generation figures (time to first token, decode speed, mean log-probability)."""
+    """p50/p95 from the merged latency sketch (2% relative error) when every device sent one,
+    else from the merged histogram; error rate, feedback quality, device count, and the
+    generation figures (time to first token, decode speed, mean log-probability)."""
     latency = agg.latency()
+    sketch = agg.sketch()
     gen = agg.generation.record() if agg.generation is not None else None
     feedback_total = sum(agg.outcomes.values())
     positive = sum(c for name, c in agg.outcomes.items() if name in positive_outcomes)
@@ -541,8 +565,8 @@ def window_metrics(
         requests=agg.request_count,
         errors=agg.error_count,
         error_rate=agg.error_count / agg.request_count if agg.request_count else None,
-        latency_p50_ms=quantile(latency, 0.5),
-        latency_p95_ms=quantile(latency, 0.95),
+        latency_p50_ms=quantile(latency, 0.5) if sketch is None else sketch.quantile(0.5),
+        latency_p95_ms=quantile(latency, 0.95) if sketch is None else sketch.quantile(0.95),
         devices=len(agg.devices),
         feedback_total=feedback_total,
         quality=positive / feedback_total if feedback_total else None,

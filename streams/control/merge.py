@@ -43,6 +43,7 @@ from streams.control.windows import (
     final_entry,
     late_entry,
 )
+from streams.events import LatencySketch
 
 log = logging.getLogger(__name__)
 
@@ -338,5 +339,11 @@ class Merge:
                 feedback_total=sum(agg.outcomes.values()),
                 drift=judged.drift.max_psi if judged.drift else None,
                 generation=None if agg.generation is None else agg.generation.record(),
+                latency_sketch=_sketch_record(agg),
             ),
         )
+
+
+def _sketch_record(agg: WindowAggregate) -> LatencySketch | None:
+    sketch = agg.sketch()
+    return None if sketch is None or not sketch.total else sketch.record()

@@ -14,6 +14,7 @@ and producers in other languages share exactly this:
 - ``artifact``: the signed model artifact format devices verify;
 - ``membership``: which devices a rollout stage includes (decided on the device);
 - ``histograms``: the shared bucket bounds that make device windows merge exactly;
+- ``sketches``: latency sketches with a 2% relative error that merge exactly too;
 - ``dead_letter``: the record a consumer writes for what it could not use, always small enough
   to send; ``errors``: the root of every ``streams`` error.
 
@@ -41,6 +42,7 @@ from streams.events.nested import (
     Generation,
     Histogram,
     LabeledExample,
+    LatencySketch,
     Measurement,
     Transition,
 )
@@ -83,6 +85,7 @@ __all__ = [
     "Generation",
     "Histogram",
     "LabeledExample",
+    "LatencySketch",
     "Measurement",
     "ModelVersion",
     "OptimizationRequest",

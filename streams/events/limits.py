@@ -103,6 +103,7 @@ MEASUREMENTS = Limit(items=64)
 STAGES = Limit(items=32, real=True)
 BOUNDS = Limit(items=1_024, real=True)
 BUCKET_COUNTS = Limit(items=1_025, count=True)
+SKETCH_COUNTS = Limit(items=4_096, count=True)
 EMBEDDING = Limit(items=4_096, real=True)
 
 _ENVELOPE = {"event_id": ID, "occurred_at": TIME, "producer": ID}
@@ -251,6 +252,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
     },
     # Nested records, by their Avro names.
     "Histogram": {"bounds": BOUNDS, "counts": BUCKET_COUNTS},
+    "LatencySketch": {"offset": COUNT, "counts": SKETCH_COUNTS, "zero_count": COUNT},
     "Generation": {
         "generations": COUNT,
         "finished_stop": COUNT,

@@ -41,6 +41,31 @@ class Histogram:
         return sum(self.counts)
 
 
+SKETCH_KEYS = 4_096
+"""Keys of a latency sketch: 0..4095 (see :mod:`streams.events.sketches`)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LatencySketch:
+    """A DDSketch of latencies in ms: ``counts[i]`` counts the values whose key is
+    ``offset + i`` (key ``k`` holds ``(gamma**(k-2049), gamma**(k-2048)]``, gamma fixed by the
+    contract's 2% relative accuracy); ``zero_count`` the values <= 0. Equal keys merge exactly
+    by adding counts, and every quantile read from it is within 2% of the true value."""
+
+    offset: int
+    counts: tuple[int, ...]
+    zero_count: int = 0
+
+    def __post_init__(self) -> None:
+        check_limits(self)
+        if self.offset + len(self.counts) > SKETCH_KEYS:
+            fail(self, "counts", f"keys must stay below {SKETCH_KEYS}")
+
+    @property
+    def total(self) -> int:
+        return self.zero_count + sum(self.counts)
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Generation:
     """A window's text generations as sums and fixed-bucket histograms, so windows merge exactly.

@@ -16,6 +16,7 @@ from streams.events.nested import (
     Generation,
     Histogram,
     LabeledExample,
+    LatencySketch,
     Measurement,
     Transition,
 )
@@ -169,6 +170,8 @@ class Telemetry(Event):
     confidence: Histogram
     memory_rss_bytes: int = 0
     generation: Generation | None = None
+    latency_sketch: LatencySketch | None = None
+    """The same latencies as ``latency_ms`` as a 2%-accurate sketch (:mod:`.sketches`)."""
 
     def _validate(self) -> None:
         for name in ("device_id", "model_id", "model_version", "cohort"):
@@ -186,6 +189,13 @@ class Telemetry(Event):
         check_number(self, "memory_rss_bytes", self.memory_rss_bytes)
         if self.generation is not None and self.generation.generations > self.request_count:
             fail(self, "generation", "cannot count more generations than requests")
+        if self.latency_sketch is not None and self.latency_sketch.total != self.latency_ms.total:
+            fail(
+                self,
+                "latency_sketch",
+                f"counts {self.latency_sketch.total} latencies, latency_ms "
+                f"{self.latency_ms.total}: both count the same requests",
+            )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

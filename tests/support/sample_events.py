@@ -19,6 +19,7 @@ from streams.events import (
     Generation,
     Histogram,
     LabeledExample,
+    LatencySketch,
     Measurement,
     ModelVersion,
     OptimizationRequest,
@@ -171,6 +172,7 @@ def sample_events() -> list[Event]:
             confidence=histogram(),
             memory_rss_bytes=1 << 20,
             generation=generation(),
+            latency_sketch=LatencySketch(offset=2080, counts=(3, 0, 4, 3)),
         ),
         DriftSketch(
             **env,

@@ -17,8 +17,9 @@ from typing import Any
 from streams.control.rollouts.gates import GroupMetrics
 from streams.control.rollouts.inputs import WindowResult
 from streams.control.rollouts.state import Rollout
-from streams.events import Generation, Histogram
+from streams.events import Generation, Histogram, LatencySketch
 from streams.events.histograms import merge
+from streams.events.sketches import Sketch
 
 
 def _ms(at: datetime) -> int:
@@ -42,6 +43,11 @@ def metrics_to_dict(m: GroupMetrics) -> dict[str, Any]:
         "feedback": m.feedback_total,
         "drift": m.drift,
         **({} if m.generation is None else {"gen": generation_to_dict(m.generation)}),
+        **(
+            {}
+            if m.latency_sketch is None
+            else {"lsk": Sketch.from_record(m.latency_sketch).to_dict()}
+        ),
     }
 
 
@@ -123,6 +129,8 @@ def metrics_from_dict(d: Mapping[str, Any]) -> GroupMetrics:
         feedback_total=int(d.get("feedback", 0)),
         drift=d.get("drift"),
         generation=generation_from_dict(d["gen"]) if d.get("gen") is not None else None,
+        # Absent in records written before sketches, and when a device sent none.
+        latency_sketch=Sketch.from_dict(d["lsk"]).record() if d.get("lsk") is not None else None,
     )
 
 
@@ -147,7 +155,20 @@ def merge_metrics(parts: Iterable[GroupMetrics]) -> GroupMetrics | None:
         feedback_total=sum(p.feedback_total for p in parts),
         drift=max(drifts) if drifts else None,
         generation=merge_generations(p.generation for p in parts if p.generation is not None),
+        latency_sketch=_merge_sketches(parts),
     )
+
+
+def _merge_sketches(parts: list[GroupMetrics]) -> LatencySketch | None:
+    """Exact sum of the parts' sketches; None unless every part that served requests has one
+    (a sketch of some of the requests would read as all of them)."""
+    merged = Sketch()
+    for p in parts:
+        if p.latency_sketch is not None:
+            merged.merge(Sketch.from_record(p.latency_sketch))
+        elif p.requests:
+            return None
+    return merged.record() if merged.total else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -58,8 +58,9 @@ from streams.control.rollouts.statistics import (
     latency_tail_split,
     two_proportion_z,
 )
-from streams.events import Generation, Histogram, Measurement
+from streams.events import Generation, Histogram, LatencySketch, Measurement
 from streams.events.histograms import quantile
+from streams.events.sketches import Sketch
 
 P_AT_LEAST = "p >="
 """The comparison of a statistical gate; one with ``passed`` None could not decide yet."""
@@ -71,9 +72,12 @@ P_AT_LEAST = "p >="
 class GroupMetrics:
     """One group's aggregates over an analysis window (canary or stable, one cohort selector).
 
-    ``latency_ms`` is the merged latency histogram; ``p95_latency_ms`` is used when no histogram
-    is available. Feedback counts are judged outcomes (``feedback_good`` of ``feedback_total``).
-    ``generation`` holds the group's merged generation aggregates (None: it served none).
+    ``latency_ms`` is the merged latency histogram and ``latency_sketch`` the merged 2%-accurate
+    sketch of the same requests (None unless every device sent one); quantiles are read from
+    the sketch when there is one, else from the histogram; ``p95_latency_ms`` is used when
+    neither is available. Feedback counts are judged outcomes (``feedback_good`` of
+    ``feedback_total``). ``generation`` holds the group's merged generation aggregates (None:
+    it served none).
     """
 
     devices: int
@@ -85,6 +89,7 @@ class GroupMetrics:
     feedback_total: int = 0
     drift: float | None = None
     generation: Generation | None = None
+    latency_sketch: LatencySketch | None = None
 
     def __post_init__(self) -> None:
         if min(self.devices, self.requests, self.errors) < 0:
@@ -107,6 +112,8 @@ class GroupMetrics:
         return self.feedback_good / self.feedback_total if self.feedback_total else None
 
     def p95(self, q: float = 0.95) -> float | None:
+        if self.latency_sketch is not None and self.latency_sketch.total:
+            return Sketch.from_record(self.latency_sketch).quantile(q)
         if self.latency_ms is not None and self.latency_ms.total:
             return quantile(self.latency_ms, q)
         return self.p95_latency_ms
