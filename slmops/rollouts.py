@@ -56,13 +56,30 @@ def _labels(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _stages(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--stages takes percents like 5,25,50,100: {text!r}"
-        ) from exc
+def _stages(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """``5,25,pause,100``: the percents, and the stage indexes a ``pause`` step precedes (a
+    human approves them with ``promote``)."""
+    stages: list[float] = []
+    approvals: list[int] = []
+    misplaced = argparse.ArgumentTypeError(f"--stages: a pause goes between two stages: {text!r}")
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() == "pause":
+            if not stages or (approvals and approvals[-1] == len(stages)):
+                raise misplaced
+            approvals.append(len(stages))
+            continue
+        try:
+            stages.append(float(part))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"--stages takes percents like 5,25,50,100 (and pause steps: 5,25,pause,100): "
+                f"{text!r}"
+            ) from exc
+    if approvals and approvals[-1] == len(stages):
+        raise misplaced
+    return tuple(stages), tuple(approvals)
 
 
 # Exit codes of the commands that send (start, pause, resume, abort, promote).
@@ -226,7 +243,8 @@ def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
         from_version=from_version,
         to_version=args.to,
         selector=selector,
-        stages=args.stages,
+        stages=args.stages[0],
+        approvals=args.stages[1],
     )
     code = _sent(command, args, conn)
     if code == SENT_OK:
@@ -282,7 +300,10 @@ def describe(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> list[str
         for d in scoped
     )
     on_version = Counter(d.model_version or "-" for d in scoped)
-    stages = " -> ".join(f"{p:g}%" for p in rollout.stages)
+    stages = " -> ".join(
+        ("pause -> " if i in rollout.approvals else "") + f"{p:g}%"
+        for i, p in enumerate(rollout.stages)
+    )
     lines = [
         f"rollout {rollout.rollout_id}  {rollout.model_id}: "
         f"{rollout.from_version or '-'} -> {rollout.to_version}",
@@ -291,6 +312,14 @@ def describe(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> list[str
         f"  stage    {rollout.stage_index + 1}/{len(rollout.stages)} at {rollout.percent:g}%  "
         f"[{stages}]",
         f"  reason   {rollout.reason or '-'}",
+        *(
+            [
+                f"  approval stage {rollout.stage_index + 2} waits: "
+                f"`slmops rollout promote {rollout.rollout_id}` enters it"
+            ]
+            if rollout.awaiting_approval
+            else []
+        ),
         f"  devices  {len(scoped)} in scope, {members} members; on version: "
         + (", ".join(f"{v}={n}" for v, n in sorted(on_version.items())) or "none reporting"),
     ]
@@ -480,8 +509,10 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
     p.add_argument(
         "--stages",
         type=_stages,
-        default=(),
-        help="percents, e.g. 5,25,50,100 (default: the controller's --rollout-stages)",
+        default=((), ()),
+        help="percents, e.g. 5,25,50,100 (default: the controller's --rollout-stages); a "
+        "'pause' step between two (5,25,pause,100) holds the rollout after the stage before it "
+        "passed until `slmops rollout promote ID` approves the next",
     )
     p.add_argument("--id", help="rollout id (default: MODEL-TO-random)")
     p.add_argument(
@@ -494,7 +525,12 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         ("pause", RolloutCommandKind.PAUSE, "hold a rollout at its stage"),
         ("resume", RolloutCommandKind.RESUME, "continue a paused or inconclusive rollout"),
         ("abort", RolloutCommandKind.ABORT, "roll back to the stable version now"),
-        ("promote", RolloutCommandKind.PROMOTE, "skip to 100%% (then bake)"),
+        (
+            "promote",
+            RolloutCommandKind.PROMOTE,
+            "approve the next stage of a rollout waiting at a pause step, else skip to 100%% "
+            "(then bake)",
+        ),
     ):
         p = add(name, _steer(kind), help_, f"slmops rollout {name} intent-v2-3f9a1c" + SENT_CODES)
         p.add_argument("rollout_id", help="the rollout's id (see `slmops rollout status`)")

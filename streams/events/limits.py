@@ -101,6 +101,7 @@ LABELS = Limit(items=64, keys=ID, chars=256, identifier=True)
 METRICS = Limit(items=256, keys=ID, real=True)
 MEASUREMENTS = Limit(items=64)
 STAGES = Limit(items=32, real=True)
+APPROVALS = Limit(items=32, count=True)
 BOUNDS = Limit(items=1_024, real=True)
 BUCKET_COUNTS = Limit(items=1_025, count=True)
 SKETCH_COUNTS = Limit(items=4_096, count=True)
@@ -133,6 +134,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "revision": COUNT,
         "gates": MEASUREMENTS,
         "history": Limit(items=64),  # the controller keeps the latest 50
+        "approvals": APPROVALS,
     },
     "RolloutCommand": _ENVELOPE
     | {
@@ -143,6 +145,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "from_version": ID,
         "to_version": ID,
         "stages": STAGES,
+        "approvals": APPROVALS,
     },
     "Telemetry": _ENVELOPE
     | {

@@ -104,11 +104,18 @@ class RolloutState(Event):
     revision: int = 0
     gates: tuple[Measurement, ...] = ()
     history: tuple[Transition, ...] = ()
+    approvals: tuple[int, ...] = ()
+    """Stage indexes a human must approve (``promote``) before they start."""
+    awaiting_approval: bool = False
+    """PAUSED because the next stage is in ``approvals``; ``promote`` enters it."""
 
     def _validate(self) -> None:
         check_id(self, "rollout_id", self.rollout_id)
         check_id(self, "model_id", self.model_id)
         check_id(self, "to_version", self.to_version)
+        check_approvals(self, self.approvals, self.stages)
+        if self.awaiting_approval and self.status is not RolloutStatus.PAUSED:
+            fail(self, "awaiting_approval", "only a PAUSED rollout awaits approval")
         check_id(self, "salt", self.salt)
         check_number(self, "percent", self.percent, high=100.0)
         if not self.stages:
@@ -137,10 +144,15 @@ class RolloutCommand(Event):
     to_version: str | None = None
     selector: CohortSelector | None = None
     stages: tuple[float, ...] = ()
+    approvals: tuple[int, ...] = ()
+    """With START: stage indexes that wait for a human's ``promote`` before they start."""
 
     def _validate(self) -> None:
         check_id(self, "rollout_id", self.rollout_id)
         check_id(self, "actor", self.actor)
+        if self.approvals and not self.stages:
+            fail(self, "approvals", "name the stages they refer to")
+        check_approvals(self, self.approvals, self.stages)
         if self.command is RolloutCommandKind.START:
             check_id(self, "model_id", self.model_id)
             check_id(self, "to_version", self.to_version)
@@ -399,3 +411,12 @@ def event_type_named(name: str) -> type[Event]:
             return cls
     known = ", ".join(cli_name(c) for c in EVENT_TYPES.values())
     raise EventError(f"unknown event type {name!r}; known: {known}")
+
+
+def check_approvals(record: object, approvals: tuple[int, ...], stages: tuple[float, ...]) -> None:
+    """Approval points are stage indexes 1..len(stages)-1 (a stage after the first), ascending."""
+    for i in approvals:
+        if not 1 <= i < len(stages):
+            fail(record, "approvals", f"must be stage indexes in 1..{len(stages) - 1}, got {i}")
+    if list(approvals) != sorted(set(approvals)):
+        fail(record, "approvals", "must be strictly increasing")

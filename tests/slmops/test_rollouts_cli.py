@@ -23,6 +23,7 @@ from streams.events import (
     RolloutCommand,
     RolloutCommandKind,
     RolloutState,
+    RolloutStatus,
 )
 from streams.events.membership import Device, is_member
 from streams.kafka.clients import EventConsumer, EventProducer, Received
@@ -178,3 +179,28 @@ def test_status_reads_rollouts_and_the_device_ledger(kafka_conn):
     missing = cli(kafka_conn, "rollout", "status", "nope")
     assert missing.returncode == 1
     assert "no rollout 'nope'" in missing.stderr
+
+
+def test_stages_take_pause_steps_between_two_stages():
+    import argparse
+
+    from slmops.rollouts import _stages
+
+    assert _stages("5,25,pause,100") == ((5.0, 25.0, 100.0), (2,))
+    assert _stages("5, pause, 50, pause, 100") == ((5.0, 50.0, 100.0), (1, 2))
+    assert _stages("10,100") == ((10.0, 100.0), ())
+    for bad in ("pause,5,100", "5,100,pause", "5,pause,pause,100"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a pause goes between two stages"):
+            _stages(bad)
+
+
+def test_status_shows_the_pause_steps_and_what_an_approval_waits_for():
+    state = dataclasses.replace(
+        rollout_state(),
+        approvals=(1,),
+        status=RolloutStatus.PAUSED,
+        awaiting_approval=True,
+    )
+    lines = "\n".join(describe(state, []))
+    assert "[5% -> pause -> 25% -> 50% -> 100%]" in lines
+    assert "approval stage 2 waits: `slmops rollout promote r-cli` enters it" in lines

@@ -123,6 +123,7 @@ def sample_events() -> list[Event]:
             to_version="v2",
             selector=CohortSelector(cohorts=("pilot",), labels={"region": "eu"}),
             stages=(5.0, 25.0, 100.0),
+            approvals=(1, 2),
             stage_index=1,
             percent=25.0,
             salt="s",
@@ -153,6 +154,7 @@ def sample_events() -> list[Event]:
             to_version="v2",
             selector=CohortSelector(cohorts=("pilot",)),
             stages=(5.0, 50.0, 100.0),
+            approvals=(2,),
         ),
         Telemetry(
             **env,

@@ -270,6 +270,7 @@ class Controller:
                 now=now,
                 stages=cmd.stages or DEFAULT_STAGES,
                 policy=self.policy,
+                approvals=cmd.approvals,
             )
             self.registry = self.registry.admit(rollout)
         except RolloutError as exc:

@@ -68,6 +68,7 @@ def _move(
     stage_index: int | None = None,
     measurements: tuple[Measurement, ...] = (),
     alert: Severity | None = None,
+    awaiting_approval: bool = False,
 ) -> Step:
     index = state.stage_index if stage_index is None else stage_index
     percent = 0.0 if status is S.PENDING else state.stages[index]
@@ -86,6 +87,7 @@ def _move(
         reason=reason,
         gates=measurements,
         history=(*state.history, entry)[-HISTORY_LIMIT:],
+        awaiting_approval=awaiting_approval,
     )
     effects: list[Effect] = []
     if alert is not None:
@@ -160,6 +162,8 @@ def _on_promote(state: Rollout, cmd: Promote, now: datetime) -> Step:
     if state.status in (S.PENDING, S.ROLLING_BACK):
         why = "not started yet" if state.status is S.PENDING else "it is rolling back"
         raise TransitionRefused(state.rollout_id, state.status, "Promote", why)
+    if state.awaiting_approval:
+        return _enter_stage(state, now, state.stage_index + 1, f"{cmd.describe()}; approved")
     last = len(state.stages) - 1
     if state.stage_index == last:
         return _move(state, now, S.SUCCEEDED, f"{cmd.describe()}; bake ended early")
@@ -212,9 +216,19 @@ def _on_window(state: Rollout, result: WindowResult, now: datetime) -> Step:
         reason = f"{judgement.reason}, but a window closed incomplete: not evidence to promote"
         return _deadline_or_wait(state, now, reason, numbers)
     if not baking:
-        return _enter_stage(
-            state, now, state.stage_index + 1, judgement.reason, measurements=numbers
-        )
+        following = state.stage_index + 1
+        if following in state.approvals:
+            where = f"stage {following + 1}/{len(state.stages)} at {state.stages[following]:g}%"
+            return _move(
+                state,
+                now,
+                S.PAUSED,
+                f"{judgement.reason}; {where} waits for approval: promote to continue",
+                measurements=numbers,
+                alert=Severity.INFO,
+                awaiting_approval=True,
+            )
+        return _enter_stage(state, now, following, judgement.reason, measurements=numbers)
     if result.window_end >= state.since + state.policy.bake_period:
         return _move(
             state, now, S.SUCCEEDED, f"{judgement.reason}; bake complete", measurements=numbers

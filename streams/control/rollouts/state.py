@@ -78,6 +78,9 @@ class Rollout:
     reason: str = ""
     gates: tuple[Measurement, ...] = ()
     history: tuple[Transition, ...] = ()
+    approvals: tuple[int, ...] = ()
+    """Stage indexes a human approves (``Promote``) before they start."""
+    awaiting_approval: bool = False
     policy: RolloutPolicy = dataclasses.field(default_factory=RolloutPolicy)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,16 @@ class Rollout:
             if not getattr(self, name):
                 raise RolloutError(f"{name} must be non-empty", rollout_id=self.rollout_id)
         _check_stages(self.stages)
+        if any(not 1 <= i < len(self.stages) for i in self.approvals) or list(
+            self.approvals
+        ) != sorted(set(self.approvals)):
+            raise RolloutError(
+                f"approvals must be ascending stage indexes in 1..{len(self.stages) - 1}, "
+                f"got {self.approvals}",
+                rollout_id=self.rollout_id,
+            )
+        if self.awaiting_approval and self.status is not S.PAUSED:
+            raise RolloutError("only a PAUSED rollout awaits approval", rollout_id=self.rollout_id)
         check_aware(self.since, "since")
         if self.revision < 1:
             raise RolloutError("revision starts at 1", rollout_id=self.rollout_id)
@@ -124,6 +137,7 @@ class Rollout:
         now: datetime,
         stages: tuple[float, ...] = DEFAULT_STAGES,
         policy: RolloutPolicy | None = None,
+        approvals: tuple[int, ...] = (),
     ) -> Rollout:
         """A PENDING rollout at revision 1; ``Start`` begins its first stage."""
         check_aware(now, "now")
@@ -150,6 +164,7 @@ class Rollout:
                     reason="created",
                 ),
             ),
+            approvals=tuple(approvals),
             policy=policy or RolloutPolicy(),
         )
 
@@ -183,7 +198,9 @@ class Rollout:
 
     def to_event(self, producer: str = "slmops-controller") -> RolloutState:
         """The ``RolloutState`` for the compacted topic; one event id per revision, so
-        re-publishing the same revision after a restart is idempotent downstream."""
+        re-publishing the same revision after a restart is idempotent downstream. (The state
+        that answers a command is published once under the command's answer id instead:
+        :mod:`streams.events.answers`; readers order states by revision.)"""
         return RolloutState(
             event_id=str(uuid.uuid5(_EVENT_NAMESPACE, f"{self.rollout_id}:{self.revision}")),
             occurred_at=self.since,
@@ -202,6 +219,8 @@ class Rollout:
             revision=self.revision,
             gates=self.gates,
             history=self.history,
+            approvals=self.approvals,
+            awaiting_approval=self.awaiting_approval,
         )
 
     @classmethod
@@ -224,6 +243,8 @@ class Rollout:
                 reason=event.reason,
                 gates=tuple(event.gates),
                 history=tuple(event.history),
+                approvals=tuple(event.approvals),
+                awaiting_approval=event.awaiting_approval,
                 policy=policy or RolloutPolicy(),
             )
         except (RolloutError, EventError) as exc:

@@ -434,3 +434,61 @@ def test_device_statuses_survive_a_restart_and_an_older_one_changes_nothing():
     restarted = Controller(POLICY, producer="test")
     restarted.restore({}, devices={"dev-001": c.device_entry("dev-001")})
     assert restarted.devices["dev-001"] == newer
+
+
+def test_a_declared_approval_step_pauses_after_a_passing_stage_until_promoted():
+    c = Controller(POLICY, producer="test")
+    cmd = RolloutCommand(
+        rollout_id="r1",
+        command=RolloutCommandKind.START,
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=("pilot",)),
+        stages=(20.0, 50.0, 100.0),
+        approvals=(2,),
+    )
+    c.command(cmd, T0)
+    window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))
+    assert window(c, 1, metrics(2, 150, 1), metrics(8, 600, 4)).states[0].percent == 50.0
+    start_50 = c.registry.get("r1").since
+    later = [
+        window(c, m, metrics(5, 400, 2), metrics(5, 400, 2)) for m in (2, 3, 4)
+    ]  # the 50% stage passes: it stops before 100% instead of entering it
+    paused = next(o.states[0] for o in later if o.states)
+    assert (paused.status, paused.percent, paused.awaiting_approval) == (
+        RolloutStatus.PAUSED,
+        50.0,
+        True,
+    )
+    assert "stage 3/3 at 100% waits for approval: promote to continue" in paused.reason
+    assert paused.occurred_at > start_50
+    assert c.tick(T0 + 60 * MINUTE).states == ()  # a human's step has no deadline
+    assert window(c, 9, metrics(5, 400, 2), metrics(5, 400, 2)).states == ()
+    promote = RolloutCommand(rollout_id="r1", command=RolloutCommandKind.PROMOTE, actor="ann")
+    approved = c.command(promote, T0 + 61 * MINUTE).states[-1]
+    assert (approved.status, approved.percent, approved.awaiting_approval) == (
+        RolloutStatus.BAKING,
+        100.0,
+        False,
+    )
+    assert "promote by ann; approved" in approved.reason
+
+
+@pytest.mark.parametrize(
+    ("approvals", "message"),
+    [((0,), "in 1..1, got 0"), ((2,), "in 1..1, got 2"), ((1, 1), "strictly increasing")],
+)
+def test_approvals_must_name_stages_after_the_first(approvals, message):
+    from streams.events.errors import EventError
+
+    with pytest.raises(EventError, match=message):
+        RolloutCommand(
+            rollout_id="r1",
+            command=RolloutCommandKind.START,
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            stages=(20.0, 100.0),
+            approvals=approvals,
+        )
