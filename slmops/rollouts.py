@@ -33,7 +33,14 @@ from streams.events import (
     to_json,
 )
 from streams.events.answers import answer_id
-from streams.events.membership import Device, in_scope, is_member
+from streams.events.membership import (
+    Device,
+    SelectorSyntaxError,
+    describe_selector,
+    in_scope,
+    is_member,
+    parse_selector,
+)
 from streams.kafka.clients import (
     EventConsumer,
     EventProducer,
@@ -205,10 +212,19 @@ def _sent(command: RolloutCommand, args: argparse.Namespace, conn: KafkaConnecti
 
 def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
     conn = connect(args)
+    try:
+        equal, expressions = parse_selector(args.selector or "")
+    except SelectorSyntaxError as exc:
+        raise RolloutRefusedError(f"--selector: {exc}") from exc
+    labels = _labels(args.label)
+    clash = {k for k in equal.keys() & labels.keys() if equal[k] != labels[k]}
+    if clash:
+        raise RolloutRefusedError(f"--label and --selector disagree on {', '.join(sorted(clash))}")
     selector = CohortSelector(
         cohorts=tuple(args.cohort),
         hardware_profiles=tuple(args.hardware_profile),
-        labels=_labels(args.label),
+        labels=labels | equal,
+        expressions=expressions,
     )
     from_version = args.from_version
     if not args.no_check:
@@ -311,6 +327,7 @@ def describe(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> list[str
         f"since {rollout.occurred_at:%Y-%m-%d %H:%M:%S}Z)",
         f"  stage    {rollout.stage_index + 1}/{len(rollout.stages)} at {rollout.percent:g}%  "
         f"[{stages}]",
+        f"  selector {describe_selector(rollout.selector)}",
         f"  reason   {rollout.reason or '-'}",
         *(
             [
@@ -506,6 +523,12 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         "--hardware-profile", action="append", default=[], help="limit to a profile (repeat)"
     )
     p.add_argument("--label", action="append", default=[], help="limit to KEY=VALUE (repeat)")
+    p.add_argument(
+        "--selector",
+        metavar="EXPR",
+        help="limit by labels, Kubernetes grammar: 'region in (eu,us), tier notin (free), "
+        "gpu, !beta, ring!=0' (devices must run a runtime that knows set-based selectors)",
+    )
     p.add_argument(
         "--stages",
         type=_stages,

@@ -34,7 +34,14 @@ from streams.events.codec import (
     schema_fingerprint,
 )
 from streams.events.convert import Converter, from_json, from_record, to_json, to_record
-from streams.events.enums import DeviceState, RolloutCommandKind, RolloutStatus, Severity, Task
+from streams.events.enums import (
+    DeviceState,
+    RolloutCommandKind,
+    RolloutStatus,
+    SelectorOperator,
+    Severity,
+    Task,
+)
 from streams.events.nested import (
     ADAPTER_FORMAT,
     Artifact,
@@ -42,6 +49,7 @@ from streams.events.nested import (
     Generation,
     Histogram,
     LabeledExample,
+    LabelRequirement,
     LatencySketch,
     Measurement,
     Transition,
@@ -84,6 +92,7 @@ __all__ = [
     "Feedback",
     "Generation",
     "Histogram",
+    "LabelRequirement",
     "LabeledExample",
     "LatencySketch",
     "Measurement",
@@ -94,6 +103,7 @@ __all__ = [
     "RolloutCommandKind",
     "RolloutState",
     "RolloutStatus",
+    "SelectorOperator",
     "Severity",
     "Task",
     "Telemetry",

@@ -27,6 +27,15 @@ class RolloutStatus(enum.StrEnum):
     INCONCLUSIVE = "INCONCLUSIVE"
 
 
+class SelectorOperator(enum.StrEnum):
+    """A set-based label requirement's operator (the Kubernetes label-selector grammar)."""
+
+    IN = "IN"
+    NOT_IN = "NOT_IN"
+    EXISTS = "EXISTS"
+    DOES_NOT_EXIST = "DOES_NOT_EXIST"
+
+
 class RolloutCommandKind(enum.StrEnum):
     START = "START"
     PAUSE = "PAUSE"

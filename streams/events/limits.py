@@ -98,6 +98,8 @@ TIME = Limit(time=True)
 IDS = Limit(items=64, chars=128, identifier=True)
 COHORTS = Limit(items=256, chars=128, identifier=True)
 LABELS = Limit(items=64, keys=ID, chars=256, identifier=True)
+LABEL_VALUES = Limit(items=64, chars=256, identifier=True)
+EXPRESSIONS = Limit(items=32)
 METRICS = Limit(items=256, keys=ID, real=True)
 MEASUREMENTS = Limit(items=64)
 STAGES = Limit(items=32, real=True)
@@ -291,7 +293,13 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "key_id": ID,
         "base_sha256": ID,
     },
-    "CohortSelector": {"cohorts": COHORTS, "hardware_profiles": IDS, "labels": LABELS},
+    "CohortSelector": {
+        "cohorts": COHORTS,
+        "hardware_profiles": IDS,
+        "labels": LABELS,
+        "expressions": EXPRESSIONS,
+    },
+    "LabelRequirement": {"key": ID, "values": LABEL_VALUES},
     "Transition": {
         "at": TIME,
         "stage_index": COUNT,

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 
-from streams.events import RolloutState, RolloutStatus
+from streams.events import (
+    CohortSelector,
+    LabelRequirement,
+    RolloutState,
+    RolloutStatus,
+    SelectorOperator,
+)
 
 BUCKETS = 10_000
 
@@ -86,3 +93,90 @@ def desired_version(rollouts: Iterable[RolloutState], model_id: str, device: Dev
     else:
         reason = f"not a member at {newest.percent:g}%: stable"
     return Decision(newest.from_version, newest.rollout_id, reason)
+
+
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._/-]*"
+_SET = re.compile(rf"^\s*({_TOKEN})\s+(in|notin)\s*\(([^()]*)\)\s*$")
+_EQUALS = re.compile(rf"^\s*({_TOKEN})\s*(==|=|!=)\s*([A-Za-z0-9._/-]*)\s*$")
+_EXISTS = re.compile(rf"^\s*(!?)\s*({_TOKEN})\s*$")
+
+
+class SelectorSyntaxError(ValueError):
+    """A label selector that does not parse; the message quotes the part that failed."""
+
+
+def _split_top(text: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SelectorSyntaxError(f"unbalanced ')' in {text!r}")
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth:
+        raise SelectorSyntaxError(f"unbalanced '(' in {text!r}")
+    parts.append("".join(current))
+    return parts
+
+
+def parse_selector(text: str) -> tuple[dict[str, str], tuple[LabelRequirement, ...]]:
+    """The Kubernetes label-selector grammar: ``region in (eu,us), tier notin (free), gpu,
+    !beta, zone=a, ring!=0``. Equalities come back as labels, the rest as requirements."""
+    labels: dict[str, str] = {}
+    requirements: list[LabelRequirement] = []
+    for part in _split_top(text):
+        if not part.strip():
+            continue
+        if m := _SET.match(part):
+            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
+            if not values:
+                raise SelectorSyntaxError(f"{part.strip()!r}: a set needs at least one value")
+            op = SelectorOperator.IN if m.group(2) == "in" else SelectorOperator.NOT_IN
+            requirements.append(LabelRequirement(key=m.group(1), operator=op, values=values))
+        elif m := _EQUALS.match(part):
+            key, op_text, value = m.groups()
+            if op_text == "!=":
+                requirements.append(
+                    LabelRequirement(key=key, operator=SelectorOperator.NOT_IN, values=(value,))
+                )
+            elif labels.get(key, value) != value:
+                raise SelectorSyntaxError(
+                    f"{key!r} cannot equal both {labels[key]!r} and {value!r}"
+                )
+            else:
+                labels[key] = value
+        elif m := _EXISTS.match(part):
+            op = SelectorOperator.DOES_NOT_EXIST if m.group(1) else SelectorOperator.EXISTS
+            requirements.append(LabelRequirement(key=m.group(2), operator=op))
+        else:
+            raise SelectorSyntaxError(
+                f"cannot read {part.strip()!r}: use key in (a,b), key notin (a,b), key, !key, "
+                "key=v or key!=v"
+            )
+    return labels, tuple(requirements)
+
+
+def describe_selector(selector: CohortSelector) -> str:
+    """A selector as the grammar above reads it, cohorts and profiles first."""
+    parts = [f"cohort in ({','.join(selector.cohorts)})"] if selector.cohorts else []
+    if selector.hardware_profiles:
+        parts.append(f"profile in ({','.join(selector.hardware_profiles)})")
+    parts += [f"{k}={v}" for k, v in sorted(selector.labels.items())]
+    for r in selector.expressions:
+        if r.operator is SelectorOperator.IN:
+            parts.append(f"{r.key} in ({','.join(r.values)})")
+        elif r.operator is SelectorOperator.NOT_IN:
+            parts.append(f"{r.key} notin ({','.join(r.values)})")
+        elif r.operator is SelectorOperator.EXISTS:
+            parts.append(r.key)
+        else:
+            parts.append(f"!{r.key}")
+    return ", ".join(parts) or "every device"

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 
-from streams.events.enums import RolloutStatus
+from streams.events.enums import RolloutStatus, SelectorOperator
 from streams.events.validation import check_id, check_limits, check_number, fail
 
 
@@ -210,12 +210,43 @@ class Artifact:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LabelRequirement:
+    """One set-based requirement on a device label: ``key in (a,b)``, ``key notin (a,b)``,
+    ``key`` (exists) or ``!key`` (does not exist), as Kubernetes label selectors read."""
+
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_limits(self)
+        check_id(self, "key", self.key)
+        with_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if with_values and not self.values:
+            fail(self, "values", f"{self.operator.value} needs at least one value")
+        if not with_values and self.values:
+            fail(self, "values", f"{self.operator.value} takes no values")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.operator is SelectorOperator.IN:
+            return value is not None and value in self.values
+        if self.operator is SelectorOperator.NOT_IN:
+            return value is None or value not in self.values
+        if self.operator is SelectorOperator.EXISTS:
+            return value is not None
+        return value is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CohortSelector:
-    """Which devices a rollout may touch; empty fields match every device."""
+    """Which devices a rollout may touch; empty fields match every device. ``labels`` are
+    equality requirements, ``expressions`` set-based ones; a device must meet all of them."""
 
     cohorts: tuple[str, ...] = ()
     hardware_profiles: tuple[str, ...] = ()
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    expressions: tuple[LabelRequirement, ...] = ()
 
     def __post_init__(self) -> None:
         check_limits(self)
@@ -225,7 +256,9 @@ class CohortSelector:
             return False
         if self.hardware_profiles and hardware_profile not in self.hardware_profiles:
             return False
-        return all(labels.get(k) == v for k, v in self.labels.items())
+        if not all(labels.get(k) == v for k, v in self.labels.items()):
+            return False
+        return all(r.matches(labels) for r in self.expressions)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

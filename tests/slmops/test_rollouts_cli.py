@@ -18,12 +18,14 @@ from streams.events import (
     CohortSelector,
     DeviceState,
     DeviceStatus,
+    LabelRequirement,
     Measurement,
     ModelVersion,
     RolloutCommand,
     RolloutCommandKind,
     RolloutState,
     RolloutStatus,
+    SelectorOperator,
 )
 from streams.events.membership import Device, is_member
 from streams.kafka.clients import EventConsumer, EventProducer, Received
@@ -92,6 +94,10 @@ def test_a_small_sample_gate_that_cannot_decide_yet_reads_undecided():
     assert line(True, P_AT_LEAST) == "pass"
 
 
+def words(line: str) -> list[str]:
+    return line.split()
+
+
 def typed(kafka_conn, line: str):
     """The command line as typed (words split on spaces)."""
     return cli(kafka_conn, *line.split())
@@ -119,10 +125,10 @@ def _publish(kafka_conn, events) -> None:
 def test_commands_are_published_for_the_controller(kafka_conn):
     v2 = sample(ModelVersion)
     _publish(kafka_conn, [dataclasses.replace(v2, version="v1", parent_version=None), v2])
-    started = typed(
+    started = cli(
         kafka_conn,
-        "rollout start intent --to v2 --from v1 --cohort pilot --stages 10,100 "
-        "--id r9 --actor alice --no-wait",
+        *words("rollout start intent --to v2 --from v1 --cohort pilot --stages 10,pause,100"),
+        *["--id", "r9", "--actor", "alice", "--no-wait", "--selector", "tier notin (free), gpu"],
     )
     assert started.returncode == 0, started.stderr
     paused = typed(kafka_conn, "rollout pause r9 --note weekend --no-check --no-wait")
@@ -130,8 +136,15 @@ def test_commands_are_published_for_the_controller(kafka_conn):
 
     commands = _published(kafka_conn)
     assert [c.command for c in commands] == [RolloutCommandKind.START, RolloutCommandKind.PAUSE]
-    assert commands[0].selector == CohortSelector(cohorts=("pilot",))
+    assert commands[0].selector == CohortSelector(
+        cohorts=("pilot",),
+        expressions=(
+            LabelRequirement(key="tier", operator=SelectorOperator.NOT_IN, values=("free",)),
+            LabelRequirement(key="gpu", operator=SelectorOperator.EXISTS),
+        ),
+    )
     assert commands[0].stages == (10.0, 100.0)
+    assert commands[0].approvals == (1,)
     assert commands[0].actor == "alice"
     assert commands[0].from_version == "v1"
     assert commands[1].note == "weekend"

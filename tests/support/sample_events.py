@@ -19,6 +19,7 @@ from streams.events import (
     Generation,
     Histogram,
     LabeledExample,
+    LabelRequirement,
     LatencySketch,
     Measurement,
     ModelVersion,
@@ -28,6 +29,7 @@ from streams.events import (
     RolloutCommandKind,
     RolloutState,
     RolloutStatus,
+    SelectorOperator,
     Severity,
     Task,
     Telemetry,
@@ -121,7 +123,16 @@ def sample_events() -> list[Event]:
             model_id="intent",
             from_version="v1",
             to_version="v2",
-            selector=CohortSelector(cohorts=("pilot",), labels={"region": "eu"}),
+            selector=CohortSelector(
+                cohorts=("pilot",),
+                labels={"region": "eu"},
+                expressions=(
+                    LabelRequirement(
+                        key="tier", operator=SelectorOperator.NOT_IN, values=("free", "trial")
+                    ),
+                    LabelRequirement(key="gpu", operator=SelectorOperator.EXISTS),
+                ),
+            ),
             stages=(5.0, 25.0, 100.0),
             approvals=(1, 2),
             stage_index=1,
