@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slmops.errors import RolloutRefusedError, UnknownModelError
@@ -87,6 +88,26 @@ def _stages(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
     if approvals and approvals[-1] == len(stages):
         raise misplaced
     return tuple(stages), tuple(approvals)
+
+
+def _when(text: str) -> datetime:
+    """An ISO 8601 time (UTC when it names no zone) or a delay from now: +30m, +2h, +1d."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text.startswith("+") and text[-1:] in units:
+        try:
+            amount = float(text[1:-1])
+        except ValueError:
+            amount = -1.0
+        if amount > 0:
+            return datetime.now(UTC) + timedelta(seconds=amount * units[text[-1]])
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--not-before takes an ISO 8601 time (2026-12-05T02:00:00Z) or +30m, +2h, +1d: "
+            f"{text!r}"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 # Exit codes of the commands that send (start, pause, resume, abort, promote).
@@ -261,6 +282,7 @@ def cmd_start(args: argparse.Namespace, connect: Connect) -> int:
         selector=selector,
         stages=args.stages[0],
         approvals=args.stages[1],
+        not_before=args.not_before,
     )
     code = _sent(command, args, conn)
     if code == SENT_OK:
@@ -335,6 +357,19 @@ def describe(rollout: RolloutState, devices: Sequence[DeviceStatus]) -> list[str
                 f"`slmops rollout promote {rollout.rollout_id}` enters it"
             ]
             if rollout.awaiting_approval
+            else []
+        ),
+        *(
+            [
+                f"  maintenance stage {rollout.stage_index + 2} waits for its cohorts' window "
+                f"(`slmops rollout promote {rollout.rollout_id}` enters it now)"
+            ]
+            if rollout.awaiting_maintenance
+            else []
+        ),
+        *(
+            [f"  schedule not before {rollout.not_before:%Y-%m-%d %H:%M:%S}Z"]
+            if rollout.not_before is not None and rollout.status is RolloutStatus.PENDING
             else []
         ),
         f"  devices  {len(scoped)} in scope, {members} members; on version: "
@@ -536,6 +571,13 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         help="percents, e.g. 5,25,50,100 (default: the controller's --rollout-stages); a "
         "'pause' step between two (5,25,pause,100) holds the rollout after the stage before it "
         "passed until `slmops rollout promote ID` approves the next",
+    )
+    p.add_argument(
+        "--not-before",
+        type=_when,
+        metavar="TIME",
+        help="start no earlier than TIME: ISO 8601 (UTC unless it says) or +30m, +2h, +1d; the "
+        "rollout waits PENDING (and, where the controller has maintenance windows, for one)",
     )
     p.add_argument("--id", help="rollout id (default: MODEL-TO-random)")
     p.add_argument(

@@ -52,6 +52,21 @@ def _words(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _maintenance(text: str) -> dict[str, list[str]]:
+    """``pilot=Mon-Fri 02:00-05:00; *=daily 22:00-02:00`` (a cohort may repeat)."""
+    out: dict[str, list[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        cohort, sep, window = part.partition("=")
+        if not sep or not cohort.strip() or not window.strip():
+            raise argparse.ArgumentTypeError(
+                f"expected COHORT=DAYS HH:MM-HH:MM[; ...], got {part!r}"
+            )
+        out.setdefault(cohort.strip(), []).append(window.strip())
+    return out
+
+
 # (flag, settings field, argparse type). A dotted field is nested: ``rules.min_quality`` is
 # read from SLMOPS_RULES__MIN_QUALITY. Help texts come from the fields' descriptions.
 _Flag = tuple[str, str, Any]
@@ -110,6 +125,7 @@ _RULE_FLAGS: tuple[_Flag, ...] = (
 _ROLLOUT_FLAGS: tuple[_Flag, ...] = (
     ("--rollout-cohorts", "rollout.cohorts", _words),
     ("--rollout-stages", "rollout.stages", _floats),
+    ("--rollout-maintenance", "rollout.maintenance", _maintenance),
     ("--rollout-window-s", "rollout.window_s", float),
     ("--rollout-stage-deadline-s", "rollout.stage_deadline_s", float),
     ("--rollout-bake-s", "rollout.bake_s", float),

@@ -12,12 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from streams.control.aggregate import DEFAULT_POSITIVE_OUTCOMES
+from streams.control.errors import RolloutError
 from streams.control.policy import SloRules
 from streams.control.rollouts.gates import GatePolicy
+from streams.control.rollouts.maintenance import parse_windows
 from streams.control.rollouts.policy import RolloutPolicy
 from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
@@ -109,8 +111,25 @@ class RolloutSettings(BaseModel):
         default=1000, ge=1, description="tokens per group needed to judge the log-probability"
     )
 
+    maintenance: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per cohort ('*': rollouts of the whole fleet), UTC windows in which a "
+        "rollout may start or enter a stage on its own: 'pilot=Mon-Fri 02:00-05:00; "
+        "*=daily 22:00-02:00'",
+    )
+
+    @field_validator("maintenance")
+    @classmethod
+    def _windows_parse(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        try:
+            parse_windows(value)
+        except RolloutError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
     def policy(self) -> RolloutPolicy:
         return RolloutPolicy(
+            maintenance=parse_windows(self.maintenance),
             window=timedelta(seconds=self.window_s),
             stage_deadline=timedelta(seconds=self.stage_deadline_s),
             bake_period=timedelta(seconds=self.bake_s),

@@ -137,6 +137,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "gates": MEASUREMENTS,
         "history": Limit(items=64),  # the controller keeps the latest 50
         "approvals": APPROVALS,
+        "not_before": TIME,
     },
     "RolloutCommand": _ENVELOPE
     | {
@@ -148,6 +149,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "to_version": ID,
         "stages": STAGES,
         "approvals": APPROVALS,
+        "not_before": TIME,
     },
     "Telemetry": _ENVELOPE
     | {

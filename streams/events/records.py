@@ -108,14 +108,24 @@ class RolloutState(Event):
     """Stage indexes a human must approve (``promote``) before they start."""
     awaiting_approval: bool = False
     """PAUSED because the next stage is in ``approvals``; ``promote`` enters it."""
+    not_before: datetime | None = None
+    """A scheduled start: PENDING until then."""
+    awaiting_maintenance: bool = False
+    """PAUSED because the stage passed outside its cohorts' maintenance windows; the next
+    stage begins when one opens (or on ``promote``)."""
 
     def _validate(self) -> None:
         check_id(self, "rollout_id", self.rollout_id)
         check_id(self, "model_id", self.model_id)
         check_id(self, "to_version", self.to_version)
         check_approvals(self, self.approvals, self.stages)
-        if self.awaiting_approval and self.status is not RolloutStatus.PAUSED:
-            fail(self, "awaiting_approval", "only a PAUSED rollout awaits approval")
+        for name in ("awaiting_approval", "awaiting_maintenance"):
+            if getattr(self, name) and self.status is not RolloutStatus.PAUSED:
+                fail(self, name, "only a PAUSED rollout waits for it")
+        if self.awaiting_approval and self.awaiting_maintenance:
+            fail(self, "awaiting_maintenance", "a rollout waits for approval or maintenance")
+        if self.not_before is not None:
+            check_aware_time(self, "not_before", self.not_before)
         check_id(self, "salt", self.salt)
         check_number(self, "percent", self.percent, high=100.0)
         if not self.stages:
@@ -146,12 +156,16 @@ class RolloutCommand(Event):
     stages: tuple[float, ...] = ()
     approvals: tuple[int, ...] = ()
     """With START: stage indexes that wait for a human's ``promote`` before they start."""
+    not_before: datetime | None = None
+    """With START: do not start before this time (the rollout waits PENDING)."""
 
     def _validate(self) -> None:
         check_id(self, "rollout_id", self.rollout_id)
         check_id(self, "actor", self.actor)
         if self.approvals and not self.stages:
             fail(self, "approvals", "name the stages they refer to")
+        if self.not_before is not None:
+            check_aware_time(self, "not_before", self.not_before)
         check_approvals(self, self.approvals, self.stages)
         if self.command is RolloutCommandKind.START:
             check_id(self, "model_id", self.model_id)
@@ -420,3 +434,8 @@ def check_approvals(record: object, approvals: tuple[int, ...], stages: tuple[fl
             fail(record, "approvals", f"must be stage indexes in 1..{len(stages) - 1}, got {i}")
     if list(approvals) != sorted(set(approvals)):
         fail(record, "approvals", "must be strictly increasing")
+
+
+def check_aware_time(record: object, field: str, value: object) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        fail(record, field, "must be a timezone-aware datetime")

@@ -217,3 +217,18 @@ def test_status_shows_the_pause_steps_and_what_an_approval_waits_for():
     lines = "\n".join(describe(state, []))
     assert "[5% -> pause -> 25% -> 50% -> 100%]" in lines
     assert "approval stage 2 waits: `slmops rollout promote r-cli` enters it" in lines
+
+
+def test_not_before_reads_iso_times_and_delays():
+    import argparse
+    from datetime import UTC, datetime, timedelta
+
+    from slmops.rollouts import _when
+
+    assert _when("2026-12-05T02:00:00Z") == datetime(2026, 12, 5, 2, tzinfo=UTC)
+    assert _when("2026-12-05T02:00:00") == datetime(2026, 12, 5, 2, tzinfo=UTC)
+    ahead = _when("+2h") - datetime.now(UTC)
+    assert timedelta(hours=1, minutes=59) < ahead <= timedelta(hours=2)
+    for bad in ("tomorrow", "+2w", "+-1h", "+h"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--not-before takes"):
+            _when(bad)

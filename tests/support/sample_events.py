@@ -166,6 +166,7 @@ def sample_events() -> list[Event]:
             selector=CohortSelector(cohorts=("pilot",)),
             stages=(5.0, 50.0, 100.0),
             approvals=(2,),
+            not_before=T0 + timedelta(hours=1),
         ),
         Telemetry(
             **env,

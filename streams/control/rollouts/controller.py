@@ -35,7 +35,7 @@ from streams.control.rollouts.inputs import (
     WindowResult,
 )
 from streams.control.rollouts.inputs import Alert as RolloutAlert
-from streams.control.rollouts.machine import Step
+from streams.control.rollouts.machine import Step, start_blocked
 from streams.control.rollouts.policy import RolloutPolicy
 from streams.control.rollouts.registry import RolloutRegistry
 from streams.control.rollouts.state import DEFAULT_STAGES, Rollout
@@ -271,7 +271,13 @@ class Controller:
                 stages=cmd.stages or DEFAULT_STAGES,
                 policy=self.policy,
                 approvals=cmd.approvals,
+                not_before=cmd.not_before,
             )
+            blocked = start_blocked(rollout, now)
+            if blocked is not None:  # the created state says why it waits
+                why = f"created; {blocked}"
+                first = dataclasses.replace(rollout.history[0], reason=why)
+                rollout = dataclasses.replace(rollout, reason=why, history=(first,))
             self.registry = self.registry.admit(rollout)
         except RolloutError as exc:
             alert = self._alert(

@@ -37,6 +37,7 @@ from streams.control.rollouts.inputs import (
     WindowResult,
     input_kind,
 )
+from streams.control.rollouts.maintenance import open_now
 from streams.control.rollouts.state import HELD, HISTORY_LIMIT, Rollout, S, check_aware, to_millis
 from streams.events import (
     Measurement,
@@ -69,6 +70,7 @@ def _move(
     measurements: tuple[Measurement, ...] = (),
     alert: Severity | None = None,
     awaiting_approval: bool = False,
+    awaiting_maintenance: bool = False,
 ) -> Step:
     index = state.stage_index if stage_index is None else stage_index
     percent = 0.0 if status is S.PENDING else state.stages[index]
@@ -88,6 +90,7 @@ def _move(
         gates=measurements,
         history=(*state.history, entry)[-HISTORY_LIMIT:],
         awaiting_approval=awaiting_approval,
+        awaiting_maintenance=awaiting_maintenance,
     )
     effects: list[Effect] = []
     if alert is not None:
@@ -126,8 +129,23 @@ def _enter_stage(
     )
 
 
+def start_blocked(state: Rollout, now: datetime) -> str | None:
+    """Why a PENDING rollout cannot start at ``now`` (its scheduled time, or its cohorts'
+    maintenance windows), or None."""
+    if state.not_before is not None and now < state.not_before:
+        return f"scheduled to start at {state.not_before.isoformat()}"
+    is_open, opens = open_now(state.policy.maintenance, state.selector.cohorts, now)
+    if not is_open:
+        assert opens is not None
+        return f"waits for the maintenance window opening {opens.isoformat()}"
+    return None
+
+
 def _on_start(state: Rollout, cmd: Start, now: datetime) -> Step:
     if state.status is S.PENDING:
+        blocked = start_blocked(state, now)
+        if blocked is not None:
+            return _ignore(state, blocked)
         return _enter_stage(state, now, 0, cmd.describe())
     if state.status is S.ROLLING_BACK:
         raise TransitionRefused(state.rollout_id, state.status, "Start", "it is rolling back")
@@ -162,7 +180,7 @@ def _on_promote(state: Rollout, cmd: Promote, now: datetime) -> Step:
     if state.status in (S.PENDING, S.ROLLING_BACK):
         why = "not started yet" if state.status is S.PENDING else "it is rolling back"
         raise TransitionRefused(state.rollout_id, state.status, "Promote", why)
-    if state.awaiting_approval:
+    if state.awaiting_approval or state.awaiting_maintenance:
         return _enter_stage(state, now, state.stage_index + 1, f"{cmd.describe()}; approved")
     last = len(state.stages) - 1
     if state.stage_index == last:
@@ -228,6 +246,19 @@ def _on_window(state: Rollout, result: WindowResult, now: datetime) -> Step:
                 alert=Severity.INFO,
                 awaiting_approval=True,
             )
+        is_open, opens = open_now(state.policy.maintenance, state.selector.cohorts, now)
+        if not is_open:
+            assert opens is not None
+            where = f"stage {following + 1}/{len(state.stages)} at {state.stages[following]:g}%"
+            return _move(
+                state,
+                now,
+                S.PAUSED,
+                f"{judgement.reason}; {where} waits for the maintenance window opening "
+                f"{opens.isoformat()}",
+                measurements=numbers,
+                awaiting_maintenance=True,
+            )
         return _enter_stage(state, now, following, judgement.reason, measurements=numbers)
     if result.window_end >= state.since + state.policy.bake_period:
         return _move(
@@ -254,6 +285,18 @@ def _deadline_or_wait(
 
 
 def _on_tick(state: Rollout, now: datetime) -> Step:
+    if state.status is S.PENDING:
+        if state.not_before is None and not state.policy.maintenance:
+            return _ignore(state, "not started")  # only a held start begins by itself
+        blocked = start_blocked(state, now)
+        if blocked is not None:
+            return _ignore(state, blocked)
+        return _enter_stage(state, now, 0, "scheduled start")
+    if state.awaiting_maintenance:
+        is_open, _ = open_now(state.policy.maintenance, state.selector.cohorts, now)
+        if not is_open:
+            return _ignore(state, "waiting for the maintenance window")
+        return _enter_stage(state, now, state.stage_index + 1, "maintenance window open")
     deadline = state.deadline
     if deadline is None or now < deadline:
         return _ignore(state, "no deadline due")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from datetime import timedelta
 
 from streams.control.errors import RolloutError
 from streams.control.rollouts.gates import GatePolicy
+from streams.control.rollouts.maintenance import MaintenanceWindow
 
 # --------------------------------------------------------------------------- policy
 
@@ -20,6 +22,7 @@ class RolloutPolicy:
     ``stage_deadline``: from a stage's start, when waiting for enough data ends (INCONCLUSIVE).
     ``bake_period``: how long 100% is watched before SUCCEEDED; ``bake_deadline`` as above.
     ``rollback_timeout``: how long to wait for devices to confirm they are back on stable.
+    ``maintenance``: see :mod:`streams.control.rollouts.maintenance`.
     """
 
     window: timedelta = timedelta(minutes=10)
@@ -28,6 +31,10 @@ class RolloutPolicy:
     bake_deadline: timedelta = timedelta(hours=2)
     rollback_timeout: timedelta = timedelta(minutes=15)
     gates: GatePolicy = dataclasses.field(default_factory=GatePolicy)
+    maintenance: Mapping[str, tuple[MaintenanceWindow, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Per cohort (``*``: rollouts that name none), when a rollout may advance on its own."""
 
     def __post_init__(self) -> None:
         zero = timedelta(0)

@@ -81,6 +81,9 @@ class Rollout:
     approvals: tuple[int, ...] = ()
     """Stage indexes a human approves (``Promote``) before they start."""
     awaiting_approval: bool = False
+    not_before: datetime | None = None
+    """A scheduled start: PENDING until then."""
+    awaiting_maintenance: bool = False
     policy: RolloutPolicy = dataclasses.field(default_factory=RolloutPolicy)
 
     def __post_init__(self) -> None:
@@ -96,8 +99,18 @@ class Rollout:
                 f"got {self.approvals}",
                 rollout_id=self.rollout_id,
             )
-        if self.awaiting_approval and self.status is not S.PAUSED:
-            raise RolloutError("only a PAUSED rollout awaits approval", rollout_id=self.rollout_id)
+        waits = (self.awaiting_approval, self.awaiting_maintenance)
+        if any(waits) and self.status is not S.PAUSED:
+            raise RolloutError(
+                "only a PAUSED rollout waits for approval or maintenance",
+                rollout_id=self.rollout_id,
+            )
+        if all(waits):
+            raise RolloutError(
+                "a rollout waits for approval or maintenance, not both", rollout_id=self.rollout_id
+            )
+        if self.not_before is not None:
+            check_aware(self.not_before, "not_before")
         check_aware(self.since, "since")
         if self.revision < 1:
             raise RolloutError("revision starts at 1", rollout_id=self.rollout_id)
@@ -138,6 +151,8 @@ class Rollout:
         stages: tuple[float, ...] = DEFAULT_STAGES,
         policy: RolloutPolicy | None = None,
         approvals: tuple[int, ...] = (),
+        not_before: datetime | None = None,
+        reason: str = "created",
     ) -> Rollout:
         """A PENDING rollout at revision 1; ``Start`` begins its first stage."""
         check_aware(now, "now")
@@ -154,17 +169,18 @@ class Rollout:
             percent=0.0,
             since=to_millis(now),
             revision=1,
-            reason="created",
+            reason=reason,
             history=(
                 Transition(
                     at=to_millis(now),
                     status=S.PENDING,
                     stage_index=0,
                     percent=0.0,
-                    reason="created",
+                    reason=reason,
                 ),
             ),
             approvals=tuple(approvals),
+            not_before=None if not_before is None else to_millis(not_before),
             policy=policy or RolloutPolicy(),
         )
 
@@ -221,6 +237,8 @@ class Rollout:
             history=self.history,
             approvals=self.approvals,
             awaiting_approval=self.awaiting_approval,
+            not_before=self.not_before,
+            awaiting_maintenance=self.awaiting_maintenance,
         )
 
     @classmethod
@@ -245,6 +263,8 @@ class Rollout:
                 history=tuple(event.history),
                 approvals=tuple(event.approvals),
                 awaiting_approval=event.awaiting_approval,
+                not_before=event.not_before,
+                awaiting_maintenance=event.awaiting_maintenance,
                 policy=policy or RolloutPolicy(),
             )
         except (RolloutError, EventError) as exc:
