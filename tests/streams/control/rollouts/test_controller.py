@@ -287,6 +287,21 @@ def test_paused_rollouts_ignore_windows(status):
     assert out.states == ()
 
 
+def start_command(rollout_id: str = "r1", **fields: object) -> RolloutCommand:
+    """A START of intent v1 -> v2 in the pilot cohort; ``fields`` replace any of that."""
+    base: dict[str, object] = {
+        "model_id": "intent",
+        "from_version": "v1",
+        "to_version": "v2",
+        "selector": CohortSelector(cohorts=("pilot",)),
+    }
+    return RolloutCommand(
+        rollout_id=rollout_id,
+        command=RolloutCommandKind.START,
+        **(base | fields),  # type: ignore[arg-type]
+    )
+
+
 def _answer(out, cmd: RolloutCommand):
     """The one event of ``out`` that answers ``cmd``."""
     found = [e for e in (*out.states, *out.alerts) if e.event_id == answer_id(cmd.event_id)]
@@ -296,25 +311,12 @@ def _answer(out, cmd: RolloutCommand):
 
 def test_every_command_gets_exactly_one_answer_with_the_derived_id():
     c = Controller(POLICY, producer="test")
-    first = RolloutCommand(
-        rollout_id="r1",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        from_version="v1",
-        to_version="v2",
-        selector=CohortSelector(cohorts=("pilot",)),
-    )
+    first = start_command()
     started = c.command(first, T0)
     assert _answer(started, first).status is RolloutStatus.PROGRESSING
     assert started.states[0].event_id != answer_id(first.event_id)  # PENDING is not the answer
 
-    again = RolloutCommand(
-        rollout_id="r1",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        from_version="v1",
-        to_version="v2",
-    )
+    again = start_command(selector=None)
     refused = _answer(c.command(again, T0), again)
     assert refused.kind == "rollout_refused"
     assert refused.message == "rollout r1 exists; START refused"
@@ -343,22 +345,11 @@ def test_every_command_gets_exactly_one_answer_with_the_derived_id():
 
 def test_a_start_with_no_stable_version_to_go_back_to_is_refused():
     c = Controller(POLICY, producer="test")
-    bare = RolloutCommand(
-        rollout_id="r1",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        to_version="v2",
-    )
+    bare = start_command(from_version=None, selector=None)
     out = c.command(bare, T0)
     assert out.states == ()
     assert "no stable version of intent to go back to" in _answer(out, bare).message
-    same = RolloutCommand(
-        rollout_id="r2",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        from_version="v2",
-        to_version="v2",
-    )
+    same = start_command("r2", from_version="v2", selector=None)
     assert "already the stable version" in _answer(c.command(same, T0), same).message
 
 
@@ -369,12 +360,7 @@ def test_after_a_succeeded_rollout_its_version_is_the_stable_one():
     window(c, 2, metrics(10, 1250, 0), metrics(0, 0, 0))
     window(c, 4, metrics(10, 1250, 0), metrics(0, 0, 0))
     assert c.registry.get("r1").status is RolloutStatus.SUCCEEDED, c.registry.get("r1").reason
-    nxt = RolloutCommand(
-        rollout_id="r2",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        to_version="v3",
-    )
+    nxt = start_command("r2", from_version=None, to_version="v3", selector=None)
     assert _answer(c.command(nxt, T0 + 10 * MINUTE), nxt).from_version == "v2"
 
 
@@ -438,16 +424,7 @@ def test_device_statuses_survive_a_restart_and_an_older_one_changes_nothing():
 
 def test_a_declared_approval_step_pauses_after_a_passing_stage_until_promoted():
     c = Controller(POLICY, producer="test")
-    cmd = RolloutCommand(
-        rollout_id="r1",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        from_version="v1",
-        to_version="v2",
-        selector=CohortSelector(cohorts=("pilot",)),
-        stages=(20.0, 50.0, 100.0),
-        approvals=(2,),
-    )
+    cmd = start_command(stages=(20.0, 50.0, 100.0), approvals=(2,))
     c.command(cmd, T0)
     window(c, 0, metrics(2, 150, 1), metrics(8, 600, 4))
     assert window(c, 1, metrics(2, 150, 1), metrics(8, 600, 4)).states[0].percent == 50.0
@@ -483,12 +460,4 @@ def test_approvals_must_name_stages_after_the_first(approvals, message):
     from streams.events.errors import EventError
 
     with pytest.raises(EventError, match=message):
-        RolloutCommand(
-            rollout_id="r1",
-            command=RolloutCommandKind.START,
-            model_id="intent",
-            from_version="v1",
-            to_version="v2",
-            stages=(20.0, 100.0),
-            approvals=approvals,
-        )
+        start_command(stages=(20.0, 100.0), approvals=approvals)

@@ -10,8 +10,8 @@ import pytest
 from streams.control.errors import RolloutError
 from streams.control.rollouts.controller import Controller
 from streams.control.rollouts.maintenance import MaintenanceWindow, open_now, parse_windows
-from streams.events import CohortSelector, RolloutCommand, RolloutCommandKind, RolloutStatus
-from tests.streams.control.rollouts.test_controller import POLICY, metrics
+from streams.events import RolloutCommand, RolloutCommandKind, RolloutStatus
+from tests.streams.control.rollouts.test_controller import POLICY, metrics, start_command
 
 # 2026-11-02 is a Monday.
 MON_0100 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
@@ -42,16 +42,7 @@ def test_every_cohort_of_a_rollout_must_be_inside_one_of_its_windows():
 
 
 def start(c: Controller, now: datetime, **extra) -> RolloutCommand:
-    cmd = RolloutCommand(
-        rollout_id="r1",
-        command=RolloutCommandKind.START,
-        model_id="intent",
-        from_version="v1",
-        to_version="v2",
-        selector=CohortSelector(cohorts=("pilot",)),
-        stages=(20.0, 100.0),
-        **extra,
-    )
+    cmd = start_command(stages=(20.0, 100.0), **extra)
     c.command(cmd, now)
     return cmd
 
