@@ -40,6 +40,7 @@ from streams.events.histograms import (
     UNIT_BOUNDS,
     quantile,
 )
+from streams.events.hot import TelemetryCounts
 from streams.events.limits import MAX_COUNT
 from streams.events.sketches import Sketch
 
@@ -285,20 +286,24 @@ class WindowAggregate:
                 model_id=event.model_id,
                 field="confidence",
             )
-        if event.generation is not None:
+        self.add_counts(TelemetryCounts.of(event))
+
+    def add_counts(self, t: TelemetryCounts) -> None:
+        """Add one Telemetry record's counts (histograms on the shared bounds)."""
+        if t.generation is not None:
             # Checked whole before anything is added, so a refused event leaves no trace.
             generation = self.generation or GenerationAggregate()
-            generation.add(event.generation, event.model_id)
+            generation.add(t.generation, t.model_id)
             self.generation = generation
-        self.request_count += event.request_count
-        self.error_count += event.error_count
+        self.request_count += t.request_count
+        self.error_count += t.error_count
         self.telemetry_events += 1
-        if event.latency_sketch is not None:
-            self.latency_sketch.merge(Sketch.from_record(event.latency_sketch))
+        if t.sketch_counts is not None:
+            self.latency_sketch.add_dense(t.sketch_offset, t.sketch_counts, t.sketch_zero)
             self.sketched_events += 1
-        _add(self.latency_counts, lat.counts)
-        _add(self.confidence_counts, conf.counts)
-        self.devices.add(device_digest(event.device_id))
+        _add(self.latency_counts, t.latency_counts)
+        _add(self.confidence_counts, t.confidence_counts)
+        self.devices.add(device_digest(t.device_id))
 
     def add_feedback(self, event: Feedback) -> None:
         self.feedback_events += 1

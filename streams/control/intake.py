@@ -21,7 +21,6 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any, cast
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
@@ -33,6 +32,7 @@ from streams.control.metrics import ControlMetrics
 from streams.control.settings import ControlSettings
 from streams.control.windows import BrokerContact, SourceWindows
 from streams.events import DriftSketch, Event, Feedback, Telemetry
+from streams.events.hot import TelemetryCounts, epoch_ms
 from streams.kafka.clients import Undecodable
 from streams.kafka.end_offsets import EndOffsets
 from streams.kafka.errors import KafkaError
@@ -56,8 +56,7 @@ _ADD: dict[str, Callable[[WindowAggregate, Any], None]] = {
 }
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
+_ms = epoch_ms  # exact: timestamp() * 1000 can be 1 ms off
 
 
 def _open_groups_exceeded(key: GroupKey, sw: SourceWindows) -> LimitExceeded:
@@ -147,7 +146,10 @@ class Intake:
                     await manual.ack(event)
                     continue
                 sw = source_windows(source)
-                if base == "feedback":
+                if type(value) is TelemetryCounts:
+                    w = value.window_start_ms // window_ms
+                    key = GroupKey(value.model_id, value.model_version, value.cohort)
+                elif base == "feedback":
                     w = _ms(value.occurred_at) // window_ms
                     key = GroupKey(value.model_id, value.model_version or ANY, value.cohort or ANY)
                 else:
@@ -169,7 +171,11 @@ class Intake:
                     self._metrics.refused.labels("max_open_groups_per_window").inc()
                     continue
                 try:
-                    add(sw.group(slot, key, msg.offset), value)
+                    group = sw.group(slot, key, msg.offset)
+                    if type(value) is TelemetryCounts:
+                        group.add_counts(value)
+                    else:
+                        add(group, value)
                 except AggregationError as exc:
                     await dead_letter.send(base, msg, exc)
                     continue

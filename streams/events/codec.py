@@ -59,6 +59,7 @@ def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
 class _Writer:
     name: str
     parsed: Any
+    schema: Mapping[str, Any]
 
 
 class Codec:
@@ -81,14 +82,14 @@ class Codec:
             self._readers[name] = parsed
             fp = schema_fingerprint(schema)
             self._fingerprints[name] = fp
-            self._writers[fp] = _Writer(name, parsed)
+            self._writers[fp] = _Writer(name, parsed, schema)
         for schema in released:
             name = str(schema["name"])
             if name not in self._readers:
                 raise EventError(f"released schema {name!r} has no current version")
             self._writers.setdefault(
                 schema_fingerprint(schema),
-                _Writer(name, fastavro.parse_schema(dict(schema), named_schemas={})),
+                _Writer(name, fastavro.parse_schema(dict(schema), named_schemas={}), schema),
             )
 
     @classmethod
@@ -100,6 +101,11 @@ class Codec:
     def fingerprint(self, event_type: type[Event] | str) -> bytes:
         name = event_type if isinstance(event_type, str) else event_type.SCHEMA
         return self._fingerprints[name]
+
+    def schemas(self, name: str) -> tuple[Mapping[str, Any], dict[bytes, Mapping[str, Any]]]:
+        """The current schema of event type ``name`` and every schema it reads, by fingerprint."""
+        writers = {fp: w.schema for fp, w in self._writers.items() if w.name == name}
+        return self._writers[self._fingerprints[name]].schema, writers
 
     def encode(self, event: Event) -> bytes:
         name = event.SCHEMA

@@ -55,8 +55,17 @@ class Sketch:
 
     @classmethod
     def from_record(cls, record: LatencySketch) -> Sketch:
-        counts = {record.offset + i: c for i, c in enumerate(record.counts) if c}
-        return cls(counts, record.zero_count)
+        sketch = cls()
+        sketch.add_dense(record.offset, record.counts, record.zero_count)
+        return sketch
+
+    def add_dense(self, offset: int, counts: Iterable[int], zero: int = 0) -> None:
+        """Add a sketch in its contract form (``counts[i]`` for key ``offset + i``)."""
+        mine = self.counts
+        for k, c in enumerate(counts, offset):
+            if c:
+                mine[k] = mine.get(k, 0) + c
+        self.zero += zero
 
     def add(self, value: float, count: int = 1) -> None:
         if value > 0:

@@ -1,0 +1,262 @@
+"""Telemetry decoded for the control plane's hot loop: the values a window adds, nothing else.
+
+``Codec.decode`` builds and validates frozen dataclasses, about 60 µs a Telemetry record, while
+a window needs a dozen of its values. :class:`HotTelemetry` reads the body with fastavro
+against copies of the schemas without logical types (timestamps stay epoch milliseconds, the
+event id a string) and checks the plain record in one pass.
+
+The pass is conservative. It accepts a record only in the common shape (the shared histogram
+bounds, no generation, every value well inside its range) and only when it meets every check
+that building a :class:`~streams.events.Telemetry` and the contract's limits run. Anything else
+returns None and the caller takes the full path, which either builds the event or refuses it
+with the contract's own reason. So the fast path never accepts what the full path refuses, and
+every refusal reads as before; the tests hold both paths to that on mutated records.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fastavro
+
+from streams.events.codec import _HEADER_LEN, MAGIC, Codec
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
+from streams.events.limits import ID, MAX_COUNT, TIME_SPAN
+from streams.events.nested import SKETCH_KEYS, Generation
+from streams.events.records import Telemetry
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Times this close to the 100-year limit take the full path, which judges them to the
+# millisecond against its own clock.
+_SPAN_MS = (TIME_SPAN - timedelta(days=1)) // timedelta(milliseconds=1)
+# The canonical form ``str(uuid.UUID(...))`` gives: the full path normalises other spellings,
+# and duplicates are found by the normalised id.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ID_CHARS = ID.chars or 0
+_MIN_NORMAL = sys.float_info.min
+_INF = float("inf")
+_LATENCY = list(LATENCY_MS_BOUNDS)
+_CONFIDENCE = list(UNIT_BOUNDS)
+_LATENCY_BUCKETS = len(LATENCY_MS_BOUNDS) + 1
+_CONFIDENCE_BUCKETS = len(UNIT_BOUNDS) + 1
+
+
+def epoch_ms(dt: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (``timestamp() * 1000`` can be 1 ms off)."""
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+class TelemetryCounts:
+    """What a window adds from one Telemetry record, from either decode path.
+
+    The histograms use the shared bounds (``streams.events.histograms``); ``sketch_counts`` is
+    None when the record carried no latency sketch.
+    """
+
+    __slots__ = (
+        "cohort",
+        "confidence_counts",
+        "device_id",
+        "error_count",
+        "event_id",
+        "generation",
+        "latency_counts",
+        "model_id",
+        "model_version",
+        "request_count",
+        "sketch_counts",
+        "sketch_offset",
+        "sketch_zero",
+        "window_start_ms",
+    )
+
+    def __init__(
+        self,
+        event_id: str,
+        device_id: str,
+        model_id: str,
+        model_version: str,
+        cohort: str,
+        window_start_ms: int,
+        request_count: int,
+        error_count: int,
+        latency_counts: Sequence[int],
+        confidence_counts: Sequence[int],
+        sketch_offset: int = 0,
+        sketch_counts: Sequence[int] | None = None,
+        sketch_zero: int = 0,
+        generation: Generation | None = None,
+    ) -> None:
+        self.event_id = event_id
+        self.device_id = device_id
+        self.model_id = model_id
+        self.model_version = model_version
+        self.cohort = cohort
+        self.window_start_ms = window_start_ms
+        self.request_count = request_count
+        self.error_count = error_count
+        self.latency_counts = latency_counts
+        self.confidence_counts = confidence_counts
+        self.sketch_offset = sketch_offset
+        self.sketch_counts = sketch_counts
+        self.sketch_zero = sketch_zero
+        self.generation = generation
+
+    @classmethod
+    def of(cls, event: Telemetry) -> TelemetryCounts:
+        """The counts of a built event; its histograms' bounds are the caller's to check."""
+        sketch = event.latency_sketch
+        return cls(
+            event.event_id,
+            event.device_id,
+            event.model_id,
+            event.model_version,
+            event.cohort,
+            epoch_ms(event.window_start),
+            event.request_count,
+            event.error_count,
+            event.latency_ms.counts,
+            event.confidence.counts,
+            sketch.offset if sketch is not None else 0,
+            sketch.counts if sketch is not None else None,
+            sketch.zero_count if sketch is not None else 0,
+            event.generation,
+        )
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """Every value, sequences as tuples: what tests compare across the two paths."""
+        return tuple(
+            tuple(v) if isinstance(v, list) else v
+            for v in (getattr(self, name) for name in self.__slots__)
+        )
+
+
+def plain_schema(schema: Any) -> Any:
+    """``schema`` without its logical types: the same bytes, read as plain longs and strings."""
+    if isinstance(schema, Mapping):
+        return {k: plain_schema(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [plain_schema(s) for s in schema]
+    return schema
+
+
+def _parse(schema: Mapping[str, Any]) -> Any:
+    return fastavro.parse_schema(plain_schema(schema), named_schemas={})
+
+
+def _counts_ok(counts: list[int], n: int) -> bool:
+    return len(counts) == n and min(counts) >= 0 and max(counts) <= MAX_COUNT
+
+
+def _real_ok(x: float | None) -> bool:
+    # None, or a finite non-negative double that is zero or normal; NaN fails every comparison.
+    return x is None or (0.0 <= x < _INF and (x == 0.0 or x >= _MIN_NORMAL))
+
+
+class HotTelemetry:
+    """Telemetry bytes into :class:`TelemetryCounts`, or None for the full path to judge."""
+
+    def __init__(self, codec: Codec) -> None:
+        current, writers = codec.schemas(Telemetry.SCHEMA)
+        self._reader = _parse(current)
+        current_fp = codec.fingerprint(Telemetry)
+        # The current schema needs no resolution: fastavro reads it without a reader schema.
+        self._writers: dict[bytes, tuple[Any, Any]] = {
+            fp: (self._reader, None) if fp == current_fp else (_parse(schema), self._reader)
+            for fp, schema in writers.items()
+        }
+
+    def decode(self, data: bytes) -> TelemetryCounts | None:
+        if type(data) is not bytes or data[:2] != MAGIC:
+            return None
+        found = self._writers.get(data[2:_HEADER_LEN])
+        if found is None:
+            return None
+        body = io.BytesIO(data)
+        body.seek(_HEADER_LEN)
+        try:
+            r = fastavro.schemaless_reader(body, found[0], found[1])
+        except Exception:  # the full path names what is wrong
+            return None
+        if body.tell() != len(data) or type(r) is not dict:
+            return None
+        return _accept(r, int(time.time() * 1000))
+
+
+def _accept(r: dict[str, Any], now_ms: int) -> TelemetryCounts | None:
+    """The counts of plain record ``r`` if it passes every check, else None."""
+    if r["generation"] is not None:
+        return None
+    event_id = r["event_id"]
+    device, model, version, cohort = r["device_id"], r["model_id"], r["model_version"], r["cohort"]
+    hardware, producer = r["hardware_profile"], r["producer"]
+    if (
+        _UUID.fullmatch(event_id) is None
+        or len(device) > _ID_CHARS
+        or len(model) > _ID_CHARS
+        or len(version) > _ID_CHARS
+        or len(cohort) > _ID_CHARS
+        or len(hardware) > _ID_CHARS
+        or len(producer) > _ID_CHARS
+        or _CONTROL.search(device + model + version + cohort + hardware + producer) is not None
+        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
+        or not producer.strip()
+    ):
+        return None
+    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
+    start, end = r["window_start"], r["window_end"]
+    if not (low < r["occurred_at"] < high and low < start <= end < high):
+        return None
+    requests, errors = r["request_count"], r["error_count"]
+    if not (
+        0 <= errors <= requests <= MAX_COUNT
+        and 0 <= r["window_seq"] <= MAX_COUNT
+        and 0 <= r["memory_rss_bytes"] <= MAX_COUNT
+        and _real_ok(r["latency_p50_ms"])
+        and _real_ok(r["latency_p95_ms"])
+    ):
+        return None
+    latency, confidence = r["latency_ms"], r["confidence"]
+    lat_counts, conf_counts = latency["counts"], confidence["counts"]
+    if (
+        latency["bounds"] != _LATENCY
+        or confidence["bounds"] != _CONFIDENCE
+        or not _counts_ok(lat_counts, _LATENCY_BUCKETS)
+        or not _counts_ok(conf_counts, _CONFIDENCE_BUCKETS)
+    ):
+        return None
+    sketch = r["latency_sketch"]
+    if sketch is None:
+        offset, sketch_counts, zero = 0, None, 0
+    else:
+        offset, sketch_counts, zero = sketch["offset"], sketch["counts"], sketch["zero_count"]
+        if not (
+            0 <= offset <= MAX_COUNT
+            and 0 <= zero <= MAX_COUNT
+            and offset + len(sketch_counts) <= SKETCH_KEYS
+            and (not sketch_counts or (min(sketch_counts) >= 0 and max(sketch_counts) <= MAX_COUNT))
+            and zero + sum(sketch_counts) == sum(lat_counts)
+        ):
+            return None
+    return TelemetryCounts(
+        event_id,
+        device,
+        model,
+        version,
+        cohort,
+        start,
+        requests,
+        errors,
+        lat_counts,
+        conf_counts,
+        offset,
+        sketch_counts,
+        zero,
+    )
