@@ -31,7 +31,7 @@ from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
 from streams.control.errors import LimitExceeded
 from streams.control.guard import WriteGuard
-from streams.control.intake import SOURCES, Intake
+from streams.control.intake import DIRECT, SOURCES, Intake
 from streams.control.limits import Protected, check_size, known_names
 from streams.control.merge import Merge
 from streams.control.metrics import ControlMetrics
@@ -163,7 +163,8 @@ class ControlWorker:
         )
 
         for base, _ in SOURCES:
-            app.agent(topics[base], name=f"control-{base}")(self.intake.agent(base))
+            if base not in DIRECT:
+                app.agent(topics[base], name=f"control-{base}")(self.intake.agent(base))
         app.timer(settings.tick_s, name="control-close-windows")(self.intake.tick)
         app.agent(partials, name="control-merge")(self.merge.agent)
         app.agent(topics["model-registry"], name="control-models")(
@@ -285,6 +286,7 @@ class ControlWorker:
             "decisions": self.decisions.sent,
             "dead_letters": dict(self.dead_letters.counts),
             "sources": source_rows(self.intake.windows, self.intake.live),
+            "feeds": {feed.base: feed.health() for feed in self.intake.feeds},
             "models": [v for _, v in sorted(self.models_table.items())],
             "devices": [v for _, v in sorted(self.devices_table.items())],
             # Rollouts live on the worker that owns the controller partition; others list none.

@@ -17,6 +17,7 @@ read-up-to time (see ``windows.ReadClock``) once the agents' position reaches it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter as Tally
@@ -25,14 +26,15 @@ from typing import Any, cast
 
 from streams.control.aggregate import ANY, GroupKey, WindowAggregate
 from streams.control.dead_letters import DeadLetters
+from streams.control.direct import DirectFeed, full_decode
 from streams.control.errors import AggregationError, LimitExceeded
 from streams.control.guard import WriteGuard
 from streams.control.messages import Watermark
 from streams.control.metrics import ControlMetrics
 from streams.control.settings import ControlSettings
-from streams.control.windows import BrokerContact, SourceWindows
-from streams.events import DriftSketch, Event, Feedback, Telemetry
-from streams.events.hot import TelemetryCounts, epoch_ms
+from streams.control.windows import BrokerContact, Closed, SourceWindows, token_offset
+from streams.events import DriftSketch, Event, Feedback, Telemetry, default_codec
+from streams.events.hot import HotTelemetry, TelemetryCounts, epoch_ms
 from streams.kafka.clients import Undecodable
 from streams.kafka.end_offsets import EndOffsets
 from streams.kafka.errors import KafkaError
@@ -49,6 +51,9 @@ SOURCES: tuple[tuple[str, type[Event]], ...] = (
     ("drift", DriftSketch),
     ("feedback", Feedback),
 )
+_TYPES = dict(SOURCES)
+# Sources stage 1 reads with its own consumer (``direct``) instead of a Faust agent.
+DIRECT: tuple[str, ...] = ("telemetry",)
 _ADD: dict[str, Callable[[WindowAggregate, Any], None]] = {
     "telemetry": WindowAggregate.add_telemetry,
     "drift": WindowAggregate.add_drift,
@@ -65,6 +70,14 @@ def _open_groups_exceeded(key: GroupKey, sw: SourceWindows) -> LimitExceeded:
         limit="max_open_groups_per_window",
         model_id=key.model_id,
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record stage 1 dead-letters; ``held``: its token sits in a window until it closes."""
+
+    error: Exception
+    held: bool
 
 
 class Intake:
@@ -84,6 +97,7 @@ class Intake:
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
         guard: WriteGuard,
+        direct: Iterable[str] = DIRECT,
     ) -> None:
         self._guard = guard
         self._app = app
@@ -98,18 +112,43 @@ class Intake:
         self._next_offset: dict[str, int] = {}
         self._counts: Tally[str] = Tally()
         self._dup_seen: dict[str, int] = {}
+        self._max_future_ms = int(settings.max_future_s * 1000)
         self.contact = BrokerContact(
             away_after_ms=max(settings.grace_ms, int(PROBE_TIMEOUT_S * 1000)),
             resume_hold_ms=settings.resume_hold_ms,
         )
         self._probe: asyncio.Future[tuple[int, dict[tuple[str, int], int] | None]] | None = None
         self._end_offsets = EndOffsets(settings.connection(), timeout_s=PROBE_TIMEOUT_S)
+        self._direct_bases = frozenset(direct)
+        self._in_flight: list[asyncio.Future[Any]] = []
+        codec = default_codec()
+        hot = HotTelemetry(codec)
+        self.feeds = [
+            DirectFeed(
+                settings,
+                base=base,
+                topic=topic,
+                decode=full_decode(
+                    codec, _TYPES[base], hot.decode if base == "telemetry" else None
+                ),
+                take=self.take,
+                forget=self.forget,
+                next_offset=self._next_offset,
+                dead_letters=dead_letters,
+            )
+            for topic, base in sorted(self._source_topics.items())
+            if base in self._direct_bases
+        ]
+        for feed in self.feeds:
+            app.task(feed.run)
         # mode's stubs reject a bound coroutine method that its signals call fine.
         app.on_before_shutdown.connect(cast(Any, self._stop))
 
     async def _stop(self, sender: Any, **kwargs: Any) -> None:
         if self._probe is not None:
             self._probe.cancel()
+        for feed in self.feeds:
+            await feed.stop()
         await self._end_offsets.close()
 
     def _source_windows(self, source: str) -> SourceWindows:
@@ -125,14 +164,50 @@ class Intake:
             )
         return sw
 
-    def agent(self, base: str) -> Callable[[Any], Awaitable[None]]:
-        """The agent of source ``base``: events into its partition's open windows."""
+    def take(self, base: str, source: str, msg: Any, value: Any, token: Any) -> Refusal | None:
+        """Add one decoded record of ``source`` to its open window; what to dead-letter, if any.
+
+        ``token`` is what the window keeps to acknowledge the record when it closes. A
+        refusal that is not ``held`` is in no window: the caller acknowledges it at once.
+        """
+        if isinstance(value, Undecodable):
+            return Refusal(value.error, held=False)
         window_ms = self._settings.window_ms
-        source_windows = self._source_windows
-        max_future_ms = int(self._settings.max_future_s * 1000)
-        add = _ADD[base]
-        next_offset, counts = self._next_offset, self._counts
-        dead_letter = self._dead_letters
+        if type(value) is TelemetryCounts:
+            w = value.window_start_ms // window_ms
+            key = GroupKey(value.model_id, value.model_version, value.cohort)
+        elif base == "feedback":
+            w = _ms(value.occurred_at) // window_ms
+            key = GroupKey(value.model_id, value.model_version or ANY, value.cohort or ANY)
+        else:
+            w = _ms(value.window_start) // window_ms
+            key = GroupKey(value.model_id, value.model_version, value.cohort)
+        if w * window_ms > time.time() * 1000 + self._max_future_ms:
+            # A window this far ahead would hold its events unacknowledged for as long.
+            skew = AggregationError("event time too far in the future", field="window")
+            return Refusal(skew, held=False)
+        sw = self._source_windows(source)
+        slot = sw.slot(w, value.event_id, token)
+        if slot is None:
+            return None
+        if not sw.admits(slot, key) and not self._known(key):
+            # Acknowledged with the window (its token is in the slot), like any refusal.
+            self._metrics.refused.labels("max_open_groups_per_window").inc()
+            return Refusal(_open_groups_exceeded(key, sw), held=True)
+        try:
+            group = sw.group(slot, key, msg.offset)
+            if type(value) is TelemetryCounts:
+                group.add_counts(value)
+            else:
+                _ADD[base](group, value)
+        except AggregationError as exc:
+            return Refusal(exc, held=True)
+        self._counts[base] += 1
+        return None
+
+    def agent(self, base: str) -> Callable[[Any], Awaitable[None]]:
+        """The Faust agent of source ``base``: events into its partition's open windows."""
+        next_offset, take, dead_letter = self._next_offset, self.take, self._dead_letters
 
         async def agent(stream: Any) -> None:
             manual = stream.noack()
@@ -140,46 +215,12 @@ class Intake:
                 msg = event.message
                 source = f"{base}:{msg.partition}"
                 next_offset[source] = msg.offset + 1
-                value = event.value
-                if isinstance(value, Undecodable):
-                    await dead_letter.send(base, msg, value.error)
-                    await manual.ack(event)
-                    continue
-                sw = source_windows(source)
-                if type(value) is TelemetryCounts:
-                    w = value.window_start_ms // window_ms
-                    key = GroupKey(value.model_id, value.model_version, value.cohort)
-                elif base == "feedback":
-                    w = _ms(value.occurred_at) // window_ms
-                    key = GroupKey(value.model_id, value.model_version or ANY, value.cohort or ANY)
-                else:
-                    w = _ms(value.window_start) // window_ms
-                    key = GroupKey(value.model_id, value.model_version, value.cohort)
                 # The token is the message, not the event: the decoded value can be freed now.
-                if w * window_ms > time.time() * 1000 + max_future_ms:
-                    # A window this far ahead would hold its events unacknowledged for as long.
-                    skew = AggregationError("event time too far in the future", field="window")
-                    await dead_letter.send(base, msg, skew)
-                    await manual.ack(event)
-                    continue
-                slot = sw.slot(w, value.event_id, msg)
-                if slot is None:
-                    continue
-                if not sw.admits(slot, key) and not self._known(key):
-                    # Acknowledged with the window (its token is in the slot), like any refusal.
-                    await dead_letter.send(base, msg, _open_groups_exceeded(key, sw))
-                    self._metrics.refused.labels("max_open_groups_per_window").inc()
-                    continue
-                try:
-                    group = sw.group(slot, key, msg.offset)
-                    if type(value) is TelemetryCounts:
-                        group.add_counts(value)
-                    else:
-                        add(group, value)
-                except AggregationError as exc:
-                    await dead_letter.send(base, msg, exc)
-                    continue
-                counts[base] += 1
+                refusal = take(base, source, msg, event.value, msg)
+                if refusal is not None:
+                    await dead_letter.send(base, msg, refusal.error)
+                    if not refusal.held:
+                        await manual.ack(event)
 
         agent.__name__ = f"control_{base}"
         return agent
@@ -239,43 +280,19 @@ class Intake:
         now_ms = int(now * 1000)
         consumer = self._app.consumer
         mine = [tp for tp in sorted(consumer.assignment()) if tp.topic in self._source_topics]
-        self._probe_round(mine)
-        hold_until_ms = self.contact.hold_until_ms
+        direct = [(feed, tp) for feed in self.feeds for tp in sorted(feed.assignment())]
+        self._probe_round(mine + [tp for _, tp in direct])
         for tp in mine:
-            source = f"{self._source_topics[tp.topic]}:{tp.partition}"
             if tp not in consumer.assignment():
                 # Revoked by a rebalance while this tick awaited: no longer ours to close
                 # (highwater() of an unassigned partition raises and would kill the worker).
                 continue
-            sw = self._source_windows(source)
+            source = f"{self._source_topics[tp.topic]}:{tp.partition}"
             position = self._position(tp, source)
-            high = consumer.highwater(tp)
-            if high is not None:
-                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
-            read_upto_ms = sw.clock.advance(position)
-            if read_upto_ms is not None:
-                self.live.add(source)
-            # Without a read-up-to time only the hold can close a window (marked incomplete).
-            forced_before = sw.forced
-            closed = sw.close(now_ms, read_upto_ms, hold_until_ms)
-            if closed is None:
-                continue
-            if sw.forced > forced_before:
-                log.warning(
-                    "windows closed by their hold, incomplete source=%s upto=%s read_upto_ms=%s",
-                    source,
-                    closed.upto,
-                    read_upto_ms,
-                )
-            for p in closed.partials:
-                # Within the caps and the size limit (streams.control.limits); refusals are
-                # dead-lettered by the guard.
-                for key, value in await self._guard.partials(source, p, cut_at=position):
-                    await self._partials.send(key=key, value=value)
-            mark = Watermark(source=source, upto=closed.upto, complete_upto=closed.complete_upto)
-            for q in range(self._settings.internal_partitions):
-                await self._partials.send(key=b"", partition=q, value=mark.to_dict())
-            self._ack(closed.tokens, now)
+            closed = await self._close(tp, source, position, consumer.highwater(tp), now_ms)
+            if closed is not None:
+                self._ack(closed.tokens, now)
+        await self._tick_direct(direct, now)
         for base, n in self._counts.items():
             if n:
                 self._metrics.events.labels(base).inc(n)
@@ -285,6 +302,89 @@ class Intake:
             if sw.duplicates > seen:
                 self._metrics.duplicates.labels(source.split(":")[0]).inc(sw.duplicates - seen)
                 self._dup_seen[source] = sw.duplicates
+
+    async def _tick_direct(self, direct: list[tuple[DirectFeed, Any]], now: float) -> None:
+        """Close the direct feeds' windows; commit once every partial sent is delivered."""
+        now_ms = int(now * 1000)
+        for feed, tp in direct:
+            if tp not in feed.assignment():
+                continue
+            source = f"{feed.base}:{tp.partition}"
+            position = self._next_offset.get(source)
+            if position is None:
+                position = await feed.position(tp)
+                if position is None:
+                    continue
+            closed = await self._close(tp, source, position, feed.highwater(tp), now_ms)
+            if closed is not None:
+                self._observe(closed.tokens, now)
+        in_flight = self._in_flight
+        if in_flight and not all(f.done() for f in in_flight):
+            await asyncio.wait(in_flight, timeout=PROBE_TIMEOUT_S)
+            if not all(f.done() for f in in_flight):
+                return  # commit when they are: until then a crash replays their records
+        failed = [f for f in in_flight if not f.cancelled() and f.exception() is not None]
+        in_flight.clear()
+        if failed:
+            # A partial that never reached the topic: replay its records from the last commit.
+            log.error(
+                "partials not delivered, stage-1 feeds restart reason=%r", failed[0].exception()
+            )
+            for feed in self.feeds:
+                await feed.restart("partials not delivered")
+            return
+        for feed in self.feeds:
+            offsets = {}
+            for tp in feed.assignment():
+                source = f"{feed.base}:{tp.partition}"
+                read = self._next_offset.get(source)
+                if read is None:
+                    continue
+                sw = self.windows.get(source)
+                oldest = sw.oldest_token() if sw is not None else None
+                offsets[tp] = read if oldest is None else min(read, token_offset(oldest))
+            await feed.commit(offsets)
+
+    async def _close(
+        self, tp: Any, source: str, position: int, high: int | None, now_ms: int
+    ) -> Closed | None:
+        """Close what ``source`` allows and send its partials and watermarks."""
+        sw = self._source_windows(source)
+        if high is not None:
+            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
+        read_upto_ms = sw.clock.advance(position)
+        if read_upto_ms is not None:
+            self.live.add(source)
+        # Without a read-up-to time only the hold can close a window (marked incomplete).
+        forced_before = sw.forced
+        closed = sw.close(now_ms, read_upto_ms, self.contact.hold_until_ms)
+        if closed is None:
+            return None
+        if sw.forced > forced_before:
+            log.warning(
+                "windows closed by their hold, incomplete source=%s upto=%s read_upto_ms=%s",
+                source,
+                closed.upto,
+                read_upto_ms,
+            )
+        sent = []
+        for p in closed.partials:
+            # Within the caps and the size limit (streams.control.limits); refusals are
+            # dead-lettered by the guard.
+            for key, value in await self._guard.partials(source, p, cut_at=position):
+                sent.append(await self._partials.send(key=key, value=value))
+        mark = Watermark(source=source, upto=closed.upto, complete_upto=closed.complete_upto)
+        for q in range(self._settings.internal_partitions):
+            sent.append(await self._partials.send(key=b"", partition=q, value=mark.to_dict()))
+        if source.split(":")[0] in self._direct_bases:
+            self._in_flight.extend(asyncio.ensure_future(f) for f in sent)
+        return closed
+
+    def _observe(self, tokens: list[Any], now: float) -> None:
+        """The processing latency of a direct feed's sampled records (their tokens)."""
+        for token in tokens:
+            if type(token) is not int:
+                self._metrics.latency.observe(max(now - token.timestamp / 1000, 0.0))
 
     def _ack(self, messages: list[Any], now: float) -> None:
         """Mark messages safe to commit (what ``Stream.ack`` does, minus per-event sensors)."""

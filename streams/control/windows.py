@@ -134,6 +134,11 @@ class Closed:
     tokens: list[Any]
 
 
+def token_offset(token: Any) -> int:
+    """The source offset a window's token stands for: an offset, or a record carrying it."""
+    return token if type(token) is int else int(token.offset)
+
+
 class SourceWindows:
     """Stage 1 for one source partition: open windows, duplicates, tokens to acknowledge.
 
@@ -252,6 +257,12 @@ class SourceWindows:
         # -1: no window of this source was closed by reading yet.
         read = -1 if self.complete_upto is None else min(self.complete_upto, upto)
         return Closed(upto, read, partials, tokens)
+
+    def oldest_token(self) -> Any:
+        """The first token of the open window read earliest (tokens come in reading order),
+        None when no window is open."""
+        firsts = [s.tokens[0] for s in self._open.values() if s.tokens]
+        return min(firsts, key=token_offset) if firsts else None
 
     @property
     def pending_events(self) -> int:
