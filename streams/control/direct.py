@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from streams.control.dead_letters import DeadLetters
 from streams.control.settings import ControlSettings
 from streams.events.errors import EventError
-from streams.kafka.batches import BatchConsumer
+from streams.kafka.batches import BatchConsumer, adopt_offsets
 from streams.kafka.clients import Undecodable
 from streams.kafka.errors import KafkaError
 
@@ -42,6 +42,30 @@ Take = Callable[[str, str, Any, Any, Any], Any]
 Forget = Callable[[Iterable[Any]], None]
 
 
+async def connect(feed: DirectFeed) -> BatchConsumer:
+    """The feed's started group member (the first time after adopting the Faust group's
+    offsets: telemetry was read by the Faust agents of group ``<app>`` before)."""
+    s = feed.settings
+    if not feed.adopted:
+        adopted = await adopt_offsets(
+            s.connection(), feed.topic, group_id=feed.group_id, from_group=s.resolved_app_id
+        )
+        if adopted:
+            log.info("stage-1 feed adopted offsets topic=%s offsets=%s", feed.topic, adopted)
+        feed.adopted = True
+    consumer = BatchConsumer(
+        s.connection(),
+        feed.topic,
+        group_id=feed.group_id,
+        client_id=f"{s.worker_id}-{feed.base}",
+        moved=feed.moved,
+        max_records=MAX_RECORDS,
+        session_timeout_s=s.session_timeout_s,
+    )
+    await consumer.start()
+    return consumer
+
+
 class DirectFeed:
     """The supervised consumer of one source topic for stage 1."""
 
@@ -56,26 +80,29 @@ class DirectFeed:
         forget: Forget,
         next_offset: dict[str, int],
         dead_letters: DeadLetters,
+        connect: Callable[[DirectFeed], Awaitable[Any]] = connect,
     ) -> None:
         self.base = base
+        self._connect = connect
         self.topic = topic
-        self._settings = settings
+        self.settings = settings
         self._decode = decode
         self._take = take
         self._forget = forget
         self._next_offset = next_offset
         self._dead_letters = dead_letters
-        self._consumer: BatchConsumer | None = None
+        self._consumer: Any = None
         self._generation = 0
         self._committed: dict[int, int] = {}
         self._stopping = False
+        self.adopted = False
         self.restarts = 0
         self.last_error: str | None = None
         self.running = False
 
     @property
     def group_id(self) -> str:
-        return f"{self._settings.resolved_app_id}-{self.base}"
+        return f"{self.settings.resolved_app_id}-{self.base}"
 
     def health(self) -> dict[str, Any]:
         """What ``/status`` shows of the feed."""
@@ -165,18 +192,7 @@ class DirectFeed:
         await self._close()
 
     async def _start(self) -> None:
-        s = self._settings
-        consumer = BatchConsumer(
-            s.connection(),
-            self.topic,
-            group_id=self.group_id,
-            client_id=f"{s.worker_id}-{self.base}",
-            moved=self.moved,
-            max_records=MAX_RECORDS,
-            session_timeout_s=s.session_timeout_s,
-        )
-        await consumer.start()
-        self._consumer = consumer
+        self._consumer = await self._connect(self)
         self.running = True
 
     async def _close(self) -> None:

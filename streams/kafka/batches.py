@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from streams.kafka.connection import KafkaConnection
-from streams.kafka.errors import ConnectionLostError, KafkaUnavailableError
+from streams.kafka.errors import AdminError, ConnectionLostError, KafkaUnavailableError
 
 Moved = Callable[[list[Any]], None]
 
@@ -107,3 +108,48 @@ class BatchConsumer:
             await self._consumer.commit(dict(offsets))
         except (AIOKafkaError, OSError) as exc:
             raise ConnectionLostError("committing", self.conn.bootstrap_servers, str(exc)) from exc
+
+
+async def adopt_offsets(
+    conn: KafkaConnection, topic: str, *, group_id: str, from_group: str
+) -> dict[int, int]:
+    """Start group ``group_id`` on ``topic`` where ``from_group`` left off, if it has no
+    offsets of its own: a reader moved to a new group neither re-reads the topic from the
+    beginning nor skips what the old one had not committed. Returns the offsets adopted.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=conn.bootstrap_servers, client_id=conn.client_id, **conn.client_kwargs()
+    )
+    try:
+        await admin.start()
+        mine = await admin.list_consumer_group_offsets(group_id)
+        if any(tp.topic == topic and om.offset >= 0 for tp, om in mine.items()):
+            return {}
+        theirs = {
+            tp: om.offset
+            for tp, om in (await admin.list_consumer_group_offsets(from_group)).items()
+            if tp.topic == topic and om.offset >= 0
+        }
+    except (AIOKafkaError, OSError) as exc:
+        raise AdminError("read group offsets", conn.bootstrap_servers, str(exc)) from exc
+    finally:
+        await admin.close()
+    if not theirs:
+        return {}
+    # Committed outside the group protocol (generation -1): the broker takes it while the
+    # group has no members, which holds before this worker's feed first joins it.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=conn.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        **conn.client_kwargs(),
+    )
+    try:
+        await consumer.start()
+        consumer.assign(list(theirs))
+        await consumer.commit(theirs)
+    except (AIOKafkaError, OSError) as exc:
+        raise ConnectionLostError("adopting offsets", conn.bootstrap_servers, str(exc)) from exc
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in theirs.items()}

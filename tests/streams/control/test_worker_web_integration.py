@@ -47,6 +47,15 @@ def test_worker_listens_on_loopback_only_and_serves_no_faust_debug_pages(kafka_c
     wait_for("the status page", worker.try_status, workers=[worker])
     assert listening_addresses(worker.port) == {"127.0.0.1"}
     assert worker.status()["worker_id"] == worker.name
+    # The telemetry feed reports its health: its group, and the partitions it was given.
+    feed = wait_for(
+        "the telemetry feed to join its group",
+        lambda: (f := worker.status()["feeds"]["telemetry"])["partitions"] and f,
+        workers=[worker],
+    )
+    assert feed["running"] is True
+    assert feed["group_id"].endswith("-telemetry")
+    assert feed["restarts"] == 0
     assert b"slmops_events" in worker.get("/metrics")
     assert b"<html" in worker.get("/").lower()
     for page in ("/router/", "/table/", "/stats/", "/graph/", "/assignment/", "/performance/"):
