@@ -39,13 +39,14 @@ WINDOW_S = 1.0
 GRACE_S = 0.5
 
 
-def telemetry_records(n: int, devices: int) -> list[tuple[bytes, bytes]]:
+def telemetry_records(n: int, devices: int, t0: float | None = None) -> list[tuple[bytes, bytes]]:
     """n distinct Telemetry records: one encoded template with event and device ids patched.
 
     Both ids have fixed lengths, so patching keeps the Avro body valid; encoding 100k events
-    through the codec would take longer than the measurements.
+    through the codec would take longer than the measurements. The window is the second
+    before ``t0`` (default: 30 s ago).
     """
-    t0 = time.time()
+    t0 = time.time() - 29 if t0 is None else t0 + 1
     template = Telemetry(
         event_id="00000000-0000-4000-8000-000000000000",
         device_id="dev000000",
@@ -87,6 +88,55 @@ async def produce_raw(
         await asyncio.gather(*batch)
     finally:
         await producer.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def soak(
+    conn: KafkaConnection, topic: str, worker: WorkerProcess, rate: int, seconds: int
+) -> list[tuple[int, float, float]]:
+    """Current telemetry at ``rate`` events/s for ``seconds``; (s, worker RSS MB, events/s)."""
+    producer = AIOKafkaProducer(bootstrap_servers=conn.bootstrap_servers, linger_ms=20, acks=1)
+    await producer.start()
+    samples: list[tuple[int, float, float]] = []
+    try:
+        start = time.monotonic()
+        last_n, last_t = metric(worker, "slmops_events_total", 'topic="telemetry"'), start
+        for second in range(seconds):
+            records = telemetry_records(rate, 10_000, t0=time.time() - 1)
+            await asyncio.gather(*[await producer.send(topic, value=v, key=k) for k, v in records])
+            await asyncio.sleep(max(start + second + 1 - time.monotonic(), 0))
+            if (second + 1) % 30 == 0:
+                n, t = metric(worker, "slmops_events_total", 'topic="telemetry"'), time.monotonic()
+                samples.append((second + 1, rss_mb(worker.proc.pid), (n - last_n) / (t - last_t)))
+                last_n, last_t = n, t
+    finally:
+        await producer.stop()
+    return samples
+
+
+def workers_rate(workers: list[WorkerProcess], total: int) -> float:
+    """Events per second a set of workers takes in together (the sum of their counters)."""
+    first: list[tuple[float, float]] = []
+
+    def rate() -> float | None:
+        n = sum(metric(w, "slmops_events_total", 'topic="telemetry"') for w in workers)
+        now = time.perf_counter()
+        if n and not first:
+            first.append((now, n))
+        if n >= total and first:
+            t0, n0 = first[0]
+            return (n - n0) / (now - t0)
+        return None
+
+    return wait_for(
+        "the workers to count every event", rate, workers=workers, timeout_s=600, interval_s=0.05
+    )
 
 
 async def raw_rate(conn: KafkaConnection, topic: str, total: int) -> float:
@@ -141,7 +191,14 @@ def metric(worker: WorkerProcess, name: str, labels: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def start_worker(conn: KafkaConnection, port: int, tmp: Path, app_id: str) -> WorkerProcess:
+def start_worker(
+    conn: KafkaConnection,
+    port: int,
+    tmp: Path,
+    app_id: str,
+    window_s: float = WINDOW_S,
+    grace_s: float = GRACE_S,
+) -> WorkerProcess:
     command = control_worker_command(
         conn,
         app_id=app_id,
@@ -149,9 +206,9 @@ def start_worker(conn: KafkaConnection, port: int, tmp: Path, app_id: str) -> Wo
         data_dir=tmp / "worker",
         extra=[
             "--window-s",
-            str(WINDOW_S),
+            str(window_s),
             "--grace-s",
-            str(GRACE_S),
+            str(grace_s),
             "--tick-s",
             "0.1",
             "--log-level",
@@ -234,6 +291,19 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=3, help="degraded windows for the latency")
+    parser.add_argument(
+        "--soak-s", type=int, default=0, help="then current telemetry for this long (RSS)"
+    )
+    parser.add_argument("--soak-rate", type=int, default=5_000, help="events/s of the soak")
+    parser.add_argument(
+        "--soak-window-s",
+        type=float,
+        default=10.0,
+        help="the soak worker's window (its grace: 1.5x); the worker's defaults are 10 s and 15 s",
+    )
+    parser.add_argument(
+        "--scale-out", action="store_true", help="then one worker vs two on 12 partitions"
+    )
     args = parser.parse_args()
     conn = KafkaConnection(
         bootstrap_servers=args.bootstrap_servers, topic_prefix=f"bench{uuid.uuid4().hex[:8]}"
@@ -263,12 +333,82 @@ def main() -> int:
             lat = asyncio.run(decision_latency(conn, args.trials))
             shown = ", ".join(f"{x * 1000:.0f}" for x in lat)
             print(f"decision latency (window close -> OptimizationRequest on topic): {shown} ms")
+            if args.soak_s:
+                worker.stop()
+                w = args.soak_window_s
+                worker = start_worker(conn, free_port(), tmp / "soak", app_id, w, 1.5 * w)
+                wait_for("the soak worker", lambda: answers(worker), workers=[worker])
+                print(f"soak: {args.soak_rate} events/s for {args.soak_s} s, {w:g} s windows")
+                rows = asyncio.run(soak(conn, topic, worker, args.soak_rate, args.soak_s))
+                for second, rss, taken in rows:
+                    print(f"  {second:5d} s  RSS {rss:7.1f} MB  {taken:8.0f} events/s taken in")
     finally:
         if worker is not None:
             worker.stop()
         asyncio.run(delete_topics(conn))
         asyncio.run(delete_internal_topics(conn, [app_id, "bench-count-"]))
+    if args.scale_out:
+        scale_out(args.bootstrap_servers, 3 * args.events, args.devices)
     return 0
+
+
+def answers(worker: WorkerProcess) -> bool | None:
+    try:
+        worker.get("/status")
+    except OSError:
+        return None
+    return True
+
+
+def assigned(worker: WorkerProcess) -> set[int]:
+    """The telemetry partitions the worker's stage-1 feed holds (none while it starts)."""
+    try:
+        status = json.loads(worker.get("/status"))
+    except (OSError, ValueError):
+        return set()
+    return set(status.get("feeds", {}).get("telemetry", {}).get("partitions", []))
+
+
+def scale_out(bootstrap: str, events: int, devices: int, interval_s: float = 3.0) -> None:
+    """One worker, then two sharing them, each over its own 12-partition telemetry topic.
+
+    The backlog is written first; the workers start together, and the rate is what they take
+    in together during ``interval_s`` once every partition is assigned to one of them.
+    """
+    rates = []
+    for n in (1, 2):
+        conn = KafkaConnection(
+            bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}"
+        )
+        topic = conn.catalog().topic_for(Telemetry)
+        app_id = f"{conn.topic_prefix}-control"
+        asyncio.run(create_topics(conn, partitions=12))
+        workers: list[WorkerProcess] = []
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                asyncio.run(produce_raw(conn, topic, telemetry_records(events, devices)))
+                for i in range(n):
+                    workers.append(start_worker(conn, free_port(), Path(d) / f"w{i}", app_id))
+
+                def spread(workers: list[WorkerProcess] = workers) -> bool | None:
+                    parts = [assigned(w) for w in workers]
+                    whole = all(parts) and set().union(*parts) == set(range(12))
+                    return (whole and sum(map(len, parts)) == 12) or None
+
+                wait_for("every partition assigned", spread, workers=workers, timeout_s=120)
+                label = 'topic="telemetry"'
+                n0, t0 = sum(metric(w, "slmops_events_total", label) for w in workers), time.time()
+                time.sleep(interval_s)
+                n1, t1 = sum(metric(w, "slmops_events_total", label) for w in workers), time.time()
+                rates.append((n1 - n0) / (t1 - t0))
+                drained = " (drained: raise --events)" if n1 >= events else ""
+                print(f"{n} worker(s), 12 partitions: {rates[-1]:10.0f} events/s{drained}")
+        finally:
+            for w in workers:
+                w.stop()
+            asyncio.run(delete_topics(conn))
+            asyncio.run(delete_internal_topics(conn, [app_id]))
+    print(f"two workers / one = {rates[1] / rates[0]:.2f}")
 
 
 if __name__ == "__main__":

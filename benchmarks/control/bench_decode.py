@@ -4,7 +4,8 @@ Prints µs per record (the median of several rounds) for the full path (``Codec.
 a frozen ``Telemetry``, then ``WindowAggregate.add_telemetry``) and the hot path
 (``HotTelemetry.decode`` into ``TelemetryCounts``, then ``add_counts``), and the ratio of the
 two measured in the same run. Two records: what an edge runtime sends (a latency sketch and
-quantiles) and the plain record of ``bench_control`` (no sketch). No broker needed.
+quantiles) and the plain record of ``bench_control`` (no sketch); and the full path of a drift
+sketch, which has no hot path. No broker needed.
 
     .venv/bin/python -m benchmarks.control.bench_decode
 """
@@ -19,8 +20,9 @@ import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from edge_runtime.telemetry import TOKEN_BOUNDS, class_bounds
 from streams.control.aggregate import WindowAggregate
-from streams.events import Histogram, Telemetry, default_codec, encode
+from streams.events import DriftSketch, Histogram, Telemetry, default_codec, encode
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_values
 from streams.events.hot import HotTelemetry
 from streams.events.sketches import Sketch
@@ -61,6 +63,33 @@ def records() -> dict[str, bytes]:
     }
 
 
+def drift_record(dimensions: int = 384) -> bytes:
+    """A classifier device's drift sketch: MiniLM's 384 embedding moments, three histograms."""
+    now = datetime.now(UTC)
+    rng = random.Random(3)
+    samples = range(200)
+    return encode(
+        DriftSketch(
+            device_id="device-000123",
+            model_id="intent",
+            model_version="v7",
+            cohort="eu",
+            window_start=now - timedelta(seconds=20),
+            window_end=now - timedelta(seconds=10),
+            sample_count=200,
+            embedding_mean=tuple(rng.gauss(0, 0.1) for _ in range(dimensions)),
+            embedding_var=tuple(rng.uniform(0.001, 0.02) for _ in range(dimensions)),
+            histograms={
+                "input_tokens": from_values(TOKEN_BOUNDS, [rng.randint(4, 40) for _ in samples]),
+                "confidence": from_values(UNIT_BOUNDS, [rng.random() for _ in samples]),
+                "predicted_class": from_values(
+                    class_bounds(8), [rng.randint(0, 7) for _ in samples]
+                ),
+            },
+        )
+    )
+
+
 def per_record_us(step: Callable[[], object], number: int, rounds: int) -> float:
     return statistics.median(timeit.repeat(step, number=number, repeat=rounds)) / number * 1e6
 
@@ -94,6 +123,15 @@ def main() -> None:
             f"{name:<30} {len(data):>5} {full_us:>8.1f} {hot_us:>7.1f} {full_us / hot_us:>7.2f}x"
             f"   ({time.perf_counter() - t0:.0f} s)"
         )
+    drift, window = drift_record(), WindowAggregate()
+
+    def drift_full() -> None:
+        event = codec.decode(drift, DriftSketch)
+        assert isinstance(event, DriftSketch)
+        window.add_drift(event)
+
+    drift_us = per_record_us(drift_full, args.number // 10, args.rounds)
+    print(f"{'drift sketch, 384 dimensions':<30} {len(drift):>5} {drift_us:>8.1f} {'-':>7}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import faust
 from faust.web.base import BlueprintManager
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streams.control.avro_schema import AvroSchema, TelemetrySchema
+from streams.control.avro_schema import AvroSchema
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
 from streams.control.errors import LimitExceeded
@@ -85,12 +85,7 @@ class ControlWorker:
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         )
         topics = {
-            spec.base: app.topic(
-                catalog.name(spec),
-                schema=TelemetrySchema()
-                if spec.base == "telemetry"
-                else AvroSchema(spec.event_type),
-            )
+            spec.base: app.topic(catalog.name(spec), schema=AvroSchema(spec.event_type))
             for spec in catalog
         }
         n = settings.internal_partitions

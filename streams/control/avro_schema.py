@@ -6,9 +6,8 @@ from typing import Any
 
 import faust
 
-from streams.events import Event, Telemetry, default_codec
+from streams.events import Event, default_codec
 from streams.events.errors import EventError
-from streams.events.hot import HotTelemetry
 from streams.kafka.clients import Undecodable
 
 
@@ -38,21 +37,3 @@ class AvroSchema(faust.Schema):  # type: ignore[type-arg]  # generic only in fau
         self, app: Any, value: Any, *, serializer: Any = None, headers: Any = None
     ) -> tuple[bytes, Any]:
         return self.codec.encode(value), headers
-
-
-class TelemetrySchema(AvroSchema):
-    """Telemetry for stage 1: :class:`~streams.events.hot.TelemetryCounts` where the hot path
-    accepts the record, else what :class:`AvroSchema` gives (an event, or Undecodable with the
-    full path's reason)."""
-
-    def __init__(self) -> None:
-        super().__init__(Telemetry)
-        self.hot = HotTelemetry(self.codec)
-
-    def loads_value(
-        self, app: Any, message: Any, *, loads: Any = None, serializer: Any = None
-    ) -> Any:
-        counts = self.hot.decode(message.value)
-        if counts is not None:
-            return counts
-        return super().loads_value(app, message, loads=loads, serializer=serializer)

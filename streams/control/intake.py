@@ -1,10 +1,13 @@
 """Stage 1 in the worker: source events into per-partition window partials (see ``windows``).
 
-Per event an agent does a dictionary lookup, a duplicate check and a few integer additions and
-keeps the message unacknowledged. The close timer sends each closed window's :class:`Partial`
-per group and a :class:`Watermark` to every internal partition, and only then acknowledges the
-window's messages, so a crash before that replays them. The Faust objects (app, topics,
-streams, messages, partitions) come from the shell in ``app``.
+Per record ``take`` does a dictionary lookup, a duplicate check and a few integer additions and
+keeps a token of the record in its window. Feedback arrives through a Faust agent and its token
+is the message, held unacknowledged; telemetry and drift arrive through the stage-1 feeds of
+``direct`` and their token is the offset. The close timer sends each closed window's
+:class:`Partial` per group and a :class:`Watermark` to every internal partition, and only then
+acknowledges the window's messages, or, for a feed, commits up to its oldest record still in an
+open window once every partial sent is delivered; so a crash before that replays them. The
+Faust objects (app, topics, streams, messages, partitions) come from the shell in ``app``.
 
 Windows close on their inputs having been read: each tick asks the broker once for the end
 offsets of this worker's source partitions (one ListOffsets request on a connection of its
@@ -53,7 +56,7 @@ SOURCES: tuple[tuple[str, type[Event]], ...] = (
 )
 _TYPES = dict(SOURCES)
 # Sources stage 1 reads with its own consumer (``direct``) instead of a Faust agent.
-DIRECT: tuple[str, ...] = ("telemetry",)
+DIRECT: tuple[str, ...] = ("telemetry", "drift")
 _ADD: dict[str, Callable[[WindowAggregate, Any], None]] = {
     "telemetry": WindowAggregate.add_telemetry,
     "drift": WindowAggregate.add_drift,
