@@ -25,8 +25,18 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.control.bench_decode import drift_record
 from slmops.processes import WorkerProcess, control_worker_command, wait_for
-from streams.events import Event, Feedback, Histogram, OptimizationRequest, Telemetry, encode
+from streams.events import (
+    DriftSketch,
+    Event,
+    Feedback,
+    Histogram,
+    OptimizationRequest,
+    Telemetry,
+    decode,
+    encode,
+)
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Received
@@ -66,6 +76,18 @@ def telemetry_records(n: int, devices: int, t0: float | None = None) -> list[tup
         device = f"dev{i % devices:06d}".encode()
         value = raw.replace(b"00000000-0000-4000-8000-000000000000", str(uuid.uuid4()).encode())
         out.append((device, value.replace(b"dev000000", device)))
+    return out
+
+
+def drift_records(n: int, devices: int) -> list[tuple[bytes, bytes]]:
+    """n distinct drift sketches of a classifier device (bench_decode's), ids patched."""
+    raw = drift_record()
+    template_id = str(decode(raw).event_id)
+    out = []
+    for i in range(n):
+        device = f"device-{i % devices:06d}".encode()
+        value = raw.replace(template_id.encode(), str(uuid.uuid4()).encode())
+        out.append((device, value.replace(b"device-000123", device)))
     return out
 
 
@@ -220,9 +242,9 @@ def start_worker(
     return WorkerProcess("control", command, tmp / "worker.log", port=port).start()
 
 
-def worker_rate(worker: WorkerProcess, total: int) -> float:
+def worker_rate(worker: WorkerProcess, total: int, source: str = "telemetry") -> float:
     """Events per second the worker takes in, from its first counted event to the last."""
-    label = 'topic="telemetry"'
+    label = f'topic="{source}"'
     first: list[tuple[float, float]] = []
 
     def rate() -> float | None:
@@ -292,6 +314,9 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=3, help="degraded windows for the latency")
     parser.add_argument(
+        "--drift", type=int, default=0, help="then this many 384-dimension drift sketches"
+    )
+    parser.add_argument(
         "--soak-s", type=int, default=0, help="then current telemetry for this long (RSS)"
     )
     parser.add_argument("--soak-rate", type=int, default=5_000, help="events/s of the soak")
@@ -330,6 +355,13 @@ def main() -> int:
             c = worker_rate(worker, args.events)
             print(f"(c) control worker:           {c:10.0f} events/s")
             print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
+            if args.drift:
+                drift = drift_records(args.drift, args.devices)
+                asyncio.run(produce_raw(conn, conn.catalog().topic_for(DriftSketch), drift))
+                d = worker_rate(worker, args.drift, "drift")
+                print(
+                    f"(d) control worker, drift:    {d:10.0f} sketches/s ({len(drift[0][1])} bytes)"
+                )
             lat = asyncio.run(decision_latency(conn, args.trials))
             shown = ", ".join(f"{x * 1000:.0f}" for x in lat)
             print(f"decision latency (window close -> OptimizationRequest on topic): {shown} ms")
@@ -348,7 +380,7 @@ def main() -> int:
         asyncio.run(delete_topics(conn))
         asyncio.run(delete_internal_topics(conn, [app_id, "bench-count-"]))
     if args.scale_out:
-        scale_out(args.bootstrap_servers, 3 * args.events, args.devices)
+        scale_out(args.bootstrap_servers, 12 * args.events, args.devices)
     return 0
 
 
@@ -369,11 +401,23 @@ def assigned(worker: WorkerProcess) -> set[int]:
     return set(status.get("feeds", {}).get("telemetry", {}).get("partitions", []))
 
 
-def scale_out(bootstrap: str, events: int, devices: int, interval_s: float = 3.0) -> None:
+def lag(worker: WorkerProcess, topic: str) -> float:
+    try:
+        text = worker.get("/metrics").decode()
+    except OSError:
+        return 0.0
+    # prometheus_client writes the labels sorted by name.
+    pattern = rf'^slmops_consumer_lag\{{partition="\d+",topic="{re.escape(topic)}"\}} (\S+)$'
+    return sum(float(m) for m in re.findall(pattern, text, re.M))
+
+
+def scale_out(
+    bootstrap: str, events: int, devices: int, settle_s: float = 5.0, interval_s: float = 5.0
+) -> None:
     """One worker, then two sharing them, each over its own 12-partition telemetry topic.
 
     The backlog is written first; the workers start together, and the rate is what they take
-    in together during ``interval_s`` once every partition is assigned to one of them.
+    in together during ``interval_s``, from ``settle_s`` after every partition is assigned.
     """
     rates = []
     for n in (1, 2):
@@ -386,7 +430,9 @@ def scale_out(bootstrap: str, events: int, devices: int, interval_s: float = 3.0
         workers: list[WorkerProcess] = []
         try:
             with tempfile.TemporaryDirectory() as d:
-                asyncio.run(produce_raw(conn, topic, telemetry_records(events, devices)))
+                for start in range(0, events, 100_000):
+                    chunk = telemetry_records(min(100_000, events - start), devices)
+                    asyncio.run(produce_raw(conn, topic, chunk))
                 for i in range(n):
                     workers.append(start_worker(conn, free_port(), Path(d) / f"w{i}", app_id))
 
@@ -396,13 +442,18 @@ def scale_out(bootstrap: str, events: int, devices: int, interval_s: float = 3.0
                     return (whole and sum(map(len, parts)) == 12) or None
 
                 wait_for("every partition assigned", spread, workers=workers, timeout_s=120)
+                time.sleep(settle_s)
                 label = 'topic="telemetry"'
                 n0, t0 = sum(metric(w, "slmops_events_total", label) for w in workers), time.time()
                 time.sleep(interval_s)
                 n1, t1 = sum(metric(w, "slmops_events_total", label) for w in workers), time.time()
+                left = sum(lag(w, topic) for w in workers)
                 rates.append((n1 - n0) / (t1 - t0))
-                drained = " (drained: raise --events)" if n1 >= events else ""
-                print(f"{n} worker(s), 12 partitions: {rates[-1]:10.0f} events/s{drained}")
+                drained = "" if left > 0 else " (the backlog ran out: raise --events)"
+                print(
+                    f"{n} worker(s), 12 partitions: {rates[-1]:10.0f} events/s "
+                    f"({n0:.0f} taken in before, {left:.0f} left after{drained})"
+                )
         finally:
             for w in workers:
                 w.stop()

@@ -28,6 +28,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
+from itertools import repeat
 from typing import Any
 
 from streams.control.errors import AggregationError
@@ -337,8 +338,7 @@ class WindowAggregate:
                 )
         means, variances = event.embedding_mean, event.embedding_var
         if dim and not (
-            all(abs(m) <= _MAX_VALUE for m in means)
-            and all(abs(v) <= _MAX_VARIANCE for v in variances)
+            max(map(abs, means)) <= _MAX_VALUE and max(map(abs, variances)) <= _MAX_VARIANCE
         ):
             raise AggregationError(
                 f"embedding mean beyond +-{_MAX_VALUE:g} or variance beyond {_MAX_VARIANCE:g}",
@@ -351,10 +351,15 @@ class WindowAggregate:
             if not self.embedding_sum:
                 self.embedding_sum = [0] * dim
                 self.embedding_sq_sum = [0] * dim
-            for i, (m, v) in enumerate(zip(means, variances, strict=True)):
-                fm = _fixed(m)
-                self.embedding_sum[i] += n * fm
-                self.embedding_sq_sum[i] += n * (_fixed(v) + _fixed_square(fm))
+            # _fixed and _fixed_square over whole vectors: thousands of values per sketch.
+            fm = list(map(round, map(math.ldexp, means, repeat(_FIXED_BITS, dim))))
+            fv = map(round, map(math.ldexp, variances, repeat(_FIXED_BITS, dim)))
+            half = _FIXED_ONE >> 1
+            self.embedding_sum = [s + n * f for s, f in zip(self.embedding_sum, fm, strict=True)]
+            self.embedding_sq_sum = [
+                q + n * (v + ((f * f + half) >> _FIXED_BITS))
+                for q, f, v in zip(self.embedding_sq_sum, fm, fv, strict=True)
+            ]
         for name, h in event.histograms.items():
             if name not in self.drift_bounds:
                 self.drift_bounds[name] = h.bounds

@@ -90,12 +90,23 @@ def _make_converter(tp: Any, json_mode: bool) -> Converter:
         return _record_converter(tp, json_mode)
     if origin is tuple:
         item = _converter(typing.get_args(tp)[0], json_mode)
+        # Leaves that return a value of exactly their type as it is: a list of only those
+        # (an embedding of thousands of floats) is taken whole, checked in C.
+        same = _EXACT.get(item)
 
         def sequence(value: Any, path: str) -> Any:
             if value is None:
                 raise TypeError(f"{path} is required")
             if isinstance(value, str | bytes) or not isinstance(value, Iterable):
                 raise TypeError(f"{path} must be a list")
+            if (
+                same is not None
+                and isinstance(value, list | tuple)
+                and value
+                and type(value[0]) is same
+                and len(set(map(type, value))) == 1
+            ):
+                return tuple(value)
             return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
 
         return sequence
@@ -192,6 +203,8 @@ def _datetime(value: Any, path: str) -> datetime:
     return _parse_datetime(value)
 
 
+# Leaves that return a value of exactly this type unchanged.
+_EXACT: dict[Converter, type] = {_float: float, _int: int, _str: str}
 _LEAVES: dict[Any, Converter] = {
     float: _float,
     int: _int,

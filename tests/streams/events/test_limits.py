@@ -194,3 +194,20 @@ def test_clip_makes_free_text_fit_its_limit():
     status = dataclasses.replace(sample(DeviceStatus), last_error=reason)
     assert decode(encode(status)) == status
     assert clip("short", LIMITS["DeviceStatus"]["last_error"]) == "short"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"embedding_var": [0.5, -0.25]}, "DriftSketch.embedding_var: must be >= 0.0, got -0.25"),
+        (
+            {"embedding_mean": [0.1, math.nan]},
+            "DriftSketch.embedding_mean: must be finite, got nan",
+        ),
+        ({"embedding_var": [math.inf, 0.1]}, "DriftSketch.embedding_var: must be finite, got inf"),
+    ],
+    ids=["negative variance", "nan mean", "infinite variance"],
+)
+def test_embedding_moments_are_refused_by_the_first_bad_value(changes, reason):
+    moments = {"embedding_mean": [0.1, 0.2], "embedding_var": [0.5, 0.25]}
+    assert str(_decoded(DriftSketch, **(moments | changes))) == reason
