@@ -20,6 +20,7 @@ read-up-to time (see ``windows.ReadClock``) once the agents' position reaches it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -414,3 +415,6 @@ class Intake:
             self._next_offset.pop(source, None)
             self.live.discard(source)
             self._dup_seen.pop(source, None)
+            # A partition moved away is no longer this worker's lag to report.
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(tp.topic, str(tp.partition))

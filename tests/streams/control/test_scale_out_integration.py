@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import uuid
 from typing import Any
@@ -118,6 +119,11 @@ def test_two_workers_share_partitions_and_match_one(kafka_conn, start_worker):
     assert observed([a1, a2], ids) == want
     # Both workers aggregated source partitions (the wait above); which of them merges depends
     # on how the group assigns the internal partitions, which may put all three on one worker.
+    # Each reports the lag of the telemetry partitions it reads, and of no other.
+    topic = re.escape(kafka_conn.catalog().topic_for(Telemetry))
+    pattern = rf'^slmops_consumer_lag\{{partition="(\d+)",topic="{topic}"\}}'
+    lags = [set(re.findall(pattern, w.get("/metrics").decode(), re.M)) for w in (a1, a2)]
+    assert all(lags) and not lags[0] & lags[1], lags
 
 
 def test_sigkill_and_restart_neither_lose_nor_double_count(kafka_conn, start_worker):
