@@ -142,25 +142,6 @@ async def soak(
     return samples
 
 
-def workers_rate(workers: list[WorkerProcess], total: int) -> float:
-    """Events per second a set of workers takes in together (the sum of their counters)."""
-    first: list[tuple[float, float]] = []
-
-    def rate() -> float | None:
-        n = sum(metric(w, "slmops_events_total", 'topic="telemetry"') for w in workers)
-        now = time.perf_counter()
-        if n and not first:
-            first.append((now, n))
-        if n >= total and first:
-            t0, n0 = first[0]
-            return (n - n0) / (now - t0)
-        return None
-
-    return wait_for(
-        "the workers to count every event", rate, workers=workers, timeout_s=600, interval_s=0.05
-    )
-
-
 async def raw_rate(conn: KafkaConnection, topic: str, total: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,

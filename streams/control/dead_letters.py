@@ -26,7 +26,8 @@ class DeadLetters:
         self.counts: Tally[str] = Tally()
 
     async def send(self, base: str, msg: Any, error: Exception) -> None:
-        """Dead-letter Faust message ``msg`` of input ``base`` that failed with ``error``."""
+        """Dead-letter record ``msg`` (a Faust message or a consumer record) of input ``base``
+        that failed with ``error``."""
         log.warning(
             "dead-lettering topic=%s partition=%s offset=%s worker=%s reason=%s",
             msg.topic,

@@ -170,6 +170,8 @@ class DirectFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # supervised: logged, counted, restarted
+                if self._stopping:
+                    break  # the consumer was closed under a fetch by stop()
                 self.restarts += 1
                 self.last_error = repr(exc)
                 log.exception("stage-1 feed failed topic=%s; restarting", self.topic)
