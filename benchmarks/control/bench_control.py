@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import pstats
 import re
 import subprocess
 import sys
@@ -201,6 +203,7 @@ def start_worker(
     app_id: str,
     window_s: float = WINDOW_S,
     grace_s: float = GRACE_S,
+    profile: Path | None = None,
 ) -> WorkerProcess:
     command = control_worker_command(
         conn,
@@ -220,7 +223,21 @@ def start_worker(
             "100000000",
         ],
     )
+    if profile is not None:
+        # python -m cProfile -o FILE -m streams.control ...: the stats are written at exit.
+        command[1:1] = ["-m", "cProfile", "-o", str(profile)]
     return WorkerProcess("control", command, tmp / "worker.log", port=port).start()
+
+
+def print_profile(path: Path, top: int = 15) -> None:
+    """The worker's functions that took the most time of their own."""
+    if not path.exists():
+        print(f"no profile at {path}: the worker did not exit normally")
+        return
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(top)
+    print("worker profile, top entries by own time:")
+    print(out.getvalue().strip())
 
 
 def worker_rate(worker: WorkerProcess, total: int, source: str = "telemetry") -> float:
@@ -295,6 +312,11 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=3, help="degraded windows for the latency")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the worker of (c) and (d) under cProfile into this file and print its top",
+    )
+    parser.add_argument(
         "--drift", type=int, default=0, help="then this many 384-dimension drift sketches"
     )
     parser.add_argument(
@@ -332,7 +354,7 @@ def main() -> int:
             b = faust_counter_rate(conn, topic, args.events, tmp)
             print(f"(b) Faust counting agent:     {b:10.0f} events/s")
             port = free_port()
-            worker = start_worker(conn, port, tmp, app_id)
+            worker = start_worker(conn, port, tmp, app_id, profile=args.profile)
             c = worker_rate(worker, args.events)
             print(f"(c) control worker:           {c:10.0f} events/s")
             print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
@@ -360,6 +382,8 @@ def main() -> int:
             worker.stop()
         asyncio.run(delete_topics(conn))
         asyncio.run(delete_internal_topics(conn, [app_id, "bench-count-"]))
+    if args.profile is not None:
+        print_profile(args.profile)
     if args.scale_out:
         scale_out(args.bootstrap_servers, 12 * args.events, args.devices)
     return 0
