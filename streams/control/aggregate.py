@@ -233,11 +233,6 @@ class GenerationAggregate:
         return out
 
 
-def _fixed_square(f: int) -> int:
-    """The square of fixed-point ``f``, in fixed point, rounded half up (integers only)."""
-    return (f * f + (_FIXED_ONE >> 1)) >> _FIXED_BITS
-
-
 @dataclasses.dataclass(slots=True)
 class WindowAggregate:
     """Everything known about one group in one window; mutable while a partial fills."""
@@ -351,7 +346,8 @@ class WindowAggregate:
             if not self.embedding_sum:
                 self.embedding_sum = [0] * dim
                 self.embedding_sq_sum = [0] * dim
-            # _fixed and _fixed_square over whole vectors: thousands of values per sketch.
+            # _fixed over whole vectors (thousands of values per sketch), and the square of a
+            # fixed-point mean in fixed point, rounded half up: integers only.
             fm = list(map(round, map(math.ldexp, means, repeat(_FIXED_BITS, dim))))
             fv = map(round, map(math.ldexp, variances, repeat(_FIXED_BITS, dim)))
             half = _FIXED_ONE >> 1

@@ -24,6 +24,7 @@ from typing import Any
 
 from streams.control.dead_letters import DeadLetters
 from streams.control.settings import ControlSettings
+from streams.events import Codec, Event
 from streams.events.errors import EventError
 from streams.kafka.batches import BatchConsumer, adopt_offsets
 from streams.kafka.clients import Undecodable
@@ -234,7 +235,9 @@ class DirectFeed:
                     break
 
 
-def full_decode(codec: Any, event_type: Any, hot: Callable[[bytes], Any] | None) -> Decode:
+def full_decode(
+    codec: Codec, event_type: type[Event], hot: Callable[[bytes], Any] | None
+) -> Decode:
     """The decode of a feed: the hot path where it accepts, else the codec (or Undecodable)."""
 
     def decode(r: Any) -> Any:

@@ -65,9 +65,6 @@ _ADD: dict[str, Callable[[WindowAggregate, Any], None]] = {
 }
 
 
-_ms = epoch_ms  # exact: timestamp() * 1000 can be 1 ms off
-
-
 def _open_groups_exceeded(key: GroupKey, sw: SourceWindows) -> LimitExceeded:
     return LimitExceeded(
         f"more than {sw.max_open_groups} groups open in one window of a source partition",
@@ -123,7 +120,7 @@ class Intake:
         )
         self._probe: asyncio.Future[tuple[int, dict[tuple[str, int], int] | None]] | None = None
         self._end_offsets = EndOffsets(settings.connection(), timeout_s=PROBE_TIMEOUT_S)
-        self._direct_bases = frozenset(direct)
+        direct = frozenset(direct)
         self._in_flight: list[asyncio.Future[Any]] = []
         codec = default_codec()
         hot = HotTelemetry(codec)
@@ -141,7 +138,7 @@ class Intake:
                 dead_letters=dead_letters,
             )
             for topic, base in sorted(self._source_topics.items())
-            if base in self._direct_bases
+            if base in direct
         ]
         for feed in self.feeds:
             app.task(feed.run)
@@ -181,10 +178,10 @@ class Intake:
             w = value.window_start_ms // window_ms
             key = GroupKey(value.model_id, value.model_version, value.cohort)
         elif base == "feedback":
-            w = _ms(value.occurred_at) // window_ms
+            w = epoch_ms(value.occurred_at) // window_ms
             key = GroupKey(value.model_id, value.model_version or ANY, value.cohort or ANY)
         else:
-            w = _ms(value.window_start) // window_ms
+            w = epoch_ms(value.window_start) // window_ms
             key = GroupKey(value.model_id, value.model_version, value.cohort)
         if w * window_ms > time.time() * 1000 + self._max_future_ms:
             # A window this far ahead would hold its events unacknowledged for as long.
@@ -319,7 +316,9 @@ class Intake:
                 position = await feed.position(tp)
                 if position is None:
                     continue
-            closed = await self._close(tp, source, position, feed.highwater(tp), now_ms)
+            closed = await self._close(
+                tp, source, position, feed.highwater(tp), now_ms, sent=self._in_flight
+            )
             if closed is not None:
                 self._observe(closed.tokens, now)
         in_flight = self._in_flight
@@ -350,9 +349,16 @@ class Intake:
             await feed.commit(offsets)
 
     async def _close(
-        self, tp: Any, source: str, position: int, high: int | None, now_ms: int
+        self,
+        tp: Any,
+        source: str,
+        position: int,
+        high: int | None,
+        now_ms: int,
+        sent: list[asyncio.Future[Any]] | None = None,
     ) -> Closed | None:
-        """Close what ``source`` allows and send its partials and watermarks."""
+        """Close what ``source`` allows and send its partials and watermarks (their delivery
+        futures appended to ``sent``, when given)."""
         sw = self._source_windows(source)
         if high is not None:
             self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
@@ -371,17 +377,17 @@ class Intake:
                 closed.upto,
                 read_upto_ms,
             )
-        sent = []
+        futures = []
         for p in closed.partials:
             # Within the caps and the size limit (streams.control.limits); refusals are
             # dead-lettered by the guard.
             for key, value in await self._guard.partials(source, p, cut_at=position):
-                sent.append(await self._partials.send(key=key, value=value))
+                futures.append(await self._partials.send(key=key, value=value))
         mark = Watermark(source=source, upto=closed.upto, complete_upto=closed.complete_upto)
         for q in range(self._settings.internal_partitions):
-            sent.append(await self._partials.send(key=b"", partition=q, value=mark.to_dict()))
-        if source.split(":")[0] in self._direct_bases:
-            self._in_flight.extend(asyncio.ensure_future(f) for f in sent)
+            futures.append(await self._partials.send(key=b"", partition=q, value=mark.to_dict()))
+        if sent is not None:
+            sent.extend(asyncio.ensure_future(f) for f in futures)
         return closed
 
     def _observe(self, tokens: list[Any], now: float) -> None:
