@@ -4,8 +4,9 @@ Prints µs per record (the median of several rounds) for the full path (``Codec.
 a frozen ``Telemetry``, then ``WindowAggregate.add_telemetry``) and the hot path
 (``HotTelemetry.decode`` into ``TelemetryCounts``, then ``add_counts``), and the ratio of the
 two measured in the same run. Two records: what an edge runtime sends (a latency sketch and
-quantiles) and the plain record of ``bench_control`` (no sketch); and the full path of a drift
-sketch, which has no hot path. No broker needed.
+quantiles) and the plain record of ``bench_control`` (no sketch); and a classifier's drift
+sketch (384 embedding moments, three histograms), full path (``add_drift``) against
+``HotDrift.decode`` and ``add_drift_counts``. No broker needed.
 
     .venv/bin/python -m benchmarks.control.bench_decode
 """
@@ -25,6 +26,7 @@ from streams.control.aggregate import WindowAggregate
 from streams.events import DriftSketch, Histogram, Telemetry, default_codec, encode
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_values
 from streams.events.hot import HotTelemetry
+from streams.events.hot_drift import HotDrift
 from streams.events.sketches import Sketch
 
 
@@ -123,16 +125,28 @@ def main() -> None:
             f"{name:<30} {len(data):>5} {full_us:>8.1f} {hot_us:>7.1f} {full_us / hot_us:>7.2f}x"
             f"   ({time.perf_counter() - t0:.0f} s)"
         )
-    drift, window = drift_record(), WindowAggregate()
+    drift, full_window, hot_window = drift_record(), WindowAggregate(), WindowAggregate()
+    hot_drift = HotDrift(codec)
 
     def drift_full() -> None:
         event = codec.decode(drift, DriftSketch)
         assert isinstance(event, DriftSketch)
-        window.add_drift(event)
+        full_window.add_drift(event)
 
-    drift_us = per_record_us(drift_full, args.number // 10, args.rounds)
-    print(f"{'drift sketch, 384 dimensions':<30} {len(drift):>5} {drift_us:>8.1f} {'-':>7}")
+    def drift_hot() -> None:
+        counts = hot_drift.decode(drift)
+        assert counts is not None
+        hot_window.add_drift_counts(counts)
 
+    t0 = time.perf_counter()
+    full_us = per_record_us(drift_full, args.number // 10, args.rounds)
+    hot_us = per_record_us(drift_hot, args.number // 10, args.rounds)
+    assert full_window.to_dict() == hot_window.to_dict(), "the two drift paths disagree"
+    name = "drift sketch, 384 dimensions"
+    print(
+        f"{name:<30} {len(drift):>5} {full_us:>8.1f} {hot_us:>7.1f} {full_us / hot_us:>7.2f}x"
+        f"   ({time.perf_counter() - t0:.0f} s)"
+    )
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,10 @@ from fractions import Fraction
 from itertools import repeat
 from typing import Any
 
+import numpy as np
+
 from streams.control.errors import AggregationError
+from streams.control.moments import PackedMoments
 from streams.events import DriftSketch, Feedback, Generation, Histogram, Telemetry
 from streams.events.histograms import (
     FIRST_TOKEN_MS_BOUNDS,
@@ -42,6 +45,7 @@ from streams.events.histograms import (
     quantile,
 )
 from streams.events.hot import TelemetryCounts
+from streams.events.hot_drift import DriftCounts
 from streams.events.limits import MAX_COUNT
 from streams.events.sketches import Sketch
 
@@ -265,6 +269,10 @@ class WindowAggregate:
     # sketch's quantiles stand for the window only when every telemetry event sent one.
     latency_sketch: Sketch = dataclasses.field(default_factory=Sketch)
     sketched_events: int = 0
+    # Embedding sums not yet in the lists above (see moments); every reader settles first.
+    _pending: PackedMoments | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # ------------------------------------------------------------------ adding events
 
@@ -316,57 +324,90 @@ class WindowAggregate:
             self.devices.add(device_digest(event.device_id))
 
     def add_drift(self, event: DriftSketch) -> None:
-        dim = len(event.embedding_mean)
+        self.add_drift_counts(DriftCounts.of(event))
+
+    def add_drift_counts(self, d: DriftCounts) -> None:
+        """Add one drift sketch's moments and histograms (checked as a whole first)."""
+        means, variances = d.means, d.variances
+        dim = means.size
         if self.embedding_sum and dim and dim != len(self.embedding_sum):
             raise AggregationError(
                 f"embedding has {dim} dimensions, the window has {len(self.embedding_sum)}",
-                model_id=event.model_id,
+                model_id=d.model_id,
                 field="embedding_mean",
             )
-        for name, h in event.histograms.items():
+        for name, (bounds, _) in d.histograms.items():
             known = self.drift_bounds.get(name)
-            if known is not None and known != h.bounds:
+            if known is not None and known != bounds:
                 raise AggregationError(
                     f"histogram {name!r} has other bounds than earlier sketches",
-                    model_id=event.model_id,
+                    model_id=d.model_id,
                     field="histograms",
                 )
-        means, variances = event.embedding_mean, event.embedding_var
-        if dim and not (
-            max(map(abs, means)) <= _MAX_VALUE and max(map(abs, variances)) <= _MAX_VARIANCE
-        ):
+        top_mean = float(np.abs(means).max()) if dim else 0.0
+        top_variance = float(variances.max()) if dim else 0.0  # checked >= 0 by the decode
+        if not (top_mean <= _MAX_VALUE and top_variance <= _MAX_VARIANCE):
             raise AggregationError(
                 f"embedding mean beyond +-{_MAX_VALUE:g} or variance beyond {_MAX_VARIANCE:g}",
-                model_id=event.model_id,
+                model_id=d.model_id,
                 field="embedding_mean",
             )
-        n = event.sample_count
+        n = d.sample_count
         self.drift_samples += n
         if dim:
             if not self.embedding_sum:
                 self.embedding_sum = [0] * dim
                 self.embedding_sq_sum = [0] * dim
-            # _fixed over whole vectors (thousands of values per sketch), and the square of a
-            # fixed-point mean in fixed point, rounded half up: integers only.
-            fm = list(map(round, map(math.ldexp, means, repeat(_FIXED_BITS, dim))))
-            fv = map(round, map(math.ldexp, variances, repeat(_FIXED_BITS, dim)))
-            half = _FIXED_ONE >> 1
-            self.embedding_sum = [s + n * f for s, f in zip(self.embedding_sum, fm, strict=True)]
-            self.embedding_sq_sum = [
-                q + n * (v + ((f * f + half) >> _FIXED_BITS))
-                for q, f, v in zip(self.embedding_sq_sum, fm, fv, strict=True)
-            ]
-        for name, h in event.histograms.items():
+            if top_mean < 1.0 and top_variance < 1.0:  # what PackedMoments can add
+                pending = self._pending
+                if pending is None or not pending.room(n):
+                    self._settle()
+                    pending = self._pending = PackedMoments(dim)
+                pending.add(n, means, variances)
+            else:
+                self._add_moments(n, means.tolist(), variances.tolist())
+        for name, (bounds, counts) in d.histograms.items():
             if name not in self.drift_bounds:
-                self.drift_bounds[name] = h.bounds
-                self.drift_counts[name] = [0] * len(h.counts)
-            _add(self.drift_counts[name], h.counts)
-        self.devices.add(device_digest(event.device_id))
+                self.drift_bounds[name] = bounds
+                self.drift_counts[name] = [0] * len(counts)
+            _add(self.drift_counts[name], counts)
+        self.devices.add(device_digest(d.device_id))
+
+    def _add_moments(self, n: int, means: list[float], variances: list[float]) -> None:
+        # The reference (moments.PackedMoments gives the same integers where it applies):
+        # _fixed over whole vectors, and the square of a fixed-point mean in fixed point,
+        # rounded half up: integers only.
+        dim = len(means)
+        fm = list(map(round, map(math.ldexp, means, repeat(_FIXED_BITS, dim))))
+        fv = map(round, map(math.ldexp, variances, repeat(_FIXED_BITS, dim)))
+        half = _FIXED_ONE >> 1
+        self.embedding_sum = [s + n * f for s, f in zip(self.embedding_sum, fm, strict=True)]
+        self.embedding_sq_sum = [
+            q + n * (v + ((f * f + half) >> _FIXED_BITS))
+            for q, f, v in zip(self.embedding_sq_sum, fm, fv, strict=True)
+        ]
+
+    def _settle(self) -> None:
+        """Fold the packed sums into the per-dimension lists, before anything reads them."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        sums, squares = pending.vectors()
+        self.embedding_sum = [a + b for a, b in zip(self.embedding_sum, sums, strict=True)]
+        self.embedding_sq_sum = [a + b for a, b in zip(self.embedding_sq_sum, squares, strict=True)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WindowAggregate):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     # ------------------------------------------------------------------ merge
 
     def merge_from(self, other: WindowAggregate) -> None:
         """Add ``other`` into this aggregate (exact: integers, sets and fractions)."""
+        self._settle()
+        other._settle()
         if (
             other.embedding_sum
             and self.embedding_sum
@@ -434,6 +475,7 @@ class WindowAggregate:
 
     def embedding_moments(self) -> tuple[list[float], list[float]]:
         """Pooled per-dimension mean and population variance of every sketch's samples."""
+        self._settle()
         if not self.embedding_sum or self.drift_samples == 0:
             return [], []
         n = self.drift_samples * _FIXED_ONE
@@ -454,6 +496,7 @@ class WindowAggregate:
         return out
 
     def _to_dict(self) -> dict[str, Any]:
+        self._settle()
         return {
             "req": self.request_count,
             "err": self.error_count,

@@ -39,6 +39,7 @@ from streams.control.settings import ControlSettings
 from streams.control.windows import BrokerContact, Closed, SourceWindows, token_offset
 from streams.events import DriftSketch, Event, Feedback, Telemetry, default_codec
 from streams.events.hot import HotTelemetry, TelemetryCounts, epoch_ms
+from streams.events.hot_drift import DriftCounts, HotDrift
 from streams.kafka.clients import Undecodable
 from streams.kafka.end_offsets import EndOffsets
 from streams.kafka.errors import KafkaError
@@ -123,15 +124,16 @@ class Intake:
         direct = frozenset(direct)
         self._in_flight: list[asyncio.Future[Any]] = []
         codec = default_codec()
-        hot = HotTelemetry(codec)
+        hot: dict[str, Callable[[bytes], Any]] = {
+            "telemetry": HotTelemetry(codec).decode,
+            "drift": HotDrift(codec).decode,
+        }
         self.feeds = [
             DirectFeed(
                 settings,
                 base=base,
                 topic=topic,
-                decode=full_decode(
-                    codec, _TYPES[base], hot.decode if base == "telemetry" else None
-                ),
+                decode=full_decode(codec, _TYPES[base], hot.get(base)),
                 take=self.take,
                 forget=self.forget,
                 next_offset=self._next_offset,
@@ -174,7 +176,7 @@ class Intake:
         if isinstance(value, Undecodable):
             return Refusal(value.error, held=False)
         window_ms = self._settings.window_ms
-        if type(value) is TelemetryCounts:
+        if type(value) is TelemetryCounts or type(value) is DriftCounts:
             w = value.window_start_ms // window_ms
             key = GroupKey(value.model_id, value.model_version, value.cohort)
         elif base == "feedback":
@@ -199,6 +201,8 @@ class Intake:
             group = sw.group(slot, key, msg.offset)
             if type(value) is TelemetryCounts:
                 group.add_counts(value)
+            elif type(value) is DriftCounts:
+                group.add_drift_counts(value)
             else:
                 _ADD[base](group, value)
         except AggregationError as exc:

@@ -1,0 +1,350 @@
+"""Drift sketches decoded for the control plane's hot loop: embeddings straight into numpy.
+
+A 384-dimension sketch is 6.6 kB, nearly all of it two arrays of doubles. fastavro turns each
+double into a Python float (about 100 µs a sketch) and building the ``DriftSketch`` checks them
+again. :class:`HotDrift` reads the current writer's bytes itself: the scalar fields one by one,
+each array block of doubles as one ``numpy.frombuffer`` view, and it checks the values with
+whole-vector comparisons.
+
+As in ``hot``, the pass is conservative: it accepts a record only in the common shape (the
+current writer, blocks with positive counts, every value inside its range) and only when it
+meets every check that building a :class:`~streams.events.DriftSketch` and the contract's
+limits run. Anything else returns None, and the caller takes the full path, which builds the
+event or refuses it with the contract's own reason. The reader is tied to the field list of the
+schema it was written for; a schema with other fields turns it off (``enabled``), and a test
+fails then.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import struct
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.events.codec import _HEADER_LEN, MAGIC, Codec
+from streams.events.hot import _CONTROL, _ID_CHARS, _SPAN_MS, _UUID, epoch_ms
+from streams.events.limits import LIMITS, MAX_COUNT
+from streams.events.records import DriftSketch
+
+FloatArray = npt.NDArray[np.float64]
+
+_MIN_NORMAL = sys.float_info.min
+_INF = float("inf")
+_LIMITS = LIMITS["DriftSketch"]
+_HISTOGRAM_LIMITS = LIMITS["Histogram"]
+_EMBEDDING_ITEMS = _LIMITS["embedding_mean"].items or 0
+_HISTOGRAMS = _LIMITS["histograms"].items or 0
+_BOUNDS = _HISTOGRAM_LIMITS["bounds"].items or 0
+# A string of at most this many characters is at most four bytes a character in UTF-8.
+_ID_BYTES = 4 * _ID_CHARS
+_NO_HISTOGRAMS: dict[str, tuple[tuple[float, ...], list[int]]] = {}
+
+# The fields, in order, and types this reader was written for.
+_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("event_id", {"type": "string", "logicalType": "uuid"}),
+    ("occurred_at", {"type": "long", "logicalType": "timestamp-millis"}),
+    ("producer", "string"),
+    ("device_id", "string"),
+    ("model_id", "string"),
+    ("model_version", "string"),
+    ("cohort", "string"),
+    ("window_start", {"type": "long", "logicalType": "timestamp-millis"}),
+    ("window_end", {"type": "long", "logicalType": "timestamp-millis"}),
+    ("sample_count", "long"),
+    ("embedding_mean", {"type": "array", "items": "double"}),
+    ("embedding_var", {"type": "array", "items": "double"}),
+    ("histograms", "map of Histogram{bounds: array of double, counts: array of long}"),
+)
+
+
+class _Odd(Exception):
+    """The bytes are outside the common shape: the full path decides."""
+
+
+class DriftCounts:
+    """What a window adds from one drift sketch, from either decode path.
+
+    ``means`` and ``variances`` are float64 vectors of equal length; ``histograms`` maps a name
+    to its bounds and counts.
+    """
+
+    __slots__ = (
+        "cohort",
+        "device_id",
+        "event_id",
+        "histograms",
+        "means",
+        "model_id",
+        "model_version",
+        "sample_count",
+        "variances",
+        "window_start_ms",
+    )
+
+    def __init__(
+        self,
+        event_id: str,
+        device_id: str,
+        model_id: str,
+        model_version: str,
+        cohort: str,
+        window_start_ms: int,
+        sample_count: int,
+        means: FloatArray,
+        variances: FloatArray,
+        histograms: Mapping[str, tuple[tuple[float, ...], Sequence[int]]],
+    ) -> None:
+        self.event_id = event_id
+        self.device_id = device_id
+        self.model_id = model_id
+        self.model_version = model_version
+        self.cohort = cohort
+        self.window_start_ms = window_start_ms
+        self.sample_count = sample_count
+        self.means = means
+        self.variances = variances
+        self.histograms = histograms
+
+    @classmethod
+    def of(cls, event: DriftSketch) -> DriftCounts:
+        """The counts of a built (so already checked) event."""
+        return cls(
+            event.event_id,
+            event.device_id,
+            event.model_id,
+            event.model_version,
+            event.cohort,
+            epoch_ms(event.window_start),
+            event.sample_count,
+            np.array(event.embedding_mean, dtype=np.float64),
+            np.array(event.embedding_var, dtype=np.float64),
+            {name: (h.bounds, h.counts) for name, h in event.histograms.items()},
+        )
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """Every value in plain Python types: what tests compare across the two paths."""
+        histograms = {k: (tuple(b), tuple(c)) for k, (b, c) in self.histograms.items()}
+        return (
+            self.event_id,
+            self.device_id,
+            self.model_id,
+            self.model_version,
+            self.cohort,
+            self.window_start_ms,
+            self.sample_count,
+            tuple(self.means.tolist()),
+            tuple(self.variances.tolist()),
+            histograms,
+        )
+
+
+def _shape(schema: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    fields = []
+    for f in schema["fields"]:
+        t = f["type"]
+        if f["name"] == "histograms":
+            values = t.get("values", {}) if isinstance(t, Mapping) else {}
+            inner = [(g["name"], g["type"]) for g in values.get("fields", ())]
+            matches = t.get("type") == "map" and inner == [
+                ("bounds", {"type": "array", "items": "double"}),
+                ("counts", {"type": "array", "items": "long"}),
+            ]
+            t = _FIELDS[-1][1] if matches else t
+        elif isinstance(t, Mapping):
+            t = {k: v for k, v in t.items() if k in ("type", "items", "logicalType")}
+        fields.append((f["name"], t))
+    return tuple(fields)
+
+
+class HotDrift:
+    """DriftSketch bytes into :class:`DriftCounts`, or None for the full path to judge."""
+
+    def __init__(self, codec: Codec) -> None:
+        current, _ = codec.schemas(DriftSketch.SCHEMA)
+        self.enabled = _shape(current) == _FIELDS
+        self._fingerprint = codec.fingerprint(DriftSketch)
+
+    def decode(self, data: bytes) -> DriftCounts | None:
+        if (
+            not self.enabled
+            or type(data) is not bytes
+            or data[:2] != MAGIC
+            or data[2:_HEADER_LEN] != self._fingerprint
+        ):
+            return None
+        try:
+            return _read(data, int(time.time() * 1000))
+        except (_Odd, IndexError, ValueError, UnicodeDecodeError, struct.error):
+            return None
+
+
+def _long(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint of at most 64 bits (what every Avro reader reads alike)."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    n, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = buf[pos]
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise _Odd
+    if n >> 64:
+        raise _Odd
+    return (n >> 1) ^ -(n & 1), pos + 1
+
+
+def _id(buf: bytes, pos: int) -> tuple[str, int]:
+    """A string of the identifier limit: longer ones are the full path's to refuse."""
+    size, pos = _long(buf, pos)
+    if not 0 <= size <= _ID_BYTES:
+        raise _Odd
+    end = pos + size
+    if end > len(buf):
+        raise _Odd
+    text = buf[pos:end].decode("utf-8")
+    if len(text) > _ID_CHARS or _CONTROL.search(text) is not None:
+        raise _Odd
+    return text, end
+
+
+def _block(buf: bytes, pos: int) -> tuple[int, int]:
+    count, pos = _long(buf, pos)
+    if count < 0:  # a block with its byte size: legal, rare, left to the full path
+        raise _Odd
+    return count, pos
+
+
+def _doubles(buf: bytes, pos: int, most: int) -> tuple[FloatArray, int]:
+    parts = []
+    total = 0
+    count, pos = _block(buf, pos)
+    while count:
+        total += count
+        if total > most:
+            raise _Odd
+        parts.append(np.frombuffer(buf, dtype="<f8", count=count, offset=pos))
+        pos += 8 * count
+        count, pos = _block(buf, pos)
+    if len(parts) == 1:
+        return parts[0].astype(np.float64, copy=False), pos
+    return np.concatenate(parts).astype(np.float64) if parts else np.empty(0), pos
+
+
+def _bounds(buf: bytes, pos: int) -> tuple[tuple[float, ...], int]:
+    # A histogram's few dozen bounds: struct gives the tuple a Histogram holds, in C.
+    out: tuple[float, ...] = ()
+    count, pos = _block(buf, pos)
+    while count:
+        if len(out) + count > _BOUNDS:
+            raise _Odd
+        out += struct.unpack_from(f"<{count}d", buf, pos)
+        pos += 8 * count
+        count, pos = _block(buf, pos)
+    return out, pos
+
+
+def _counts(buf: bytes, pos: int, most: int) -> tuple[list[int], int]:
+    out: list[int] = []
+    count, pos = _block(buf, pos)
+    while count:
+        if len(out) + count > most:
+            raise _Odd
+        chunk = buf[pos : pos + count]
+        if len(chunk) == count and max(chunk) < 0x80:
+            # One byte each, the common case: ``b >> 1``, and an odd byte (a negative count)
+            # shows as a sum that does not halve.
+            values = [b >> 1 for b in chunk]
+            if sum(chunk) != 2 * sum(values):
+                raise _Odd
+            out += values
+            pos += count
+        else:
+            for _ in range(count):
+                b = buf[pos]
+                if b < 0x80:
+                    out.append((b >> 1) ^ -(b & 1))
+                    pos += 1
+                else:
+                    value, pos = _long(buf, pos)
+                    out.append(value)
+        count, pos = _block(buf, pos)
+    return out, pos
+
+
+def _vector_ok(a: FloatArray) -> bool:
+    # Non-negative, finite, and zero or normal; NaN fails every comparison.
+    return bool(
+        a.min() >= 0.0 and a.max() < _INF and a.min(where=a > 0.0, initial=_INF) >= _MIN_NORMAL
+    )
+
+
+def _histograms(buf: bytes, pos: int) -> tuple[dict[str, tuple[tuple[float, ...], list[int]]], int]:
+    out: dict[str, tuple[tuple[float, ...], list[int]]] = {}
+    entries = 0
+    count, pos = _block(buf, pos)
+    while count:
+        entries += count
+        if entries > _HISTOGRAMS:
+            raise _Odd
+        for _ in range(count):
+            name, pos = _id(buf, pos)
+            bounds, pos = _bounds(buf, pos)
+            counts, pos = _counts(buf, pos, _BOUNDS + 1)
+            if (
+                len(counts) != len(bounds) + 1
+                or not all(map(math.isfinite, bounds))
+                or min(filter(None, map(abs, bounds)), default=1.0) < _MIN_NORMAL
+                or not all(map(operator.lt, bounds, bounds[1:]))
+                or min(counts) < 0
+                or max(counts) > MAX_COUNT
+            ):
+                raise _Odd
+            out[name] = (bounds, counts)
+        count, pos = _block(buf, pos)
+    return out or _NO_HISTOGRAMS, pos
+
+
+def _read(buf: bytes, now_ms: int) -> DriftCounts | None:
+    pos = _HEADER_LEN
+    event_id, pos = _id(buf, pos)
+    occurred, pos = _long(buf, pos)
+    producer, pos = _id(buf, pos)
+    device, pos = _id(buf, pos)
+    model, pos = _id(buf, pos)
+    version, pos = _id(buf, pos)
+    cohort, pos = _id(buf, pos)
+    start, pos = _long(buf, pos)
+    end, pos = _long(buf, pos)
+    samples, pos = _long(buf, pos)
+    means, pos = _doubles(buf, pos, _EMBEDDING_ITEMS)
+    variances, pos = _doubles(buf, pos, _EMBEDDING_ITEMS)
+    histograms, pos = _histograms(buf, pos)
+    if pos != len(buf):
+        return None
+    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
+    if (
+        _UUID.fullmatch(event_id) is None
+        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
+        or not producer.strip()
+        or not (low < occurred < high and low < start <= end < high)
+        or not 0 <= samples <= MAX_COUNT
+        or means.size != variances.size
+    ):
+        return None
+    if means.size and not (_vector_ok(np.abs(means)) and _vector_ok(variances)):
+        return None
+    return DriftCounts(
+        event_id, device, model, version, cohort, start, samples, means, variances, histograms
+    )
