@@ -148,5 +148,6 @@ def main() -> None:
         f"   ({time.perf_counter() - t0:.0f} s)"
     )
 
+
 if __name__ == "__main__":
     main()

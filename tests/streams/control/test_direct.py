@@ -12,7 +12,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.control.direct import SAMPLE_EVERY, DirectFeed, full_decode
+from streams.control.direct import (
+    CHECK_EVERY,
+    SAMPLE_EVERY,
+    YIELD_AFTER_S,
+    DirectFeed,
+    full_decode,
+)
 from streams.control.intake import Refusal
 from streams.control.settings import ControlSettings
 from streams.control.windows import SourceWindows, token_offset
@@ -106,11 +112,15 @@ async def _until(check: Any, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def _feed(batches: list[dict[Any, list[Record]]], *, fail: bool) -> tuple[DirectFeed, Any]:
+def _feed(
+    batches: list[dict[Any, list[Record]]], *, fail: bool, slow_s: float = 0.0
+) -> tuple[DirectFeed, Any]:
     seen: dict[str, Any] = {"taken": [], "forgot": [], "consumers": []}
     codec = default_codec()
 
     def take(base: str, source: str, msg: Any, value: Any, token: Any) -> Refusal | None:
+        if slow_s:
+            time.sleep(slow_s)  # the work of a costly record, on the loop like the real take
         seen["taken"].append((source, msg.offset, value, token))
         if isinstance(value, Undecodable):
             return Refusal(value.error, held=False)
@@ -214,3 +224,34 @@ def test_the_oldest_token_of_open_windows_bounds_the_commit():
     assert token_offset(record) == 200
     sw.close(now_ms=0, read_upto_ms=7 * 10_000 + 1_000)
     assert sw.oldest_token() is record
+
+
+def test_a_long_batch_lets_the_event_loop_run_between_slices():
+    # The close timer and /metrics run on the same loop: a fetch that takes a while must not
+    # hold them until it is through. Each record here takes at least a millisecond.
+    tp = TP("telemetry", 0)
+    value = _telemetry("d")
+    total = 4 * CHECK_EVERY
+    batch = {tp: [Record("telemetry", 0, o, b"d", value) for o in range(total)]}
+    progress: list[int] = []
+
+    async def scenario() -> None:
+        feed, seen = _feed([batch], fail=False, slow_s=0.001)
+
+        async def watch() -> None:
+            while True:
+                progress.append(len(seen["taken"]))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        task = asyncio.ensure_future(feed.run())
+        await _until(lambda: len(seen["taken"]) == total)
+        await feed.stop()
+        await asyncio.wait_for(task, 5)
+        watcher.cancel()
+
+    asyncio.run(scenario())
+    inside = sorted({n for n in progress if 0 < n < total})
+    # Every CHECK_EVERY records took YIELD_AFTER_S or more here, so each check point yields.
+    assert CHECK_EVERY * 0.001 >= YIELD_AFTER_S
+    assert inside == [CHECK_EVERY, 2 * CHECK_EVERY, 3 * CHECK_EVERY]
