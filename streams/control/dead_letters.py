@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
+from collections.abc import Awaitable
 from typing import Any
 
 from streams.control.metrics import ControlMetrics
@@ -25,9 +26,9 @@ class DeadLetters:
         # Per input (a source, ``partials``, ``controller``, ...), for ``/status``.
         self.counts: Tally[str] = Tally()
 
-    async def send(self, base: str, msg: Any, error: Exception) -> None:
+    async def send(self, base: str, msg: Any, error: Exception) -> Awaitable[Any]:
         """Dead-letter record ``msg`` (a Faust message or a consumer record) of input ``base``
-        that failed with ``error``."""
+        that failed with ``error``; the letter's delivery, for callers that commit past it."""
         log.warning(
             "dead-lettering topic=%s partition=%s offset=%s worker=%s reason=%s",
             msg.topic,
@@ -46,9 +47,12 @@ class DeadLetters:
             consumer=self._worker_id,
         )
         # Keyed like the source record, cut so that a huge key cannot make the letter unsendable.
-        await self._topic.send(key=(msg.key or b"")[:MAX_KEY_COPY], value=dl)
+        delivery: Awaitable[Any] = await self._topic.send(
+            key=(msg.key or b"")[:MAX_KEY_COPY], value=dl
+        )
         self.counts[base] += 1
         self._metrics.dead_letters.labels(msg.topic).inc()
+        return delivery
 
     async def refused(self, topic: str, *, key: bytes, value: bytes, error: Exception) -> None:
         """Dead-letter a record the worker built for ``topic`` but may not write (a cap).

@@ -87,9 +87,13 @@ class DirectFeed:
         forget: Forget,
         next_offset: dict[str, int],
         dead_letters: DeadLetters,
+        in_flight: list[asyncio.Future[Any]] | None = None,
         connect: Callable[[DirectFeed], Awaitable[Any]] = connect,
     ) -> None:
         self.base = base
+        # Deliveries the next commit waits for: a record is committed past only once its
+        # dead letter is on the topic, so a crash in between sends the letter again.
+        self._in_flight = in_flight if in_flight is not None else []
         self._connect = connect
         self.topic = topic
         self.settings = settings
@@ -228,17 +232,20 @@ class DirectFeed:
             for tp, records in batches.items():
                 source = f"{base}:{tp.partition}"
                 for r in records:
-                    next_offset[source] = r.offset + 1
                     token = r if r.offset % SAMPLE_EVERY == 0 else r.offset
                     refusal = take(base, source, r, decode(r), token)
                     taken += 1
                     if refusal is not None:
-                        await dead_letter.send(base, r, refusal.error)
-                    elif taken % CHECK_EVERY == 0 and time.monotonic() - since >= YIELD_AFTER_S:
+                        delivery = await dead_letter.send(base, r, refusal.error)
+                        self._in_flight.append(asyncio.ensure_future(delivery))
+                        # Only now past it: a commit never passes a letter not yet sent.
+                        next_offset[source] = r.offset + 1
+                    else:
+                        next_offset[source] = r.offset + 1
+                        if taken % CHECK_EVERY or time.monotonic() - since < YIELD_AFTER_S:
+                            continue
                         await asyncio.sleep(0)
                         since = time.monotonic()
-                    else:
-                        continue
                     if self._generation != generation:
                         # A rebalance ran while this feed waited: the rest of this batch
                         # belongs to whoever owns its partitions now.

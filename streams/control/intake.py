@@ -138,6 +138,7 @@ class Intake:
                 forget=self.forget,
                 next_offset=self._next_offset,
                 dead_letters=dead_letters,
+                in_flight=self._in_flight,
             )
             for topic, base in sorted(self._source_topics.items())
             if base in direct
@@ -309,7 +310,8 @@ class Intake:
                 self._dup_seen[source] = sw.duplicates
 
     async def _tick_direct(self, direct: list[tuple[DirectFeed, Any]], now: float) -> None:
-        """Close the direct feeds' windows; commit once every partial sent is delivered."""
+        """Close the direct feeds' windows; commit once every partial, watermark and dead
+        letter sent is delivered."""
         now_ms = int(now * 1000)
         for feed, tp in direct:
             if tp not in feed.assignment():
@@ -325,32 +327,42 @@ class Intake:
             )
             if closed is not None:
                 self._observe(closed.tokens, now)
+        # What may be committed now: records below these offsets are in a closed window or
+        # none, and their partials and letters are already in the in-flight list (a feed
+        # moves its offset past a record only once the record's letter is there).
+        commits = [(feed, self._commit_offsets(feed)) for feed in self.feeds]
         in_flight = self._in_flight
-        if in_flight and not all(f.done() for f in in_flight):
-            await asyncio.wait(in_flight, timeout=PROBE_TIMEOUT_S)
-            if not all(f.done() for f in in_flight):
+        pending = list(in_flight)
+        if pending and not all(f.done() for f in pending):
+            await asyncio.wait(pending, timeout=PROBE_TIMEOUT_S)
+            if not all(f.done() for f in pending):
                 return  # commit when they are: until then a crash replays their records
-        failed = [f for f in in_flight if not f.cancelled() and f.exception() is not None]
-        in_flight.clear()
+        del in_flight[: len(pending)]  # feeds only append: these are the first ones
+        failed = [f for f in pending if not f.cancelled() and f.exception() is not None]
         if failed:
-            # A partial that never reached the topic: replay its records from the last commit.
+            # A partial or letter that never reached its topic: replay from the last commit.
             log.error(
-                "partials not delivered, stage-1 feeds restart reason=%r", failed[0].exception()
+                "partials or dead letters not delivered, stage-1 feeds restart reason=%r",
+                failed[0].exception(),
             )
             for feed in self.feeds:
-                await feed.restart("partials not delivered")
+                await feed.restart("partials or dead letters not delivered")
             return
-        for feed in self.feeds:
-            offsets = {}
-            for tp in feed.assignment():
-                source = f"{feed.base}:{tp.partition}"
-                read = self._next_offset.get(source)
-                if read is None:
-                    continue
-                sw = self.windows.get(source)
-                oldest = sw.oldest_token() if sw is not None else None
-                offsets[tp] = read if oldest is None else min(read, token_offset(oldest))
+        for feed, offsets in commits:
             await feed.commit(offsets)
+
+    def _commit_offsets(self, feed: DirectFeed) -> dict[Any, int]:
+        """Per partition of ``feed``: up to its oldest record in an open window, or all read."""
+        offsets = {}
+        for tp in feed.assignment():
+            source = f"{feed.base}:{tp.partition}"
+            read = self._next_offset.get(source)
+            if read is None:
+                continue
+            sw = self.windows.get(source)
+            oldest = sw.oldest_token() if sw is not None else None
+            offsets[tp] = read if oldest is None else min(read, token_offset(oldest))
+        return offsets
 
     async def _close(
         self,

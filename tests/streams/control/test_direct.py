@@ -80,11 +80,17 @@ class StandIn:
 
 
 class Letters:
+    """Records what is dead-lettered; each letter's delivery is a future the test resolves."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[int, str]] = []
+        self.deliveries: list[asyncio.Future[None]] = []
 
-    async def send(self, base: str, msg: Any, error: Exception) -> None:
+    async def send(self, base: str, msg: Any, error: Exception) -> asyncio.Future[None]:
         self.sent.append((msg.offset, str(error)))
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        return delivery
 
 
 def _telemetry(device: str) -> bytes:
@@ -132,6 +138,7 @@ def _feed(
         seen["consumers"].append(consumer)
         return consumer
 
+    seen["in_flight"] = []
     feed = DirectFeed(
         ControlSettings(bootstrap_servers="127.0.0.1:1", app_id="c"),
         base="telemetry",
@@ -141,6 +148,7 @@ def _feed(
         forget=lambda tps: seen["forgot"].append(sorted(tp.partition for tp in tps)),
         next_offset={},
         dead_letters=Letters(),  # type: ignore[arg-type]
+        in_flight=seen["in_flight"],
         connect=connect,
     )
     return feed, seen
@@ -168,8 +176,12 @@ def test_records_reach_the_intake_decoded_and_garbage_is_dead_lettered():
     # Every 100th record is kept whole for its timestamp; the others by offset only.
     assert [type(t[3]) for t in taken[:3]] == [int, Record, int]
     assert 100 % SAMPLE_EVERY == 0
-    assert feed._dead_letters.sent == [(102, "wrong magic 0067: not Avro single-object encoding")]  # type: ignore[attr-defined]
+    letters: Letters = feed._dead_letters  # type: ignore[assignment]
+    assert letters.sent == [(102, "wrong magic 0067: not Avro single-object encoding")]
     assert feed._next_offset == {"telemetry:1": 103}
+    # The letter's delivery is what the next commit waits for before it passes offset 102.
+    assert seen["in_flight"] == letters.deliveries
+    assert len(letters.deliveries) == 1
 
 
 def test_a_failed_consumer_is_counted_forgotten_and_started_again():
