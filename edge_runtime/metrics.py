@@ -60,6 +60,12 @@ class EdgeMetrics:
             ["device_id", "model_id"],
             registry=self.registry,
         ).labels(**labels)
+        self.records_refused = Counter(
+            "slmops_edge_records_refused",
+            "Registry and rollout records refused before use (dated ahead of the device clock).",
+            ["device_id", "model_id"],
+            registry=self.registry,
+        ).labels(**labels)
         self.outbox_pending = Gauge(
             "slmops_edge_outbox_pending",
             "Events waiting for the broker.",

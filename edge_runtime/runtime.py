@@ -375,6 +375,12 @@ class EdgeRuntime:
         ``reconcile=False`` only records it: replaying the compacted topics at start-up must not
         install every historical version on the way to the current one.
         """
+        if (
+            isinstance(event, ModelVersion | RolloutState)
+            and event.model_id == self.model_id
+            and self._dated_ahead(event)
+        ):
+            return
         if isinstance(event, ModelVersion) and event.model_id == self.model_id:
             known = self.registry.get(event.version)
             if known is None or known.occurred_at <= event.occurred_at:
@@ -390,6 +396,30 @@ class EdgeRuntime:
             return
         if reconcile:
             await self.reconcile()
+
+    def _dated_ahead(self, event: ModelVersion | RolloutState) -> bool:
+        """Refuse a record dated past this device's clock and its allowed skew.
+
+        The newest record of a version or rollout wins, so one dated in 2100 would win over
+        every real one to come: a registration could squat a version, a rollout state pin a
+        device to its version for good.
+        """
+        ahead = (event.occurred_at - _now()).total_seconds()
+        if ahead <= self.settings.max_clock_skew_s:
+            return False
+        if isinstance(event, ModelVersion):
+            what = f"registry record {event.model_id}:{event.version}"
+        else:
+            what = f"rollout {event.rollout_id} revision {event.revision}"
+        reason = (
+            f"refused {what}: dated {event.occurred_at.isoformat()}, {ahead:.0f} s ahead of "
+            f"this device's clock (max_clock_skew_s={self.settings.max_clock_skew_s:g})"
+        )
+        self.board.refusal = reason
+        self.metrics.records_refused.inc()
+        log.warning("%s device=%s", reason, self.device.device_id)
+        self.board.publish(self.board.lifecycle)
+        return True
 
     def target(self) -> tuple[str | None, str | None, str]:
         """(version, rollout_id, reason) this device should serve now."""

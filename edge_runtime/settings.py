@@ -58,6 +58,12 @@ class EdgeSettings(KafkaClientSettings):
     max_artifact_bytes: int = Field(
         default=1 << 30, ge=1, description="largest artifact the device downloads"
     )
+    max_clock_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="registry and rollout records dated further ahead of this device's clock"
+        " are refused, seconds",
+    )
     fetch_attempts: int = Field(default=4, ge=1, description="tries per artifact download")
     fetch_backoff_s: float = Field(
         default=0.5, ge=0, description="seconds before retrying a download, doubling up to 10"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -218,3 +219,58 @@ def test_a_megabyte_text_is_cut_before_tokenizing_and_answers_like_its_first_tok
     max_length, cut, reference = asyncio.run(scenario())
     assert cut.token_counts == (max_length,)
     assert cut.predictions == reference.predictions
+
+
+FAR_AHEAD = timedelta(days=365 * 74)  # a record dated about 2100
+
+
+def test_a_registry_record_dated_ahead_cannot_squat_a_version(tmp_path, signing_key):
+    # Newest record of a version wins: one dated 2100 would hide every real registration of
+    # that version to come. It is refused, and the real v2 installs when its rollout comes.
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    fake = build(tmp_path / "attacker", new_signing_key(), version="v2", favour=0)
+    squat = dataclasses.replace(fake.event, occurred_at=datetime.now(UTC) + FAR_AHEAD)
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.apply(squat)
+        await rt.apply(registered(v2, 2))
+        await rt.apply(promoted("v2"))
+        return rt, await _served_label(rt)
+
+    rt, served = asyncio.run(scenario())
+    assert served == ("v2", LABELS[1])
+    assert rt.statuses[-1].model_sha256 == v2.artifact.sha256
+    refusals = [
+        s.last_error for s in rt.statuses if "registry record intent:v2" in (s.last_error or "")
+    ]
+    assert refusals
+    assert "ahead of this device's clock (max_clock_skew_s=300)" in refusals[0]
+    labels = {"device_id": "dev-1", "model_id": "intent"}
+    assert rt.metrics.registry.get_sample_value("slmops_edge_records_refused_total", labels) == 1
+
+
+def test_a_rollout_dated_ahead_is_refused_and_one_within_the_skew_is_taken(tmp_path, signing_key):
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    now = datetime.now(UTC)
+    pinned = dataclasses.replace(promoted("v1"), rollout_id="r-v2", occurred_at=now + FAR_AHEAD)
+    slightly = dataclasses.replace(promoted("v2"), occurred_at=now + timedelta(seconds=60))
+
+    async def scenario():
+        rt = EdgeRuntime(settings(tmp_path, signing_key, max_clock_skew_s=120))
+        await rt.start_offline()
+        await rt.apply(registered(v1, 1))
+        await rt.apply(registered(v2, 2))
+        await rt.apply(pinned)
+        refused = rt.statuses[-1].last_error
+        await rt.apply(slightly)  # a minute ahead: a clock that differs a little, taken
+        return rt, refused, await _served_label(rt)
+
+    rt, refused, served = asyncio.run(scenario())
+    assert "refused rollout r-v2 revision 0" in (refused or "")
+    assert served == ("v2", LABELS[1])
+    assert rt.rollouts["r-v2"].occurred_at == slightly.occurred_at

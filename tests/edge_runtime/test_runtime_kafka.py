@@ -25,7 +25,7 @@ from streams.events import (
     Telemetry,
     decode,
 )
-from streams.events.artifact import public_key_to_text
+from streams.events.artifact import new_signing_key, public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer
 from tests.support.device import registered
 from tests.support.ports import free_port
@@ -212,3 +212,69 @@ def test_an_update_follower_that_fails_is_restarted_and_reads_the_history_again(
     assert seen[:2] == ["v1", "v1"]  # the same record, read again after the restart
     assert book.tasks["updates"].total_failures == 1
     assert "unexpected failure while applying a record" in (book.tasks["updates"].last_error or "")
+
+
+@pytest.mark.integration
+def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
+    kafka_conn, tmp_path, signing_key
+):
+    # The attack: anyone who can write to model-registry registers "v2" dated 2100, so that
+    # the real v2, registered later but dated now, loses as the older record of that version.
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    fake = build(tmp_path / "attacker", new_signing_key(), version="v2", favour=0)
+    now = datetime.now(UTC)
+    settings = EdgeSettings(
+        device_id="edge-squat-1",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        kafka_retry_s=0.2,
+    )
+    rollout = RolloutState(
+        occurred_at=now + timedelta(seconds=2),
+        rollout_id="r-squat",
+        model_id="intent",
+        from_version="v1",
+        to_version="v2",
+        selector=CohortSelector(cohorts=("beta",)),
+        stages=(100.0,),
+        stage_index=0,
+        percent=100.0,
+        salt="salt",
+        status=RolloutStatus.PROGRESSING,
+        revision=1,
+    )
+
+    async def scenario() -> tuple[str | None, list[DeviceStatus]]:
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(dataclasses.replace(v1.event, occurred_at=now))
+            rt = EdgeRuntime(settings)
+            await rt.start()
+            try:
+                assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                squat = dataclasses.replace(fake.event, occurred_at=now + timedelta(days=27_000))
+                await producer.send_and_wait(squat)
+                await producer.send_and_wait(
+                    dataclasses.replace(v2.event, occurred_at=now + timedelta(seconds=1))
+                )
+                await producer.send_and_wait(rollout)
+                assert await rt.wait_until(lambda r: r.version == "v2", 20)
+                served = rt.statuses[-1].model_sha256
+            finally:
+                await rt.stop()
+        statuses = []
+        topic = kafka_conn.catalog().topic_for(DeviceStatus)
+        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=2.0):
+                statuses.append(event_of(record, DeviceStatus))
+        return served, statuses
+
+    served, statuses = asyncio.run(scenario())
+    assert served == v2.artifact.sha256
+    errors = [s.last_error or "" for s in statuses]
+    assert any(
+        "refused registry record intent:v2" in e and "ahead of this device" in e for e in errors
+    )
