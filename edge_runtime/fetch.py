@@ -221,21 +221,28 @@ class Fetcher:
             )
 
     def _check_address(self, model_id: str, version: str, artifact: Artifact, part: Path) -> None:
+        # The reasons name what was announced, never what was read: they reach DeviceStatus,
+        # which every reader of the topic sees, and a forged URI must not make the device tell
+        # the size or hash of a file of its own. The local log keeps the figures.
         size = part.stat().st_size
         if size < artifact.size_bytes:
-            raise _Retryable(f"truncated download: {size} of {artifact.size_bytes} bytes")
+            log.info("short download model=%s version=%s bytes=%d", model_id, version, size)
+            raise _Retryable(f"truncated download: fewer than the announced {artifact.size_bytes}")
         if size > artifact.size_bytes:
             part.unlink()
             raise VerificationError(
                 model_id,
                 version,
-                f"size mismatch: expected {artifact.size_bytes} bytes, got {size}",
+                f"size mismatch: more bytes than the announced {artifact.size_bytes}",
             )
         actual = sha256_file(part)
         if actual != artifact.sha256:
             part.unlink()
+            log.warning("sha256 mismatch model=%s version=%s read=%s", model_id, version, actual)
             raise VerificationError(
-                model_id, version, f"sha256 mismatch: expected {artifact.sha256}, got {actual}"
+                model_id,
+                version,
+                f"sha256 mismatch: the bytes are not the announced {artifact.sha256}",
             )
 
     def _copy_file(self, artifact: Artifact, part: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import re
 import tarfile
 
 import pytest
@@ -257,3 +258,22 @@ def test_http_download_that_always_breaks_is_refused(tmp_path, signing_key):
 
     with pytest.raises(FetchError, match="gave up after 3 attempts"):
         asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("announced", ["bigger", "other sha"])
+def test_a_refusal_never_tells_the_size_or_hash_of_what_was_read(tmp_path, signing_key, announced):
+    # A forged registry record can point file:// at any file; its reason goes to DeviceStatus.
+    built = build(tmp_path, signing_key)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 7)
+    real = _readdress(built, secret)
+    if announced == "bigger":
+        artifact = dataclasses.replace(real, size_bytes=real.size_bytes + 1000, sha256="1" * 64)
+    else:
+        artifact = dataclasses.replace(real, sha256="2" * 64)
+    with pytest.raises((FetchError, VerificationError)) as info:
+        _fetch(_fetcher(tmp_path), built, artifact)
+    reason = str(info.value)
+    assert re.search(rf"\b{real.size_bytes}\b", reason) is None
+    assert real.sha256 not in reason
+    assert str(artifact.size_bytes) in reason or artifact.sha256 in reason
