@@ -84,6 +84,14 @@ def _common(p: argparse.ArgumentParser, settings: type[EdgeSettings]) -> None:
         "--trusted-keys-file",
         help="file with one base64 public key per line, added to --trusted-key",
     )
+    p.add_argument(
+        "--artifact-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        dest="artifact_dirs",
+        help=f"repeatable; {settings.field_help('artifact_dirs')}",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
@@ -116,6 +124,8 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
         ]
     if keys:
         overrides["trusted_keys"] = keys
+    if getattr(args, "artifact_dirs", None):
+        overrides["artifact_dirs"] = [Path(d) for d in args.artifact_dirs]
     return EdgeSettings.from_flags("edge", **{**overrides, **fixed})
 
 

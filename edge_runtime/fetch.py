@@ -49,6 +49,8 @@ class FetchPolicy:
     backoff_s: float = 0.5
     backoff_max_s: float = 10.0
     timeout_s: float = 300.0
+    file_roots: tuple[Path, ...] = ()
+    """Directories ``file://`` artifacts may be read from; none: ``file://`` is refused."""
 
 
 class _Retryable(Exception):
@@ -167,14 +169,17 @@ class Fetcher:
             raise FetchError(
                 model_id, version, f"unsupported URI scheme {scheme!r}", uri=artifact.uri
             )
+        source = None
+        if scheme == "file":
+            source = await asyncio.to_thread(self._local_source, model_id, version, artifact)
         part = self.cache.part(artifact.sha256)
         await asyncio.to_thread(self._check_room, model_id, version, artifact, part)
         delay = self.policy.backoff_s
         last = ""
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                if scheme == "file":
-                    await asyncio.to_thread(self._copy_file, artifact, part)
+                if source is not None:
+                    await asyncio.to_thread(self._copy_file, source, artifact, part)
                 else:
                     await asyncio.wait_for(self._download(artifact, part), self.policy.timeout_s)
                 await asyncio.to_thread(self._check_address, model_id, version, artifact, part)
@@ -245,8 +250,30 @@ class Fetcher:
                 f"sha256 mismatch: the bytes are not the announced {artifact.sha256}",
             )
 
-    def _copy_file(self, artifact: Artifact, part: Path) -> None:
-        source = Path(unquote(urlparse(artifact.uri).path))
+    def _local_source(self, model_id: str, version: str, artifact: Artifact) -> Path:
+        """The file a ``file://`` artifact names, if it lies under a configured directory.
+
+        Without this a forged registry record could make the device read any file it may
+        (``file:///etc/passwd``). Symlinks are resolved first, so a link inside an allowed
+        directory cannot point out of it.
+        """
+        parsed = urlparse(artifact.uri)
+        roots = [root.resolve() for root in self.policy.file_roots]
+        source = Path(unquote(parsed.path)).resolve()
+        if parsed.netloc not in ("", "localhost") or not any(
+            source.is_relative_to(root) for root in roots
+        ):
+            where = ", ".join(str(r) for r in roots) or "none configured"
+            raise FetchError(
+                model_id,
+                version,
+                f"file:// artifact outside the directories this device reads (SLMOPS_ARTIFACT_DIRS:"
+                f" {where})",
+                uri=artifact.uri,
+            )
+        return source
+
+    def _copy_file(self, source: Path, artifact: Artifact, part: Path) -> None:
         try:
             src = source.open("rb")
         except OSError as exc:

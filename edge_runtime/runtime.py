@@ -152,6 +152,7 @@ class EdgeRuntime:
                 max_bytes=settings.max_artifact_bytes,
                 attempts=settings.fetch_attempts,
                 backoff_s=settings.fetch_backoff_s,
+                file_roots=tuple(settings.artifact_dirs),
             ),
             disk=disk,
         )

@@ -58,6 +58,11 @@ class EdgeSettings(KafkaClientSettings):
     max_artifact_bytes: int = Field(
         default=1 << 30, ge=1, description="largest artifact the device downloads"
     )
+    artifact_dirs: list[Path] = Field(
+        default_factory=list,
+        description="directories file:// artifacts may be read from (symlinks resolved);"
+        " none: every file:// artifact is refused",
+    )
     max_clock_skew_s: float = Field(
         default=300.0,
         ge=0,

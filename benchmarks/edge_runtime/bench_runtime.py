@@ -85,6 +85,7 @@ def overhead(root: Path) -> None:
     settings = EdgeSettings(
         device_id="bench",
         data_dir=root / "dev",
+        artifact_dirs=[root],
         bootstrap_servers="127.0.0.1:1",
         trusted_keys=[public_key_to_text(key.public_key())],
     )

@@ -354,6 +354,7 @@ async def install_round(conn: KafkaConnection, n: int, root: Path) -> InstallRes
         cohort=COHORT,
         model_id=model_id,
         data_dir=root / f"fleet-{n}",
+        artifact_dirs=[root],
         trusted_keys=[public_key_to_text(key.public_key())],
         bootstrap_servers=conn.bootstrap_servers,
         topic_prefix=conn.topic_prefix,

@@ -118,6 +118,7 @@ async def staged(run: RunConfig, timeline: Timeline, checks: Checks) -> AsyncIte
                 device_id="template",
                 model_id=MODEL_ID,
                 data_dir=root / "devices",
+                artifact_dirs=[root],  # the optimizer's store and the bootstrap build
                 trusted_keys=[art.public_key_to_text(public)],
                 window_s=config.window_s,
                 **conn.cluster_fields(),

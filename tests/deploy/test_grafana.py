@@ -160,6 +160,7 @@ async def _edge_exposition(tmp: Path) -> str:
         EdgeSettings(
             device_id="dev-1",
             data_dir=tmp / "device",
+            artifact_dirs=[tmp],
             trusted_keys=[public_key_to_text(key.public_key())],
             bootstrap_servers="127.0.0.1:1",  # offline: the HTTP API is all this test needs
             shutdown_drain_s=0.1,

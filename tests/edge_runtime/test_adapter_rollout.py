@@ -243,6 +243,7 @@ def test_two_cohorts_end_on_different_adapters_over_one_base_on_the_broker(
                 cohort=cohort,
                 model_id=tiny_lora.MODEL_ID,
                 data_dir=tmp_path / name,
+                artifact_dirs=[tmp_path.parent],
                 trusted_keys=[public_key_to_text(signing_key.public_key())],
                 bootstrap_servers=kafka_conn.bootstrap_servers,
                 topic_prefix=kafka_conn.topic_prefix,

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -19,7 +20,9 @@ from tests.support.tiny_models import build
 FAST = FetchPolicy(attempts=3, backoff_s=0.01)
 
 
-def _fetcher(tmp_path, policy=FAST):
+def _fetcher(tmp_path, policy=FAST, roots=None):
+    """A fetcher that reads ``file://`` artifacts under ``roots`` (default: the test's dir)."""
+    policy = dataclasses.replace(policy, file_roots=(tmp_path,) if roots is None else roots)
     return Fetcher(ArtifactCache(tmp_path / "cache"), policy)
 
 
@@ -277,3 +280,36 @@ def test_a_refusal_never_tells_the_size_or_hash_of_what_was_read(tmp_path, signi
     assert re.search(rf"\b{real.size_bytes}\b", reason) is None
     assert real.sha256 not in reason
     assert str(artifact.size_bytes) in reason or artifact.sha256 in reason
+
+
+def test_a_file_outside_the_configured_directories_is_refused_unread(tmp_path, signing_key):
+    built = build(tmp_path / "store", signing_key)
+    outside = _readdress(built, Path("/etc/passwd"))
+    fetcher = _fetcher(tmp_path, roots=(tmp_path / "store",))
+    with pytest.raises(FetchError, match="outside the directories this device reads") as info:
+        _fetch(fetcher, built, outside)
+    assert str(tmp_path / "store") in info.value.reason
+    assert fetcher.transferred_bytes == 0
+    assert _fetch(fetcher, built).exists()  # what lies under the directory is read
+
+
+def test_a_link_out_of_a_configured_directory_is_refused(tmp_path, signing_key):
+    built = build(tmp_path / "store", signing_key)
+    link = tmp_path / "store" / "innocent.tar"
+    secret = tmp_path / "elsewhere" / "key"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not for the registry's eyes")
+    link.symlink_to(secret)
+    fetcher = _fetcher(tmp_path, roots=(tmp_path / "store",))
+    with pytest.raises(FetchError, match="outside the directories"):
+        _fetch(fetcher, built, _readdress(built, link))
+    assert fetcher.transferred_bytes == 0
+
+
+@pytest.mark.parametrize("uri", ["file://otherhost{path}", "file://{path}"])
+def test_without_directories_or_on_another_host_file_uris_are_refused(tmp_path, signing_key, uri):
+    built = build(tmp_path, signing_key)
+    roots = (tmp_path,) if "otherhost" in uri else ()
+    artifact = dataclasses.replace(built.artifact, uri=uri.format(path=built.archive))
+    with pytest.raises(FetchError, match="outside the directories"):
+        _fetch(_fetcher(tmp_path, roots=roots), built, artifact)

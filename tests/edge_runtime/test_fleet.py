@@ -46,6 +46,7 @@ def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key):
     template = EdgeSettings(
         device_id="template",
         data_dir=tmp_path / "fleet",
+        artifact_dirs=[tmp_path.parent],
         trusted_keys=[public_key_to_text(signing_key.public_key())],
         bootstrap_servers=kafka_conn.bootstrap_servers,
         topic_prefix=kafka_conn.topic_prefix,

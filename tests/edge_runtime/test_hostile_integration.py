@@ -38,6 +38,7 @@ def test_update_follower_survives_the_hostile_catalog_and_installs_what_follows(
         device_id="edge-hostile-1",
         cohort="beta",
         data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
         trusted_keys=[public_key_to_text(signing_key.public_key())],
         bootstrap_servers=kafka_conn.bootstrap_servers,
         topic_prefix=kafka_conn.topic_prefix,

@@ -43,6 +43,7 @@ def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_pat
         device_id="edge-it-1",
         cohort="beta",
         data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
         trusted_keys=[public_key_to_text(signing_key.public_key())],
         bootstrap_servers=kafka_conn.bootstrap_servers,
         topic_prefix=kafka_conn.topic_prefix,
@@ -117,6 +118,7 @@ def test_stop_without_a_broker_keeps_the_outbox_on_disk_and_a_restart_delivers_i
         device_id="edge-it-stop",
         cohort="beta",
         data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
         trusted_keys=[public_key_to_text(signing_key.public_key())],
         bootstrap_servers=f"127.0.0.1:{free_port()}",  # nothing listens there
         topic_prefix=kafka_conn.topic_prefix,
@@ -228,6 +230,7 @@ def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
         device_id="edge-squat-1",
         cohort="beta",
         data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
         trusted_keys=[public_key_to_text(signing_key.public_key())],
         bootstrap_servers=kafka_conn.bootstrap_servers,
         topic_prefix=kafka_conn.topic_prefix,

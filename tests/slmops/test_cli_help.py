@@ -87,7 +87,8 @@ def _as_variable(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | tuple | set | frozenset):
-        return json.dumps(sorted(value) if isinstance(value, set | frozenset) else list(value))
+        items = sorted(value) if isinstance(value, set | frozenset) else list(value)
+        return json.dumps(items, default=str)  # paths as the strings the variable holds
     if isinstance(value, dict):
         return json.dumps(value)
     return str(value)

@@ -60,6 +60,8 @@ def settings(tmp_path: Path, signing_key: Ed25519PrivateKey, **extra: Any) -> Ed
         cohort="beta",
         data_dir=tmp_path / "devices",
         trusted_keys=[public_key_to_text(signing_key.public_key())],
+        # pytest's base directory: the test's own builds and the session fixtures' both.
+        artifact_dirs=extra.pop("artifact_dirs", [tmp_path.parent]),
         bootstrap_servers="127.0.0.1:1",  # offline: events stay in the outbox
         fetch_attempts=2,
         fetch_backoff_s=0.01,

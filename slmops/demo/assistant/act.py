@@ -258,6 +258,7 @@ async def staged(
                 device_id="template",
                 model_id=MODEL_ID,
                 data_dir=run.root / "devices",
+                artifact_dirs=[run.root],  # the store and the packages
                 trusted_keys=[art.public_key_to_text(key.public_key())],
                 window_s=config.window_s,
                 **run.conn.cluster_fields(),
