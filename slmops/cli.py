@@ -62,6 +62,10 @@ def _settings(args: argparse.Namespace) -> Any:
     return CliSettings.from_flags("slmops", **overrides)
 
 
+def _connection(args: argparse.Namespace) -> Any:
+    return _settings(args).connection()
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -444,6 +448,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after S seconds without a record (default 3; ignored with --follow)",
     )
     _add_connection(p)
+
+    from slmops import acls
+
+    acl = sub.add_parser(
+        "acls",
+        help="the Kafka ACLs of each role: show them, or apply them to a cluster",
+        description="The Kafka ACLs each role needs (device, publisher, optimizer, controller, "
+        "operator) and nothing more, computed from the topic catalog.",
+        epilog=acls.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    asub = acl.add_subparsers(dest="acls_command", metavar="ACTION", required=True)
+    p = add(
+        asub,
+        "show",
+        lambda a: acls.cmd_show(a, _connection),
+        "print the matrix (table), kafka-acls.sh commands or JSON",
+        epilog=acls.EPILOG,
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "commands", "json"),
+        default="table",
+        help="table: role by role (default); commands: kafka-acls.sh lines for the principals; "
+        "json: both, for scripts",
+    )
+    acls.add_arguments(p)
+    _add_connection(p)
+    p = add(
+        asub,
+        "apply",
+        lambda a: acls.cmd_apply(a, _connection, _local_kafka, _say),
+        "add (or --remove) the ACLs on the cluster of SLMOPS_BOOTSTRAP_SERVERS, as an admin",
+        epilog=acls.EPILOG,
+    )
+    acls.add_arguments(p)
+    _add_connection(p)
+    _add_port(p)
 
     add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
 

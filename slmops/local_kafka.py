@@ -54,13 +54,17 @@ class LocalTls:
 
     ``keystore_pem`` holds the broker's unencrypted PKCS#8 private key followed by its
     certificate chain. ``scram_users`` (name -> password) get SCRAM-SHA-256 credentials at
-    format time, for the SASL_SSL listener.
+    format time, for the SASL_SSL listener. With ``authorizer`` the broker runs Kafka's
+    StandardAuthorizer and denies what no ACL allows; the plaintext, SSL and controller
+    listeners, which authenticate nobody, are the super user ``User:ANONYMOUS`` (the local
+    administrator's way in), so only the SASL_SSL listener's users are held to ACLs.
     """
 
     keystore_pem: Path
     ssl_port: int
     sasl_ssl_port: int | None = None
     scram_users: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    authorizer: bool = False
 
 
 def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
@@ -191,6 +195,12 @@ class LocalKafka:
                 "sasl.enabled.mechanisms=SCRAM-SHA-256",
                 "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        if self.tls.authorizer:
+            lines += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
             ]
         return lines
 

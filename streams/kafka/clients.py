@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
-from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
 from streams.events import Codec, Event, default_codec
 from streams.events.dead_letter import dead_letter_for
@@ -27,10 +27,16 @@ from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import (
     ConnectionLostError,
     KafkaUnavailableError,
+    NotAuthorizedError,
     SendFailedError,
     TopicMissingError,
 )
-from streams.kafka.internals import abandon_producer, force_metadata_update
+from streams.kafka.internals import (
+    abandon_producer,
+    force_metadata_update,
+    track_topic,
+    unauthorized_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +66,26 @@ class EventProducer:
         client = self._producer.client
         if client.cluster.partitions_for_topic(topic) is None:
             try:
-                await client.force_metadata_update()
+                # Asked by name: a topic the ACLs hide is then reported as unauthorized, not
+                # left out of the answer as it is from a request for every topic.
+                await client.add_topic(topic)
             except (AIOKafkaError, OSError) as exc:
                 raise ConnectionLostError(
                     "metadata", self.conn.bootstrap_servers, str(exc)
                 ) from exc
         if client.cluster.partitions_for_topic(topic) is None:
+            if topic in client.cluster.unauthorized_topics:
+                raise self._refused(topic)
             raise TopicMissingError(topic, self.conn.bootstrap_servers)
         self._known_topics.add(topic)
+
+    def _refused(self, topic: str) -> NotAuthorizedError:
+        return NotAuthorizedError(
+            topic,
+            self.conn.bootstrap_servers,
+            operation="write",
+            principal=self.conn.sasl_username,
+        )
 
     async def start(self) -> None:
         try:
@@ -125,6 +143,8 @@ class EventProducer:
             ack: asyncio.Future[object] = await self._producer.send(topic, value=value, key=key)
         except UnknownTopicOrPartitionError as exc:
             raise TopicMissingError(topic, self.conn.bootstrap_servers) from exc
+        except TopicAuthorizationFailedError as exc:
+            raise self._refused(topic) from exc
         except (AIOKafkaError, OSError) as exc:
             raise SendFailedError(topic, self.conn.bootstrap_servers, str(exc)) from exc
         return asyncio.ensure_future(self._acknowledged(ack, topic))
@@ -132,6 +152,8 @@ class EventProducer:
     async def _acknowledged(self, ack: asyncio.Future[object], topic: str) -> object:
         try:
             return await ack
+        except TopicAuthorizationFailedError as exc:
+            raise self._refused(topic) from exc
         except (AIOKafkaError, OSError) as exc:
             raise SendFailedError(topic, self.conn.bootstrap_servers, str(exc)) from exc
 
@@ -224,7 +246,7 @@ class EventConsumer:
             raise KafkaUnavailableError(self.conn.bootstrap_servers, 0, str(exc)) from exc
         try:
             await self._assign()
-        except TopicMissingError:
+        except (TopicMissingError, NotAuthorizedError):
             await self._consumer.stop()  # else asyncio logs an unclosed client after the error
             raise
         except (AIOKafkaError, OSError) as exc:
@@ -251,10 +273,18 @@ class EventConsumer:
             await self._consumer.position(tp)
 
     async def _partitions(self, topic: str) -> set[int]:
+        await track_topic(self._consumer, topic)
         for _ in range(50):
             found = self._consumer.partitions_for_topic(topic)
             if found:
                 return set(found)
+            if topic in unauthorized_topics(self._consumer):
+                raise NotAuthorizedError(
+                    topic,
+                    self.conn.bootstrap_servers,
+                    operation="read",
+                    principal=self.conn.sasl_username,
+                )
             await force_metadata_update(self._consumer)
             await asyncio.sleep(0.1)
         raise TopicMissingError(topic, self.conn.bootstrap_servers)
@@ -312,6 +342,15 @@ class EventConsumer:
         """Wrap aiokafka's errors of one call; never around a ``yield`` to the caller."""
         try:
             yield
+        except TopicAuthorizationFailedError as exc:
+            denied = exc.args[0] if exc.args else None
+            topics = sorted(denied) if isinstance(denied, set | list | tuple) else [denied]
+            raise NotAuthorizedError(
+                ", ".join(str(t) for t in topics if t) or ", ".join(self.topics),
+                self.conn.bootstrap_servers,
+                operation="read",
+                principal=self.conn.sasl_username,
+            ) from exc
         except (AIOKafkaError, OSError) as exc:
             raise ConnectionLostError(operation, self.conn.bootstrap_servers, str(exc)) from exc
 

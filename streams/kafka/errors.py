@@ -7,6 +7,7 @@ The tree, under the streams root::
     └── KafkaError                  root of the Kafka I/O errors (all that streams.kafka raises)
         ├── KafkaUnavailableError   the broker did not answer in time
         ├── TopicMissingError       a topic the catalog names does not exist on the cluster
+        ├── NotAuthorizedError      the cluster's ACLs deny this principal a topic
         ├── SendFailedError         the broker did not acknowledge a record
         ├── ConnectionLostError     a running client lost the broker (fetch, commit, stop)
         └── AdminError              a topic administration request failed
@@ -84,6 +85,23 @@ class TopicMissingError(KafkaError):
         super().__init__(
             f"topic {topic} does not exist at {bootstrap_servers}; "
             "create the catalog's topics with `slmops topics create`",
+            bootstrap_servers=bootstrap_servers,
+        )
+
+
+class NotAuthorizedError(KafkaError):
+    """The cluster's authorizer refused this principal an operation on a topic."""
+
+    def __init__(
+        self, topic: str, bootstrap_servers: str, *, operation: str, principal: str | None
+    ) -> None:
+        self.topic = topic
+        self.operation = operation
+        self.principal = principal
+        who = f"User:{principal}" if principal else "this client's principal"
+        super().__init__(
+            f"{who} may not {operation} topic {topic} at {bootstrap_servers}: the cluster's "
+            "ACLs deny it; `slmops acls show` lists what each role is granted",
             bootstrap_servers=bootstrap_servers,
         )
 

@@ -20,6 +20,22 @@ async def force_metadata_update(consumer: Any) -> None:
     await consumer._client.force_metadata_update()
 
 
+async def track_topic(consumer: Any, topic: str) -> None:
+    """Have an ``AIOKafkaConsumer`` ask for ``topic``'s metadata by name from now on.
+
+    A request for every topic leaves out those the ACLs hide; one by name reports them as
+    unauthorized, so a denied topic is not mistaken for a missing one.
+    """
+    await consumer._client.add_topic(topic)
+
+
+def unauthorized_topics(consumer: Any) -> set[str]:
+    """The topics the last metadata answer of an ``AIOKafkaConsumer`` said this principal may
+    not describe: without it, a topic an ACL hides looks like a missing one."""
+    found: set[str] = set(getattr(consumer._client.cluster, "unauthorized_topics", ()))
+    return found
+
+
 def committed_offsets(faust_consumer: Any) -> dict[Any, int]:
     """The offsets a Faust consumer committed per partition, as read when they were assigned.
 

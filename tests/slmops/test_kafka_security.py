@@ -7,16 +7,10 @@ SASL_SSL (SCRAM-SHA-256) listener; its certificate comes from a CA made here.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import uuid
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
@@ -26,79 +20,15 @@ from streams.kafka.clients import EventConsumer, EventProducer
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaUnavailableError
 from tests.support.ports import free_ports
+from tests.support.tls import make_ca, pem, write_keystore
 
 pytestmark = pytest.mark.integration
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def make_server_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory):
     home = tmp_path_factory.mktemp("secure-kafka")
-    ca_key, ca = make_ca("slmops test CA")
-    server_key, server = make_server_cert(ca_key, ca)
-    keystore = home / "broker.pem"
-    keystore.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + _pem(server)
-        + _pem(ca)
-    )
-    (home / "ca.pem").write_bytes(_pem(ca))
+    keystore, ca_file = write_keystore(home)
     shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
     shared.fetch()  # the jars, shared with the session's broker
     plain, controller, ssl_port, sasl_port = free_ports(4)
@@ -116,7 +46,7 @@ def secure_broker(tmp_path_factory):
     )
     kafka.up()
     try:
-        yield {"ca": home / "ca.pem", "ssl": ssl_port, "sasl": sasl_port}
+        yield {"ca": ca_file, "ssl": ssl_port, "sasl": sasl_port}
     finally:
         kafka.down()
 
@@ -181,7 +111,7 @@ def test_wrong_scram_password_is_refused(secure_broker):
 def test_a_broker_certificate_from_an_untrusted_ca_is_refused(secure_broker, tmp_path):
     _, other_ca = make_ca("someone else")
     other = tmp_path / "other-ca.pem"
-    other.write_bytes(_pem(other_ca))
+    other.write_bytes(pem(other_ca))
     conn = KafkaConnection(
         bootstrap_servers=f"127.0.0.1:{secure_broker['ssl']}",
         security_protocol="SSL",

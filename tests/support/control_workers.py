@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import urllib.error
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ GRACE_S = 0.5
 class Worker(WorkerProcess):
     """One control worker process with its own web port and data dir."""
 
-    def __init__(self, conn: KafkaConnection, app_id: str, tmp: Path, name: str, extra: list[str]):
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        app_id: str,
+        tmp: Path,
+        name: str,
+        extra: list[str],
+        env: Mapping[str, str] | None = None,
+    ):
         port = free_port()
         command = control_worker_command(
             conn,
@@ -43,8 +52,11 @@ class Worker(WorkerProcess):
             ],
         )
         # The developer's SLMOPS_* settings must not change what a test's worker does.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")}
-        super().__init__(name, command, tmp / f"{name}.log", port=port, env=env)
+        # ``env`` adds what the test sets (credentials, say).
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")}
+        super().__init__(
+            name, command, tmp / f"{name}.log", port=port, env={**clean, **(env or {})}
+        )
         self.conn = conn
         self.app_id = app_id
 

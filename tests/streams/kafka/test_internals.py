@@ -35,3 +35,17 @@ def test_committed_offsets_reads_the_attribute_and_tolerates_its_absence():
 
     assert internals.committed_offsets(WithOffsets()) == {"tp": 7}
     assert internals.committed_offsets(object()) == {}
+
+
+def test_aiokafka_consumer_client_still_tracks_topics_and_unauthorized_ones():
+    async def check() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        try:
+            assert callable(consumer._client.add_topic)
+            assert internals.unauthorized_topics(consumer) == set()
+            consumer._client.cluster.unauthorized_topics.add("t")
+            assert internals.unauthorized_topics(consumer) == {"t"}
+        finally:
+            await consumer.stop()
+
+    asyncio.run(check())
