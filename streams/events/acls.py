@@ -119,9 +119,10 @@ def roles(catalog: Catalog, names: Names = Names()) -> tuple[Role, ...]:
         ),
         Role(
             "optimizer",
-            "an optimizer worker: consumes requests in its group, registers candidates",
+            "an optimizer worker: consumes requests in its group, trains on the consented "
+            "examples of feedback, registers candidates",
             (
-                _reads(catalog, OptimizationRequest),
+                _reads(catalog, OptimizationRequest, Feedback),
                 _writes(catalog, OptimizationResult, ModelVersion, DeadLetter),
                 Grant(Resource.GROUP, (names.optimizer_group,), (READ,)),
             ),

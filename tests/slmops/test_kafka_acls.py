@@ -211,6 +211,7 @@ def test_the_operator_commands_rollouts_but_cannot_forge_their_state(
 def test_an_optimizer_takes_requests_in_its_group_and_answers(
     granted: dict[str, Any], tmp_path: Path
 ) -> None:
+    from optimizers.feedback import feedback_examples
     from optimizers.worker import DirectorySources, OptimizerWorker
     from streams.events.artifact import new_signing_key
 
@@ -233,6 +234,11 @@ def test_an_optimizer_takes_requests_in_its_group_and_answers(
     ]
     assert len(results) == 1, results
     assert not results[0].accepted
+    # What it trains on: the consented examples the publisher sent.
+    shared = dataclasses.replace(sample(Feedback), model_id="acl-model")
+    send(as_user(granted, "crm"), shared)
+    examples = feedback_examples(as_user(granted, "optimizer"), "acl-model")
+    assert [e.text for e in examples] == [x.text for x in shared.examples]
 
 
 def test_a_control_worker_runs_on_the_controller_grants(
