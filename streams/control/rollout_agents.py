@@ -65,7 +65,9 @@ class RolloutAgents:
         self._metrics = metrics
         self._dead_letters = dead_letters
         self._alerted = alerted
-        self.controller = Controller(settings.rollout.policy(), producer=settings.worker_id)
+        self.controller = Controller(
+            settings.rollout.policy(privacy_k=settings.privacy_k), producer=settings.worker_id
+        )
         self._loaded = False
 
     def reload(self) -> None:

@@ -127,7 +127,9 @@ class RolloutSettings(BaseModel):
             raise ValueError(str(exc)) from exc
         return value
 
-    def policy(self) -> RolloutPolicy:
+    def policy(self, *, privacy_k: int = 1) -> RolloutPolicy:
+        """The policy, publishing no gate value computed from fewer than ``privacy_k``
+        devices (the worker's ``privacy_k``)."""
         return RolloutPolicy(
             maintenance=parse_windows(self.maintenance),
             window=timedelta(seconds=self.window_s),
@@ -150,6 +152,7 @@ class RolloutSettings(BaseModel):
                 min_mean_logprob=self.min_mean_logprob,
                 max_logprob_drop=self.max_logprob_drop,
                 min_logprob_tokens=self.min_logprob_tokens,
+                privacy_k=privacy_k,
             ),
         )
 

@@ -156,6 +156,9 @@ class GatePolicy:
     # Off where devices share their CPU with other work (a simulated fleet on one machine):
     # there the canary's tail latency measures the machine, not the build.
     relative_latency: bool = True
+    # The k-device floor of what is published: RolloutState, which every device reads, carries
+    # no value computed from fewer devices than this (the verdict still uses them).
+    privacy_k: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:
@@ -168,6 +171,8 @@ class GatePolicy:
             raise ValueError("latency_quantile must be in (0, 1)")
         if self.min_logprob_tokens < 1:
             raise ValueError("min_logprob_tokens must be >= 1")
+        if self.privacy_k < 1:
+            raise ValueError("privacy_k must be >= 1")
         for name in ("max_abort_rate", "max_format_violation_rate"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -654,13 +659,15 @@ def judge(
     without it (at 100%, nobody is left on stable) relative gates are judged only when a stable
     group with enough requests is present.
     """
+    floor = _Floor(canary, stable, policy.privacy_k)
     samples = _sample_checks(canary, stable, policy, expected_devices, stable_required)
     feedback = _feedback_check(canary, stable, policy, stable_required)
     if feedback is not None:
         samples.append(feedback)
+    samples = [floor.withhold(m) for m in samples]
     short = [m for m in samples if m.passed is False]
     if short:
-        what = ", ".join(f"{m.metric} {m.value:g} < {m.threshold:g}" for m in short)
+        what = ", ".join(_describe(m, needs=False) for m in short)
         return Judgement(
             verdict=Verdict.INSUFFICIENT,
             reason=f"not enough data: {what}",
@@ -669,6 +676,7 @@ def judge(
     gates = _absolute_gates(canary, policy)
     if stable is not None and stable.requests >= policy.min_requests:
         gates += _relative_gates(canary, stable, policy, alpha)
+    gates = [floor.withhold(m) for m in gates]
     measurements = tuple(samples + gates)
     failed = [m for m in gates if m.passed is False]
     if failed:
@@ -692,7 +700,59 @@ def judge(
     )
 
 
-def _describe(m: Measurement) -> str:
-    value = "n/a" if m.value is None else f"{m.value:.4g}"
+def _describe(m: Measurement, *, needs: bool = True) -> str:
+    if m.detail.startswith(WITHHELD):
+        value = "withheld"
+    else:
+        value = "n/a" if m.value is None else f"{m.value:.4g}"
     threshold = "n/a" if m.threshold is None else f"{m.threshold:.4g}"
+    if not needs:
+        return f"{m.metric} {value} < {threshold}"
     return f"{m.metric} {value} (needs {m.comparison} {threshold})"
+
+
+WITHHELD = "withheld:"
+
+# Values that describe the devices of a group, not what they did: never withheld.
+_COUNTS_OF_DEVICES = frozenset({"canary.devices", "canary.reporting_fraction"})
+# Values computed from the canary's devices alone; every other value uses both groups'.
+_CANARY_ONLY = frozenset(
+    {
+        "canary.requests",
+        "error_rate",
+        "p95_latency_ms",
+        "quality",
+        "drift",
+        "p95_ttft_ms",
+        "abort_rate",
+        "format_violation_rate",
+        "mean_logprob",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Floor:
+    """Which groups are too small to publish a value of: fewer than ``k`` devices."""
+
+    canary: GroupMetrics
+    stable: GroupMetrics | None
+    k: int
+
+    def _small(self, group: GroupMetrics | None) -> bool:
+        return group is not None and group.devices < self.k
+
+    def withhold(self, m: Measurement) -> Measurement:
+        """``m`` with its value and detail withheld if a group it is computed from is under
+        the floor; the threshold and the verdict stay (they are the policy and the outcome)."""
+        if self.k <= 1 or m.metric in _COUNTS_OF_DEVICES:
+            return m
+        if m.metric == "stable.requests" or m.metric in _CANARY_ONLY:
+            small = self._small(self.stable if m.metric == "stable.requests" else self.canary)
+        else:
+            small = self._small(self.canary) or self._small(self.stable)
+        if not small:
+            return m
+        return dataclasses.replace(
+            m, value=None, detail=f"{WITHHELD} from fewer than {self.k} devices"
+        )
