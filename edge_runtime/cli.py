@@ -52,6 +52,7 @@ _COMMON_FLAGS: tuple[_Flag, ...] = (
     ("--hardware-profile", "hardware_profile", str),
     ("--data-dir", "data_dir", str),
     ("--window-s", "window_s", float),
+    ("--max-artifact-bytes", "max_artifact_bytes", positive_int),
     ("--bootstrap-servers", "bootstrap_servers", str),
     ("--topic-prefix", "topic_prefix", str),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.kafka.arguments import positive_int, seconds
@@ -222,6 +223,7 @@ _WORKER_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--group", "group", str),
     ("--metrics-host", "metrics_host", str),
     ("--metrics-port", "metrics_port", int),
+    ("--artifact-base-url", "artifact_base_url", str),
     ("--bootstrap-servers", "bootstrap_servers", str),
     ("--topic-prefix", "topic_prefix", str),
 )
@@ -277,6 +279,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signing_key=private_key_from_text(key_text),
         group_id=settings.group,
         metrics=WorkerMetrics(),
+        artifact_base_url=settings.artifact_base_url,
     )
     logging.getLogger("optimizers").setLevel(logging.INFO)
 
@@ -294,6 +297,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     _say(f"handled {worker.handled} request(s), skipped {worker.skipped} re-delivered")
+    return 0
+
+
+def cmd_artifacts_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from optimizers import artifact_server
+    from optimizers.store import ArtifactStore
+
+    store = Path(args.store)
+    if not store.is_dir():
+        _say(f"slmops artifacts serve: error: {store} is not a directory")
+        return 1
+
+    async def run() -> None:
+        runner = await artifact_server.serve(ArtifactStore(store), args.host, args.port)
+        _say(f"serving {store} at http://{args.host}:{args.port}/sha256/ (Ctrl-C stops)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
     return 0
 
 
@@ -383,3 +411,34 @@ def register(subparsers: Any) -> None:
         help="stop after N requests (default: run on)",
     )
     w.set_defaults(func=cmd_worker)
+
+    art = subparsers.add_parser(
+        "artifacts",
+        help="serve an artifact store over HTTP (Range requests: devices resume downloads)",
+        description="Serve a content-addressed artifact store (STORE/sha256/<hex>.tar) over "
+        "HTTP, for devices on other machines.",
+    )
+    asub = art.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
+    a = asub.add_parser(
+        "serve",
+        help="serve STORE at /sha256/<hex>.tar until Ctrl-C",
+        description="Serve STORE/sha256/<hex>.tar at GET /sha256/<hex>.tar (206 for Range "
+        "requests) and GET /healthz. Names other than a sha256 address are 404. Workers "
+        "register URIs under it with --artifact-base-url.",
+        epilog="example:\n  slmops artifacts serve --store /srv/optimizer/store --host 0.0.0.0 "
+        "--port 9109\n  slmops optimizer worker ... --artifact-base-url "
+        "http://artifacts.internal:9109/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument(
+        "--store",
+        required=True,
+        help="the store directory (an optimizer worker's ROOT/store)",
+    )
+    a.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    a.add_argument("--port", type=positive_int, default=9109, help="port (default 9109)")
+    a.set_defaults(func=cmd_artifacts_serve)

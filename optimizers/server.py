@@ -1,4 +1,5 @@
-"""The optimizer worker's HTTP endpoint: ``GET /metrics`` for Prometheus, ``GET /healthz``.
+"""The optimizer worker's HTTP endpoint: ``GET /metrics`` for Prometheus, ``GET /healthz``,
+and the worker's artifact store at ``GET /sha256/<hex>.tar`` (:mod:`optimizers.artifact_server`).
 
 It runs in the worker's event loop; builds run in a thread, so it answers during a build.
 ``/healthz`` is 200 while the worker's consumer is running (joined to its group and reading)
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from optimizers import artifact_server
 
 if TYPE_CHECKING:
     from optimizers.worker import OptimizerWorker
@@ -46,6 +49,7 @@ def build_app(worker: OptimizerWorker) -> web.Application:
     app[WORKER] = worker
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    artifact_server.add_routes(app, worker.store)
     return app
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from optimizers.store import checked_base_url
 from streams.kafka.connection import KafkaClientSettings, KafkaConnection
 
 
@@ -32,6 +33,17 @@ class OptimizerSettings(KafkaClientSettings):
     metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="GET /metrics and /healthz; 0: no HTTP server"
     )
+
+    artifact_base_url: str | None = Field(
+        default=None,
+        description="http(s) URL devices fetch the store under (this worker's endpoint, e.g. "
+        "http://optimizer-0:9108/, or a server of the same tree); unset: file:// paths",
+    )
+
+    @field_validator("artifact_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else checked_base_url(value)
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(self.worker_id or "slmops-optimizer")

@@ -165,11 +165,17 @@ class OptimizerWorker:
         group_id: str = "slmops-optimizer",
         worker_id: str | None = None,
         metrics: WorkerMetrics | None = None,
+        artifact_base_url: str | None = None,
     ) -> None:
+        from optimizers.store import ArtifactStore
+
         self.conn = conn
         self.sources = sources
         self.work_dir = work_dir
         self.store_dir = store_dir
+        # With a base URL the registry announces http(s) URIs that devices on other machines
+        # reach (the worker's endpoint serves the store); without, file:// paths on this one.
+        self.store = ArtifactStore(store_dir, base_url=artifact_base_url)
         self.signing_key = signing_key
         self.group_id = group_id
         self.worker_id = worker_id or f"optimizer-{uuid.uuid4().hex[:8]}"
@@ -300,14 +306,13 @@ class OptimizerWorker:
 
     def _context(self, request: OptimizationRequest, version: str) -> PassContext:
         from optimizers.passes.base import PassContext
-        from optimizers.store import ArtifactStore
 
         return PassContext(
             model_id=request.model_id,
             version=version,
             parent_version=request.base_version,
             signing_key=self.signing_key,
-            store=ArtifactStore(self.store_dir),
+            store=self.store,
             progress=logged_progress(request.event_id[:8]),
         )
 

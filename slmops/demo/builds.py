@@ -16,8 +16,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from optimizers.store import ArtifactStore
 from slmops.demo.config import BASE_MODEL, MODEL_ID, RunConfig
 from slmops.demo.report import Timeline
+from slmops.errors import FileAccessError
 from slmops.local_kafka import CHECKOUT
 from streams.events import Artifact, ModelVersion, Task
 from streams.events import artifact as art
@@ -124,8 +126,13 @@ def scrambled_candidate(
     work = run.root / "scrambled" / version
     shutil.rmtree(work, ignore_errors=True)
     unpacked = work / "files"
+    # The operator's copy of the store: the candidate is read from, and shipped through, it.
+    store = ArtifactStore(run.store, base_url=run.artifact_base_url)
+    archive = store.get(source.sha256)
+    if archive is None:
+        raise FileAccessError(str(run.store), f"holds no artifact {source.sha256}")
     manifest = art.unpack_and_verify(
-        Path(source.uri.removeprefix("file://")),
+        archive,
         unpacked,
         expected_sha256=source.sha256,
         expected_size=source.size_bytes,
@@ -142,8 +149,9 @@ def scrambled_candidate(
             "files": art.file_entries(unpacked, manifest.files),
         }
     )
-    target = run.root / "store" / f"{version}.tar"
-    sha, size, signature = art.pack(unpacked, bad, key, target)
+    target = work / f"{version}.tar"
+    _, size, signature = art.pack(unpacked, bad, key, target)
+    stored = store.put(target)
     return ModelVersion(
         producer="demo-operator",
         model_id=good.model_id,
@@ -152,8 +160,8 @@ def scrambled_candidate(
         artifacts=(
             dataclasses.replace(
                 source,
-                uri=target.resolve().as_uri(),
-                sha256=sha,
+                uri=stored.uri,
+                sha256=stored.sha256,
                 size_bytes=size,
                 signature=signature,
                 key_id=art.key_id(public),

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from slmops.processes import optimizer_worker_command
 from streams.kafka.connection import KafkaConnection
 
 MODEL_ID = "intent"
@@ -31,6 +32,9 @@ class DemoConfig:
     clean_windows: int = 3
     step_timeout_s: float = 420.0
     web_port: int = 6066
+    # The optimizer worker's endpoint: /metrics and the artifact store, which devices fetch
+    # re-optimized candidates from over HTTP, as devices on other machines would.
+    optimizer_port: int = 9108
     seed: int = 7
 
 
@@ -47,6 +51,29 @@ class RunConfig:
     root: Path
     keep_running: bool
     say: Say
+
+    @property
+    def artifact_base_url(self) -> str:
+        """Where devices fetch the store from: the optimizer worker's endpoint."""
+        return f"http://127.0.0.1:{self.demo.optimizer_port}/"
+
+    @property
+    def store(self) -> Path:
+        """The optimizer worker's artifact store (its ``--root``'s ``store/``)."""
+        return self.root / "store"
+
+    def optimizer_command(self) -> list[str]:
+        """The optimizer worker, its endpoint serving the store that registered URIs name."""
+        port = str(self.demo.optimizer_port)
+        return optimizer_worker_command(
+            self.conn,
+            root=self.root,
+            signing_key=self.signing_key,
+            extra=[
+                *("--metrics-host", "127.0.0.1", "--metrics-port", port),
+                *("--artifact-base-url", self.artifact_base_url),
+            ],
+        )
 
     @property
     def logs(self) -> Path:

@@ -8,13 +8,12 @@ with its exit status and where its log is, not with a timeout minutes later.
 from __future__ import annotations
 
 from slmops.demo.config import RunConfig
-from slmops.processes import WorkerProcess, control_worker_command, optimizer_worker_command
+from slmops.processes import WorkerProcess, control_worker_command
 
 
 def optimizer_worker(run: RunConfig) -> WorkerProcess:
     """Builds re-optimization requests under the run's root, signed with the run's key."""
-    command = optimizer_worker_command(run.conn, root=run.root, signing_key=run.signing_key)
-    return WorkerProcess("optimizer worker", command, run.logs / "optimizer.log")
+    return WorkerProcess("optimizer worker", run.optimizer_command(), run.logs / "optimizer.log")
 
 
 def control_worker(run: RunConfig) -> WorkerProcess:

@@ -44,9 +44,13 @@ def _edge_paths() -> set[str]:
 
 
 def _optimizer_paths() -> set[str]:
-    from optimizers.server import build_app
+    from types import SimpleNamespace
 
-    app = build_app(object())  # type: ignore[arg-type]  # routes only; no request is served
+    from optimizers.server import build_app
+    from optimizers.store import ArtifactStore
+
+    # Routes only; no request is served.
+    app = build_app(SimpleNamespace(store=ArtifactStore(Path("store"))))  # type: ignore[arg-type]
     return {r.resource.canonical for r in app.router.routes() if r.resource is not None}
 
 

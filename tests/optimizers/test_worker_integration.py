@@ -4,12 +4,15 @@ import asyncio
 
 import pytest
 
+from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
+from optimizers import server
 from optimizers.model import ModelRef
 from optimizers.worker import DirectorySources, OptimizerWorker
 from streams.events import ModelVersion, OptimizationRequest, OptimizationResult
 from streams.events.artifact import key_id, new_signing_key, unpack_and_verify
 from streams.kafka.clients import EventConsumer, EventProducer
 from tests.support.optimizer_sources import sources_root
+from tests.support.ports import free_port
 from tests.support.records import event_of
 
 
@@ -51,15 +54,21 @@ def test_worker_builds_accepts_refuses_and_never_builds_twice(kafka_conn, tiny_t
             store_dir=root / "store",
             signing_key=key,
             group_id="opt-test",
+            # Registered URIs name the worker's own endpoint, as devices elsewhere reach it.
+            artifact_base_url=f"http://127.0.0.1:{port}/",
         )
-        await asyncio.wait_for(worker.run(max_requests=4), timeout=240)
-        return (
-            worker,
-            await _read(kafka_conn, OptimizationResult),
-            await _read(kafka_conn, ModelVersion),
-        )
+        runner = await server.serve(worker, "127.0.0.1", port)
+        try:
+            await asyncio.wait_for(worker.run(max_requests=4), timeout=240)
+            versions = await _read(kafka_conn, ModelVersion)
+            fetcher = Fetcher(ArtifactCache(tmp_path / "device-cache"), FetchPolicy())
+            blobs = [await fetcher.fetch(v.model_id, v.version, v.artifacts[0]) for v in versions]
+        finally:
+            await runner.cleanup()
+        return worker, await _read(kafka_conn, OptimizationResult), versions, blobs
 
-    worker, results, versions = asyncio.run(scenario())
+    port = free_port()
+    worker, results, versions, blobs = asyncio.run(scenario())
     assert (worker.handled, worker.skipped) == (3, 1)
     by_request = {r.request_id: r for r in results}
     assert len(results) == 3
@@ -88,10 +97,12 @@ def test_worker_builds_accepts_refuses_and_never_builds_twice(kafka_conn, tiny_t
     artifact = version.artifacts[0]
     assert artifact.precision == "int8_dynamic"
     assert artifact.hardware_profiles == ("arm-small",)
-    path = root / "store" / "sha256" / f"{artifact.sha256}.tar"
-    assert artifact.uri == path.resolve().as_uri()
+    assert artifact.uri == f"http://127.0.0.1:{port}/sha256/{artifact.sha256}.tar"
+    assert (
+        blobs[0].read_bytes() == (root / "store" / "sha256" / f"{artifact.sha256}.tar").read_bytes()
+    )
     manifest = unpack_and_verify(
-        path,
+        blobs[0],
         tmp_path / "device",
         expected_sha256=artifact.sha256,
         expected_size=artifact.size_bytes,

@@ -136,8 +136,11 @@ def test_the_variable_a_flag_names_sets_what_the_flag_sets(
     key_file = tmp_path / "key"
     key_file.write_text("c2FtcGxlLWtleQ==\n")
     # Values that some flag takes: a number in (0, 1), a count, a label, a file, a byte size,
-    # a log-probability, a maintenance window.
-    candidates = ["0.5", "7", "zone=7", str(key_file), "65536", "-0.5", "eu=daily 01:00-02:00"]
+    # a log-probability, a maintenance window, a URL.
+    candidates = [
+        *("0.5", "7", "zone=7", str(key_file), "65536", "-0.5", "eu=daily 01:00-02:00"),
+        "http://artifacts.example:9109/",
+    ]
     words = command.split()
 
     def settings(*flags: str) -> Any:

@@ -33,7 +33,7 @@ from slmops.demo.report import Checks, Timeline
 from slmops.demo.stage import wait_until
 from slmops.demo.supervision import DemoWorkers
 from slmops.local_kafka import CHECKOUT
-from slmops.processes import WorkerProcess, control_worker_command, optimizer_worker_command
+from slmops.processes import WorkerProcess, control_worker_command
 from streams.events import (
     Alert,
     DeviceStatus,
@@ -150,7 +150,7 @@ def workers(run: RunConfig, config: AssistantConfig, web_port: int) -> list[Work
 
     optimizer = WorkerProcess(
         "optimizer worker",
-        optimizer_worker_command(run.conn, root=run.root, signing_key=run.signing_key),
+        run.optimizer_command(),
         run.logs / "optimizer.log",
     )
     command = control_worker_command(
