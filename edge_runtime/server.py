@@ -36,6 +36,7 @@ from edge_runtime.http_app import ADMISSION, RUNTIME, admitted
 from edge_runtime.http_limits import Admission, HttpLimits
 from edge_runtime.model import Prediction
 from edge_runtime.runtime import EdgeRuntime
+from streams import web_auth
 from streams.events import DeviceState
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,11 @@ async def _infer(request: web.Request, runtime: EdgeRuntime) -> web.Response:
     )
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP. Open, as ``/healthz`` (readiness) is."""
+    return web.json_response(web_auth.LIVE)
+
+
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     state = runtime.state
@@ -130,16 +136,23 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def build_app(runtime: EdgeRuntime, limits: HttpLimits | None = None) -> web.Application:
+def build_app(
+    runtime: EdgeRuntime, limits: HttpLimits | None = None, *, token: str | None = None
+) -> web.Application:
     """The API of ``runtime`` under ``limits`` (default: :class:`HttpLimits`' defaults, which
-    are the settings' defaults; :func:`serve` passes the runtime's settings)."""
+    are the settings' defaults; :func:`serve` passes the runtime's settings), asking for the
+    bearer ``token`` on every path but ``/healthz`` when one is given."""
     limits = limits or HttpLimits()
-    app = web.Application(client_max_size=limits.max_body_bytes)
+    app = web.Application(
+        client_max_size=limits.max_body_bytes,
+        middlewares=[web_auth.middleware(token)] if token is not None else [],
+    )
     app[RUNTIME] = runtime
     app[ADMISSION] = Admission(limits)
     app.router.add_post("/v1/infer", infer)
     openai_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     return app
 
@@ -156,7 +169,9 @@ async def serve(
     host = runtime.settings.http_host if host is None else host
     port = runtime.settings.http_port if port is None else port
     limits = limits or runtime.settings.http_limits()
-    runner = web.AppRunner(build_app(runtime, limits), access_log=None)
+    secret = runtime.settings.http_token
+    token = None if secret is None else secret.get_secret_value()
+    runner = web.AppRunner(build_app(runtime, limits, token=token), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("http api listening device=%s host=%s port=%d", runtime.device.device_id, host, port)

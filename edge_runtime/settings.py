@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from edge_runtime.http_limits import HttpLimits
 from edge_runtime.supervision import Backoff
@@ -33,6 +33,11 @@ class EdgeSettings(KafkaClientSettings):
     )
     window_s: float = Field(default=10.0, gt=0, description="telemetry window length, seconds")
     http_host: str = Field(default="127.0.0.1", description="address of the HTTP API")
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token every HTTP request but /healthz must carry "
+        "(Authorization: Bearer ...); unset: none asked",
+    )
     http_port: int = Field(
         default=0, ge=0, le=65535, description="port of the HTTP API; 0: no HTTP server"
     )

@@ -288,7 +288,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         runner = None
         if settings.metrics_port:
-            runner = await server.serve(worker, settings.metrics_host, settings.metrics_port)
+            token = settings.http_token
+            runner = await server.serve(
+                worker,
+                settings.metrics_host,
+                settings.metrics_port,
+                token=None if token is None else token.get_secret_value(),
+            )
         try:
             await worker.run(idle_timeout_s=args.idle_timeout, max_requests=args.max_requests)
         finally:

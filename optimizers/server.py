@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from optimizers import artifact_server
+from streams import web_auth
 
 if TYPE_CHECKING:
     from optimizers.worker import OptimizerWorker
@@ -36,6 +37,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if worker.consuming else 503)
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP (it does during a build). No token asked."""
+    return web.json_response(web_auth.LIVE)
+
+
 async def metrics(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     body = worker.metrics.render() if worker.metrics is not None else b""
@@ -44,18 +50,28 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def build_app(worker: OptimizerWorker) -> web.Application:
-    app = web.Application()
+# Devices fetch artifacts without credentials (they verify what they get): only /metrics
+# asks for the token.
+OPEN_PATHS = web_auth.OPEN_PATHS | {"/sha256/"}
+
+
+def build_app(worker: OptimizerWorker, *, token: str | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[web_auth.middleware(token, OPEN_PATHS)] if token is not None else []
+    )
     app[WORKER] = worker
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     artifact_server.add_routes(app, worker.store)
     return app
 
 
-async def serve(worker: OptimizerWorker, host: str, port: int) -> web.AppRunner:
+async def serve(
+    worker: OptimizerWorker, host: str, port: int, *, token: str | None = None
+) -> web.AppRunner:
     """Start the endpoint; stop it with ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(worker), access_log=None)
+    runner = web.AppRunner(build_app(worker, token=token), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("http endpoint listening worker=%s host=%s port=%d", worker.worker_id, host, port)

@@ -30,6 +30,11 @@ class OptimizerSettings(KafkaClientSettings):
     # Loopback by default, as on a developer's machine; the image sets 0.0.0.0 so Prometheus
     # and the kubelet reach it.
     metrics_host: str = Field(default="127.0.0.1", description="bind address of /metrics")
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token every HTTP request but /healthz must carry "
+        "(Authorization: Bearer ...); unset: none asked",
+    )
     metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="GET /metrics and /healthz; 0: no HTTP server"
     )

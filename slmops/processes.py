@@ -71,11 +71,14 @@ class WorkerProcess:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path = CHECKOUT,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go with every :meth:`get` (a bearer token, for one)."""
         self.name = name
         self.command = list(command)
         self.log = log
         self.port = port
+        self.headers = dict(headers or {})
         self.env = env
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
@@ -116,7 +119,8 @@ class WorkerProcess:
         if self.port is None:
             raise ValueError(f"worker {self.name} serves no HTTP port")
         url = f"http://127.0.0.1:{self.port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+        request = urllib.request.Request(url, headers=self.headers)
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
             body: bytes = reply.read()
             return body
 

@@ -37,6 +37,6 @@ USER 10001:10001
 # ControlSettings.web_port, on every interface of the container (SLMOPS_WEB_HOST above).
 EXPOSE 6066
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:6066/metrics', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:6066/livez', timeout=4)"]
 ENTRYPOINT ["slmops"]
 CMD ["control", "worker"]

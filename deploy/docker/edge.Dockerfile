@@ -38,10 +38,10 @@ ENV PATH=/opt/slmops/bin:$PATH \
 WORKDIR /var/lib/slmops
 USER 10001:10001
 EXPOSE 8080
-# /metrics, not /healthz: /healthz answers 503 until a model is installed, which is readiness
-# (whether to send traffic), not liveness (whether to restart).
+# /livez, not /healthz: /healthz answers 503 until a model is installed, which is readiness
+# (whether to send traffic), not liveness (whether to restart). Neither asks for a token.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/metrics', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/livez', timeout=4)"]
 # `edge run` requires --device-id: take it from SLMOPS_DEVICE_ID, else the container's hostname
 # (the pod name under Kubernetes). Extra arguments (e.g. --cohort) pass through.
 ENTRYPOINT ["/bin/sh", "-c", "exec slmops edge run --device-id \"${SLMOPS_DEVICE_ID:-$HOSTNAME}\" \"$@\"", "slmops-edge"]

@@ -41,10 +41,10 @@ ENV PATH=/opt/slmops/bin:$PATH \
 WORKDIR /var/lib/slmops
 USER 10001:10001
 EXPOSE 9108
-# /metrics, not /healthz: /healthz answers 503 until the worker has joined its consumer group,
-# which is readiness, not liveness. The HTTP endpoint answers during a build (builds run in a
+# /livez, not /healthz: /healthz answers 503 until the worker has joined its consumer group,
+# which is readiness, not liveness; neither asks for SLMOPS_HTTP_TOKEN, /metrics may. The HTTP endpoint answers during a build (builds run in a
 # thread), so a long build does not fail the check.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9108/metrics', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9108/livez', timeout=4)"]
 ENTRYPOINT ["slmops"]
 CMD ["optimizer", "worker"]

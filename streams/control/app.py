@@ -26,6 +26,7 @@ import faust
 from faust.web.base import BlueprintManager
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streams import web_auth
 from streams.control.avro_schema import AvroSchema
 from streams.control.dead_letters import DeadLetters
 from streams.control.decisions import Decisions
@@ -46,6 +47,25 @@ from streams.kafka.connection import KafkaConnection
 
 # SOURCES is read from here by the deployment tests (partition counts of the sources).
 __all__ = ["SOURCES", "ControlWorker", "faust_credentials"]
+
+
+def _guarded(
+    page: Callable[[Any, Any], Awaitable[Any]], token: str | None
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    """``page`` answering 401 unless the request carries the bearer ``token`` (if any)."""
+    if token is None:
+        return page
+
+    async def guarded(view: Any, request: Any) -> Any:
+        if not web_auth.authorized(request.headers.get("Authorization"), token):
+            return view.text(
+                "a bearer token is required (Authorization: Bearer ...)\n",
+                status=401,
+                headers={"WWW-Authenticate": web_auth.CHALLENGE},
+            )
+        return await page(view, request)
+
+    return guarded
 
 
 class ControlWorker:
@@ -194,13 +214,20 @@ class ControlWorker:
         async def ui_page(view: Any, request: Any) -> Any:
             return view.html(STATUS_PAGE)
 
+        async def healthz_page(view: Any, request: Any) -> Any:
+            return view.json({"worker_id": settings.worker_id, "ok": True})
+
         if not settings.web_debug_pages:
             # With its own pages off Faust still mounts a placeholder index at "/", which
             # collides with the status page; only the pages below are served.
             app.web.blueprints = BlueprintManager([])
-        app.page("/metrics")(metrics_page)
-        app.page("/status")(status_page)
-        app.page("/")(ui_page)
+        token = None if settings.http_token is None else settings.http_token.get_secret_value()
+        app.page("/metrics")(_guarded(metrics_page, token))
+        app.page("/status")(_guarded(status_page, token))
+        app.page("/")(_guarded(ui_page, token))
+        # Probes carry no token: readiness and liveness (both: the worker serves HTTP).
+        app.page("/healthz")(healthz_page)
+        app.page("/livez")(healthz_page)
 
     def _internal_topic(self, name: str, partitions: int) -> Any:
         # JSON values: the records of streams.control.messages in their dict form.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from streams.control.aggregate import DEFAULT_POSITIVE_OUTCOMES
@@ -223,6 +223,11 @@ class ControlSettings(KafkaClientSettings):
     )
     web_port: int = Field(
         default=6066, ge=1, le=65535, description="port of the status page and /metrics"
+    )
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token every request to the status page and /metrics must carry "
+        "(Authorization: Bearer ...; /healthz excepted); unset: none asked",
     )
     web_debug_pages: bool = Field(
         default=False,

@@ -103,8 +103,8 @@ COMPONENTS: dict[str, Component] = {
             settings="streams.control.settings:ControlSettings",
             port_field="web_port",
             host_field="web_host",
-            readiness="/status",
-            liveness="/metrics",
+            readiness="/healthz",
+            liveness="/livez",
             served_paths=_control_paths,
         ),
         Component(
@@ -116,7 +116,7 @@ COMPONENTS: dict[str, Component] = {
             port_field="metrics_port",
             host_field="metrics_host",
             readiness="/healthz",
-            liveness="/metrics",
+            liveness="/livez",
             served_paths=_optimizer_paths,
         ),
         Component(
@@ -128,7 +128,7 @@ COMPONENTS: dict[str, Component] = {
             port_field="http_port",
             host_field="http_host",
             readiness="/healthz",
-            liveness="/metrics",
+            liveness="/livez",
             served_paths=_edge_paths,
             required=("device_id",),
         ),

@@ -78,8 +78,11 @@ def test_scrape_targets_are_the_compose_services_and_ports():
         for target in (t for sc in job["static_configs"] for t in sc["targets"]):
             host, port = target.rsplit(":", 1)
             assert host in services, f"{job['job_name']}: no compose service {host}"
+            # The container's health check asks the same port (its /livez, open without a
+            # token) that Prometheus scrapes /metrics on.
             health = " ".join(services[host]["healthcheck"]["test"])
-            assert f"127.0.0.1:{port}{job['metrics_path']}" in health, target
+            assert f"127.0.0.1:{port}/livez" in health, target
+            assert job["metrics_path"] == "/metrics", target
 
 
 def _query(base: str, promql: str) -> list[dict[str, Any]]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,13 +254,23 @@ def test_a_control_worker_runs_on_the_controller_grants(
         "SLMOPS_SASL_MECHANISM": "SCRAM-SHA-256",
         "SLMOPS_SASL_USERNAME": "control",
         "SLMOPS_SASL_PASSWORD": USERS["control"],
+        # Its status page and /metrics ask for a bearer token too.
+        "SLMOPS_HTTP_TOKEN": "ops-page-token",
     }
-    worker = Worker(control, f"{PREFIX}-control", tmp_path, "acl-w0", [], env=env)
+    bearer = {"Authorization": "Bearer ops-page-token"}
+    worker = Worker(control, f"{PREFIX}-control", tmp_path, "acl-w0", [], env=env, headers=bearer)
     worker.start()
     try:
         # telemetry, drift and feedback, one partition each
         wait_for("sources live", lambda: all_live([worker], 3), workers=[worker])
         row = close_one_window(as_user(granted, "device-0001"), worker, devices=3, requests=10)
         assert (row["requests"], row["devices"]) == (30, 3), row
+        anonymous = urllib.request.Request(f"http://127.0.0.1:{worker.port}/status")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=5)
+        refused.value.close()
+        assert refused.value.code == 401
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/healthz", timeout=5) as h:
+            assert json.loads(h.read())["ok"] is True
     finally:
         worker.kill(signal.SIGTERM)

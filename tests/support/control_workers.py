@@ -31,6 +31,7 @@ class Worker(WorkerProcess):
         name: str,
         extra: list[str],
         env: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ):
         port = free_port()
         command = control_worker_command(
@@ -55,7 +56,12 @@ class Worker(WorkerProcess):
         # ``env`` adds what the test sets (credentials, say).
         clean = {k: v for k, v in os.environ.items() if not k.startswith("SLMOPS_")}
         super().__init__(
-            name, command, tmp / f"{name}.log", port=port, env={**clean, **(env or {})}
+            name,
+            command,
+            tmp / f"{name}.log",
+            port=port,
+            env={**clean, **(env or {})},
+            headers=headers,
         )
         self.conn = conn
         self.app_id = app_id
