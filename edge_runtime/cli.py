@@ -86,6 +86,14 @@ def _common(p: argparse.ArgumentParser, settings: type[EdgeSettings]) -> None:
         help="file with one base64 public key per line, added to --trusted-key",
     )
     p.add_argument(
+        "--trusted-control-key",
+        action="append",
+        default=[],
+        metavar="BASE64",
+        dest="trusted_control_keys",
+        help=f"repeatable; {settings.field_help('trusted_control_keys')}",
+    )
+    p.add_argument(
         "--artifact-dir",
         action="append",
         default=[],
@@ -125,6 +133,8 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
         ]
     if keys:
         overrides["trusted_keys"] = keys
+    if getattr(args, "trusted_control_keys", None):
+        overrides["trusted_control_keys"] = list(args.trusted_control_keys)
     if getattr(args, "artifact_dirs", None):
         overrides["artifact_dirs"] = [Path(d) for d in args.artifact_dirs]
     return EdgeSettings.from_flags("edge", **{**overrides, **fixed})

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.supervision import Backoff
-from streams.events import Event, ModelVersion, RolloutState
+from streams.events import ModelVersion, RolloutState
 from streams.events.errors import EventError
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
@@ -27,7 +27,8 @@ from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 
-Apply = Callable[[Event, bool], Awaitable[None]]
+# The record whole: a signed one is checked against the bytes and headers it came with.
+Apply = Callable[[Received, bool], Awaitable[None]]
 
 
 async def _stop_quietly(consumer: EventConsumer) -> None:
@@ -111,7 +112,7 @@ class UpdateFollower:
                 )
                 continue
             try:
-                await self._apply(record.event, reconcile)
+                await self._apply(record, reconcile)
             except EdgeRuntimeError as exc:
                 log.error("update failed device=%s reason=%s", self.device_id, exc)
                 continue

@@ -82,9 +82,11 @@ from streams.events import (
     Event,
     ModelVersion,
     RolloutState,
+    record_signing,
 )
 from streams.events.artifact import key_id, public_key_from_text
 from streams.events.membership import Device, desired_version
+from streams.events.record_signing import RecordSignatureError
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,8 @@ class EdgeRuntime:
         self.profile = profile_named(settings.hardware_profile, profiles)
         keys = [public_key_from_text(k) for k in settings.trusted_keys]
         self.trusted = {key_id(k): k for k in keys}
+        control = [public_key_from_text(k) for k in settings.trusted_control_keys]
+        self.trusted_control = {key_id(k): k for k in control}
         root = settings.device_dir
         disk = disk or LocalDisk()
         self.slot = ModelSlot(settings.model_id)
@@ -370,16 +374,23 @@ class EdgeRuntime:
             return
         self.adapter = recorded
 
-    async def apply(self, event: Event, *, reconcile: bool = True) -> None:
+    async def apply(
+        self,
+        event: Event,
+        *,
+        reconcile: bool = True,
+        origin: tuple[bytes, Sequence[tuple[str, bytes]]] | None = None,
+    ) -> None:
         """Take a registry or rollout record into account and converge on the desired version.
 
         ``reconcile=False`` only records it: replaying the compacted topics at start-up must not
-        install every historical version on the way to the current one.
+        install every historical version on the way to the current one. ``origin`` is the
+        record's value bytes and headers, what its signature covers (``signed_records``).
         """
         if (
             isinstance(event, ModelVersion | RolloutState)
             and event.model_id == self.model_id
-            and self._dated_ahead(event)
+            and (self._unsigned(event, origin) or self._dated_ahead(event))
         ):
             return
         if isinstance(event, ModelVersion) and event.model_id == self.model_id:
@@ -398,6 +409,39 @@ class EdgeRuntime:
         if reconcile:
             await self.reconcile()
 
+    def _unsigned(
+        self,
+        event: ModelVersion | RolloutState,
+        origin: tuple[bytes, Sequence[tuple[str, bytes]]] | None,
+    ) -> bool:
+        """With ``signed_records``, refuse a record no trusted key of its kind signed.
+
+        Registry records are signed by the release keys that sign artifacts, rollout states by
+        the controllers' keys: neither kind of key can stand in for the other.
+        """
+        if not self.settings.signed_records:
+            return False
+        trusted = self.trusted if isinstance(event, ModelVersion) else self.trusted_control
+        try:
+            if origin is None:
+                raise RecordSignatureError("unsigned (no record bytes to check)")
+            record_signing.verify_record(origin[0], origin[1], trusted)
+        except RecordSignatureError as exc:
+            self._refuse_record(event, f"not signed by a trusted key: {exc}")
+            return True
+        return False
+
+    def _refuse_record(self, event: ModelVersion | RolloutState, why: str) -> None:
+        if isinstance(event, ModelVersion):
+            what = f"registry record {event.model_id}:{event.version}"
+        else:
+            what = f"rollout {event.rollout_id} revision {event.revision}"
+        reason = f"refused {what}: {why}"
+        self.board.refusal = reason
+        self.metrics.records_refused.inc()
+        log.warning("%s device=%s", reason, self.device.device_id)
+        self.board.publish(self.board.lifecycle)
+
     def _dated_ahead(self, event: ModelVersion | RolloutState) -> bool:
         """Refuse a record dated past this device's clock and its allowed skew.
 
@@ -408,18 +452,11 @@ class EdgeRuntime:
         ahead = (event.occurred_at - _now()).total_seconds()
         if ahead <= self.settings.max_clock_skew_s:
             return False
-        if isinstance(event, ModelVersion):
-            what = f"registry record {event.model_id}:{event.version}"
-        else:
-            what = f"rollout {event.rollout_id} revision {event.revision}"
-        reason = (
-            f"refused {what}: dated {event.occurred_at.isoformat()}, {ahead:.0f} s ahead of "
-            f"this device's clock (max_clock_skew_s={self.settings.max_clock_skew_s:g})"
+        self._refuse_record(
+            event,
+            f"dated {event.occurred_at.isoformat()}, {ahead:.0f} s ahead of "
+            f"this device's clock (max_clock_skew_s={self.settings.max_clock_skew_s:g})",
         )
-        self.board.refusal = reason
-        self.metrics.records_refused.inc()
-        log.warning("%s device=%s", reason, self.device.device_id)
-        self.board.publish(self.board.lifecycle)
         return True
 
     def target(self) -> tuple[str | None, str | None, str]:
@@ -712,7 +749,9 @@ class EdgeRuntime:
         settings = self.settings
         follower = UpdateFollower(
             settings.connection(),
-            apply=lambda event, reconcile: self.apply(event, reconcile=reconcile),
+            apply=lambda record, reconcile: self.apply(
+                record.event, reconcile=reconcile, origin=(record.value, record.headers)
+            ),
             reconcile=self.reconcile,
             device_id=settings.device_id,
             retry=Backoff(

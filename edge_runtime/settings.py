@@ -7,8 +7,9 @@ Library code receives an instance; the fleet simulator builds one per simulated 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from edge_runtime.http_limits import HttpLimits
 from edge_runtime.supervision import Backoff
@@ -30,6 +31,15 @@ class EdgeSettings(KafkaClientSettings):
     data_dir: Path = Field(default=Path(".local/edge"), description="cache, models, outbox")
     trusted_keys: list[str] = Field(
         default_factory=list, description="base64 raw ed25519 public keys of artifact signers"
+    )
+    trusted_control_keys: list[str] = Field(
+        default_factory=list,
+        description="base64 raw ed25519 public keys of the controllers that sign rollout states",
+    )
+    signed_records: bool = Field(
+        default=False,
+        description="refuse registry records not signed by a trusted key and rollout states "
+        "not signed by a trusted control key",
     )
     window_s: float = Field(default=10.0, gt=0, description="telemetry window length, seconds")
     http_host: str = Field(default="127.0.0.1", description="address of the HTTP API")
@@ -109,6 +119,15 @@ class EdgeSettings(KafkaClientSettings):
         gt=0,
         description="how long stopping waits for the Kafka clients to close, after the drain",
     )
+
+    @model_validator(mode="after")
+    def _signed_records_need_keys(self) -> Self:
+        if self.signed_records and not (self.trusted_keys and self.trusted_control_keys):
+            raise ValueError(
+                "signed_records needs trusted_keys (registry records) and trusted_control_keys "
+                "(rollout states): without them every record would be refused"
+            )
+        return self
 
     def connection(self) -> KafkaConnection:
         return self.kafka_connection(f"edge-{self.device_id}")

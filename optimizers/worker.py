@@ -263,7 +263,9 @@ class OptimizerWorker:
                     time.monotonic() - started
                 )
         if version is not None:
-            await producer.send_and_wait(version)
+            # Signed by the release key, as its artifacts are: devices with signed_records
+            # refuse a registry record no trusted key signed.
+            await producer.send_and_wait(version, signing_key=self.signing_key)
         await producer.send_and_wait(result)
         self.ledger.add(request.event_id, "accepted" if result.accepted else "refused")
         self.handled += 1

@@ -42,6 +42,7 @@ from streams.control.settings import ControlSettings
 from streams.control.status import StatusBoard, source_rows
 from streams.control.status_page import STATUS_PAGE
 from streams.events import Alert, DeviceStatus, ModelVersion, to_json
+from streams.events.artifact import private_key_from_text
 from streams.kafka.clients import Undecodable
 from streams.kafka.connection import KafkaConnection
 
@@ -104,8 +105,19 @@ class ControlWorker:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         )
+        signer = (
+            None
+            if settings.control_signing_key is None
+            else private_key_from_text(settings.control_signing_key.get_secret_value())
+        )
         topics = {
-            spec.base: app.topic(catalog.name(spec), schema=AvroSchema(spec.event_type))
+            spec.base: app.topic(
+                catalog.name(spec),
+                # Only the rollout states devices follow are signed with the controller's key.
+                schema=AvroSchema(
+                    spec.event_type, signing_key=signer if spec.base == "rollouts" else None
+                ),
+            )
             for spec in catalog
         }
         n = settings.internal_partitions

@@ -224,6 +224,11 @@ class ControlSettings(KafkaClientSettings):
     web_port: int = Field(
         default=6066, ge=1, le=65535, description="port of the status page and /metrics"
     )
+    control_signing_key: SecretStr | None = Field(
+        default=None,
+        description="base64 raw ed25519 private key that signs the rollout states devices "
+        "follow; unset: unsigned (devices with signed_records refuse them)",
+    )
     http_token: SecretStr | None = Field(
         default=None,
         description="bearer token every request to the status page and /metrics must carry "

@@ -18,10 +18,12 @@ from typing import Any, Self
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.events import Codec, Event, default_codec
 from streams.events.dead_letter import dead_letter_for
 from streams.events.errors import EventError
+from streams.events.record_signing import sign_record
 from streams.events.topics import Catalog
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import (
@@ -130,17 +132,33 @@ class EventProducer:
     ) -> None:
         await self.stop()
 
-    async def send(self, event: Event) -> asyncio.Future[object]:
-        """Queue one event; await the returned future for the broker's acknowledgement."""
+    async def send(
+        self, event: Event, *, signing_key: Ed25519PrivateKey | None = None
+    ) -> asyncio.Future[object]:
+        """Queue one event; await the returned future for the broker's acknowledgement.
+
+        With ``signing_key`` the record carries the signature of its bytes in its headers
+        (:mod:`streams.events.record_signing`): devices refuse registry and rollout records
+        without one when they are told to.
+        """
         value = self.codec.encode(event)
         topic = self.catalog.topic_for(type(event))
         if topic not in self._known_topics:
             await self._check_topic(topic)
-        return await self._send(topic, value, self.catalog.key_for(event))
+        headers = None if signing_key is None else sign_record(value, signing_key)
+        return await self._send(topic, value, self.catalog.key_for(event), headers)
 
-    async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[object]:
+    async def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         try:
-            ack: asyncio.Future[object] = await self._producer.send(topic, value=value, key=key)
+            ack: asyncio.Future[object] = await self._producer.send(
+                topic, value=value, key=key, headers=headers
+            )
         except UnknownTopicOrPartitionError as exc:
             raise TopicMissingError(topic, self.conn.bootstrap_servers) from exc
         except TopicAuthorizationFailedError as exc:
@@ -157,8 +175,10 @@ class EventProducer:
         except (AIOKafkaError, OSError) as exc:
             raise SendFailedError(topic, self.conn.bootstrap_servers, str(exc)) from exc
 
-    async def send_and_wait(self, event: Event) -> None:
-        await (await self.send(event))
+    async def send_and_wait(
+        self, event: Event, *, signing_key: Ed25519PrivateKey | None = None
+    ) -> None:
+        await (await self.send(event, signing_key=signing_key))
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
@@ -188,6 +208,7 @@ class Received:
     key: bytes | None
     value: bytes
     event: Event
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -359,7 +380,8 @@ class EventConsumer:
             event = self.codec.decode(msg.value)
         except EventError as exc:
             return Undecodable(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc)
-        return Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event)
+        headers = tuple((k, v or b"") for k, v in (msg.headers or ()))
+        return Received(msg.topic, msg.partition, msg.offset, msg.key, msg.value, event, headers)
 
     async def raw_records(
         self, idle_timeout_s: float | None = None

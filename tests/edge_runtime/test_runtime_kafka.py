@@ -26,7 +26,7 @@ from streams.events import (
     decode,
 )
 from streams.events.artifact import new_signing_key, public_key_to_text
-from streams.kafka.clients import EventConsumer, EventProducer
+from streams.kafka.clients import EventConsumer, EventProducer, Received
 from tests.support.device import registered
 from tests.support.ports import free_port
 from tests.support.records import event_of
@@ -180,7 +180,8 @@ def test_an_update_follower_that_fails_is_restarted_and_reads_the_history_again(
     seen: list[str] = []
     book = HealthBook(["updates"])
 
-    async def apply(event: Event, reconcile: bool) -> None:
+    async def apply(record: Received, reconcile: bool) -> None:
+        event = record.event
         assert isinstance(event, ModelVersion)
         seen.append(event.version)
         if len(seen) == 1:
@@ -280,4 +281,85 @@ def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
     errors = [s.last_error or "" for s in statuses]
     assert any(
         "refused registry record intent:v2" in e and "ahead of this device" in e for e in errors
+    )
+
+
+@pytest.mark.integration
+def test_with_signed_records_only_the_controller_key_moves_a_device(
+    kafka_conn, tmp_path, signing_key
+):
+    # The attack: anyone who can write to `rollouts` publishes a state that moves the device.
+    # With signed_records the device follows only states its trusted control key signed, and
+    # registry records only the release key signed; the artifact key cannot sign rollouts.
+    control = new_signing_key()
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    now = datetime.now(UTC)
+    settings = EdgeSettings(
+        device_id="edge-signed-1",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        trusted_control_keys=[public_key_to_text(control.public_key())],
+        signed_records=True,
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        kafka_retry_s=0.2,
+    )
+
+    def rollout(revision: int) -> RolloutState:
+        return RolloutState(
+            occurred_at=now + timedelta(seconds=revision),
+            rollout_id="r-signed",
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            selector=CohortSelector(cohorts=("beta",)),
+            stages=(100.0,),
+            stage_index=0,
+            percent=100.0,
+            salt="salt",
+            status=RolloutStatus.PROGRESSING,
+            revision=revision,
+        )
+
+    async def scenario() -> tuple[list[str | None], list[DeviceStatus]]:
+        served: list[str | None] = []
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(v1.event)  # unsigned: refused
+            await producer.send_and_wait(
+                dataclasses.replace(v1.event, occurred_at=now), signing_key=signing_key
+            )
+            await producer.send_and_wait(v2.event, signing_key=signing_key)
+            rt = EdgeRuntime(settings)
+            await rt.start()
+            try:
+                assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                await producer.send_and_wait(rollout(1))  # forged: unsigned
+                await producer.send_and_wait(rollout(2), signing_key=signing_key)  # wrong role
+                refused = "refused rollout r-signed revision 2"
+                assert await rt.wait_until(lambda r: refused in (r.board.refusal or ""), 20)
+                served.append(rt.version)
+                await producer.send_and_wait(rollout(3), signing_key=control)
+                assert await rt.wait_until(lambda r: r.version == "v2", 20)
+                served.append(rt.version)
+            finally:
+                await rt.stop()
+        statuses = []
+        topic = kafka_conn.catalog().topic_for(DeviceStatus)
+        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=2.0):
+                statuses.append(event_of(record, DeviceStatus))
+        return served, statuses
+
+    served, statuses = asyncio.run(scenario())
+    assert served == ["v1", "v2"]  # kept serving v1 through both forgeries
+    errors = [s.last_error or "" for s in statuses]
+    assert any(
+        "refused rollout r-signed revision 1: not signed" in e and "unsigned" in e for e in errors
+    )
+    assert any(
+        "refused rollout r-signed revision 2: not signed" in e and "not trusted" in e
+        for e in errors
     )

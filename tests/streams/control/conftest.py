@@ -26,6 +26,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         app_id: str | None = None,
         name: str | None = None,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Worker:
         w = Worker(
             conn,
@@ -33,6 +34,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             tmp_path,
             name or f"w{len(started)}",
             extra or [],
+            env=env,
         )
         started.append(w.start())
         return w

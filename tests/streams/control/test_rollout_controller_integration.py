@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,8 @@ from streams.events import (
     RolloutState,
     RolloutStatus,
 )
+from streams.events.artifact import key_id, new_signing_key, private_key_to_text
+from streams.events.record_signing import verify_record
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
 from tests.support.cli import cli, cli_started
@@ -111,8 +114,27 @@ def watched(watcher: subprocess.Popen[str]) -> tuple[int, str, str]:
     return watcher.returncode, out, err
 
 
+def signatures(conn: KafkaConnection, trusted: dict[str, Any]) -> list[str]:
+    """The key that signed each rollout state on the topic (raises for one unsigned)."""
+
+    async def read() -> list[str]:
+        topic = conn.catalog().topic_for(RolloutState)
+        async with EventConsumer(conn, [topic], name="test-read") as consumer:
+            records = await consumer.snapshot()
+        return [
+            verify_record(r.value, r.headers, trusted) for r in records if isinstance(r, Received)
+        ]
+
+    return asyncio.run(read())
+
+
 def test_accepted_candidate_is_canaried_promoted_and_succeeds(kafka_conn, start_worker):
-    worker = start_worker(kafka_conn, extra=FLAGS)
+    control = new_signing_key()
+    worker = start_worker(
+        kafka_conn,
+        extra=FLAGS,
+        env={"SLMOPS_CONTROL_SIGNING_KEY": private_key_to_text(control)},
+    )
     wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
     accept_candidate(kafka_conn)
     wait_for("rollout started", lambda: states(kafka_conn), workers=[worker])
@@ -144,6 +166,11 @@ def test_accepted_candidate_is_canaried_promoted_and_succeeds(kafka_conn, start_
         RolloutStatus.PENDING,
         RolloutStatus.PROGRESSING,
     ]
+    # Every state the controller published carries the signature of its own key.
+    kid = key_id(control.public_key())
+    signed = signatures(kafka_conn, {kid: control.public_key()})
+    assert signed
+    assert set(signed) == {kid}
 
 
 def test_failing_canary_is_rolled_back_with_an_alert(kafka_conn, start_worker):
