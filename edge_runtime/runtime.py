@@ -459,18 +459,34 @@ class EdgeRuntime:
         )
         return True
 
+    def _yanked(self, version: str | None) -> bool:
+        mv = self.registry.get(version) if version is not None else None
+        return mv is not None and mv.yanked is not None
+
     def target(self) -> tuple[str | None, str | None, str]:
-        """(version, rollout_id, reason) this device should serve now."""
+        """(version, rollout_id, reason) this device should serve now.
+
+        A yanked version is never the answer to install: the device takes the rollout's other
+        version if that one may ship, else keeps what it serves (a device without a model
+        helps nobody).
+        """
         decision = desired_version(self.rollouts.values(), self.model_id, self.device)
         if decision.rollout_id is not None:
-            return decision.version, decision.rollout_id, decision.reason
+            if not self._yanked(decision.version):
+                return decision.version, decision.rollout_id, decision.reason
+            rollout = self.rollouts[decision.rollout_id]
+            for other in (rollout.from_version, rollout.to_version):
+                if other and other in self.registry and not self._yanked(other):
+                    return other, decision.rollout_id, f"{decision.version} is yanked: {other}"
+            return self.version, decision.rollout_id, f"{decision.version} is yanked: keeps serving"
         if self.version is not None:
             # Only rollouts move a serving device: a new registration alone must not bypass
             # the canary that the controller is about to start for it.
             return self.version, None, "no rollout: keeps serving"
-        if not self.registry:
-            return None, None, "nothing registered for this model"
-        newest = max(self.registry.values(), key=lambda m: m.occurred_at)
+        shippable = [m for m in self.registry.values() if m.yanked is None]
+        if not shippable:
+            return None, None, "nothing registered for this model that is not yanked"
+        newest = max(shippable, key=lambda m: m.occurred_at)
         return newest.version, None, "no rollout: newest registered version"
 
     def _artifact_for(self, mv: ModelVersion) -> Artifact | None:

@@ -242,6 +242,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             "devices_serving",
             "cohorts",
             "registered_at",
+            "yanked",
         ],
         args.json,
     )
@@ -253,6 +254,52 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     if not detail:
         return _fail(f"no versions of model {args.model!r} in the registry")
     print(json.dumps(detail, indent=2))
+    return 0
+
+
+def cmd_models_yank(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import uuid
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from streams.events import to_json
+    from streams.events.artifact import private_key_from_text
+    from streams.kafka.clients import EventProducer
+
+    model_id, version = args.ref
+    if not args.reason.strip():
+        return _fail("--reason must say why the version is withdrawn")
+    key = None
+    if args.signing_key:
+        try:
+            key = private_key_from_text(Path(args.signing_key).read_text())
+        except OSError as exc:
+            return _fail(f"cannot read --signing-key {args.signing_key}: {exc.strerror or exc}")
+    settings = settings_from_args(args)
+    mv = _view(args).models.get(f"{model_id}:{version}")
+    if mv is None:
+        return _fail(f"no version {version!r} of model {model_id!r} in the registry")
+    # The same record, newer: the compacted topic keeps it, devices and workers take it.
+    yanked = dataclasses.replace(
+        mv,
+        event_id=str(uuid.uuid4()),
+        occurred_at=datetime.now(UTC),
+        producer="slmops-cli",
+        yanked=args.reason.strip(),
+    )
+
+    async def send() -> None:
+        async with EventProducer(settings.connection()) as producer:
+            await producer.send_and_wait(yanked, signing_key=key)
+
+    asyncio.run(send())
+    if args.json:
+        print(json.dumps(to_json(yanked)))
+        return 0
+    signed = " (signed)" if key is not None else ""
+    print(f"yanked {model_id}@{version}{signed}: {yanked.yanked}")
     return 0
 
 
@@ -432,6 +479,22 @@ def register(subparsers: Any) -> None:
         "slmops models show intent",
     )
     q.add_argument("model", help="model id")
+    q = reader(
+        msub,
+        "yank",
+        cmd_models_yank,
+        "withdraw MODEL@VERSION: devices never install it again and move off it where a "
+        "rollout allows; rollouts to it are refused",
+        "slmops models yank intent@v3 --reason 'wrong labels' --signing-key release.key",
+    )
+    q.add_argument("ref", metavar="MODEL@VERSION", type=_ref, help="e.g. intent@v3")
+    q.add_argument("--reason", required=True, help="why: shown to operators and devices")
+    q.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="the release key (base64 raw ed25519) that signs the record; devices with "
+        "signed_records refuse an unsigned yank",
+    )
     devices = subparsers.add_parser("devices", help="the device fleet")
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     reader(dsub, "list", cmd_devices_list, "version per device, last seen, last error")

@@ -61,6 +61,7 @@ class RegistryView:
                     "devices_serving": serving,
                     "cohorts": [f"{c} ({n})" for c, n in sorted(cohorts.items())],
                     "adapter_of": self.adapter_base(mv),
+                    "yanked": mv.yanked,
                 }
             )
         return rows

@@ -121,6 +121,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "lineage": IDS,
         "eval_metrics": METRICS,
         "labels": LABELS,
+        "yanked": TEXT,
     },
     "RolloutState": _ENVELOPE
     | {

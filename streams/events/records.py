@@ -70,10 +70,14 @@ class ModelVersion(Event):
     lineage: tuple[str, ...] = ()
     eval_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    yanked: str | None = None
+    """Why the version was withdrawn; None while it may ship (``slmops models yank``)."""
 
     def _validate(self) -> None:
         check_id(self, "model_id", self.model_id)
         check_id(self, "version", self.version)
+        if self.yanked is not None and not self.yanked.strip():
+            fail(self, "yanked", "a yanked version needs a reason")
         if ":" in self.model_id:
             fail(self, "model_id", "must not contain ':' (it separates id and version in keys)")
         if not self.artifacts:

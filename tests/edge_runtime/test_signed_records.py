@@ -1,9 +1,12 @@
-"""signed_records on a device: registry records need the release key, rollout states the
-controller's; everything else is refused with its reason and the device keeps serving."""
+"""Which registry and rollout records a device obeys: with signed_records, registry records
+need the release key and rollout states the controller's (everything else is refused with its
+reason while the device keeps serving); a yanked version is never installed."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -97,3 +100,37 @@ def test_signed_records_without_keys_to_check_them_is_refused_at_start(tmp_path,
         EdgeSettings(device_id="d", data_dir=tmp_path, signed_records=True)
     with pytest.raises(ValidationError, match="trusted_control_keys"):
         settings(tmp_path, signing_key, signed_records=True)
+
+
+def test_a_yanked_version_is_never_installed_and_left_where_a_rollout_allows(tmp_path, signing_key):
+    v1 = registered(build(tmp_path, signing_key, version="v1"), 1)
+    v2 = registered(build(tmp_path, signing_key, version="v2", favour=2), 2)
+    to_v2 = dataclasses.replace(promoted("v2"), from_version="v1")
+
+    def yank(mv, minutes):
+        return dataclasses.replace(
+            mv, yanked="wrong answers", occurred_at=mv.occurred_at + timedelta(minutes=minutes)
+        )
+
+    async def scenario() -> list[str | None]:
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        await rt.start_offline()
+        seen = []
+        try:
+            await rt.apply(yank(v1, 1))  # the only version, yanked: nothing to install
+            seen.append(rt.version)
+            await rt.apply(v1)  # an older record of v1 does not undo the yank
+            seen.append(rt.version)
+            await rt.apply(v2)
+            seen.append(rt.version)  # the newest shippable version
+            await rt.apply(to_v2)
+            seen.append(rt.version)
+            await rt.apply(yank(v2, 5))  # its rollout offers v1, yanked too: keeps v2
+            seen.append(rt.version)
+            await rt.apply(dataclasses.replace(v1, occurred_at=v1.occurred_at + timedelta(hours=1)))
+            seen.append(rt.version)  # v1 re-registered: the rollout's other version ships
+        finally:
+            await rt.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == [None, None, "v2", "v2", "v2", "v1"]

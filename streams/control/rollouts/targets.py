@@ -65,6 +65,8 @@ def plan_start(
     if target is None:
         known = ", ".join(sorted(versions)[-10:])
         raise StartRefused(f"model {model_id!r} has no version {to_version!r}; registered: {known}")
+    if target.yanked is not None:
+        raise StartRefused(f"{model_id} {to_version} is yanked ({target.yanked}): it never ships")
     scoped = [
         d
         for d in devices
@@ -85,6 +87,7 @@ def plan_start(
             )
         if from_version == to_version:
             raise StartRefused(f"--from and --to are both {to_version!r}")
+        _not_yanked(versions[from_version], model_id)
         return StartPlan(from_version, len(scoped), "named by --from")
     reported = Counter(
         d.model_version for d in scoped if d.model_version and d.model_version != to_version
@@ -107,4 +110,14 @@ def plan_start(
             f"devices in scope run {model_id} {stable}, which the model registry does not hold; "
             "name a registered stable version with --from"
         )
+    _not_yanked(versions[stable], model_id)
     return StartPlan(stable, len(scoped), f"reported by {reported[stable]} device(s) in scope")
+
+
+def _not_yanked(stable: ModelVersion, model_id: str) -> None:
+    # A rollback sends members there: a withdrawn version cannot be where they go back to.
+    if stable.yanked is not None:
+        raise StartRefused(
+            f"{model_id} {stable.version} is yanked ({stable.yanked}) and cannot be the stable "
+            "version to go back to; name another with --from"
+        )

@@ -118,3 +118,40 @@ def test_generation_gates_and_rules_are_set_from_flags():
     gates = s.rollout.policy().gates
     assert gates.max_p95_ttft_ms == 800.0
     assert gates.max_logprob_drop == 0.2
+
+
+@pytest.mark.integration
+def test_yank_republishes_the_version_signed_and_models_list_shows_it(kafka_conn, capsys, tmp_path):
+    from streams.events.artifact import key_id, new_signing_key, private_key_to_text
+    from streams.events.record_signing import verify_record
+    from streams.kafka.clients import EventConsumer, Received
+
+    asyncio.run(_publish(kafka_conn))
+    key = new_signing_key()
+    key_file = tmp_path / "release.key"
+    key_file.write_text(private_key_to_text(key))
+    conn_args = [
+        *("--bootstrap-servers", kafka_conn.bootstrap_servers),
+        *("--topic-prefix", kafka_conn.topic_prefix, "--idle-timeout", "1"),
+    ]
+    assert main(["models", "yank", "intent@v9", "--reason", "x", *conn_args]) == 1
+    assert "no version 'v9' of model 'intent'" in capsys.readouterr().err
+    argv = ["models", "yank", "intent@v2", "--reason", "wrong labels", "--signing-key"]
+    assert main([*argv, str(key_file), *conn_args]) == 0
+    assert capsys.readouterr().out.strip() == "yanked intent@v2 (signed): wrong labels"
+    assert main(["models", "list", "--json", *conn_args]) == 0
+    (model,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert model["yanked"] == "wrong labels"
+
+    async def signed_by() -> list[str]:
+        topic = kafka_conn.catalog().topic_for(ModelVersion)
+        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
+            records = await consumer.snapshot()
+        trusted = {key_id(key.public_key()): key.public_key()}
+        return [
+            verify_record(r.value, r.headers, trusted)
+            for r in records
+            if isinstance(r, Received) and getattr(r.event, "yanked", None)
+        ]
+
+    assert asyncio.run(signed_by()) == [key_id(key.public_key())]

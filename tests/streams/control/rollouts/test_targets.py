@@ -82,3 +82,17 @@ def test_the_target_must_be_registered_with_an_artifact_for_every_profile_in_sco
     generic = {"v1": version("v1"), "v2": version("v2", ())}  # one artifact for every profile
     assert plan(fleet, versions=generic).in_scope == 3
     assert refusal(devices=[], versions={}) == "model 'intent' has no version on the model registry"
+
+
+def test_a_yanked_version_is_neither_a_target_nor_where_to_go_back():
+    v1, v2 = version("v1"), version("v2")
+    gone = {"v1": dataclasses.replace(v1, yanked="bad labels"), "v2": v2}
+    assert "intent v2 is yanked (wrong answers): it never ships" in refusal(
+        devices=[device(1, "v1")],
+        versions={"v1": v1, "v2": dataclasses.replace(v2, yanked="wrong answers")},
+    )
+    assert "v1 is yanked (bad labels) and cannot be the stable" in refusal(
+        devices=[device(1, "v1")], versions=gone
+    )
+    assert "name another with --from" in refusal(devices=[], from_version="v1", versions=gone)
+    assert plan([device(1, "v1")]).from_version == "v1"  # the same start, nothing yanked
