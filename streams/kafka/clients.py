@@ -69,8 +69,10 @@ class EventProducer:
         if client.cluster.partitions_for_topic(topic) is None:
             try:
                 # Asked by name: a topic the ACLs hide is then reported as unauthorized, not
-                # left out of the answer as it is from a request for every topic.
+                # left out of the answer as it is from a request for every topic. add_topic
+                # refreshes only a topic new to the client: a retry must refresh too.
                 await client.add_topic(topic)
+                await client.force_metadata_update()
             except (AIOKafkaError, OSError) as exc:
                 raise ConnectionLostError(
                     "metadata", self.conn.bootstrap_servers, str(exc)

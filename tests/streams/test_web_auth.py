@@ -131,3 +131,40 @@ def test_the_optimizer_endpoint_asks_for_the_token_on_metrics_only(tmp_path: Pat
     anonymous, right = asyncio.run(scenario())
     assert anonymous == {"/healthz": 503, "/livez": 200, "/metrics": 401, artifact: 200}
     assert right["/metrics"] == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/sha256/../metrics", "/sha256/%2E%2E/metrics", "/healthz/../metrics", "//metrics"]
+)
+def test_an_open_prefix_does_not_open_another_path(tmp_path: Path, path: str) -> None:
+    from optimizers import server
+    from optimizers.worker import DirectorySources, OptimizerWorker
+    from streams.events.artifact import new_signing_key
+    from streams.kafka.connection import KafkaConnection
+
+    worker = OptimizerWorker(
+        KafkaConnection(bootstrap_servers="127.0.0.1:1"),
+        DirectorySources(models=tmp_path, data_dir=tmp_path, recipes=tmp_path),
+        work_dir=tmp_path / "work",
+        store_dir=tmp_path / "store",
+        signing_key=new_signing_key(),
+    )
+    port = free_port()
+
+    async def raw_get() -> bytes:
+        # A raw request: a client library would normalise the path before sending it.
+        runner = await server.serve(worker, "127.0.0.1", port, token="opt-tok")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+            return answer
+        finally:
+            await runner.cleanup()
+
+    answer = asyncio.run(raw_get())
+    assert answer.split(b"\r\n")[0].split()[1] in (b"401", b"404"), answer[:200]
+    assert b"slmops_optimizer" not in answer
