@@ -8,6 +8,11 @@ close to the 1 MB ``max.message.bytes`` plus the envelope would not. So the copy
 original key and value is bounded (whole when small, its first bytes when large) and always
 comes with the original's size and sha256; the reason is clipped to the contract's free-text
 limit. The encoded dead letter stays below :data:`MAX_ENCODED_BYTES`.
+
+A refused record of a topic in :data:`PRIVATE_TOPICS` keeps no copy of its value, only its size
+and sha256: a feedback record is refused for examples without consent, among other reasons,
+and the dead-letter topic (read by operators, kept 14 days) must not keep the text its authors
+did not agree to share. Its producer still has the record to fix and send again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from streams.events.limits import LIMITS, clip
 MAX_VALUE_COPY = 512 * 1024
 MAX_KEY_COPY = 16 * 1024
 MAX_ENCODED_BYTES = 600_000
+PRIVATE_TOPICS = frozenset({"feedback"})
+"""Base names of the topics whose refused values are not copied into dead letters."""
 _MAX_TOPIC = LIMITS["DeadLetter"]["source_topic"].chars or 0
 _MAX_ID = LIMITS["DeadLetter"]["producer"].chars or 0
 
@@ -39,13 +46,15 @@ def dead_letter_for(
 ) -> DeadLetter:
     """The dead letter for one record: its bytes (bounded), their size and sha256, and why."""
     reason = clip(str(error).strip() or type(error).__name__, LIMITS["DeadLetter"]["reason"])
+    # Base names hold no '.', prefixes may: the base is what follows the last one.
+    private = topic.rsplit(".", 1)[-1] in PRIVATE_TOPICS
     return DeadLetter(
         producer=consumer[:_MAX_ID],
         source_topic=topic[:_MAX_TOPIC],
         source_partition=partition,
         source_offset=offset,
         original_key=None if key is None else bytes(key[:MAX_KEY_COPY]),
-        original_value=None if value is None else bytes(value[:MAX_VALUE_COPY]),
+        original_value=None if value is None or private else bytes(value[:MAX_VALUE_COPY]),
         reason=reason,
         error_type="EventError"
         if isinstance(error, EventError)

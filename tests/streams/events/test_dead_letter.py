@@ -79,3 +79,32 @@ def test_dead_letter_reason_of_blank_error_text_names_the_error_type():
     )
     assert dl.reason == "ValueError"
     assert dl.original_value_size is None
+
+
+def test_a_refused_feedback_record_leaves_no_copy_of_its_text():
+    value = b"\xc3\x01" + b"my card number is 4111 1111 1111 1111"
+    for topic in ("slmops.feedback", "staging.eu.feedback"):
+        dl = dead_letter_for(
+            topic=topic,
+            partition=1,
+            offset=9,
+            key=b"intent",
+            value=value,
+            error=EventError("examples[0].consent: must be true", event_type="Feedback"),
+            consumer="control-1",
+        )
+        assert dl.original_value is None
+        assert dl.original_value_size == len(value)
+        assert dl.original_value_sha256 == hashlib.sha256(value).hexdigest()
+        assert dl.original_key == b"intent"
+        assert b"4111" not in encode(dl)
+    other = dead_letter_for(
+        topic="slmops.feedback-archive",
+        partition=0,
+        offset=0,
+        key=None,
+        value=value,
+        error=ValueError("x"),
+        consumer="c",
+    )
+    assert other.original_value == value  # only the feedback topic itself
