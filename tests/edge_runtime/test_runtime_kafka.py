@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -344,6 +346,12 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
                 await producer.send_and_wait(rollout(3), signing_key=control)
                 assert await rt.wait_until(lambda r: r.version == "v2", 20)
                 served.append(rt.version)
+                # A forged rollback to the old, validly signed v1: refused, v2 keeps serving.
+                back = dataclasses.replace(rollout(4), status=RolloutStatus.ROLLED_BACK)
+                await producer.send_and_wait(back)
+                refused = "refused rollout r-signed revision 4"
+                assert await rt.wait_until(lambda r: refused in (r.board.refusal or ""), 20)
+                served.append(rt.version)
             finally:
                 await rt.stop()
         statuses = []
@@ -354,7 +362,7 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
         return served, statuses
 
     served, statuses = asyncio.run(scenario())
-    assert served == ["v1", "v2"]  # kept serving v1 through both forgeries
+    assert served == ["v1", "v2", "v2"]  # kept serving through every forgery
     errors = [s.last_error or "" for s in statuses]
     assert any(
         "refused rollout r-signed revision 1: not signed" in e and "unsigned" in e for e in errors
@@ -363,3 +371,99 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
         "refused rollout r-signed revision 2: not signed" in e and "not trusted" in e
         for e in errors
     )
+
+
+@pytest.mark.integration
+def test_forged_artifact_addresses_are_refused_on_the_broker_and_v1_keeps_serving(
+    kafka_conn, tmp_path, signing_key
+):
+    # Anyone who can write to model-registry and rollouts (no signed_records here): a version
+    # whose artifact is /etc/passwd, and one announcing 2 GiB, each with a rollout to it.
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    now = datetime.now(UTC)
+    settings = EdgeSettings(
+        device_id="edge-forged-1",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path / "store"],
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        max_artifact_bytes=64 << 20,
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        kafka_retry_s=0.2,
+    )
+    (tmp_path / "store").mkdir()
+    shutil.copy(v1.archive, tmp_path / "store" / "v1.tar")
+    first = dataclasses.replace(
+        v1.event,
+        occurred_at=now,
+        artifacts=(dataclasses.replace(v1.artifact, uri=(tmp_path / "store" / "v1.tar").as_uri()),),
+    )
+    passwd = dataclasses.replace(
+        v1.event,
+        version="v2",
+        occurred_at=now + timedelta(seconds=1),
+        artifacts=(
+            dataclasses.replace(
+                v1.artifact, uri="file:///etc/passwd", sha256="ab" * 32, size_bytes=1234
+            ),
+        ),
+    )
+    huge = dataclasses.replace(
+        v1.event,
+        version="v3",
+        occurred_at=now + timedelta(seconds=2),
+        artifacts=(
+            dataclasses.replace(
+                v1.artifact, uri="http://127.0.0.1:1/x.tar", sha256="cd" * 32, size_bytes=2 << 30
+            ),
+        ),
+    )
+
+    def rollout_to(version: str, seconds: int) -> RolloutState:
+        return RolloutState(
+            occurred_at=now + timedelta(seconds=seconds),
+            rollout_id=f"r-{version}",
+            model_id="intent",
+            from_version="v1",
+            to_version=version,
+            selector=CohortSelector(cohorts=("beta",)),
+            stages=(100.0,),
+            stage_index=0,
+            percent=100.0,
+            salt="salt",
+            status=RolloutStatus.PROGRESSING,
+            revision=1,
+        )
+
+    async def scenario() -> tuple[list[str | None], list[DeviceStatus]]:
+        served = []
+        async with EventProducer(kafka_conn) as producer:
+            await producer.send_and_wait(first)
+            rt = EdgeRuntime(settings)
+            await rt.start()
+            try:
+                assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                for mv, seconds in ((passwd, 3), (huge, 4)):
+                    await producer.send_and_wait(mv)
+                    await producer.send_and_wait(rollout_to(mv.version, seconds))
+                    assert await rt.wait_until(
+                        lambda r, v=mv.version: f"intent:{v}" in (r.board.refusal or ""), 20
+                    )
+                    served.append(rt.version)
+            finally:
+                await rt.stop()
+        statuses = []
+        topic = kafka_conn.catalog().topic_for(DeviceStatus)
+        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
+            async for record in consumer.raw_records(idle_timeout_s=2.0):
+                statuses.append(event_of(record, DeviceStatus))
+        return served, statuses
+
+    served, statuses = asyncio.run(scenario())
+    assert served == ["v1", "v1"]
+    errors = [s.last_error or "" for s in statuses if s.device_id == "edge-forged-1"]
+    assert any("intent:v2" in e and "outside the directories" in e for e in errors), errors
+    assert any("intent:v3" in e and "over the limit" in e for e in errors), errors
+    passwd_sha = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    assert not any(passwd_sha in e for e in errors)
