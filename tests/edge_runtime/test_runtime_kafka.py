@@ -447,9 +447,12 @@ def test_forged_artifact_addresses_are_refused_on_the_broker_and_v1_keeps_servin
                 for mv, seconds in ((passwd, 3), (huge, 4)):
                     await producer.send_and_wait(mv)
                     await producer.send_and_wait(rollout_to(mv.version, seconds))
-                    assert await rt.wait_until(
-                        lambda r, v=mv.version: f"intent:{v}" in (r.board.refusal or ""), 20
-                    )
+                    wanted = f"intent:{mv.version}"
+
+                    def refused(r: EdgeRuntime, wanted: str = wanted) -> bool:
+                        return wanted in (r.board.refusal or "")
+
+                    assert await rt.wait_until(refused, 20)
                     served.append(rt.version)
             finally:
                 await rt.stop()
