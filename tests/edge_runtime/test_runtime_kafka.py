@@ -16,7 +16,6 @@ from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.supervision import Backoff, HealthBook
 from streams.events import (
-    CohortSelector,
     DeviceState,
     DeviceStatus,
     DriftSketch,
@@ -30,6 +29,7 @@ from streams.events import (
 from streams.events.artifact import new_signing_key, public_key_to_text
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from tests.support.device import registered
+from tests.support.device import rollout as support_rollout
 from tests.support.ports import free_port
 from tests.support.records import event_of
 from tests.support.tiny_models import LABELS, build
@@ -54,20 +54,8 @@ def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_pat
     )
 
     def rollout(status, revision):
-        return RolloutState(
-            occurred_at=now + timedelta(seconds=revision),
-            rollout_id="r-it",
-            model_id="intent",
-            from_version="v1",
-            to_version="v2",
-            selector=CohortSelector(cohorts=("beta",)),
-            stages=(100.0,),
-            stage_index=0,
-            percent=100.0,
-            salt="salt",
-            status=status,
-            revision=revision,
-        )
+        at = now + timedelta(seconds=revision)
+        return support_rollout(status, revision=revision, rollout_id="r-it", at=at)
 
     async def scenario():
         async with EventProducer(kafka_conn) as producer:
@@ -239,19 +227,8 @@ def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
         topic_prefix=kafka_conn.topic_prefix,
         kafka_retry_s=0.2,
     )
-    rollout = RolloutState(
-        occurred_at=now + timedelta(seconds=2),
-        rollout_id="r-squat",
-        model_id="intent",
-        from_version="v1",
-        to_version="v2",
-        selector=CohortSelector(cohorts=("beta",)),
-        stages=(100.0,),
-        stage_index=0,
-        percent=100.0,
-        salt="salt",
-        status=RolloutStatus.PROGRESSING,
-        revision=1,
+    rollout = support_rollout(
+        RolloutStatus.PROGRESSING, revision=1, rollout_id="r-squat", at=now + timedelta(seconds=2)
     )
 
     async def scenario() -> tuple[str | None, list[DeviceStatus]]:
@@ -311,19 +288,9 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
     )
 
     def rollout(revision: int) -> RolloutState:
-        return RolloutState(
-            occurred_at=now + timedelta(seconds=revision),
-            rollout_id="r-signed",
-            model_id="intent",
-            from_version="v1",
-            to_version="v2",
-            selector=CohortSelector(cohorts=("beta",)),
-            stages=(100.0,),
-            stage_index=0,
-            percent=100.0,
-            salt="salt",
-            status=RolloutStatus.PROGRESSING,
-            revision=revision,
+        at = now + timedelta(seconds=revision)
+        return support_rollout(
+            RolloutStatus.PROGRESSING, revision=revision, rollout_id="r-signed", at=at
         )
 
     async def scenario() -> tuple[list[str | None], list[DeviceStatus]]:
@@ -421,19 +388,9 @@ def test_forged_artifact_addresses_are_refused_on_the_broker_and_v1_keeps_servin
     )
 
     def rollout_to(version: str, seconds: int) -> RolloutState:
-        return RolloutState(
-            occurred_at=now + timedelta(seconds=seconds),
-            rollout_id=f"r-{version}",
-            model_id="intent",
-            from_version="v1",
-            to_version=version,
-            selector=CohortSelector(cohorts=("beta",)),
-            stages=(100.0,),
-            stage_index=0,
-            percent=100.0,
-            salt="salt",
-            status=RolloutStatus.PROGRESSING,
-            revision=1,
+        at = now + timedelta(seconds=seconds)
+        return support_rollout(
+            RolloutStatus.PROGRESSING, revision=1, to=version, rollout_id=f"r-{version}", at=at
         )
 
     async def scenario() -> tuple[list[str | None], list[DeviceStatus]]:

@@ -23,7 +23,6 @@ import pytest
 from pydantic import SecretStr
 
 from slmops import cli
-from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
 from streams.events import (
     Event,
     Feedback,
@@ -40,9 +39,8 @@ from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import NotAuthorizedError
 from tests.support.control_workers import Worker, all_live
 from tests.support.live import close_one_window
-from tests.support.ports import free_ports
 from tests.support.sample_events import sample
-from tests.support.tls import write_keystore
+from tests.support.tls import secure_kafka
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,31 +59,11 @@ PREFIX = f"acl{uuid.uuid4().hex[:6]}"
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("acl-kafka")
-    keystore, ca_file = write_keystore(home)
-    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
-    shared.fetch()  # the jars, shared with the session's broker
-    plain, controller, ssl_port, sasl_port = free_ports(4)
-    kafka = LocalKafka(
-        home=home / "kafka",
-        port=plain,
-        controller_port=controller,
-        libs_dir=shared.libs,
-        tls=LocalTls(
-            keystore_pem=keystore,
-            ssl_port=ssl_port,
-            sasl_ssl_port=sasl_port,
-            scram_users=USERS,
-            authorizer=True,
-        ),
-    )
-    kafka.up()
-    admin = KafkaConnection(bootstrap_servers=f"127.0.0.1:{plain}", topic_prefix=PREFIX)
-    try:
+    with secure_kafka(home, USERS, authorizer=True) as secure:
+        admin = KafkaConnection(bootstrap_servers=f"127.0.0.1:{secure.plain}", topic_prefix=PREFIX)
         asyncio.run(wait_for_broker(admin, 30))
         asyncio.run(create_topics(admin, partitions=1))
-        yield {"ca": ca_file, "sasl": sasl_port, "admin": admin, "plain": plain, "home": home}
-    finally:
-        kafka.down()
+        yield {"ca": secure.ca, "sasl": secure.sasl, "admin": admin, "plain": secure.plain}
 
 
 def as_user(broker: dict[str, Any], user: str) -> KafkaConnection:

@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
 from streams.events import Feedback
 from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.clients import EventConsumer, EventProducer
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaUnavailableError
-from tests.support.ports import free_ports
-from tests.support.tls import make_ca, pem, write_keystore
+from tests.support.tls import make_ca, pem, secure_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -28,27 +26,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory):
     home = tmp_path_factory.mktemp("secure-kafka")
-    keystore, ca_file = write_keystore(home)
-    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
-    shared.fetch()  # the jars, shared with the session's broker
-    plain, controller, ssl_port, sasl_port = free_ports(4)
-    kafka = LocalKafka(
-        home=home / "kafka",
-        port=plain,
-        controller_port=controller,
-        libs_dir=shared.libs,
-        tls=LocalTls(
-            keystore_pem=keystore,
-            ssl_port=ssl_port,
-            sasl_ssl_port=sasl_port,
-            scram_users={"edge-fleet": "s3cret-pass"},
-        ),
-    )
-    kafka.up()
-    try:
-        yield {"ca": ca_file, "ssl": ssl_port, "sasl": sasl_port}
-    finally:
-        kafka.down()
+    with secure_kafka(home, {"edge-fleet": "s3cret-pass"}) as broker:
+        yield {"ca": broker.ca, "ssl": broker.ssl, "sasl": broker.sasl}
 
 
 def _round_trip(conn: KafkaConnection) -> Feedback:

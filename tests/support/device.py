@@ -83,12 +83,19 @@ def promoted(to: str = "v2", *, model_id: str = "intent") -> RolloutState:
 
 
 def rollout(
-    status: RolloutStatus, *, revision: int = 0, percent: float = 100.0, to: str = "v2"
+    status: RolloutStatus,
+    *,
+    revision: int = 0,
+    percent: float = 100.0,
+    to: str = "v2",
+    rollout_id: str = "r1",
+    at: datetime | None = None,
 ) -> RolloutState:
-    """Rollout ``r1`` of intent v1 -> ``to`` over cohort ``beta``, in one stage of ``percent``."""
+    """Rollout ``rollout_id`` of intent v1 -> ``to`` over cohort ``beta``, in one stage of
+    ``percent``; dated ``at`` (default: an hour after T0, a minute per revision)."""
     return RolloutState(
-        occurred_at=T0 + timedelta(hours=1, minutes=revision),
-        rollout_id="r1",
+        occurred_at=at or T0 + timedelta(hours=1, minutes=revision),
+        rollout_id=rollout_id,
         model_id="intent",
         from_version="v1",
         to_version=to,

@@ -3,8 +3,11 @@ listeners started by the tests."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cryptography import x509
@@ -84,3 +87,44 @@ def write_keystore(home: Path) -> tuple[Path, Path]:
     ca_file = home / "ca.pem"
     ca_file.write_bytes(pem(ca))
     return keystore, ca_file
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureBroker:
+    ca: Path
+    plain: int
+    ssl: int
+    sasl: int
+
+
+@contextlib.contextmanager
+def secure_kafka(
+    home: Path, users: Mapping[str, str], *, authorizer: bool = False
+) -> Iterator[SecureBroker]:
+    """A second local Kafka (the session's jars) with SSL and SASL_SSL (SCRAM-SHA-256)
+    listeners for ``users``, optionally with the StandardAuthorizer; stopped after."""
+    from slmops.local_kafka import CHECKOUT, LocalKafka, LocalTls
+    from tests.support.ports import free_ports
+
+    keystore, ca_file = write_keystore(home)
+    shared = LocalKafka(home=CHECKOUT / ".local" / "kafka")
+    shared.fetch()  # the jars, shared with the session's broker
+    plain, controller, ssl_port, sasl_port = free_ports(4)
+    kafka = LocalKafka(
+        home=home / "kafka",
+        port=plain,
+        controller_port=controller,
+        libs_dir=shared.libs,
+        tls=LocalTls(
+            keystore_pem=keystore,
+            ssl_port=ssl_port,
+            sasl_ssl_port=sasl_port,
+            scram_users=dict(users),
+            authorizer=authorizer,
+        ),
+    )
+    kafka.up()
+    try:
+        yield SecureBroker(ca=ca_file, plain=plain, ssl=ssl_port, sasl=sasl_port)
+    finally:
+        kafka.down()
