@@ -95,6 +95,16 @@ def test_runtime_follows_registry_and_rollouts_on_the_broker(kafka_conn, tmp_pat
     assert got[DriftSketch]
 
 
+async def _device_statuses(conn) -> list[DeviceStatus]:
+    """Every device status on the topic, oldest first."""
+    topic = conn.catalog().topic_for(DeviceStatus)
+    async with EventConsumer(conn, [topic], name="check") as consumer:
+        return [
+            event_of(record, DeviceStatus)
+            async for record in consumer.raw_records(idle_timeout_s=2.0)
+        ]
+
+
 def _queued_on_disk(directory: Path) -> list[Event]:
     return [decode(path.read_bytes()) for path in sorted(directory.glob("*.evt"))]
 
@@ -248,12 +258,7 @@ def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
                 served = rt.statuses[-1].model_sha256
             finally:
                 await rt.stop()
-        statuses = []
-        topic = kafka_conn.catalog().topic_for(DeviceStatus)
-        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
-            async for record in consumer.raw_records(idle_timeout_s=2.0):
-                statuses.append(event_of(record, DeviceStatus))
-        return served, statuses
+        return served, await _device_statuses(kafka_conn)
 
     served, statuses = asyncio.run(scenario())
     assert served == v2.artifact.sha256
@@ -321,12 +326,7 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
                 served.append(rt.version)
             finally:
                 await rt.stop()
-        statuses = []
-        topic = kafka_conn.catalog().topic_for(DeviceStatus)
-        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
-            async for record in consumer.raw_records(idle_timeout_s=2.0):
-                statuses.append(event_of(record, DeviceStatus))
-        return served, statuses
+        return served, await _device_statuses(kafka_conn)
 
     served, statuses = asyncio.run(scenario())
     assert served == ["v1", "v2", "v2"]  # kept serving through every forgery
@@ -413,12 +413,7 @@ def test_forged_artifact_addresses_are_refused_on_the_broker_and_v1_keeps_servin
                     served.append(rt.version)
             finally:
                 await rt.stop()
-        statuses = []
-        topic = kafka_conn.catalog().topic_for(DeviceStatus)
-        async with EventConsumer(kafka_conn, [topic], name="check") as consumer:
-            async for record in consumer.raw_records(idle_timeout_s=2.0):
-                statuses.append(event_of(record, DeviceStatus))
-        return served, statuses
+        return served, await _device_statuses(kafka_conn)
 
     served, statuses = asyncio.run(scenario())
     assert served == ["v1", "v1"]
