@@ -6,7 +6,7 @@ Flow (see ``windows`` for why it is two stages)::
     drift     ┼> in memory, ack at close  > keyed by model  > judge, tables   ┼> OptimizationRequest
     feedback  ┘  (intake)                                     (merge)          └> /metrics, /status
                                               <app>-controller ─> rollouts (rollout_agents)
-    model-registry, device-status ─> registry tables ─> /status
+    model-registry, device-status ─> registry tables ─> /status, and onto <app>-controller
 
 This module builds the Faust app and wires it: topics (decoded by :class:`AvroSchema`), tables,
 agents, timers, partition signals and web pages. What the agents do lives in ``intake``,
@@ -130,6 +130,7 @@ class ControlWorker:
         controller_topic = self._internal_topic("controller", 1)
         rollouts = self._table("rollouts", 1)
         controller_devices = self._table("controller-devices", 1)
+        controller_versions = self._table("controller-versions", 1)
         self.models_table = self._table("models", partitions[catalog.topic_for(ModelVersion)])
         self.devices_table = self._table("devices", partitions[catalog.topic_for(DeviceStatus)])
 
@@ -184,6 +185,7 @@ class ControlWorker:
             alerts=topics["alerts"],
             table=rollouts,
             devices_table=controller_devices,
+            versions_table=controller_versions,
             metrics=metrics,
             dead_letters=self.dead_letters,
             alerted=self._alerted,
@@ -290,6 +292,8 @@ class ControlWorker:
                     table[key] = record
                     if isinstance(value, DeviceStatus):
                         await self.rollouts.device_seen(value)
+                    else:
+                        await self.rollouts.version_seen(value)
 
         return agent
 

@@ -131,6 +131,7 @@ _ROLLOUT_FLAGS: tuple[_Flag, ...] = (
     ("--rollout-bake-s", "rollout.bake_s", float),
     ("--rollout-rollback-timeout-s", "rollout.rollback_timeout_s", float),
     ("--rollout-tick-s", "rollout.tick_s", float),
+    ("--rollout-registration-wait-s", "rollout.registration_wait_s", float),
     ("--rollout-min-requests", "rollout.min_requests", int),
     ("--rollout-min-devices", "rollout.min_devices", int),
     ("--rollout-min-feedback", "rollout.min_feedback", int),
@@ -151,6 +152,12 @@ _OFF_SWITCHES: tuple[tuple[str, str, str], ...] = (
         "do not gate rollouts on canary vs stable tail latency",
     ),
     ("--no-auto-rollout", "rollout.auto", "do not start rollouts for accepted candidates"),
+    (
+        "--rollout-unregistered",
+        "rollout.registered_only",
+        "start rollouts whose versions the model registry does not hold (devices still wait "
+        "for the registry record)",
+    ),
 )
 # (flag, boolean settings field): the flag turns a default-off field on.
 _ON_SWITCHES: tuple[tuple[str, str], ...] = (("--web-debug-pages", "web_debug_pages"),)

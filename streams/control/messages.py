@@ -5,8 +5,9 @@ Two internal topics carry them as JSON:
 * ``<app>-partials``, stage 1 to stage 2: a :class:`Partial` per (group, window) a source
   partition closed, and a :class:`Watermark` per source partition to every internal partition;
 * ``<app>-controller``, to the rollout controller: :class:`ClosedWindows` from stage 2, a
-  :class:`ForwardedCommand` per rollout command, a :class:`ControllerTick` from the timer and
-  a :class:`DeviceSeen` per newer device status (the devices a rollout expects to hear from).
+  :class:`ForwardedCommand` per rollout command, a :class:`ControllerTick` from the timer,
+  a :class:`DeviceSeen` per newer device status (the devices a rollout expects to hear from)
+  and a :class:`VersionSeen` per newer registry record (what a rollout may start with).
 
 Both topics keep what was sent before a crash, and a restarted worker reads it back, so the
 JSON form (one-letter ``t`` tags and short keys) is the wire form: change it only compatibly.
@@ -23,7 +24,7 @@ from typing import Any, TypeAlias
 
 from streams.control.aggregate import GroupKey, WindowAggregate
 from streams.control.rollouts.canary import GroupWindow
-from streams.events import DeviceStatus, RolloutCommand, from_json, to_json
+from streams.events import DeviceStatus, ModelVersion, RolloutCommand, from_json, to_json
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,8 +184,26 @@ class DeviceSeen:
         return cls(from_json(DeviceStatus, data["dev"]))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class VersionSeen:
+    """A newer registry record, moved onto the controller's partition: a START needs its target
+    registered and not yanked, and a yank stops the rollout of the version."""
+
+    version: ModelVersion
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": "ver", "ver": to_json(self.version)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionSeen:
+        _expect(data, "ver")
+        return cls(from_json(ModelVersion, data["ver"]))
+
+
 MergeInput: TypeAlias = Partial | Watermark
-ControllerInput: TypeAlias = ClosedWindows | ForwardedCommand | ControllerTick | DeviceSeen
+ControllerInput: TypeAlias = (
+    ClosedWindows | ForwardedCommand | ControllerTick | DeviceSeen | VersionSeen
+)
 
 
 def merge_input(data: Mapping[str, Any]) -> MergeInput:
@@ -208,6 +227,8 @@ def controller_input(data: Mapping[str, Any]) -> ControllerInput:
         return ControllerTick.from_dict(data)
     if tag == "dev":
         return DeviceSeen.from_dict(data)
+    if tag == "ver":
+        return VersionSeen.from_dict(data)
     raise ValueError(f"unknown controller record t={tag!r}")
 
 

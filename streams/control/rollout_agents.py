@@ -23,16 +23,21 @@ from streams.control.messages import (
     ControllerTick,
     DeviceSeen,
     ForwardedCommand,
+    VersionSeen,
     controller_input,
 )
 from streams.control.metrics import ControlMetrics
 from streams.control.rollouts.controller import Controller, Outputs, start_commands
 from streams.control.settings import ControlSettings
-from streams.events import Alert, DeviceStatus
+from streams.events import Alert, DeviceStatus, ModelVersion
 from streams.events.errors import EventError
 from streams.kafka.clients import Undecodable
 
 log = logging.getLogger(__name__)
+
+_PARKED = "~parked"
+"""The versions table's record of the STARTs waiting for a registry record (no version ref
+has this form: refs are ``model:version``)."""
 
 
 class RolloutAgents:
@@ -51,6 +56,7 @@ class RolloutAgents:
         alerts: Any,
         table: Any,
         devices_table: Any,
+        versions_table: Any,
         metrics: ControlMetrics,
         dead_letters: DeadLetters,
         alerted: Callable[[Alert], None],
@@ -62,6 +68,7 @@ class RolloutAgents:
         self._alerts = alerts
         self.table = table
         self.devices_table = devices_table
+        self.versions_table = versions_table
         self._metrics = metrics
         self._dead_letters = dead_letters
         self._alerted = alerted
@@ -125,6 +132,12 @@ class RolloutAgents:
             key=status.device_id.encode(), value=DeviceSeen(status).to_dict()
         )
 
+    async def version_seen(self, version: ModelVersion) -> None:
+        """A newer registry record, onto the controller's partition (see :class:`VersionSeen`)."""
+        await self._controller_topic.send(
+            key=version.ref.encode(), value=VersionSeen(version).to_dict()
+        )
+
     async def tick(self) -> None:
         """The leader's timer: time passes for every rollout, on the controller's partition."""
         await self._controller_topic.send(key=b"tick", value=ControllerTick().to_dict())
@@ -134,7 +147,10 @@ class RolloutAgents:
         async for event in stream.events():
             if not self._loaded:
                 self.controller.restore(
-                    dict(self.table.items()), devices=dict(self.devices_table.items())
+                    dict(self.table.items()),
+                    devices=dict(self.devices_table.items()),
+                    versions={k: v for k, v in self.versions_table.items() if k != _PARKED},
+                    parked=self.versions_table.get(_PARKED) or [],
                 )
                 self._loaded = True
                 for rollout in self.controller.registry.rollouts.values():
@@ -147,7 +163,16 @@ class RolloutAgents:
                         device_id = record.status.device_id
                         self.devices_table[device_id] = self.controller.device_entry(device_id)
                     continue
-                out = self._step(record)
+                parked = self.controller.parked_entry()
+                if isinstance(record, VersionSeen):
+                    newer, out = self.controller.version(record.version, datetime.now(UTC))
+                    if newer:
+                        ref = record.version.ref
+                        self.versions_table[ref] = self.controller.version_entry(ref)
+                else:
+                    out = self._step(record)
+                if self.controller.parked_entry() != parked:
+                    self.versions_table[_PARKED] = self.controller.parked_entry()
             except (KeyError, TypeError, ValueError, EventError) as exc:
                 log.exception("bad controller input offset=%s", event.message.offset)
                 await self._dead_letters.send("controller", event.message, exc)
@@ -163,7 +188,7 @@ class RolloutAgents:
                 log.warning("controller %s", note)
 
     def _step(self, record: ControllerInput) -> Outputs:
-        assert not isinstance(record, DeviceSeen)  # taken in controller_agent
+        assert not isinstance(record, DeviceSeen | VersionSeen)  # taken in controller_agent
         now = datetime.now(UTC)
         if isinstance(record, ForwardedCommand):
             return self.controller.command(record.command, now)

@@ -55,6 +55,16 @@ class RolloutSettings(BaseModel):
         default=900.0, gt=0, description="seconds devices have to confirm they are back on stable"
     )
     tick_s: float = Field(default=1.0, gt=0, description="how often deadlines are checked, seconds")
+    registered_only: bool = Field(
+        default=True,
+        description="refuse a START whose target the model registry does not hold or has yanked, "
+        "or whose stable version is yanked; abort a rollout whose target is yanked",
+    )
+    registration_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="seconds a START waits for its target's registry record before it is refused",
+    )
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="false-alarm rate per gate")
     min_requests: int = Field(
         default=500, ge=1, description="canary requests in a window needed to judge a stage"
@@ -137,6 +147,9 @@ class RolloutSettings(BaseModel):
             bake_period=timedelta(seconds=self.bake_s),
             bake_deadline=timedelta(seconds=self.bake_deadline_s),
             rollback_timeout=timedelta(seconds=self.rollback_timeout_s),
+            registration_wait=(
+                timedelta(seconds=self.registration_wait_s) if self.registered_only else None
+            ),
             gates=GatePolicy(
                 alpha=self.alpha,
                 min_requests=self.min_requests,

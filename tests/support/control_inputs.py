@@ -7,7 +7,15 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from streams.events import DriftSketch, Feedback, Histogram, Telemetry
+from streams.events import (
+    Artifact,
+    DriftSketch,
+    Feedback,
+    Histogram,
+    ModelVersion,
+    Task,
+    Telemetry,
+)
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
 
 
@@ -104,3 +112,18 @@ def sketch(
         embedding_var=tuple(var),
         histograms={"tokens": hist} if hist else {},
     )
+
+
+def registered(model: str, *versions: str) -> list[ModelVersion]:
+    """Registry records of ``versions``: a worker starts rollouts only to registered ones."""
+    return [
+        ModelVersion(
+            model_id=model,
+            version=v,
+            task=Task.CLASSIFY,
+            artifacts=(
+                Artifact(uri=f"https://artifacts.example/{v}.tar", sha256="ab" * 32, size_bytes=5),
+            ),
+        )
+        for v in versions
+    ]

@@ -39,11 +39,19 @@ from streams.control.rollouts.machine import Step, start_blocked
 from streams.control.rollouts.policy import RolloutPolicy
 from streams.control.rollouts.registry import RolloutRegistry
 from streams.control.rollouts.state import DEFAULT_STAGES, Rollout
+from streams.control.rollouts.versions import (
+    MAX_PARKED,
+    KnownVersion,
+    Parked,
+    ref,
+    start_refusal,
+)
 from streams.events import (
     Alert,
     CohortSelector,
     DeviceState,
     DeviceStatus,
+    ModelVersion,
     OptimizationResult,
     RolloutCommand,
     RolloutCommandKind,
@@ -148,6 +156,9 @@ class Controller:
         self.seen_commands: dict[str, None] = {}  # ordered: the oldest are forgotten first
         # The latest status of every device: who a rollout's members are, reporting or not.
         self.devices: dict[str, DeviceStatus] = {}
+        # The registry as far as starts need it, and the STARTs waiting for a record of it.
+        self.versions: dict[str, KnownVersion] = {}
+        self.parked: dict[str, Parked] = {}  # by command event id, the oldest first
 
     # ------------------------------------------------------------------ persistence
 
@@ -164,12 +175,20 @@ class Controller:
         self,
         entries: Mapping[str, Mapping[str, Any]],
         devices: Mapping[str, Mapping[str, Any]] | None = None,
+        versions: Mapping[str, Mapping[str, Any]] | None = None,
+        parked: Iterable[Mapping[str, Any]] | None = None,
     ) -> None:
         """Rebuild from table records (a restart or a partition moving to this worker):
-        rollouts with their evidence, and the devices' statuses as :meth:`device_entry` wrote
-        them."""
+        rollouts with their evidence, the devices' statuses as :meth:`device_entry` wrote
+        them, and the registry and waiting STARTs as :meth:`version_entry` and
+        :meth:`parked_entry` did."""
         if devices is not None:
             self.devices = {k: from_json(DeviceStatus, v) for k, v in devices.items()}
+        if versions is not None:
+            self.versions = {k: KnownVersion.from_dict(v) for k, v in versions.items()}
+        if parked is not None:
+            waiting = (Parked.from_dict(p) for p in parked)
+            self.parked = {p.command.event_id: p for p in waiting}
         states = [from_json(RolloutState, e["state"]) for e in entries.values()]
         self.registry = RolloutRegistry.recover(states, lambda _event: self.policy)
         self.evidence = {
@@ -190,6 +209,45 @@ class Controller:
 
     def device_entry(self, device_id: str) -> dict[str, Any]:
         return to_json(self.devices[device_id])
+
+    def version(self, mv: ModelVersion, now: datetime) -> tuple[bool, Outputs]:
+        """Take a registry record: (newer than the one known, so persist it; what it caused).
+
+        A START waiting for this version goes ahead (or is refused if the record yanks it),
+        and a yank aborts every active rollout to the version: its members go back to stable
+        instead of being judged on a version that must not ship.
+        """
+        known = self.versions.get(mv.ref)
+        if known is not None and known.occurred_at > mv.occurred_at:
+            return False, Outputs()
+        self.versions[mv.ref] = KnownVersion.of(mv)
+        out = Outputs()
+        if self.policy.registration_wait is None:
+            return True, out
+        for event_id, waiting in list(self.parked.items()):
+            cmd = waiting.command
+            if cmd.model_id != mv.model_id or mv.version not in (cmd.to_version, cmd.from_version):
+                continue
+            needed = (cmd.to_version, cmd.from_version or self._stable_version(mv.model_id))
+            if all(v is not None and ref(mv.model_id, v) in self.versions for v in needed):
+                del self.parked[event_id]
+                out += self._answer_start(cmd, now)
+        if mv.yanked is not None:
+            for rollout in self.registry.active(mv.model_id):
+                if rollout.to_version != mv.version:
+                    continue
+                if rollout.status is RolloutStatus.ROLLING_BACK:
+                    continue
+                abort = Abort(actor="registry", note=f"{mv.version} is yanked: {mv.yanked}")
+                out += self._apply(rollout.rollout_id, abort, now)
+        return True, out
+
+    def version_entry(self, version_ref: str) -> dict[str, Any]:
+        return self.versions[version_ref].to_dict()
+
+    def parked_entry(self) -> list[dict[str, Any]]:
+        """The STARTs waiting for a registry record, as one table record."""
+        return [p.to_dict() for p in self.parked.values()]
 
     def expected_devices(self, rollout: Rollout) -> int | None:
         """Members of the rollout's stage among the devices of its model that have not
@@ -217,6 +275,9 @@ class Controller:
         while len(self.seen_commands) > 10_000:
             del self.seen_commands[next(iter(self.seen_commands))]
         if cmd.command is RolloutCommandKind.START:
+            waiting = self._park(cmd, now)
+            if waiting is not None:
+                return waiting  # answered when the record comes or the wait ends
             out = self._start(cmd, now)
         elif cmd.rollout_id not in self.registry.rollouts:
             message = f"unknown rollout {cmd.rollout_id}: {cmd.command.value} refused"
@@ -245,6 +306,33 @@ class Controller:
             f"{cmd.command.value} of rollout {cmd.rollout_id} changed nothing: {reason}",
         )
 
+    def _park(self, cmd: RolloutCommand, now: datetime) -> Outputs | None:
+        """Hold a START whose target or stable version the registry does not hold yet (its
+        record may be on its way); None: judge it now."""
+        wait = self.policy.registration_wait
+        model_id, to_version = cmd.model_id, cmd.to_version
+        assert model_id is not None
+        assert to_version is not None
+        stable = cmd.from_version or self._stable_version(model_id)
+        if wait is None or not wait or stable is None or stable == to_version:
+            return None  # nothing to wait for, or refused at once with the reason
+        missing = [v for v in (to_version, stable) if ref(model_id, v) not in self.versions]
+        if not missing or cmd.rollout_id in self.registry.rollouts:
+            return None
+        if len(self.parked) >= MAX_PARKED:
+            return None
+        self.parked[cmd.event_id] = Parked(cmd, now + wait)
+        return Outputs(
+            notes=(
+                f"START of {cmd.rollout_id} waits up to {wait.total_seconds():g} s for the "
+                f"registry record of {model_id} {' and '.join(missing)}",
+            )
+        )
+
+    def _answer_start(self, cmd: RolloutCommand, now: datetime) -> Outputs:
+        out = self._start(cmd, now)
+        return _answered(out, cmd, self._ignored(cmd, out))
+
     def _start(self, cmd: RolloutCommand, now: datetime) -> Outputs:
         assert cmd.model_id is not None
         assert cmd.to_version is not None
@@ -260,6 +348,10 @@ class Controller:
                 )
             if from_version == cmd.to_version:
                 raise RolloutError(f"{cmd.model_id} {cmd.to_version} is already the stable version")
+            if self.policy.registration_wait is not None:
+                why = start_refusal(cmd.model_id, cmd.to_version, from_version, self.versions)
+                if why is not None:
+                    raise RolloutError(f"{why}; START refused")
             rollout = Rollout.create(
                 rollout_id=cmd.rollout_id,
                 model_id=cmd.model_id,
@@ -340,6 +432,10 @@ class Controller:
 
     def tick(self, now: datetime) -> Outputs:
         out = Outputs()
+        for event_id, waiting in list(self.parked.items()):
+            if now >= waiting.until:  # its record never came: refused with the reason
+                del self.parked[event_id]
+                out += self._answer_start(waiting.command, now)
         for rollout in self.registry.active():
             out += self._apply(rollout.rollout_id, Tick(), now)
         return out

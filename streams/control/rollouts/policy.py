@@ -35,6 +35,11 @@ class RolloutPolicy:
         default_factory=dict
     )
     """Per cohort (``*``: rollouts that name none), when a rollout may advance on its own."""
+    registration_wait: timedelta | None = None
+    """With a value, a START needs its target in the model registry the controller reads: one
+    not registered yet waits this long (the record may still be on its way), then is refused.
+    None: the controller does not look at the registry (devices still install only registered,
+    unyanked versions)."""
 
     def __post_init__(self) -> None:
         zero = timedelta(0)
@@ -42,6 +47,8 @@ class RolloutPolicy:
             raise RolloutError("window, bake_period and rollback_timeout must be positive")
         if self.stage_deadline < self.window:
             raise RolloutError("stage_deadline must be at least one window")
+        if self.registration_wait is not None and self.registration_wait < zero:
+            raise RolloutError("registration_wait must not be negative")
         if self.bake_deadline < self.bake_period:
             raise RolloutError("bake_deadline must be at least the bake period")
 

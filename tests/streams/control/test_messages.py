@@ -108,6 +108,19 @@ def test_a_device_status_for_the_controller_round_trips_over_json():
         controller_input({"t": "dev", "dev": {**seen.to_dict()["dev"], "cohort": ""}})
 
 
+def test_a_registry_record_for_the_controller_round_trips_over_json():
+    from streams.control.messages import VersionSeen
+    from streams.events import ModelVersion
+    from tests.support.sample_events import sample
+
+    seen = VersionSeen(dataclasses.replace(sample(ModelVersion), yanked="withdrawn"))
+    assert controller_input(_over_json(seen.to_dict())) == seen
+    with pytest.raises(EventError):
+        controller_input({"t": "ver", "ver": {**seen.to_dict()["ver"], "yanked": " "}})
+    with pytest.raises(ValueError, match="expected 'ver'"):
+        VersionSeen.from_dict({**seen.to_dict(), "t": "dev"})
+
+
 def test_records_already_on_the_internal_topics_still_decode_to_the_same_wire_form():
     # What workers sent before these records were typed; a restarted worker reads it back.
     agg = WindowAggregate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import time
 from typing import Any
@@ -14,15 +15,17 @@ from streams.events import (
     Event,
     OptimizationResult,
     RolloutCommand,
+    RolloutCommandKind,
     RolloutState,
     RolloutStatus,
 )
+from streams.events.answers import answer_id
 from streams.events.artifact import key_id, new_signing_key, private_key_to_text
 from streams.events.record_signing import verify_record
 from streams.kafka.clients import EventConsumer, Received
 from streams.kafka.connection import KafkaConnection
 from tests.support.cli import cli, cli_started
-from tests.support.control_inputs import telemetry
+from tests.support.control_inputs import registered, telemetry
 from tests.support.control_workers import WINDOW_S, all_live
 from tests.support.live import SOURCES, produce
 from tests.support.waiting import wait_for
@@ -66,7 +69,7 @@ def accept_candidate(conn: KafkaConnection) -> None:
         accepted=True,
         reason="all gates passed",
     )
-    produce(conn, [result])
+    produce(conn, [*registered("intent", "v1", "v2"), result])
 
 
 def serve_until(conn, worker, want: RolloutStatus, canary_errors: int, timeout: float = 90.0):
@@ -223,3 +226,35 @@ def test_controller_killed_mid_rollout_carries_on_after_restart(kafka_conn, star
         RolloutStatus.PENDING,
         RolloutStatus.PROGRESSING,
     ]
+
+
+def test_the_worker_refuses_rollouts_to_yanked_or_unregistered_versions(kafka_conn, start_worker):
+    # Written by hand, past `slmops rollout start` and its checks: the worker itself refuses.
+    worker = start_worker(kafka_conn, extra=[*FLAGS, "--rollout-registration-wait-s", "2"])
+    wait_for("sources live", lambda: all_live([worker], SOURCES), workers=[worker])
+    v1, v2 = registered("intent", "v1", "v2")
+    withdrawn = dataclasses.replace(v2, yanked="leaks the prompt")
+    commands = [
+        RolloutCommand(
+            rollout_id=rid,
+            command=RolloutCommandKind.START,
+            model_id="intent",
+            from_version="v1",
+            to_version=to,
+        )
+        for rid, to in (("to-yanked", "v2"), ("to-nowhere", "v9"))
+    ]
+    produce(kafka_conn, [v1, withdrawn, *commands])
+
+    def answers() -> dict[str, Alert] | None:
+        alerts = [a for a in asyncio.run(_snapshot(kafka_conn, Alert)) if isinstance(a, Alert)]
+        wanted = {answer_id(c.event_id): c.rollout_id for c in commands}
+        found = {wanted[a.event_id]: a for a in alerts if a.event_id in wanted}
+        return found if len(found) == len(commands) else None
+
+    refused = wait_for("both starts answered", answers, workers=[worker])
+    assert {a.kind for a in refused.values()} == {"rollout_refused"}
+    assert "intent v2 is yanked (leaks the prompt)" in refused["to-yanked"].message
+    assert "intent v9 is not in the model registry" in refused["to-nowhere"].message
+    created = asyncio.run(_snapshot(kafka_conn, RolloutState))
+    assert [s for s in created if isinstance(s, RolloutState) and s.rollout_id in refused] == []

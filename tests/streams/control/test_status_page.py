@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from streams.events import OptimizationResult
+from tests.support.control_inputs import registered
 from tests.support.live import close_one_window, control_worker, produce, tool
 from tests.support.waiting import wait_for, wait_for_async
 
@@ -161,6 +162,7 @@ def test_status_page_shows_a_running_rollout_without_console_errors(kafka_conn, 
         produce(
             kafka_conn,
             [
+                *registered("intent", "v1", "v2"),
                 OptimizationResult(
                     request_id="00000000-0000-4000-8000-0000000000aa",
                     model_id="intent",
@@ -168,7 +170,7 @@ def test_status_page_shows_a_running_rollout_without_console_errors(kafka_conn, 
                     candidate_version="v2",
                     accepted=True,
                     reason="all gates passed",
-                )
+                ),
             ],
         )
         wait_for(
