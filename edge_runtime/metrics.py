@@ -56,13 +56,13 @@ class EdgeMetrics:
         ).labels(**labels)
         self.refusals = Counter(
             "slmops_edge_model_refusals",
-            "Model versions refused (fetch, verify, warm-up).",
+            "Model versions refused (fetch, verify, warm-up, anti-rollback).",
             ["device_id", "model_id"],
             registry=self.registry,
         ).labels(**labels)
         self.records_refused = Counter(
             "slmops_edge_records_refused",
-            "Registry and rollout records refused before use (dated ahead of the device clock).",
+            "Registry and rollout records refused before use (unsigned, or dated too far ahead).",
             ["device_id", "model_id"],
             registry=self.registry,
         ).labels(**labels)

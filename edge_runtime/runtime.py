@@ -42,10 +42,11 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge_runtime import adapter as adapters
+from edge_runtime.anti_rollback import HighWater, raised, rollback_refusal
 from edge_runtime.background import Supervisor
 from edge_runtime.buffer import DiskBuffer
 from edge_runtime.disk import Disk, LocalDisk
@@ -210,6 +211,9 @@ class EdgeRuntime:
             models=self._models,
         )
         self._update_lock = asyncio.Lock()
+        self.high_water: HighWater | None = self.store.high_water(self.model_id)
+        """The newest version served here (:mod:`edge_runtime.anti_rollback`)."""
+        self._rollbacks_refused: set[tuple[str, str | None, int]] = set()
         self._unmarked: tuple[InstalledModel, InstalledModel | None] | None = None
         """The (base, adapter) whose last-known-good record is not written yet."""
         self._space_failures = 0
@@ -527,6 +531,12 @@ class EdgeRuntime:
                 return
             if (version, artifact.sha256) in self.refused:
                 return
+            deciding = self.rollouts.get(rollout_id) if rollout_id is not None else None
+            skew = timedelta(seconds=self.settings.max_clock_skew_s)
+            why = rollback_refusal(self.high_water, mv, deciding, self.registry, skew)
+            if why is not None:
+                self._refuse_rollback(version, deciding, why)
+                return
             if (
                 self._space_wait == (version, artifact.sha256)
                 and self._space_retry_at is not None
@@ -563,6 +573,8 @@ class EdgeRuntime:
                 )
                 raise
             self._stop_waiting_for_space()
+            sent_by = self.rollouts.get(rollout_id) if rollout_id is not None else None
+            await asyncio.to_thread(self._raise_high_water, mv, sent_by)
             self.board.rollout_id = rollout_id
             self.board.refusal = None
             self.board.publish(DeviceState.SERVING)
@@ -675,6 +687,37 @@ class EdgeRuntime:
             return
         if self._unmarked is pending:
             self._unmarked = None
+
+    def _raise_high_water(self, served: ModelVersion, rollout: RolloutState | None) -> None:
+        mark = raised(self.high_water, served, rollout)
+        if mark is None:
+            return
+        self.high_water = mark  # holds in memory even when the disk refuses the record
+        try:
+            self.store.raise_high_water(self.model_id, mark)
+        except OSError as exc:
+            log.warning(
+                "cannot record high-water mark device=%s version=%s reason=%s",
+                self.device.device_id,
+                served.version,
+                exc,
+            )
+
+    def _refuse_rollback(self, version: str, rollout: RolloutState | None, why: str) -> None:
+        """Keep serving; said once per rollout revision, since a later one may allow it."""
+        seen = (
+            version,
+            rollout.rollout_id if rollout else None,
+            rollout.revision if rollout else 0,
+        )
+        if seen in self._rollbacks_refused:
+            return
+        self._rollbacks_refused.add(seen)
+        reason = f"refused {self.model_id} {version}: {why}"
+        self.board.refusal = reason
+        self.metrics.refusals.inc()
+        log.warning("%s device=%s", reason, self.device.device_id)
+        self.board.publish(DeviceState.SERVING if self.slot.current else DeviceState.DEGRADED)
 
     def _stop_waiting_for_space(self) -> None:
         self._space_failures, self._space_retry_at, self._space_wait = 0, None, None

@@ -11,7 +11,7 @@ full, refuses the version with :class:`~edge_runtime.errors.DiskFullError`.
 
 The last-known-good record names the newest version that passed warm-up and served. At
 start-up it is checked again (files and signature) before the device serves it: disks are not
-trusted more than networks.
+trusted more than networks. Beside it, the high-water mark of :mod:`edge_runtime.anti_rollback`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_runtime.anti_rollback import HighWater
 from edge_runtime.disk import Disk, LocalDisk, is_disk_full, tree_bytes
 from edge_runtime.errors import DiskFullError, ModelRefused, VerificationError
 from streams.events import Artifact
@@ -186,6 +187,28 @@ class ModelStore:
         tmp = path.with_suffix(".tmp")
         try:
             self.disk.write_bytes(tmp, json.dumps(record, indent=1).encode())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def high_water(self, model_id: str) -> HighWater | None:
+        """The newest version this device has served (see :mod:`edge_runtime.anti_rollback`);
+        None when none was recorded or the record is unreadable (a warning says so)."""
+        path = self.lkg / f"{model_id}.high-water.json"
+        if not path.exists():
+            return None
+        try:
+            return HighWater.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("high-water mark unreadable model=%s reason=%s", model_id, exc)
+            return None
+
+    def raise_high_water(self, model_id: str, mark: HighWater) -> None:
+        """Record ``mark``; atomic, raises ``OSError`` when it cannot be written."""
+        path = self.lkg / f"{model_id}.high-water.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            self.disk.write_bytes(tmp, json.dumps(mark.to_dict(), indent=1).encode())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

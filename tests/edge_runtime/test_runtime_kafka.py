@@ -341,6 +341,58 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
 
 
 @pytest.mark.integration
+def test_a_replayed_signed_rollback_to_an_older_version_is_refused_on_the_broker(
+    kafka_conn, tmp_path, signing_key
+):
+    # The attack: a rollback state the controller really signed, captured long ago, published
+    # again to send the device back to the old v1. Its signature verifies; its date does not.
+    control = new_signing_key()
+    v1 = build(tmp_path, signing_key, version="v1", favour=0)
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    now = datetime.now(UTC)
+    settings = EdgeSettings(
+        device_id="edge-replay-1",
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        trusted_control_keys=[public_key_to_text(control.public_key())],
+        signed_records=True,
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        kafka_retry_s=0.2,
+    )
+    captured = support_rollout(
+        RolloutStatus.ROLLED_BACK, revision=5, rollout_id="r-old", at=now - timedelta(hours=1)
+    )
+
+    async def scenario() -> tuple[list[str | None], list[DeviceStatus]]:
+        served: list[str | None] = []
+        async with EventProducer(kafka_conn) as producer:
+            for event, at in ((v1.event, now - timedelta(days=1)), (v2.event, now)):
+                await producer.send_and_wait(
+                    dataclasses.replace(event, occurred_at=at), signing_key=signing_key
+                )
+            rt = EdgeRuntime(settings)
+            await rt.start()
+            try:
+                assert await rt.wait_until(lambda r: r.version == "v2", 20)
+                served.append(rt.version)
+                await producer.send_and_wait(captured, signing_key=control)
+                replay = "refused intent v1: v1 is older than v2"
+                assert await rt.wait_until(lambda r: replay in (r.board.refusal or ""), 20)
+                served.append(rt.version)
+            finally:
+                await rt.stop()
+        return served, await _device_statuses(kafka_conn)
+
+    served, statuses = asyncio.run(scenario())
+    assert served == ["v2", "v2"]  # the signed, replayed rollback did not move it
+    errors = [s.last_error or "" for s in statuses if s.device_id == "edge-replay-1"]
+    assert any("a replayed record" in e for e in errors), errors
+
+
+@pytest.mark.integration
 def test_forged_artifact_addresses_are_refused_on_the_broker_and_v1_keeps_serving(
     kafka_conn, tmp_path, signing_key
 ):
