@@ -206,7 +206,12 @@ async def _topic_limit(conn: Any, topic: str, wait_s: float) -> int:
 
 
 async def _send(
-    conn: Any, records: Sequence[Any], outcome: Outcome, progress: Progress, stall_s: float
+    conn: Any,
+    records: Sequence[Any],
+    outcome: Outcome,
+    progress: Progress,
+    stall_s: float,
+    signing_key: Any = None,
 ) -> None:
     """Send ``records``; each ends up acknowledged, failed, or (never handed over) not sent.
 
@@ -229,7 +234,8 @@ async def _send(
             try:
                 # send() waits while the client's buffer is full, which lasts as long as the
                 # broker is away.
-                queued.append((p, await asyncio.wait_for(producer.send(p.event), stall_s)))
+                sent = producer.send(p.event, signing_key=signing_key)
+                queued.append((p, await asyncio.wait_for(sent, stall_s)))
             except TimeoutError:
                 outcome.error = str(stalled())
                 break
@@ -283,6 +289,23 @@ def _write_report(path: str | None, outcome: Outcome) -> None:
         raise FileAccessError(path, exc.strerror or str(exc), action="write") from exc
 
 
+def _signing_key(path: str | None) -> Any:
+    """The key to sign every record with (devices with ``signed_records`` need it)."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from slmops.errors import FileAccessError
+    from streams.events.artifact import ArtifactError, private_key_from_text
+
+    try:
+        return private_key_from_text(Path(path).read_text())
+    except OSError as exc:
+        raise FileAccessError(path, exc.strerror or str(exc)) from exc
+    except (ArtifactError, ValueError) as exc:
+        raise FileAccessError(path, f"not a signing key: {exc}") from exc
+
+
 def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
     """``slmops publish``; returns the exit code (the module's constants)."""
     from streams.events import event_type_named
@@ -290,6 +313,7 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
     from streams.kafka.publish import PRODUCER_MAX_REQUEST_BYTES, parse_events, refuse_oversized
 
     event_type = event_type_named(args.event_type)
+    signing_key = _signing_key(args.signing_key)
     catalog = conn.catalog()
     topic = catalog.topic_for(event_type)
     source, text = read_input(args.file)
@@ -340,7 +364,9 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
     started = time.perf_counter()
     try:
         with _quiet_client():
-            asyncio.run(_send(conn, outcome.valid, outcome, progress, args.stall_timeout))
+            asyncio.run(
+                _send(conn, outcome.valid, outcome, progress, args.stall_timeout, signing_key)
+            )
     except KafkaError as exc:
         outcome.error = str(exc)
         outcome.exit_code = 1
@@ -389,6 +415,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="producer id of records that have none (default slmops-cli)",
     )
     p.add_argument("--dry-run", action="store_true", help="check every record, send none")
+    p.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="sign every record with this private key (base64 raw ed25519, the format of the "
+        "optimizer's --signing-key): the release key for model-version, the controller's for "
+        "rollout-state, as devices with signed_records require",
+    )
     p.add_argument(
         "--partial",
         action="store_true",

@@ -139,3 +139,24 @@ def test_the_topics_own_message_limit_refuses_what_the_producer_would_send(kafka
     dry = cli(kafka_conn, "publish", "feedback", str(source), "--dry-run")
     assert dry.returncode == 0, dry.stderr  # offline, only the producer's limit applies
     assert _read_all(kafka_conn) == []
+
+
+def test_signing_key_signs_every_published_record_and_a_bad_key_sends_nothing(kafka_conn, tmp_path):
+    from streams.events.artifact import key_id, new_signing_key, private_key_to_text
+    from streams.events.record_signing import verify_record
+
+    key = new_signing_key()
+    key_file = tmp_path / "release.key"
+    key_file.write_text(private_key_to_text(key) + "\n")
+    source = _feedback_file(tmp_path / "feedback.jsonl", 3)
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    refused = cli(kafka_conn, "publish", "feedback", str(source), "--signing-key", str(bad))
+    assert refused.returncode == 1
+    assert f"cannot read {bad}: not a signing key" in refused.stderr
+    result = cli(kafka_conn, "publish", "feedback", str(source), "--signing-key", str(key_file))
+    assert result.returncode == 0, result.stderr
+    records = _read_all(kafka_conn)
+    assert len(records) == 3  # the refused run sent nothing
+    trusted = {key_id(key.public_key()): key.public_key()}
+    assert {verify_record(r.value, r.headers, trusted) for r in records} == set(trusted)
