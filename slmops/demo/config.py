@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from slmops.processes import optimizer_worker_command
 from streams.kafka.connection import KafkaConnection
@@ -36,6 +40,14 @@ class DemoConfig:
     # re-optimized candidates from over HTTP, as devices on other machines would.
     optimizer_port: int = 9108
     seed: int = 7
+
+
+class SignedFleet(TypedDict):
+    """The device settings that make a fleet obey only signed control records."""
+
+    trusted_keys: list[str]
+    trusted_control_keys: list[str]
+    signed_records: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,6 +98,33 @@ class RunConfig:
     @property
     def public_key(self) -> Path:
         return self.root / "signing.pub"
+
+    @property
+    def control_key(self) -> Path:
+        """The controller's key: it signs the rollout states the devices follow."""
+        return self.root / "control.key"
+
+    def control_env(self) -> dict[str, str]:
+        """The control worker's environment: this one, and the key it signs rollouts with
+        (written by :func:`signed_fleet` first)."""
+        from streams.control.settings import ControlSettings
+
+        name = ControlSettings.env_name("control_signing_key")
+        return {**os.environ, name: self.control_key.read_text().strip()}
+
+    def signed_fleet(self, release: Ed25519PublicKey) -> SignedFleet:
+        """Device settings that obey only records signed by their role's key: registry records
+        by the release key, rollout states by a new controller key written for this run."""
+        from streams.events import artifact as art
+
+        control = art.new_signing_key()
+        self.control_key.write_text(art.private_key_to_text(control) + "\n")
+        os.chmod(self.control_key, 0o600)
+        return SignedFleet(
+            trusted_keys=[art.public_key_to_text(release)],
+            trusted_control_keys=[art.public_key_to_text(control.public_key())],
+            signed_records=True,
+        )
 
     @property
     def recipe(self) -> Path:

@@ -142,7 +142,7 @@ async def bad_build(stage: Stage, v2: str) -> Rollback:
     v3 = f"{v2}-scrambled"
     good = next(e for e in observer.of(ModelVersion) if e.version == v2)
     bad = await asyncio.to_thread(scrambled_candidate, stage.run, good, v3, stage.key)
-    await producer.send_and_wait(bad)
+    await producer.send_and_wait(bad, signing_key=stage.key)
     for cohort in config.cohorts:
         await producer.send_and_wait(
             RolloutCommand(

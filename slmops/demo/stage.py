@@ -22,7 +22,6 @@ from slmops.demo.report import Checks, Timeline
 from slmops.demo.supervision import DemoWorkers
 from slmops.demo.users import SimulatedUsers
 from streams.events import ModelVersion
-from streams.events import artifact as art
 from streams.kafka.clients import EventProducer
 
 if TYPE_CHECKING:
@@ -102,6 +101,7 @@ async def staged(run: RunConfig, timeline: Timeline, checks: Checks) -> AsyncIte
     key = prepare(run)
     public = key.public_key()
     v1 = await asyncio.to_thread(bootstrap_v1, run, timeline)
+    signed = run.signed_fleet(public)
     workers = DemoWorkers(run)
     observer = Observer(conn, timeline)
     runtimes: list[EdgeRuntime] = []
@@ -113,14 +113,14 @@ async def staged(run: RunConfig, timeline: Timeline, checks: Checks) -> AsyncIte
         )
         await observer.start()
         async with EventProducer(conn) as producer:
-            await producer.send_and_wait(v1)
+            await producer.send_and_wait(v1, signing_key=key)
             template = EdgeSettings(
                 device_id="template",
                 model_id=MODEL_ID,
                 data_dir=root / "devices",
                 artifact_dirs=[root],  # the optimizer's store and the bootstrap build
-                trusted_keys=[art.public_key_to_text(public)],
                 window_s=config.window_s,
+                **signed,
                 **conn.cluster_fields(),
             )
             for i in range(config.devices):
@@ -133,7 +133,9 @@ async def staged(run: RunConfig, timeline: Timeline, checks: Checks) -> AsyncIte
             for runtime in runtimes:
                 await runtime.start()
             timeline(
-                f"fleet of {config.devices} edge runtimes in cohorts {', '.join(config.cohorts)}"
+                f"fleet of {config.devices} edge runtimes in cohorts {', '.join(config.cohorts)}; "
+                "they obey registry records signed by the release key and rollout states signed "
+                "by the controller's key, nothing else"
             )
             users = SimulatedUsers(runtimes, config)
             await users.start(producer)

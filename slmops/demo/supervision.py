@@ -45,7 +45,10 @@ def control_worker(run: RunConfig) -> WorkerProcess:
             "--rollout-tick-s", "1",
         ],
     )  # fmt: skip
-    return WorkerProcess("control worker", command, run.logs / "control.log", port=config.web_port)
+    log = run.logs / "control.log"
+    return WorkerProcess(
+        "control worker", command, log, port=config.web_port, env=run.control_env()
+    )
 
 
 class DemoWorkers:

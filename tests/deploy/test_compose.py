@@ -4,11 +4,13 @@ worker starts, ports and health checks that match the components, real commands 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
 import pytest
 
+from streams.events.artifact import new_signing_key, private_key_to_text, public_key_to_text
 from tests.deploy.manifests import (
     COMPONENTS,
     COMPOSE,
@@ -64,9 +66,28 @@ def _env(service: dict[str, Any], component: Component) -> dict[str, str]:
     return env
 
 
+_RELEASE, _CONTROL = new_signing_key(), new_signing_key()
+EXPORTED = {
+    # What docs/deployment.md has the operator export before `docker compose up`.
+    "SLMOPS_TRUSTED_KEYS": json.dumps([public_key_to_text(_RELEASE.public_key())]),
+    "SLMOPS_TRUSTED_CONTROL_KEYS": json.dumps([public_key_to_text(_CONTROL.public_key())]),
+    "SLMOPS_CONTROL_SIGNING_KEY": private_key_to_text(_CONTROL),
+}
+
+
 def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` as it reads with VAR unset (the stack's defaults)."""
-    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
+    """Compose's ``${VAR:-default}`` as it reads with VAR unset (the stack's defaults), and
+    ``${VAR:?why}`` with what the deployment guide exports (any other one fails the test)."""
+    value = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}", lambda m: EXPORTED[m[1]], value)
+
+
+def test_the_variables_the_stack_requires_are_the_ones_the_guide_exports():
+    text = (ROOT / "deploy/compose/compose.yaml").read_text()
+    required = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", text))
+    assert required == set(EXPORTED)
+    guide = (ROOT / "docs/deployment.md").read_text()
+    assert all(f"export {name}=" in guide for name in required)
 
 
 def test_every_component_runs_in_the_stack():

@@ -176,7 +176,7 @@ def workers(run: RunConfig, config: AssistantConfig, web_port: int) -> list[Work
             "--rollout-tick-s", "1",
         ],
     )  # fmt: skip
-    env = dict(os.environ) | {ControlSettings.env_name("model_rules"): _model_rules(config)}
+    env = run.control_env() | {ControlSettings.env_name("model_rules"): _model_rules(config)}
     control = WorkerProcess(
         "control worker", command, run.logs / "control.log", port=web_port, env=env
     )
@@ -238,6 +238,7 @@ async def staged(
     from edge_runtime.settings import EdgeSettings
 
     key, base, v1 = await asyncio.to_thread(prepare, run, config, timeline)
+    signed = run.signed_fleet(key.public_key())
     procs = DemoWorkers(run, workers(run, config, web_port))
     observer = Observer(run.conn, timeline)
     runtimes: list[EdgeRuntime] = []
@@ -252,15 +253,15 @@ async def staged(
         )
         await observer.start()
         async with EventProducer(run.conn) as producer:
-            await producer.send_and_wait(base)
-            await producer.send_and_wait(v1)
+            await producer.send_and_wait(base, signing_key=key)
+            await producer.send_and_wait(v1, signing_key=key)
             template = EdgeSettings(
                 device_id="template",
                 model_id=MODEL_ID,
                 data_dir=run.root / "devices",
                 artifact_dirs=[run.root],  # the store and the packages
-                trusted_keys=[art.public_key_to_text(key.public_key())],
                 window_s=config.window_s,
+                **signed,
                 **run.conn.cluster_fields(),
             )
             for i in range(config.devices):
@@ -273,7 +274,8 @@ async def staged(
             for runtime in runtimes:
                 await runtime.start()
             timeline(
-                f"fleet of {config.devices} edge runtimes in cohorts {', '.join(config.cohorts)}"
+                f"fleet of {config.devices} edge runtimes in cohorts {', '.join(config.cohorts)}; "
+                "they obey only records signed by the release and controller keys"
             )
             users = AssistantUsers(
                 runtimes,

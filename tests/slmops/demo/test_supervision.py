@@ -4,21 +4,42 @@ from __future__ import annotations
 
 import sys
 
+from edge_runtime.settings import EdgeSettings
 from slmops.demo.config import DemoConfig, RunConfig
 from slmops.demo.supervision import DemoWorkers, control_worker, optimizer_worker
 from slmops.processes import WorkerProcess, wait_for
+from streams.events.artifact import new_signing_key, private_key_from_text, public_key_to_text
 from streams.kafka.connection import KafkaConnection
 
 
-def _run(tmp_path) -> RunConfig:
+def _run(tmp_path, *, signed: bool = True) -> RunConfig:
     conn = KafkaConnection(bootstrap_servers="127.0.0.1:1", topic_prefix="slmops-demo1")
-    return RunConfig(
+    run = RunConfig(
         demo=DemoConfig(window_s=3.0, web_port=7001),
         conn=conn,
         root=tmp_path,
         keep_running=False,
         say=lambda _message: None,
     )
+    if signed:
+        run.signed_fleet(new_signing_key().public_key())
+    return run
+
+
+def test_the_demo_fleet_obeys_only_records_signed_by_each_roles_key(tmp_path):
+    run = _run(tmp_path, signed=False)
+    release = new_signing_key()
+    fields = run.signed_fleet(release.public_key())
+    env = control_worker(run).env
+    assert env is not None
+    control = private_key_from_text(env["SLMOPS_CONTROL_SIGNING_KEY"])
+    assert fields == {
+        "trusted_keys": [public_key_to_text(release.public_key())],
+        "trusted_control_keys": [public_key_to_text(control.public_key())],
+        "signed_records": True,
+    }
+    device = EdgeSettings(device_id="dev-0", data_dir=tmp_path / "dev", **fields)
+    assert device.signed_records
 
 
 def _flag(command: list[str], name: str) -> str:
