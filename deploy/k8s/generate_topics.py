@@ -25,7 +25,8 @@ DEFAULT_CLUSTER = "slmops"
 DEFAULT_NAMESPACE = "slmops"
 # Three brokers is the smallest cluster that survives losing one with acks=all.
 DEFAULT_REPLICAS = 3
-STRIMZI_API = "kafka.strimzi.io/v1beta2"
+# The v1 API: Strimzi 0.49 introduced it and 1.0 serves no other.
+STRIMZI_API = "kafka.strimzi.io/v1"
 
 
 def resource_name(topic: str) -> str:

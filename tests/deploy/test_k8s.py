@@ -260,6 +260,8 @@ def test_kafka_topics_equal_the_catalog():
         assert topic["spec"]["partitions"] == spec.partitions
         assert topic["spec"]["config"] == dict(spec.configs)
         assert topic["metadata"]["labels"]["strimzi.io/cluster"]
+        # Strimzi 1.0 serves only the v1 API; v1beta2 resources would be refused there.
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1"
     assert len({t["metadata"]["name"] for t in topics.values()}) == len(topics)
 
 
