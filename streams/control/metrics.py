@@ -50,10 +50,10 @@ class ControlMetrics:
             "slmops_window_error_rate", "errors / requests, last window", _GROUP, registry=r
         )
         self.p50 = Gauge(
-            "slmops_window_latency_p50_ms", "p50 from the merged histogram", _GROUP, registry=r
+            "slmops_window_latency_p50_seconds", "p50 from the merged histogram", _GROUP, registry=r
         )
         self.p95 = Gauge(
-            "slmops_window_latency_p95_ms", "p95 from the merged histogram", _GROUP, registry=r
+            "slmops_window_latency_p95_seconds", "p95 from the merged histogram", _GROUP, registry=r
         )
         self.devices = Gauge(
             "slmops_window_devices", "Devices that contributed", _GROUP, registry=r
@@ -218,7 +218,7 @@ class ControlMetrics:
             "slmops_slo_max_error_rate", "Error-rate objective of the model", ("model",), registry=r
         )
         self.slo_max_p95 = Gauge(
-            "slmops_slo_max_p95_latency_ms",
+            "slmops_slo_max_p95_latency_seconds",
             "p95 latency objective of the model",
             ("model",),
             registry=r,
@@ -299,8 +299,9 @@ class ControlMetrics:
         self.errors.labels(*labels).set(m.errors)
         self.devices.labels(*labels).set(m.devices)
         _set_or_remove(self.error_rate, labels, m.error_rate)
-        _set_or_remove(self.p50, labels, m.latency_p50_ms)
-        _set_or_remove(self.p95, labels, m.latency_p95_ms)
+        # Prometheus' base unit; the window's own record keeps milliseconds.
+        _set_or_remove(self.p50, labels, _seconds(m.latency_p50_ms))
+        _set_or_remove(self.p95, labels, _seconds(m.latency_p95_ms))
         self.suppressed.labels(*labels).set(1 if m.suppressed else 0)
         visible = not m.suppressed
         _set_or_remove(self.feedback, labels, m.feedback_total if visible else None)
@@ -348,7 +349,7 @@ class ControlMetrics:
         (model,) = self._bounded("model", (model_id,))
         self.slo_min_quality.labels(model).set(rules.min_quality)
         self.slo_max_error_rate.labels(model).set(rules.max_error_rate)
-        self.slo_max_p95.labels(model).set(rules.max_p95_latency_ms)
+        self.slo_max_p95.labels(model).set(rules.max_p95_latency_ms / 1000)
         self.slo_drift_windows.labels(model).set(rules.drift_windows)
 
     def alerted(self, model_id: str, kind: str) -> None:
@@ -401,6 +402,10 @@ class ControlMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
 
 
 def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:

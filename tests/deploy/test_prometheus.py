@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dev dependency
 
+from tests.deploy.test_metric_conventions import promtool_check
 from tests.support.live import close_one_window, control_worker, tool
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -103,6 +104,10 @@ def test_prometheus_scrapes_a_running_control_worker(kafka_conn, tmp_path):
     with control_worker(kafka_conn, tmp_path) as worker:
         row = close_one_window(kafka_conn, worker, devices=3, requests=17)
         assert (row["requests"], row["devices"]) == (51, 3)
+        # The live exposition, with a window's samples in it, follows the naming conventions.
+        exposition = worker.get("/metrics")
+        assert b"slmops_window_latency_p95_seconds{" in exposition
+        assert promtool_check(exposition) == ""
 
         # The real configuration, pointed at this worker, scraping and evaluating every second.
         config = yaml.safe_load((PROM / "prometheus.yml").read_text())

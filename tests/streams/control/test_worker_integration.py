@@ -107,8 +107,8 @@ def test_known_telemetry_gives_exact_window_and_prometheus_values(kafka_conn, st
     assert m[("slmops_window_requests", group())] == 210
     assert m[("slmops_window_errors", group())] == 15
     assert m[("slmops_window_error_rate", group())] == pytest.approx(15 / 210, rel=1e-12)
-    assert m[("slmops_window_latency_p50_ms", group())] == pytest.approx(36.0, rel=1e-12)
-    assert m[("slmops_window_latency_p95_ms", group())] == pytest.approx(48.6, rel=1e-12)
+    assert m[("slmops_window_latency_p50_seconds", group())] == pytest.approx(0.036, rel=1e-12)
+    assert m[("slmops_window_latency_p95_seconds", group())] == pytest.approx(0.0486, rel=1e-12)
     assert m[("slmops_window_devices", group())] == 6
     assert m[("slmops_window_quality", group())] == pytest.approx(0.9)
     assert m[("slmops_window_suppressed", group())] == 0
