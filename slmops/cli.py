@@ -37,6 +37,8 @@ environment:
 
 A mistake (a missing file, a bad value, no broker) is one "slmops: error: ..." line and exit
 code 1; a bad command line is exit code 2. Commands that say more list their codes in --help.
+Flags and positionals go in any order; every read command (models, devices, rollout status)
+prints JSON lines with --output json (or --json) for scripts.
 
 first steps:
   slmops kafka up            start the local Apache Kafka (fetches jars on first use)
@@ -316,8 +318,32 @@ examples:
 """
 
 
+class AnyOrderParser(argparse.ArgumentParser):
+    """Flags and positionals in any order (``publish feedback --dry-run FILE``).
+
+    Plain argparse takes an optional positional as absent once a flag follows the positionals
+    before it, and then refuses the positional after the flag. A command's own parser (one
+    without subcommands) parses intermixed instead; the parsers of every subcommand are made
+    of this class, since argparse builds them with the class of their parent.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads, one behaviour
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        nested = any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+        if nested or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = AnyOrderParser(
         prog="slmops",
         description="Operate small language models on fleets of edge devices over Apache Kafka.",
         epilog=EPILOG,

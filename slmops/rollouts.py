@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slmops.errors import RolloutRefusedError, UnknownModelError
+from streams.control.cli import add_output_flags
 from streams.control.rollouts.gates import P_AT_LEAST
 from streams.control.rollouts.targets import StartRefused, plan_start
 from streams.events import (
@@ -612,7 +613,7 @@ def register(sub: Any, connect: Connect, add_connection: Callable[[Any], None]) 
         "slmops rollout status intent-v2-3f9a1c --watch --timeout-s 3600" + WATCH_CODES,
     )
     p.add_argument("rollout_id", nargs="?", help="one rollout (default: all)")
-    p.add_argument("--json", action="store_true", help="the RolloutState events as JSON lines")
+    add_output_flags(p, "the RolloutState events as JSON lines")
     p.add_argument(
         "--watch",
         action="store_true",

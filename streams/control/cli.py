@@ -405,6 +405,30 @@ def cmd_models_where(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Output(argparse.Action):
+    """``--output json`` is ``--json``; ``--output table`` undoes it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.json = values == "json"
+
+
+def add_output_flags(p: argparse.ArgumentParser, json_help: str) -> None:
+    """``--json`` and ``--output table|json``, the same switch (read commands, for scripts)."""
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "--output",
+        choices=("table", "json"),
+        action=_Output,
+        help="table (default) or json (the same as --json)",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add the control plane's commands to the ``slmops`` parser."""
     # Pydantic and the pure policy modules only, no Faust: the help texts come from its fields.
@@ -458,7 +482,7 @@ def register(subparsers: Any) -> None:
         )
         q.set_defaults(func=func)
         _connection_flags(q, ControlSettings)
-        q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        add_output_flags(q, "JSON lines instead of a table")
         q.add_argument(
             "--idle-timeout",
             type=seconds,

@@ -53,3 +53,36 @@ def test_schemas_lists_fingerprints():
     result = run_cli("schemas")
     assert result.returncode == 0
     assert "optimization-request" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["publish", "feedback", "--dry-run", "{file}"],
+        ["publish", "feedback", "{file}", "--dry-run"],
+        ["publish", "--dry-run", "feedback", "{file}"],
+    ],
+)
+def test_flags_and_positionals_go_in_any_order(order, tmp_path, capsys):
+    record = tmp_path / "fb.json"
+    record.write_text('{"model_id": "m", "outcomes": {"correct": 1}}\n')
+    assert main([a.format(file=record) for a in order]) == 0
+    assert f"dry run: 1 of 1 Feedback record(s) from {record} valid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["models", "list"],
+        ["models", "show", "intent"],
+        ["devices", "list"],
+        ["devices", "history", "d1"],
+        ["models", "where", "intent@v1"],
+        ["rollout", "status"],
+    ],
+)
+def test_every_read_command_takes_output_json(argv):
+    parser = build_parser()
+    assert parser.parse_args([*argv, "--output", "json"]).json is True
+    assert parser.parse_args([*argv, "--json", "--output", "table"]).json is False
+    assert parser.parse_args(argv).json is False
