@@ -218,9 +218,11 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
     codec = default_codec()
     for name, cls in EVENT_TYPES.items():
-        print(
-            f"{cli_name(cls):22} {codec.fingerprint(name).hex()}  {SCHEMA_DIR / (name + '.avsc')}"
-        )
+        spec = codec.fingerprint(name)
+        print(f"{cli_name(cls):22} {spec.hex()}  {SCHEMA_DIR / (name + '.avsc')}")
+        for alias, (library, stands_for) in codec.aliases.items():
+            if stands_for == spec:
+                print(f"{'':22} {alias.hex()}  also accepted: what {library} writes")
     return 0
 
 
@@ -601,6 +603,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`slmops ... | head`): what it did not read is not an error.
+        # Python would try to flush stdout again at exit: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a program killed by the signal reports
     except user_errors as exc:
         if _debugging(args):
             raise

@@ -27,7 +27,6 @@ from streams.events.codec import (
     MAGIC,
     SCHEMA_DIR,
     Codec,
-    crc64_avro,
     decode,
     default_codec,
     encode,
@@ -42,6 +41,7 @@ from streams.events.enums import (
     Severity,
     Task,
 )
+from streams.events.fingerprints import crc64_avro
 from streams.events.nested import (
     ADAPTER_FORMAT,
     Artifact,

@@ -15,35 +15,12 @@ from fastavro.schema import to_parsing_canonical_form
 
 from streams.events.convert import from_record, to_record
 from streams.events.errors import EventError
+from streams.events.fingerprints import aliases, crc64_avro
 from streams.events.records import EVENT_TYPES, E, Event
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAGIC = b"\xc3\x01"
 _HEADER_LEN = len(MAGIC) + 8
-
-
-_CRC64_EMPTY = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The Rabin fingerprint the Avro spec names CRC-64-AVRO."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
 
 
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
@@ -91,6 +68,19 @@ class Codec:
                 schema_fingerprint(schema),
                 _Writer(name, fastavro.parse_schema(dict(schema), named_schemas={}), schema),
             )
+        # The fingerprints other libraries write for the same schemas (streams.events.fingerprints).
+        self.aliases: dict[bytes, tuple[str, bytes]] = {}
+        """Alias fingerprint -> (library, the spec's fingerprint it stands for)."""
+        for spec_fp, writer in list(self._writers.items()):
+            for library, alias in aliases(writer.schema).items():
+                taken = self._writers.get(alias)
+                if taken is not None and taken is not writer:
+                    raise EventError(
+                        f"{library}'s fingerprint of {writer.name} is another schema's",
+                        event_type=writer.name,
+                    )
+                self._writers[alias] = writer
+                self.aliases[alias] = (library, spec_fp)
 
     @classmethod
     def from_directory(cls, directory: Path = SCHEMA_DIR) -> Codec:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,6 +54,17 @@ def test_schemas_lists_fingerprints():
     result = run_cli("schemas")
     assert result.returncode == 0
     assert "optimization-request" in result.stdout
+    # Feedback: the spec's fingerprint, and the one Python's avro library writes for it.
+    assert "e59d03e7f93020f8" in result.stdout
+    assert "a0125081de8687c2  also accepted: what avro (Python) 1.12 writes" in result.stdout
+
+
+def test_a_reader_that_stops_early_is_exit_141_not_a_traceback(monkeypatch):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone, as after `| head -1`
+    with os.fdopen(write_end, "w", buffering=1) as stdout:  # each line written at once
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["schemas"]) == 141
 
 
 @pytest.mark.parametrize(
