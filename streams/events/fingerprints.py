@@ -3,11 +3,13 @@
 Single-object encoding puts the CRC-64-AVRO of a schema's Parsing Canonical Form in each
 record's header. The spec strips every attribute but a few from that form, so a logical type
 (``{"type": "long", "logicalType": "timestamp-millis"}``) canonicalises to its base type
-(``"long"``). Python's ``avro`` 1.12 keeps the object (``{"type": "long"}``), so the header it
-writes for the same schema names another fingerprint; readers that only knew the spec's would
-refuse every record it writes. The canonical form is written here, once per variant, from the
-schema itself: an alias is computed, never typed in (``tests/streams/events/test_fingerprints.py``
-checks both forms against fastavro and the ``avro`` library).
+(``"long"``). Python's ``avro`` 1.12 keeps the object (``{"type": "long"}``), Go's
+``hamba/avro`` 2.31 keeps the logical type too and writes the fingerprint big-endian, so the
+header each writes for the same schema names another fingerprint; readers that only knew the
+spec's would refuse every record they write. The canonical form is written here, once per
+variant, from the schema itself: an alias is computed, never typed in. The tests check every
+form against fastavro, the ``avro`` library and hamba's own output
+(``tests/streams/events/test_fingerprints.py``, ``test_conformance_go.py``).
 
 Pure: schemas in, strings and bytes out.
 """
@@ -25,6 +27,9 @@ _COMPLEX = frozenset({"record", "error", "enum", "fixed", "array", "map"})
 SPEC = "spec"
 PYTHON_AVRO = "avro (Python) 1.12"
 """Keeps a logical type as ``{"type": base}``: measured with avro 1.12.2."""
+GO_HAMBA = "hamba/avro (Go) 2.31"
+"""Keeps ``{"type": base, "logicalType": name}`` and writes the fingerprint big-endian."""
+_VARIANTS = (SPEC, PYTHON_AVRO, GO_HAMBA)
 
 
 def _fullname(name: str, namespace: str | None) -> str:
@@ -33,24 +38,21 @@ def _fullname(name: str, namespace: str | None) -> str:
     return f"{namespace}.{name}"
 
 
-def _canonical(
-    schema: Any, namespace: str | None, defined: set[str], logical_as_object: bool
-) -> str:
+def _canonical(schema: Any, namespace: str | None, defined: set[str], variant: str) -> str:
     if isinstance(schema, str):
         if schema in PRIMITIVES:
             return json.dumps(schema)
         return json.dumps(_fullname(schema, namespace))
     if isinstance(schema, list):
-        return (
-            "["
-            + ",".join(_canonical(s, namespace, defined, logical_as_object) for s in schema)
-            + "]"
-        )
+        return "[" + ",".join(_canonical(s, namespace, defined, variant) for s in schema) + "]"
     kind = schema["type"]
     if kind in PRIMITIVES:
-        if logical_as_object and "logicalType" in schema:
+        logical = schema.get("logicalType")
+        if logical is None or variant == SPEC:
+            return json.dumps(kind)
+        if variant == PYTHON_AVRO:
             return '{"type":' + json.dumps(kind) + "}"
-        return json.dumps(kind)
+        return '{"type":' + json.dumps(kind) + ',"logicalType":' + json.dumps(logical) + "}"
     if not isinstance(kind, str) or kind not in (
         "record",
         "error",
@@ -59,7 +61,7 @@ def _canonical(
         "array",
         "map",
     ):
-        return _canonical(kind, namespace, defined, logical_as_object)
+        return _canonical(kind, namespace, defined, variant)
     parts: list[str] = []
     inner = namespace
     if kind in ("record", "error", "enum", "fixed"):
@@ -81,7 +83,7 @@ def _canonical(
                 '{"name":'
                 + json.dumps(f["name"])
                 + ',"type":'
-                + _canonical(f["type"], inner, defined, logical_as_object)
+                + _canonical(f["type"], inner, defined, variant)
                 + "}"
                 for f in value
             ]
@@ -89,7 +91,7 @@ def _canonical(
         elif key == "symbols":
             parts.append('"symbols":[' + ",".join(json.dumps(s) for s in value) + "]")
         elif key in ("items", "values"):
-            parts.append(f'"{key}":' + _canonical(value, inner, defined, logical_as_object))
+            parts.append(f'"{key}":' + _canonical(value, inner, defined, variant))
         else:  # size
             parts.append('"size":' + str(int(value)))
     return "{" + ",".join(parts) + "}"
@@ -97,9 +99,9 @@ def _canonical(
 
 def canonical_form(schema: Mapping[str, Any], *, variant: str = SPEC) -> str:
     """The Parsing Canonical Form of ``schema`` as the spec writes it, or as ``variant`` does."""
-    if variant not in (SPEC, PYTHON_AVRO):
+    if variant not in _VARIANTS:
         raise ValueError(f"unknown canonical form variant {variant!r}")
-    return _canonical(dict(schema), None, set(), logical_as_object=variant == PYTHON_AVRO)
+    return _canonical(dict(schema), None, set(), variant)
 
 
 def crc64_avro(data: bytes) -> int:
@@ -111,14 +113,16 @@ def crc64_avro(data: bytes) -> int:
 
 
 def fingerprint(schema: Mapping[str, Any], *, variant: str = SPEC) -> bytes:
-    """The 8 header bytes (little-endian, as the spec orders them) ``variant`` writes."""
-    return crc64_avro(canonical_form(schema, variant=variant).encode("utf-8")).to_bytes(8, "little")
+    """The 8 header bytes ``variant`` writes (little-endian, as the spec orders them, except
+    hamba's)."""
+    crc = crc64_avro(canonical_form(schema, variant=variant).encode("utf-8"))
+    return crc.to_bytes(8, "big" if variant == GO_HAMBA else "little")
 
 
 def aliases(schema: Mapping[str, Any]) -> dict[str, bytes]:
     """The fingerprints of ``schema`` that libraries write where they differ from the spec's."""
     spec = fingerprint(schema)
-    found = {PYTHON_AVRO: fingerprint(schema, variant=PYTHON_AVRO)}
+    found = {v: fingerprint(schema, variant=v) for v in (PYTHON_AVRO, GO_HAMBA)}
     return {lib: fp for lib, fp in found.items() if fp != spec}
 
 

@@ -47,7 +47,7 @@ def test_the_python_avro_form_is_the_librarys_own(path):
     assert canonical_form(schema, variant=PYTHON_AVRO) == theirs.canonical_form
     assert fingerprint(schema, variant=PYTHON_AVRO) == theirs.fingerprint()
     # Every slmops schema has a logical type, so the library's fingerprint is never the spec's.
-    assert aliases(schema) == {PYTHON_AVRO: theirs.fingerprint()}
+    assert aliases(schema)[PYTHON_AVRO] == theirs.fingerprint()
 
 
 def test_an_unknown_variant_is_refused():
@@ -97,7 +97,7 @@ def test_python_avro_reads_what_slmops_writes(event_type):
 def test_a_codec_without_released_versions_still_takes_the_aliases_of_its_schemas():
     current = {name: _load(SCHEMA_DIR / f"{name}.avsc") for name in EVENT_TYPES}
     codec = Codec(current)
-    assert len(codec.aliases) == len(EVENT_TYPES)
+    assert len(codec.aliases) == 2 * len(EVENT_TYPES)  # Python's avro and Go's hamba
 
 
 @pytest.mark.integration
