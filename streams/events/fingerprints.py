@@ -25,8 +25,8 @@ _KEEP = ("name", "type", "fields", "symbols", "items", "values", "size")
 _COMPLEX = frozenset({"record", "error", "enum", "fixed", "array", "map"})
 
 SPEC = "spec"
-PYTHON_AVRO = "avro (Python) 1.12"
-"""Keeps a logical type as ``{"type": base}``: measured with avro 1.12.2."""
+PYTHON_AVRO = "avro (Python) 1.12 and apache-avro (Rust) 0.22"
+"""Keeps a logical type as ``{"type": base}``: both libraries write the same fingerprint."""
 GO_HAMBA = "hamba/avro (Go) 2.31"
 """Keeps ``{"type": base, "logicalType": name}`` and writes the fingerprint big-endian."""
 _VARIANTS = (SPEC, PYTHON_AVRO, GO_HAMBA)

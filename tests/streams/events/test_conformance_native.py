@@ -1,0 +1,98 @@
+"""Conformance with the Avro libraries of Go (``hamba/avro`` 2.31, from the Go module proxy) and
+Rust (``apache-avro`` 0.22, from crates.io): their canonical forms and fingerprints are the ones
+slmops computes for them, each reads every event type slmops writes, and slmops reads what each
+writes back (a header with the library's own fingerprint, then the library's body).
+
+The helpers (``tests/conformance/go``, ``tests/conformance/rust``) are built once per session
+with the machine's Go and Cargo; building the Rust one takes about a minute, hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from streams.events import EVENT_TYPES, SCHEMA_DIR, default_codec
+from streams.events.fingerprints import GO_HAMBA, PYTHON_AVRO, aliases, canonical_form, fingerprint
+from tests.support.sample_events import sample
+
+pytestmark = pytest.mark.slow
+
+HELPERS = Path(__file__).resolve().parents[2] / "conformance"
+SCHEMAS = sorted([*SCHEMA_DIR.glob("*.avsc"), *SCHEMA_DIR.glob("released/*/*.avsc")])
+
+
+@dataclasses.dataclass(frozen=True)
+class Helper:
+    library: str
+    variant: str
+    """The canonical form variant of :mod:`streams.events.fingerprints` the library uses."""
+    binary: Path
+
+    def run(self, lines: list[str], *args: str) -> list[str]:
+        out = subprocess.run(
+            [str(self.binary), *args],
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+
+def _needed(name: str, why: str) -> str:
+    found = shutil.which(name)
+    if found is None:  # fails, never skips: the conformance matrix must not shrink silently
+        pytest.fail(f"`{name}` not found: {why}")
+    return found
+
+
+def _build(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    built = subprocess.run(
+        command, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+
+
+@pytest.fixture(scope="session", params=["go", "rust"])
+def helper(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Helper:
+    if request.param == "go":
+        go = _needed("go", "the conformance test needs Go 1.24 or newer (go.dev/dl)")
+        binary = tmp_path_factory.mktemp("go") / "conformance"
+        env = {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+        _build([go, "build", "-o", str(binary), "."], HELPERS / "go", env)
+        return Helper("hamba/avro (Go)", GO_HAMBA, binary)
+    cargo = _needed("cargo", "the conformance test needs Rust's cargo (rustup.rs)")
+    _build([cargo, "build", "--release", "--locked", "--quiet"], HELPERS / "rust", {})
+    binary = HELPERS / "rust" / "target" / "release" / "slmops-conformance"
+    return Helper("apache-avro (Rust)", PYTHON_AVRO, binary)
+
+
+def test_the_librarys_canonical_forms_and_fingerprints_are_the_ones_computed_for_it(helper):
+    rows = helper.run([str(p) for p in SCHEMAS], "fingerprints")
+    assert len(rows) == len(SCHEMAS)
+    for row in rows:
+        path, fp, form = row.split("\t")
+        schema = json.loads(Path(path).read_text())
+        assert canonical_form(schema, variant=helper.variant) == form, path
+        assert fingerprint(schema, variant=helper.variant).hex() == fp, path
+        assert aliases(schema)[helper.variant].hex() == fp, path
+
+
+def test_the_library_reads_every_event_slmops_writes_and_slmops_reads_what_it_writes(helper):
+    codec = default_codec()
+    events = [sample(t) for t in EVENT_TYPES.values()]
+    lines = [f"{SCHEMA_DIR / (e.SCHEMA + '.avsc')}\t{codec.encode(e).hex()}" for e in events]
+    written = [bytes.fromhex(h) for h in helper.run(lines)]
+    assert len(written) == len(events)
+    for event, data in zip(events, written, strict=True):
+        schema = json.loads((SCHEMA_DIR / f"{event.SCHEMA}.avsc").read_text())
+        assert data[2:10] == aliases(schema)[helper.variant]  # its own header, not the spec's
+        assert codec.decode(data) == event, helper.library
