@@ -44,6 +44,7 @@ first steps:
   slmops kafka up            start the local Apache Kafka (fetches jars on first use)
   slmops topics create       create the catalog's topics
   slmops publish feedback F  publish events from a JSON file (or - for stdin)
+  slmops validate telemetry F  check records as every consumer would, send nothing
   slmops tail feedback       print the events on a topic as JSON lines
 """
 
@@ -175,6 +176,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return publish.run(args, _settings(args).connection(), _say)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from slmops import validate
+
+    return validate.run(args, _say)
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from streams.events import to_json
     from streams.kafka.clients import EventConsumer, Undecodable
@@ -216,6 +223,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     from streams.events import EVENT_TYPES, SCHEMA_DIR, cli_name, default_codec
 
+    if args.rules:
+        from slmops.contract import rules_json
+
+        sys.stdout.write(rules_json())
+        return 0
     codec = default_codec()
     for name, cls in EVENT_TYPES.items():
         spec = codec.fingerprint(name)
@@ -451,6 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_arguments(p)
     _add_connection(p)
 
+    from slmops import validate
+
+    p = add(
+        sub,
+        "validate",
+        cmd_validate,
+        "check JSON records against the whole contract (the schema, its limits and what the "
+        "control worker refuses); sends nothing, needs no broker",
+        epilog="example:\n  slmops validate telemetry windows.jsonl\n\n" + validate.EXIT_CODES,
+    )
+    validate.add_arguments(p)
+
     p = add(
         sub,
         "tail",
@@ -515,7 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection(p)
     _add_port(p)
 
-    add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
+    p = add(sub, "schemas", cmd_schemas, "list event types, their fingerprints and .avsc files")
+    p.add_argument(
+        "--rules",
+        action="store_true",
+        help="print the contract's rules beyond the types (limits, shared histogram bounds) as "
+        "JSON: streams/events/schemas/rules.json",
+    )
 
     from slmops import rollouts
 

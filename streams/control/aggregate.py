@@ -107,6 +107,12 @@ _GENERATION_BOUNDS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("ttft_ms", FIRST_TOKEN_MS_BOUNDS),
     ("inter_token_ms", INTER_TOKEN_MS_BOUNDS),
 )
+SHARED_BOUNDS: dict[str, tuple[float, ...]] = {
+    "latency_ms": LATENCY_MS_BOUNDS,
+    "confidence": UNIT_BOUNDS,
+    **{f"generation.{name}": bounds for name, bounds in _GENERATION_BOUNDS},
+}
+"""Every Telemetry histogram by its field path, and the bounds it must use to be merged."""
 # Integer sums of a window's generations, by their Generation field names.
 _GENERATION_COUNTS = (
     "generations",
