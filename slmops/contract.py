@@ -32,12 +32,13 @@ def rules() -> dict[str, Any]:
 
     return {
         "about": (
-            "What slmops consumers refuse beyond the .avsc types, per record and field: a record "
-            "breaking one is refused with the reason (and dead-lettered where its consumers "
-            "dead-letter); `slmops validate TOPIC FILE` checks records against all of them. count: an integer in 0..max_count; real: a finite "
-            "double, zero or normal; time: within time_span_days of the reader's clock; chars: "
-            "at most that many characters; identifier: no control characters; items: at most "
-            "that many array or map entries."
+            "What slmops consumers refuse beyond the .avsc types, per record and field: a "
+            "record breaking one is refused with the reason (and dead-lettered where its "
+            "consumers dead-letter); `slmops validate TOPIC FILE` checks records against all "
+            "of them. count: an integer in 0..max_count; real: a finite double, zero or "
+            "normal; time: within time_span_days of the reader's clock; chars: at most that "
+            "many characters; identifier: no control characters; items: at most that many "
+            "array or map entries."
         ),
         "max_count": MAX_COUNT,
         "time_span_days": TIME_SPAN.days,
