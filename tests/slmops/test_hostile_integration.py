@@ -21,7 +21,9 @@ def test_cli_readers_survive_the_hostile_catalog_and_show_what_follows(kafka_con
     catalog = kafka_conn.catalog()
     registry, devices = catalog.topic_for(ModelVersion), catalog.topic_for(DeviceStatus)
     pills = {registry: wire_pills("ModelVersion"), devices: wire_pills("DeviceStatus")}
-    assert min(len(batch) for batch in pills.values()) >= 10
+    # DeviceStatus has no newer-enum-symbol pill: its state enum reads an unknown symbol as
+    # its default (docs/wire-format.md, "Evolving a schema").
+    assert min(len(batch) for batch in pills.values()) >= 9
 
     async def produce() -> None:
         await send_pills(kafka_conn, pills)

@@ -80,12 +80,13 @@ def _varint(n: int) -> bytes:
 
 
 def newer_writer(name: str) -> dict[str, Any] | None:
-    """``name``'s schema as a newer writer would send it: one more symbol in its first enum."""
+    """``name``'s schema as a newer writer would send it: one more symbol in its first enum
+    without a default (a reader reads an unknown symbol of an enum with one as the default)."""
     newer = copy.deepcopy(schema(name))
     for record in named_records(newer):
         for field in record["fields"]:
             kind = field["type"]
-            if isinstance(kind, dict) and kind.get("type") == "enum":
+            if isinstance(kind, dict) and kind.get("type") == "enum" and "default" not in kind:
                 kind["symbols"] = [*kind["symbols"], NEWER_SYMBOL]
                 return newer
     return None
@@ -98,7 +99,11 @@ def _newer_symbol(name: str) -> bytes | None:
     record = to_record(sample(EVENT_TYPES[name]))
     for field in newer["fields"]:
         kind = field["type"]
-        if isinstance(kind, dict) and kind.get("type") == "enum":
+        if (
+            isinstance(kind, dict)
+            and kind.get("type") == "enum"
+            and NEWER_SYMBOL in kind["symbols"]
+        ):
             record[field["name"]] = NEWER_SYMBOL
             return encode_with(newer, record)
     return None  # the enum sits in a nested record: covered by the generated records

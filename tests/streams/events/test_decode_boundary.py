@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.events import EVENT_TYPES, Alert, Codec, to_record
+from streams.events import EVENT_TYPES, Codec, to_record
 from streams.events.errors import EventError
 from tests.support.avro import encode_with
 from tests.support.avro import schema as _schema
@@ -23,17 +23,50 @@ def test_timestamp_past_year_9999_is_an_event_error(event):
         codec.decode(data)
 
 
-def test_enum_symbol_of_a_newer_writer_is_an_event_error():
-    newer = _schema("Alert")
-    for field in newer["fields"]:
-        if isinstance(field["type"], dict) and field["type"].get("type") == "enum":
-            field["type"]["symbols"] = [*field["type"]["symbols"], "FROM_THE_FUTURE"]
-            enum_field = field["name"]
-            break
-    else:
-        pytest.fail("Alert has no enum field to extend")
-    codec = Codec({n: _schema(n) for n in EVENT_TYPES}, released=[newer])
-    record = to_record(sample(Alert))
-    record[enum_field] = "FROM_THE_FUTURE"
-    with pytest.raises(EventError):
-        codec.decode(encode_with(newer, record))
+def _enum_fields(name: str) -> list[tuple[str, dict]]:
+    return [
+        (f["name"], f["type"])
+        for f in _schema(name)["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("type") == "enum"
+    ]
+
+
+# Where a reader survives a symbol a newer writer added, and what it reads instead. An unknown
+# rollout status, command or task must not be read as another one: those have no default (nor
+# has the selector's operator, nested in RolloutCommand and RolloutState).
+ENUM_DEFAULTS = {
+    ("Alert", "Severity"): "WARNING",
+    ("DeviceStatus", "DeviceState"): "DEGRADED",
+    ("ModelVersion", "Task"): None,
+    ("RolloutCommand", "RolloutCommandKind"): None,
+    ("RolloutState", "RolloutStatus"): None,
+}
+
+
+def test_only_the_enums_a_reader_may_default_have_a_default():
+    found = {
+        (name, enum["name"]): enum.get("default")
+        for name in EVENT_TYPES
+        for _, enum in _enum_fields(name)
+    }
+    assert found == ENUM_DEFAULTS
+
+
+@pytest.mark.parametrize("name", sorted({n for n in EVENT_TYPES for _ in _enum_fields(n)}), ids=str)
+def test_an_enum_symbol_of_a_newer_writer_reads_as_the_default_or_is_an_event_error(name):
+    for field, enum in _enum_fields(name):
+        newer = _schema(name)
+        for f in newer["fields"]:
+            if f["name"] == field:
+                f["type"]["symbols"] = [*f["type"]["symbols"], "FROM_THE_FUTURE"]
+        codec = Codec({n: _schema(n) for n in EVENT_TYPES}, released=[newer])
+        event = sample(EVENT_TYPES[name])
+        record = to_record(event)
+        record[field] = "FROM_THE_FUTURE"
+        default = enum.get("default")
+        if default is None:
+            with pytest.raises(EventError):
+                codec.decode(encode_with(newer, record))
+        else:
+            decoded = codec.decode(encode_with(newer, record))
+            assert getattr(decoded, field).value == default

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import math
 import struct
@@ -132,6 +133,44 @@ def test_every_released_schema_resolves_against_the_current_one():
         decoded = fastavro.schemaless_reader(buf, writer, reader)
         assert isinstance(decoded, dict)
         assert decoded["event_id"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(SCHEMA_DIR.glob("released/*/*.avsc")), ids=lambda p: f"{p.parent.name}.v{p.stem}"
+)
+def test_a_reader_of_every_released_version_reads_what_the_current_one_writes(path):
+    # Forward compatibility: a consumer still on an older schema keeps reading new producers.
+    name = path.parent.name
+    old = fastavro.parse_schema(json.loads(path.read_text()), named_schemas={})
+    current = fastavro.parse_schema(_schema(name), named_schemas={})
+    sample_event = next(e for e in sample_events() if name == e.SCHEMA)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, current, codec_record(sample_event))
+    buf.seek(0)
+    decoded = fastavro.schemaless_reader(buf, current, old)
+    assert isinstance(decoded, dict)
+    assert str(decoded["event_id"]) == sample_event.event_id
+    assert set(decoded) == {f["name"] for f in json.loads(path.read_text())["fields"]}
+
+
+def test_each_released_version_reads_the_next_one_and_the_next_reads_it():
+    for versions in {p.parent for p in SCHEMA_DIR.glob("released/*/*.avsc")}:
+        ordered = sorted(versions.glob("*.avsc"), key=lambda p: int(p.stem))
+        for older, newer in itertools.pairwise(ordered):
+            a = fastavro.parse_schema(json.loads(older.read_text()), named_schemas={})
+            b = fastavro.parse_schema(json.loads(newer.read_text()), named_schemas={})
+            sample_event = next(e for e in sample_events() if versions.name == e.SCHEMA)
+            record = codec_record(sample_event)
+            for writer, reader, schema_path in ((a, b, older), (b, a, newer)):
+                fields = {f["name"] for f in json.loads(schema_path.read_text())["fields"]}
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(
+                    buf, writer, {k: v for k, v in record.items() if k in fields}
+                )
+                buf.seek(0)
+                read = fastavro.schemaless_reader(buf, writer, reader)
+                assert isinstance(read, dict), (older.name, newer.name)
+                assert str(read["event_id"]) == sample_event.event_id
 
 
 def test_current_schemas_are_released():
