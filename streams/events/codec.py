@@ -88,6 +88,10 @@ class Codec:
         released = [json.loads(p.read_text()) for p in sorted(directory.glob("released/*/*.avsc"))]
         return cls(current, released)
 
+    def knows(self, fingerprint: bytes) -> bool:
+        """Whether records whose header names ``fingerprint`` decode (a writer or an alias)."""
+        return fingerprint in self._writers
+
     def fingerprint(self, event_type: type[Event] | str) -> bytes:
         name = event_type if isinstance(event_type, str) else event_type.SCHEMA
         return self._fingerprints[name]
