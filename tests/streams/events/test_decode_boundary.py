@@ -6,6 +6,8 @@ consumer of the topic (a compacted topic keeps such a record forever).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from streams.events import EVENT_TYPES, Codec, to_record
@@ -23,7 +25,7 @@ def test_timestamp_past_year_9999_is_an_event_error(event):
         codec.decode(data)
 
 
-def _enum_fields(name: str) -> list[tuple[str, dict]]:
+def _enum_fields(name: str) -> list[tuple[str, dict[str, Any]]]:
     return [
         (f["name"], f["type"])
         for f in _schema(name)["fields"]
