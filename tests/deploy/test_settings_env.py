@@ -11,6 +11,7 @@ import re
 
 from tests.deploy.manifests import (
     COMPOSE,
+    DEPLOY,
     DOCKER,
     PENDING_ENV,
     k8s_files,
@@ -22,7 +23,8 @@ NAME = re.compile(r"\bSLMOPS_[A-Z0-9_]*[A-Z0-9]\b")
 
 
 def _names_in_deploy_tree() -> dict[str, set[str]]:
-    files = [COMPOSE, *k8s_files(), *DOCKER.glob("*.Dockerfile")]
+    helm = [*(DEPLOY / "helm").rglob("*.yaml"), *(DEPLOY / "helm").rglob("*.tpl")]
+    files = [COMPOSE, *k8s_files(), *DOCKER.glob("*.Dockerfile"), *helm]
     found: dict[str, set[str]] = {}
     for path in files:
         for name in NAME.findall(path.read_text()):
