@@ -399,6 +399,17 @@ def run(args: argparse.Namespace, conn: Any, say: Callable[[str], None]) -> int:
     return outcome.exit_code
 
 
+def add_show_refused(p: argparse.ArgumentParser) -> None:
+    """``--show-refused N``: how many refused lines a command prints."""
+    p.add_argument(
+        "--show-refused",
+        type=non_negative_int,
+        default=20,
+        metavar="N",
+        help="print at most N refused lines, 0 for all (default 20)",
+    )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``slmops publish`` (connection flags are added by the caller)."""
     p.add_argument(
@@ -440,13 +451,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="refuse records over N bytes on the wire; default and ceiling: the producer's "
         "1 MiB request limit, or the topic's max.message.bytes when lower",
     )
-    p.add_argument(
-        "--show-refused",
-        type=non_negative_int,
-        default=20,
-        metavar="N",
-        help="print at most N refused lines, 0 for all (default 20)",
-    )
+    add_show_refused(p)
     p.add_argument(
         "--wait",
         type=non_negative_float,

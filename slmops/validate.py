@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from slmops.publish import REFUSED, SENT, read_input
-from streams.kafka.arguments import non_negative_int
+from slmops.publish import REFUSED, SENT, add_show_refused, read_input
 
 EXIT_CODES = """\
 exit codes:
@@ -67,10 +66,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         help="a JSON object, a JSON array or JSON lines, UTF-8; - or absent: stdin",
     )
-    p.add_argument(
-        "--show-refused",
-        type=non_negative_int,
-        default=20,
-        metavar="N",
-        help="print at most N refused lines, 0 for all (default 20)",
-    )
+    add_show_refused(p)

@@ -268,6 +268,22 @@ def test_a_version_squatted_by_a_record_dated_2100_is_refused_on_the_broker(
     )
 
 
+def _signed_device(device_id, kafka_conn, tmp_path, release, control) -> EdgeSettings:
+    """A device on the broker that obeys only records signed by ``release`` and ``control``."""
+    return EdgeSettings(
+        device_id=device_id,
+        cohort="beta",
+        data_dir=tmp_path / "dev",
+        artifact_dirs=[tmp_path.parent],
+        trusted_keys=[public_key_to_text(release.public_key())],
+        trusted_control_keys=[public_key_to_text(control.public_key())],
+        signed_records=True,
+        bootstrap_servers=kafka_conn.bootstrap_servers,
+        topic_prefix=kafka_conn.topic_prefix,
+        kafka_retry_s=0.2,
+    )
+
+
 @pytest.mark.integration
 def test_with_signed_records_only_the_controller_key_moves_a_device(
     kafka_conn, tmp_path, signing_key
@@ -279,18 +295,7 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
     v1 = build(tmp_path, signing_key, version="v1", favour=0)
     v2 = build(tmp_path, signing_key, version="v2", favour=1)
     now = datetime.now(UTC)
-    settings = EdgeSettings(
-        device_id="edge-signed-1",
-        cohort="beta",
-        data_dir=tmp_path / "dev",
-        artifact_dirs=[tmp_path.parent],
-        trusted_keys=[public_key_to_text(signing_key.public_key())],
-        trusted_control_keys=[public_key_to_text(control.public_key())],
-        signed_records=True,
-        bootstrap_servers=kafka_conn.bootstrap_servers,
-        topic_prefix=kafka_conn.topic_prefix,
-        kafka_retry_s=0.2,
-    )
+    settings = _signed_device("edge-signed-1", kafka_conn, tmp_path, signing_key, control)
 
     def rollout(revision: int) -> RolloutState:
         at = now + timedelta(seconds=revision)
@@ -350,18 +355,7 @@ def test_a_replayed_signed_rollback_to_an_older_version_is_refused_on_the_broker
     v1 = build(tmp_path, signing_key, version="v1", favour=0)
     v2 = build(tmp_path, signing_key, version="v2", favour=1)
     now = datetime.now(UTC)
-    settings = EdgeSettings(
-        device_id="edge-replay-1",
-        cohort="beta",
-        data_dir=tmp_path / "dev",
-        artifact_dirs=[tmp_path.parent],
-        trusted_keys=[public_key_to_text(signing_key.public_key())],
-        trusted_control_keys=[public_key_to_text(control.public_key())],
-        signed_records=True,
-        bootstrap_servers=kafka_conn.bootstrap_servers,
-        topic_prefix=kafka_conn.topic_prefix,
-        kafka_retry_s=0.2,
-    )
+    settings = _signed_device("edge-replay-1", kafka_conn, tmp_path, signing_key, control)
     captured = support_rollout(
         RolloutStatus.ROLLED_BACK, revision=5, rollout_id="r-old", at=now - timedelta(hours=1)
     )
