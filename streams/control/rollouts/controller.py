@@ -226,9 +226,11 @@ class Controller:
             return True, out
         for event_id, waiting in list(self.parked.items()):
             cmd = waiting.command
-            if cmd.model_id != mv.model_id or mv.version not in (cmd.to_version, cmd.from_version):
+            if cmd.model_id != mv.model_id:
                 continue
             needed = (cmd.to_version, cmd.from_version or self._stable_version(mv.model_id))
+            if mv.version not in needed:
+                continue
             if all(v is not None and ref(mv.model_id, v) in self.versions for v in needed):
                 del self.parked[event_id]
                 out += self._answer_start(cmd, now)

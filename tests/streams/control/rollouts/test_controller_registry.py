@@ -132,6 +132,23 @@ def test_a_start_waits_for_both_of_its_versions():
     assert [s.status for s in out.states] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
 
 
+def test_a_start_naming_no_stable_version_waits_for_the_one_resolved_for_it():
+    c = controller(version("v1"), version("v2"))
+    first = c.command(start_cmd(rollout_id="r0"), T0)  # v1 -> v2, promoted below
+    assert first.states
+    for _ in range(2):  # to 100%, then the bake ended early
+        promote = RolloutCommand(rollout_id="r0", command=RolloutCommandKind.PROMOTE)
+        c.command(promote, T0)
+    assert c.registry.get("r0").status is RolloutStatus.SUCCEEDED  # v2 is now the stable one
+    del c.versions["intent:v2"]  # as if its record had not reached this worker yet
+    bare = dataclasses.replace(start_cmd(to="v3", rollout_id="r1"), from_version=None)
+    c.version(version("v3"), T0)
+    out = c.command(bare, T0)
+    assert "registry record of intent v2" in out.notes[0]
+    _, out = c.version(version("v2"), T0)  # the stable version's record, not the target's
+    assert [s.status for s in out.states] == [RolloutStatus.PENDING, RolloutStatus.PROGRESSING]
+
+
 def test_a_start_refused_for_another_reason_does_not_wait():
     c = controller()
     bare = dataclasses.replace(start_cmd(), from_version=None)
