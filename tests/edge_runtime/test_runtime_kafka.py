@@ -310,11 +310,13 @@ def test_with_signed_records_only_the_controller_key_moves_a_device(
             await producer.send_and_wait(
                 dataclasses.replace(v1.event, occurred_at=now), signing_key=signing_key
             )
-            await producer.send_and_wait(v2.event, signing_key=signing_key)
             rt = EdgeRuntime(settings)
             await rt.start()
             try:
                 assert await rt.wait_until(lambda r: r.version == "v1", 20)
+                # Registered after v1, the newer version: only a rollout moves a serving device.
+                later = dataclasses.replace(v2.event, occurred_at=now + timedelta(seconds=1))
+                await producer.send_and_wait(later, signing_key=signing_key)
                 await producer.send_and_wait(rollout(1))  # forged: unsigned
                 await producer.send_and_wait(rollout(2), signing_key=signing_key)  # wrong role
                 refused = "refused rollout r-signed revision 2"
