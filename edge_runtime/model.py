@@ -78,7 +78,8 @@ class Prediction:
 
     label: str | None = None
     confidence: float | None = None
-    embedding: tuple[float, ...] | None = None
+    embedding: FloatArray | None = dataclasses.field(default=None, compare=False)
+    """A read-only row of the batch's output: no per-float Python objects on the hot path."""
     text: str | None = None
     token_ids: tuple[int, ...] = ()
     finish_reason: str | None = None
@@ -126,6 +127,7 @@ class LoadedModel:
         if not manifest.tokenizer_file:
             raise self._refuse("the manifest names no tokenizer file")
         self._session: ort.InferenceSession | None = None
+        self._batchable = False
         self._engine: Any = None
         self._decoder: Decoder | None = None
         self.chat_template: ChatTemplate | None = None
@@ -162,6 +164,19 @@ class LoadedModel:
         outputs = [o.name for o in self._session.get_outputs()]
         self._output_names = outputs
         self._apply_softmax = "logit" in outputs[0].lower()
+        batch_dim = self._session.get_inputs()[0].shape[:1]
+        self._batchable = not batch_dim or not isinstance(batch_dim[0], int) or batch_dim[0] != 1
+
+    @property
+    def session(self) -> ort.InferenceSession | None:
+        """The onnxruntime session (None for genai builds and once closed)."""
+        return self._session
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may share one session call: CLASSIFY and EMBED graphs with a free
+        batch dimension (a GENERATE model decodes each text on its own)."""
+        return self._session is not None and self._decoder is None and self._batchable
 
     def _prepare_generate(self, session: ort.InferenceSession, manifest: Manifest) -> None:
         # A prompt is decoded alone (no padding); an overlong one keeps its end, which is what
@@ -374,7 +389,12 @@ class LoadedModel:
         if session is None:
             raise InferenceError(self.model_id, self.version, "the session was released")
         texts = self._clip(texts)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        # One text skips encode_batch's hand-off to the tokenizer's thread pool.
+        encodings = (
+            [self._tokenizer.encode(texts[0])]
+            if len(texts) == 1
+            else self._tokenizer.encode_batch(texts)
+        )
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feed: dict[str, Any] = {"input_ids": ids}
@@ -384,7 +404,7 @@ class LoadedModel:
             raw = session.run(self._output_names, feed)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise InferenceError(self.model_id, self.version, str(exc)) from exc
-        tokens = tuple(int(c) for c in mask.sum(axis=1))
+        tokens = tuple(mask.sum(axis=1).tolist())
         primary = np.asarray(raw[0], dtype=np.float32)
         if primary.ndim != 2 or primary.shape[0] != len(texts):
             raise self._refuse(f"first output has shape {primary.shape}, expected (batch, n)")
@@ -553,7 +573,8 @@ class LoadedModel:
             raise InferenceError(self.model_id, version, str(exc)) from exc
 
     def _embed(self, primary: FloatArray, tokens: tuple[int, ...]) -> InferenceResult:
-        predictions = tuple(Prediction(embedding=tuple(float(x) for x in row)) for row in primary)
+        primary.flags.writeable = False
+        predictions = tuple(Prediction(embedding=row) for row in primary)
         return InferenceResult(self.model_id, self.version, predictions, tokens, (), primary)
 
 

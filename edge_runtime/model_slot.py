@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from edge_runtime.adapter import Adapter
-from edge_runtime.errors import NoModelError
+from edge_runtime.errors import InferenceError, NoModelError
 from edge_runtime.hardware import HardwareProfile
+from edge_runtime.lane import Served, ServingLane
 from edge_runtime.model import InferenceResult, LoadedModel
 from streams.events.artifact import Manifest
 
@@ -38,9 +40,21 @@ def prepare(
 class ModelSlot:
     """Serves one model id; holds at most one current version."""
 
-    def __init__(self, model_id: str, *, drain_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        drain_timeout_s: float = 30.0,
+        lane: ServingLane | None = None,
+        served: Served | None = None,
+    ) -> None:
         self.model_id = model_id
         self.drain_timeout_s = drain_timeout_s
+        self.served = served
+        """Told of every request :meth:`ainfer` answers (the lane's own hook for its own)."""
+        self.lane = lane
+        """Serves batchable models (CLASSIFY, EMBED) in micro-batches; without one, or for
+        GENERATE, each request runs on a thread of its own."""
         self._current: LoadedModel | None = None
         self._swap_lock = threading.Lock()
         self.swaps = 0
@@ -78,10 +92,26 @@ class ModelSlot:
     ) -> InferenceResult:
         """Run a batch without blocking the event loop (onnxruntime releases the GIL)."""
         model = self.lease()
+        if self.lane is not None and model.batchable:
+            return await self.lane.run(model, texts)  # the lane releases the lease
         try:
-            return await asyncio.to_thread(model.run, texts, max_new_tokens=max_new_tokens)
+            return await asyncio.to_thread(self._run, model, texts, max_new_tokens)
         finally:
             model.release()
+
+    def _run(
+        self, model: LoadedModel, texts: Sequence[str], max_new_tokens: int | None
+    ) -> InferenceResult:
+        started = time.perf_counter()
+        try:
+            result = model.run(texts, max_new_tokens=max_new_tokens)
+        except InferenceError as exc:
+            if self.served is not None:
+                self.served(model, exc, (time.perf_counter() - started) * 1000)
+            raise
+        if self.served is not None:
+            self.served(model, result, (time.perf_counter() - started) * 1000)
+        return result
 
     def swap(self, new: LoadedModel) -> LoadedModel | None:
         """Point the slot at ``new``; return the model it replaces (still draining)."""
@@ -140,5 +170,7 @@ class ModelSlot:
 
     def close(self) -> None:
         model, self._current = self._current, None
+        if self.lane is not None:
+            self.lane.close(self.drain_timeout_s)
         if model is not None:
             model.close(self.drain_timeout_s)

@@ -63,8 +63,9 @@ from edge_runtime.follower import UpdateFollower
 from edge_runtime.generation_service import GenerationService
 from edge_runtime.generation_stats import GenerationStats
 from edge_runtime.hardware import HardwareProfile, profile_named
+from edge_runtime.lane import ServingLane
 from edge_runtime.metrics import EdgeMetrics
-from edge_runtime.model import InferenceResult
+from edge_runtime.model import InferenceResult, LoadedModel
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.outbox import Outbox
 from edge_runtime.settings import EdgeSettings
@@ -147,7 +148,15 @@ class EdgeRuntime:
         self.trusted_control = {key_id(k): k for k in control}
         root = settings.device_dir
         disk = disk or LocalDisk()
-        self.slot = ModelSlot(settings.model_id)
+        self.lane = ServingLane(
+            workers=settings.serving_workers(self.profile.intra_op_threads),
+            max_batch=self.profile.max_batch,
+            wait_s=settings.batch_wait_ms / 1000,
+            inline_s=settings.inline_max_ms / 1000,
+            served=self._served,
+        )
+        self.slot = ModelSlot(settings.model_id, lane=self.lane, served=self._served)
+        self._lane_failures_seen = 0
         self.store = ModelStore(
             root / "store", self.trusted, max_bytes=settings.max_artifact_bytes, disk=disk
         )
@@ -241,20 +250,23 @@ class EdgeRuntime:
                 self.version or "-",
                 f"batch of {len(texts)} exceeds this device's limit of {self.profile.max_batch}",
             )
-        started = time.perf_counter()
-        try:
-            result = await self.slot.ainfer(texts, max_new_tokens=max_new_tokens)
-        except InferenceError as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            self.aggregator.record(exc.version, elapsed, error=True)
-            self.metrics.requests.labels(
-                self.device.device_id, self.model_id, exc.version, "error"
-            ).inc()
-            raise
-        elapsed = (time.perf_counter() - started) * 1000
+        # Telemetry and metrics are recorded by the serving thread (``_served``), after the
+        # answer is handed back.
+        return await self.slot.ainfer(texts, max_new_tokens=max_new_tokens)
+
+    def _served(
+        self, model: LoadedModel, outcome: InferenceResult | InferenceError, elapsed_ms: float
+    ) -> None:
+        """Count one answered request in the window and the metrics (on a serving thread)."""
+        device = self.device.device_id
+        if isinstance(outcome, InferenceError):
+            self.aggregator.record(outcome.version, elapsed_ms, error=True)
+            self.metrics.requests.labels(device, self.model_id, outcome.version, "error").inc()
+            return
+        result = outcome
         self.aggregator.record(
             result.version,
-            elapsed,
+            elapsed_ms,
             n_classes=result.n_classes,
             confidences=[p.confidence for p in result.predictions if p.confidence is not None],
             token_counts=result.token_counts,
@@ -262,14 +274,11 @@ class EdgeRuntime:
             class_indices=result.class_indices,
             features=result.features,
         )
-        self.metrics.requests.labels(
-            self.device.device_id, self.model_id, result.version, "ok"
-        ).inc()
-        self.metrics.texts.labels(self.device.device_id, self.model_id, result.version).inc(
-            len(texts)
+        self.metrics.requests.labels(device, self.model_id, result.version, "ok").inc()
+        self.metrics.texts.labels(device, self.model_id, result.version).inc(
+            len(result.predictions)
         )
-        self.metrics.latency.observe(elapsed / 1000)
-        return result
+        self.metrics.latency.observe(elapsed_ms / 1000)
 
     def _generation_finished(self, version: str, stats: GenerationStats, elapsed_ms: float) -> None:
         """Count one streamed generation (from its worker thread; the window is locked)."""
@@ -759,6 +768,10 @@ class EdgeRuntime:
 
     def close_window(self) -> int:
         """End the telemetry window now and queue its events; returns how many."""
+        self.lane.flush()
+        if self.health.condition("serving", self.lane.health(self._lane_failures_seen)):
+            self.board.health_changed()
+        self._lane_failures_seen = self.lane.failures
         events = self.aggregator.close(
             _now(), serving_version=self.version, memory_rss_bytes=self._rss()
         )

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def _output(p: Prediction) -> dict[str, Any]:
     if p.embedding is not None:
-        return {"embedding": list(p.embedding)}
+        return {"embedding": p.embedding.tolist()}
     if p.text is not None:
         return {"text": p.text, "confidence": p.confidence, "finish_reason": p.finish_reason}
     return {"label": p.label, "confidence": p.confidence}
@@ -128,6 +128,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    runtime.lane.flush()
     runtime.metrics.outbox_pending.set(len(runtime.outbox.buffer))
     runtime.metrics.outbox_held.set(runtime.outbox.buffer.held)
     runtime.metrics.outbox_dropped.set(runtime.outbox.buffer.dropped)

@@ -6,6 +6,7 @@ Library code receives an instance; the fleet simulator builds one per simulated 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Self
 
@@ -63,6 +64,26 @@ class EdgeSettings(KafkaClientSettings):
         default=2,
         ge=1,
         description="generations decoded at once (each takes the cores while it computes)",
+    )
+    serving_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="threads running CLASSIFY/EMBED batches; 0: the cores over the profile's "
+        "intra-op threads (at most 4)",
+    )
+    batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        description="how long a batch with room waits for more requests while another runs",
+    )
+    inline_max_ms: float = Field(
+        default=3.0,
+        ge=0,
+        le=50,
+        description="a lone request on a model whose runs take at most this long is served on "
+        "the event loop's thread (no hand-off); 0: always hand off",
     )
     generation_max_queued: int = Field(
         default=2, ge=0, description="generations waiting for a slot; more are answered 429"
@@ -138,6 +159,13 @@ class EdgeSettings(KafkaClientSettings):
             max_s=self.task_backoff_max_s,
             jitter=self.task_backoff_jitter,
         )
+
+    def serving_workers(self, intra_op_threads: int) -> int:
+        """The serving threads to start: as set, else enough to fill the cores."""
+        if self.serving_threads:
+            return self.serving_threads
+        cores = os.cpu_count() or 1
+        return max(1, min(4, cores // max(1, intra_op_threads)))
 
     def http_limits(self) -> HttpLimits:
         return HttpLimits(

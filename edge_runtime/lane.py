@@ -1,0 +1,389 @@
+"""The serving lane: long-lived threads that run queued requests in micro-batches.
+
+``asyncio.to_thread`` per request paid for a fresh executor future and a work-queue hand-off
+for every request, and ran concurrent requests one session call each. Here a request is
+queued with its lease already taken; a serving thread takes the queue's head together with
+requests right behind it for the same model, runs them as one ``session.run`` (onnxruntime
+releases the GIL, so the loop keeps serving meanwhile) and hands all results back to the event
+loop in one call.
+
+How much a thread takes leaves every thread its next batch already queued: the queued texts
+over twice the threads, at least one and at most ``max_batch``. On a CPU where a batch of n
+costs about n single runs (MiniLM on one intra-op thread does) what keeps throughput is that
+no core waits for a client's round trip, so four clients on two threads run one request at a
+time, always with the next one waiting; only a deeper queue is merged, which then saves the
+per-request hand-offs. A thread that finds every other thread busy waits up to ``wait_s`` for
+more requests to fill its batch (default none: measured in docs/decisions.md).
+
+A caller alone (nothing queued, nothing running, no other caller waiting) on a model whose
+single runs take at most ``inline_s`` is served on the event loop's own thread: on a small
+VM a hand-off to a thread and back costs two cross-core wake-ups (measured 60-170 us, a tenth
+of a MiniLM run), and a lone client gains nothing from a thread. The loop is then held for
+one such run; any second caller sends both to the threads.
+
+Telemetry is not on a request's path: answered requests are queued for a recorder thread that
+counts them while the serving threads compute (the GIL is free then); :meth:`flush` counts
+what is pending before a window closes.
+
+Batching changes no request's tokens: texts are padded to the longest in the batch and the
+attention mask hides the padding. With int8 *dynamic* quantization the activations' scale is
+taken over the whole batch, so a score can differ in its last digits from the same text run
+alone; ``max_batch=1`` turns merging off for a device that must answer bit for bit alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from edge_runtime.errors import InferenceError
+from edge_runtime.model import InferenceResult, LoadedModel
+
+log = logging.getLogger(__name__)
+
+Served = Callable[[LoadedModel, "InferenceResult | InferenceError", float], None]
+"""Told of each request once it is answered: the model, its result or error, and the
+milliseconds from queueing to the result."""
+
+RECORD_EVERY_S = 0.05
+"""How often the recorder thread counts answered requests (and at once past RECORD_BACKLOG)."""
+RECORD_BACKLOG = 512
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    model: LoadedModel
+    texts: Sequence[str]
+    future: asyncio.Future[InferenceResult]
+    loop: asyncio.AbstractEventLoop
+    queued_at: float
+
+
+def share(queued_texts: int, workers: int, max_batch: int) -> int:
+    """How many texts a thread takes: what leaves every thread its next batch queued."""
+    return max(1, min(max_batch, queued_texts // (2 * workers)))
+
+
+def take(queue: deque[Request], max_texts: int) -> list[Request]:
+    """The head of ``queue`` and the requests right behind it for the same model, as long as
+    their texts fit in ``max_texts`` together (the head always goes, whatever its size)."""
+    head = queue.popleft()
+    batch = [head]
+    total = len(head.texts)
+    while queue:
+        nxt = queue[0]
+        if nxt.model is not head.model or total + len(nxt.texts) > max_texts:
+            break
+        batch.append(queue.popleft())
+        total += len(nxt.texts)
+    return batch
+
+
+def split(result: InferenceResult, sizes: Sequence[int]) -> list[InferenceResult]:
+    """One batch's result cut back into one result per request, in order."""
+    if len(sizes) == 1:
+        return [result]
+    out = []
+    start = 0
+    for size in sizes:
+        end = start + size
+        out.append(
+            dataclasses.replace(
+                result,
+                predictions=result.predictions[start:end],
+                token_counts=result.token_counts[start:end],
+                class_indices=result.class_indices[start:end],
+                features=result.features[start:end],
+                output_token_counts=result.output_token_counts[start:end],
+            )
+        )
+        start = end
+    return out
+
+
+Answer = tuple["asyncio.Future[InferenceResult]", "InferenceResult | Exception"]
+
+
+def _answer(pairs: list[Answer]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # the caller was cancelled while the batch ran
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+class ServingLane:
+    """``workers`` serving threads over one queue; batches of at most ``max_batch`` texts."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        max_batch: int,
+        wait_s: float = 0.0,
+        inline_s: float = 0.0,
+        served: Served | None = None,
+        name: str = "serve",
+    ) -> None:
+        if workers < 1 or max_batch < 1 or wait_s < 0 or inline_s < 0:
+            raise ValueError("a lane needs a worker, a batch of at least one and no negative wait")
+        self.workers = workers
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.inline_s = inline_s
+        self.served = served
+        self.name = name
+        self._queue: deque[Request] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._running = 0
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        """Started with the first request: a device that never serves starts none."""
+        self._answered: deque[tuple[LoadedModel, InferenceResult | InferenceError, float]] = deque()
+        self._record_lock = threading.Lock()
+        self._record_wake = threading.Event()
+        self._callers = 0
+        self._timed: tuple[LoadedModel, float] | None = None
+        """The model last run and a moving mean of its single-request run time, seconds."""
+        self.batches = 0
+        self.requests = 0
+        self.inline = 0
+        self.failures = 0
+        """Batches or records that raised something unexpected (logged; the thread goes on)."""
+
+    @property
+    def alive(self) -> int:
+        """Threads running now (workers and the recorder); 0 before the first request."""
+        return sum(t.is_alive() for t in self._threads)
+
+    def health(self, failures_seen: int) -> str | None:
+        """Why serving is unwell (threads gone, or failures past ``failures_seen``), or None."""
+        gone = 0 if self._closed or not self._threads else len(self._threads) - self.alive
+        if gone:
+            return f"serving: {gone} of {len(self._threads)} serving threads stopped"
+        if self.failures > failures_seen:
+            return (
+                f"serving: {self.failures - failures_seen} unexpected failures in the serving "
+                "threads since the last window (see the log)"
+            )
+        return None
+
+    async def run(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:
+        """Serve ``texts`` on ``model``, which the caller has leased; the lane releases it."""
+        self._callers += 1
+        try:
+            if self._may_inline(model):
+                try:
+                    await asyncio.sleep(0)  # concurrent callers show up here
+                except BaseException:
+                    model.release()
+                    raise
+                if self._callers == 1 and self._may_inline(model):
+                    return self._inline(model, texts)
+            return await self._queued(model, texts)
+        finally:
+            self._callers -= 1
+
+    def _may_inline(self, model: LoadedModel) -> bool:
+        timed = self._timed
+        return (
+            timed is not None
+            and timed[0] is model
+            and timed[1] <= self.inline_s
+            and not self._queue
+            and not self._running
+        )
+
+    def _inline(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:
+        """Run on the calling (event loop) thread: the one caller skips two thread wake-ups,
+        and the loop is held no longer than one short run (``inline_s``)."""
+        started = time.perf_counter()
+        outcome: InferenceResult | InferenceError | None = None
+        try:
+            outcome = model.run(texts)
+            return outcome
+        except InferenceError as exc:
+            outcome = exc
+            raise
+        finally:
+            model.release()
+            elapsed = time.perf_counter() - started
+            self.inline += 1
+            self._time(model, elapsed, len(texts))
+            if outcome is not None and self.served is not None:
+                self._answered.append((model, outcome, elapsed * 1000))
+
+    def _time(self, model: LoadedModel, elapsed_s: float, n_texts: int) -> None:
+        each = elapsed_s / max(n_texts, 1)
+        timed = self._timed
+        mean = each if timed is None or timed[0] is not model else 0.8 * timed[1] + 0.2 * each
+        self._timed = (model, mean)
+
+    async def _queued(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[InferenceResult] = loop.create_future()
+        request = Request(model, texts, future, loop, time.perf_counter())
+        with self._cond:
+            if self._closed:
+                model.release()
+                raise InferenceError(model.model_id, model.version, "the serving lane is closed")
+            if not self._threads:
+                self._start()
+            self._queue.append(request)
+            self._cond.notify()
+        return await future
+
+    def flush(self) -> None:
+        """Count every answered request now (before a window closes)."""
+        self._record()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop taking requests; the threads finish what is queued and count it, then exit."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._record_wake.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._record()
+
+    def _start(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._work, name=f"slmops-{self.name}-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        self._threads.append(
+            threading.Thread(target=self._recorder, name=f"slmops-{self.name}-rec", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+
+    # ------------------------------------------------------------------ serving threads
+
+    def _next(self) -> list[Request] | None:
+        with self._cond:
+            self._idle += 1
+            try:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+            finally:
+                self._idle -= 1
+            queued = sum(len(r.texts) for r in self._queue)
+            limit = share(queued, self.workers, self.max_batch)
+            batch = take(self._queue, limit)
+            if self.wait_s and self._running and not self._idle:
+                self._wait_for_more(batch)
+            if self._queue:
+                self._cond.notify()
+            self._running += 1
+            return batch
+
+    def _wait_for_more(self, batch: list[Request]) -> None:
+        """With the lock held: add requests arriving within ``wait_s`` while there is room."""
+        deadline = time.perf_counter() + self.wait_s
+        while (room := self.max_batch - sum(len(r.texts) for r in batch)) > 0:
+            left = deadline - time.perf_counter()
+            if left <= 0 or self._closed:
+                return
+            if not self._queue:
+                self._cond.wait(left)
+                continue
+            nxt = self._queue[0]
+            if nxt.model is not batch[0].model or len(nxt.texts) > room:
+                return
+            batch.append(self._queue.popleft())
+
+    def _work(self) -> None:
+        while (batch := self._next()) is not None:
+            try:
+                self._serve(batch)
+            except BaseException as exc:  # a bug here must not take a serving thread down
+                self.failures += 1
+                log.exception("serving thread failed a batch; it goes on serving")
+                for request in batch:  # whoever is still waiting gets an answer
+                    error = InferenceError(
+                        request.model.model_id,
+                        request.model.version,
+                        f"internal error in the serving thread: {exc!r}",
+                    )
+                    answer: list[Answer] = [(request.future, error)]
+                    with contextlib.suppress(RuntimeError):
+                        request.loop.call_soon_threadsafe(_answer, answer)
+            finally:
+                with self._cond:
+                    self._running -= 1
+
+    def _serve(self, batch: list[Request]) -> None:
+        model = batch[0].model
+        texts = [t for r in batch for t in r.texts] if len(batch) > 1 else batch[0].texts
+        outcome: InferenceResult | Exception
+        started = time.perf_counter()
+        try:
+            outcome = model.run(texts)
+        except Exception as exc:  # handed to every caller of the batch as it is
+            outcome = exc
+        finally:
+            for _ in batch:
+                model.release()
+        done = time.perf_counter()
+        self._time(model, done - started, len(texts))
+        if isinstance(outcome, Exception):
+            results: list[InferenceResult | Exception] = [outcome] * len(batch)
+        else:
+            results = list(split(outcome, [len(r.texts) for r in batch]))
+        if self.served is not None:
+            # Queued for counting before the answers go out: whoever was answered and then
+            # closes the window finds its request counted.
+            for request, result in zip(batch, results, strict=True):
+                if isinstance(result, InferenceResult | InferenceError):
+                    self._answered.append((model, result, (done - request.queued_at) * 1000))
+            if len(self._answered) > RECORD_BACKLOG:
+                self._record_wake.set()
+        loop = batch[0].loop
+        pairs: list[Answer] = []
+        for request, result in zip(batch, results, strict=True):
+            if request.loop is not loop:  # callers on several loops: answer each on its own
+                with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                    request.loop.call_soon_threadsafe(_answer, [(request.future, result)])
+            else:
+                pairs.append((request.future, result))
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_answer, pairs)
+        self.batches += 1
+        self.requests += len(batch)
+
+    # ------------------------------------------------------------------ recorder thread
+
+    def _recorder(self) -> None:
+        while True:
+            self._record_wake.wait(RECORD_EVERY_S)
+            self._record_wake.clear()
+            self._record()
+            with self._cond:
+                if self._closed and self._running == 0 and not self._queue:
+                    return
+
+    def _record(self) -> None:
+        served = self.served
+        if served is None:
+            return
+        with self._record_lock:
+            while self._answered:
+                model, outcome, elapsed_ms = self._answered.popleft()
+                try:
+                    served(model, outcome, elapsed_ms)
+                except Exception:  # a bad record must not stop the counting of the others
+                    self.failures += 1
+                    log.exception("recording an answered request failed")
