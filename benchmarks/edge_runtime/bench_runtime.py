@@ -28,7 +28,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from benchmarks.edge_runtime.http_client import run_together
 from benchmarks.edge_runtime.minilm import MiniLMBuild, minilm_int8
 from edge_runtime.hardware import PROFILES
 from edge_runtime.lane import ServingLane
@@ -222,21 +222,12 @@ def latency_and_throughput(root: Path, build: MiniLMBuild, n: int, seconds: floa
 
 def _bare_threads(bare: Bare, total: int) -> float:
     each = total // CLIENTS
-    barrier = threading.Barrier(CLIENTS + 1)
 
-    def worker() -> None:
-        barrier.wait()
+    def worker(_: int) -> None:
         for _ in range(each):
             bare()
 
-    threads = [threading.Thread(target=worker) for _ in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return each * CLIENTS / (time.perf_counter() - started)
+    return each * CLIENTS / run_together(worker, CLIENTS)
 
 
 async def _runtime_clients(rt: EdgeRuntime, total: int) -> float:

@@ -15,6 +15,25 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
+
+
+def run_together(target: Callable[[int], None], n: int) -> float:
+    """Run ``target(0)`` .. ``target(n - 1)`` on n threads released at once; wall seconds."""
+    barrier = threading.Barrier(n + 1)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        target(i)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -24,13 +43,15 @@ def main() -> None:
     latencies: list[float] = []
     failures: list[int] = []
     each = total // clients
-    barrier = threading.Barrier(clients + 1)
-
-    def client() -> None:
+    connections = []
+    for _ in range(clients):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("POST", "/v1/infer", body, headers)
         conn.getresponse().read()
-        barrier.wait()
+        connections.append(conn)
+
+    def client(i: int) -> None:
+        conn = connections[i]
         mine: list[float] = []
         for _ in range(each):
             t = time.perf_counter()
@@ -43,14 +64,7 @@ def main() -> None:
         latencies.extend(mine)
         conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_together(client, clients)
     print(json.dumps({"latencies_us": latencies, "wall_s": wall, "failures": failures}))
 
 
