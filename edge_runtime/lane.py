@@ -15,8 +15,9 @@ time, always with the next one waiting; only a deeper queue is merged, which the
 per-request hand-offs. A thread that finds every other thread busy waits up to ``wait_s`` for
 more requests to fill its batch (default none: measured in docs/decisions.md).
 
-A caller alone (nothing queued, nothing running, no other caller waiting) on a model whose
-single runs take at most ``inline_s`` is served on the event loop's own thread: on a small
+A caller alone (nothing queued, nothing running, no other caller waiting) whose request is
+expected to take at most ``inline_s`` (from the model's measured time per text) is served on
+the event loop's own thread: on a small
 VM a hand-off to a thread and back costs two cross-core wake-ups (measured 60-170 us, a tenth
 of a MiniLM run), and a lone client gains nothing from a thread. The loop is then held for
 one such run; any second caller sends both to the threads.
@@ -68,6 +69,11 @@ class Request:
 def share(queued_texts: int, workers: int, max_batch: int) -> int:
     """How many texts a thread takes: what leaves every thread its next batch queued."""
     return max(1, min(max_batch, queued_texts // (2 * workers)))
+
+
+def fits_inline(per_text_s: float | None, n_texts: int, limit_s: float) -> bool:
+    """Whether a request of ``n_texts`` is expected to run within ``limit_s``."""
+    return per_text_s is not None and per_text_s * n_texts <= limit_s
 
 
 def take(queue: deque[Request], max_texts: int) -> list[Request]:
@@ -153,7 +159,7 @@ class ServingLane:
         self._record_wake = threading.Event()
         self._callers = 0
         self._timed: tuple[LoadedModel, float] | None = None
-        """The model last run and a moving mean of its single-request run time, seconds."""
+        """The model last run and a moving mean of its run time per text, seconds."""
         self.batches = 0
         self.requests = 0
         self.inline = 0
@@ -181,26 +187,23 @@ class ServingLane:
         """Serve ``texts`` on ``model``, which the caller has leased; the lane releases it."""
         self._callers += 1
         try:
-            if self._may_inline(model):
+            if self._may_inline(model, len(texts)):
                 try:
                     await asyncio.sleep(0)  # concurrent callers show up here
                 except BaseException:
                     model.release()
                     raise
-                if self._callers == 1 and self._may_inline(model):
+                if self._callers == 1 and self._may_inline(model, len(texts)):
                     return self._inline(model, texts)
             return await self._queued(model, texts)
         finally:
             self._callers -= 1
 
-    def _may_inline(self, model: LoadedModel) -> bool:
+    def _may_inline(self, model: LoadedModel, n_texts: int) -> bool:
         timed = self._timed
+        per_text = timed[1] if timed is not None and timed[0] is model else None
         return (
-            timed is not None
-            and timed[0] is model
-            and timed[1] <= self.inline_s
-            and not self._queue
-            and not self._running
+            fits_inline(per_text, n_texts, self.inline_s) and not self._queue and not self._running
         )
 
     def _inline(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:

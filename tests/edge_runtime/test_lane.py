@@ -13,7 +13,7 @@ import pytest
 from edge_runtime import lane as lanes
 from edge_runtime.errors import InferenceError
 from edge_runtime.hardware import PROFILES
-from edge_runtime.lane import Request, ServingLane, share, split, take
+from edge_runtime.lane import Request, ServingLane, fits_inline, share, split, take
 from edge_runtime.model import InferenceResult, LoadedModel
 from edge_runtime.model_slot import prepare
 from tests.support.tiny_models import build, unpacked
@@ -63,6 +63,12 @@ def test_a_thread_takes_what_leaves_every_thread_its_next_batch():
     assert share(16, workers=2, max_batch=32) == 4
     assert share(1000, workers=2, max_batch=32) == 32
     assert share(1, workers=4, max_batch=32) == 1
+
+
+def test_only_a_request_expected_to_be_short_runs_inline():
+    assert fits_inline(0.001, 1, limit_s=0.003)
+    assert not fits_inline(0.001, 4, limit_s=0.003)  # four texts of a 1 ms model: 4 ms
+    assert not fits_inline(None, 1, limit_s=0.003)  # not timed yet on this model
 
 
 def test_take_stops_at_another_model_and_at_the_limit():
@@ -267,3 +273,40 @@ def test_a_closed_lane_refuses_and_releases_the_lease(model):
     with pytest.raises(InferenceError, match="closed"):
         asyncio.run(lane.run(model, [TEXTS[0]]))
     assert model.in_flight == 0
+
+
+def test_the_device_reports_a_fault_in_its_serving_threads_for_one_window(
+    tmp_path, signing_key, monkeypatch
+):
+    from edge_runtime.runtime import EdgeRuntime
+    from tests.support.device import registered, settings
+
+    built = build(tmp_path, signing_key, version="v1")
+    real_split = lanes.split
+    calls = {"n": 0}
+
+    def broken_once(result: InferenceResult, sizes: Any) -> list[InferenceResult]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        return real_split(result, sizes)
+
+    monkeypatch.setattr(lanes, "split", broken_once)
+
+    async def scenario() -> tuple[list[str], list[str], str | None]:
+        rt = EdgeRuntime(settings(tmp_path, signing_key, inline_max_ms=0))
+        await rt.start_offline()
+        await rt.apply(registered(built, 1))
+        with pytest.raises(InferenceError, match="internal error"):
+            await rt.infer(["book a flight"])
+        rt.close_window()
+        faulty = list(rt.degraded_reasons)
+        served = await rt.infer(["book a flight"])
+        rt.close_window()
+        await rt.stop()
+        return faulty, list(rt.degraded_reasons), served.predictions[0].label
+
+    faulty, after, label = asyncio.run(scenario())
+    assert any("serving: 1 unexpected failures" in r for r in faulty)
+    assert not any(r.startswith("serving") for r in after)
+    assert label
