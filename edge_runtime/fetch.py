@@ -13,7 +13,8 @@ Before downloading, the free space is checked against the artifact's size; a wri
 the disk full ends the download at once. Both refuse the version with
 :class:`~edge_runtime.errors.DiskFullError`, which the runtime retries later.
 
-Only the archive's address is checked here; its signature and files are checked when it is
+Only the archive's address is checked here, on a sha256 fed as the bytes are written (the
+download is not read a second time); its signature and files are checked when it is
 unpacked (see :mod:`edge_runtime.store`).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -179,10 +181,12 @@ class Fetcher:
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 if source is not None:
-                    await asyncio.to_thread(self._copy_file, source, artifact, part)
+                    digest = await asyncio.to_thread(self._copy_file, source, artifact, part)
                 else:
-                    await asyncio.wait_for(self._download(artifact, part), self.policy.timeout_s)
-                await asyncio.to_thread(self._check_address, model_id, version, artifact, part)
+                    digest = await asyncio.wait_for(
+                        self._download(artifact, part), self.policy.timeout_s
+                    )
+                self._check_address(model_id, version, artifact, part, digest)
             except _NoRoom as exc:
                 raise DiskFullError(model_id, version, str(exc), path=str(part)) from exc
             except _Retryable as exc:
@@ -225,7 +229,11 @@ class Fetcher:
                 path=str(part),
             )
 
-    def _check_address(self, model_id: str, version: str, artifact: Artifact, part: Path) -> None:
+    def _check_address(
+        self, model_id: str, version: str, artifact: Artifact, part: Path, digest: str
+    ) -> None:
+        """``digest``: the sha256 of the bytes as they were written, hashed on the way in, so
+        the download is not read a second time."""
         # The reasons name what was announced, never what was read: they reach DeviceStatus,
         # which every reader of the topic sees, and a forged URI must not make the device tell
         # the size or hash of a file of its own. The local log keeps the figures.
@@ -240,7 +248,7 @@ class Fetcher:
                 version,
                 f"size mismatch: more bytes than the announced {artifact.size_bytes}",
             )
-        actual = sha256_file(part)
+        actual = digest
         if actual != artifact.sha256:
             part.unlink()
             log.warning("sha256 mismatch model=%s version=%s read=%s", model_id, version, actual)
@@ -273,11 +281,13 @@ class Fetcher:
             )
         return source
 
-    def _copy_file(self, source: Path, artifact: Artifact, part: Path) -> None:
+    def _copy_file(self, source: Path, artifact: Artifact, part: Path) -> str:
+        """Copy ``source`` to ``part``; the sha256 of what was written."""
         try:
             src = source.open("rb")
         except OSError as exc:
             raise _Retryable(f"cannot read {source}: {exc.strerror or exc}") from exc
+        hasher = hashlib.sha256()
         with src, _writing(self.disk, part, append=False) as dst:
             # One byte more than announced is enough to reveal an oversized file.
             remaining = artifact.size_bytes + 1
@@ -289,10 +299,13 @@ class Fetcher:
                 if not chunk:
                     break
                 _write(dst, chunk, part)
+                hasher.update(chunk)
                 self.transferred_bytes += len(chunk)
                 remaining -= len(chunk)
+        return hasher.hexdigest()
 
-    async def _download(self, artifact: Artifact, part: Path) -> None:
+    async def _download(self, artifact: Artifact, part: Path) -> str:
+        """Download to ``part``, resuming what is there; the sha256 of the whole file."""
         have = await asyncio.to_thread(_resume_offset, part, artifact.size_bytes)
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
@@ -302,8 +315,11 @@ class Fetcher:
             ):
                 if response.status == 206 and have:
                     mode = "ab"
+                    # What was kept from before is hashed once; the rest as it arrives.
+                    hasher = await asyncio.to_thread(_hash_prefix, part, have)
                 elif response.status == 200:
                     mode, have = "wb", 0
+                    hasher = hashlib.sha256()
                 else:
                     raise _Retryable(f"HTTP {response.status} from {artifact.uri}")
                 declared = response.content_length
@@ -314,11 +330,13 @@ class Fetcher:
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         written += len(chunk)
                         _write(out, chunk, part)
+                        hasher.update(chunk)
                         self.transferred_bytes += len(chunk)
                         if written > artifact.size_bytes:
-                            return  # the address check refuses it
+                            break  # the address check refuses it
         except aiohttp.ClientError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        return hasher.hexdigest()
 
 
 class _writing:
@@ -353,6 +371,19 @@ def _write_error(exc: OSError, path: Path) -> Exception:
     if is_disk_full(exc):
         return _NoRoom(f"disk full while writing {path}: {exc.strerror or exc}")
     return _Retryable(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _hash_prefix(part: Path, length: int) -> hashlib._Hash:
+    """A sha256 fed the first ``length`` bytes of ``part`` (a partial download kept)."""
+    hasher = hashlib.sha256()
+    with part.open("rb") as f:
+        while length > 0:
+            chunk = f.read(min(_CHUNK, length))
+            if not chunk:
+                raise _Retryable(f"{part} shrank while resuming")
+            hasher.update(chunk)
+            length -= len(chunk)
+    return hasher
 
 
 def _resume_offset(part: Path, size: int) -> int:

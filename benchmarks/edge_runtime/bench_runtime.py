@@ -16,6 +16,8 @@ same run (the ratios are what to read on a shared, noisy machine):
 3. The longest pause any request sees while the model is swapped under load (serving lane,
    4 clients), next to a bare session load plus first run.
 4. Telemetry cost per request (recording a request into the window, and closing windows).
+5. Rollout to a verified directory: fetch, then unpack and verify, next to a bare copy and
+   unpack with no checks.
 
 The model is built once and cached (:mod:`benchmarks.edge_runtime.minilm`).
 """
@@ -25,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,14 +43,16 @@ from tokenizers import Tokenizer
 
 from benchmarks.edge_runtime.http_client import run_together
 from benchmarks.edge_runtime.minilm import MiniLMBuild, minilm_int8
+from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.hardware import PROFILES
 from edge_runtime.lane import ServingLane
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.runtime import EdgeRuntime
 from edge_runtime.server import serve
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.store import ModelStore
 from edge_runtime.telemetry import Identity, WindowAggregator
-from streams.events.artifact import public_key_to_text
+from streams.events.artifact import key_id, public_key_to_text
 from tests.support.ports import free_port
 
 PROFILE = PROFILES["cpu-small"]
@@ -294,6 +300,39 @@ def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
     )
 
 
+def fetch_and_unpack(build: MiniLMBuild, runs: int = 5) -> None:
+    """Rollout to verified directory: fetch (file://) then unpack + verify, against a bare
+    copy and unpack with no checks at all."""
+    trusted = {key_id(build.key.public_key()): build.key.public_key()}
+    phases: dict[str, list[float]] = {"fetch": [], "unpack + verify": [], "bare": []}
+    for i in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            t = time.perf_counter()
+            shutil.copyfile(build.archive, root / "copy.tar")
+            with tarfile.open(root / "copy.tar") as tar:
+                tar.extractall(root / "bare", filter="data")
+            phases["bare"].append((time.perf_counter() - t) * 1e3)
+            fetcher = Fetcher(
+                ArtifactCache(root / "cache"), FetchPolicy(file_roots=(build.archive.parent,))
+            )
+            artifact = build.event.artifacts[0]
+            t = time.perf_counter()
+            blob = asyncio.run(fetcher.fetch("intent", f"b{i}", artifact))
+            phases["fetch"].append((time.perf_counter() - t) * 1e3)
+            store = ModelStore(root / "store", trusted)
+            t = time.perf_counter()
+            store.install(blob, build.manifest.model_id, build.manifest.version, artifact)
+            phases["unpack + verify"].append((time.perf_counter() - t) * 1e3)
+    size = build.archive.stat().st_size / (1 << 20)
+    bare = statistics.median(phases["bare"])
+    total = statistics.median(phases["fetch"]) + statistics.median(phases["unpack + verify"])
+    print(f"5. rollout -> verified directory, {size:.0f} MiB artifact, {runs} runs (ms, p50)")
+    for name, values in phases.items():
+        print(f"   {name:40} {statistics.median(values):8.0f}")
+    print(f"   fetch + unpack + verify: {total:.0f} ({total / bare:.2f}x a bare copy + unpack)")
+
+
 def telemetry_cost() -> None:
     agg = WindowAggregator(
         Identity("bench", "intent", "c", "cpu-small"), started_at=datetime.now(UTC)
@@ -335,6 +374,7 @@ def main() -> None:
         latency_and_throughput(Path(tmp), build, args.n, args.seconds)
     swap_pause(build)
     telemetry_cost()
+    fetch_and_unpack(build)
 
 
 if __name__ == "__main__":

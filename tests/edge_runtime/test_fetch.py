@@ -13,7 +13,7 @@ from aiohttp import web
 from edge_runtime.errors import FetchError, VerificationError
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.store import ModelStore
-from streams.events.artifact import new_signing_key, sha256_file
+from streams.events.artifact import ArtifactError, new_signing_key, sha256_file, unpack_and_verify
 from tests.support.ports import free_port
 from tests.support.tiny_models import build
 
@@ -99,6 +99,27 @@ def test_corrupt_member_is_refused(tmp_path, signing_key, trusted):
     corrupt.write_bytes(bytes(data))
     with pytest.raises(VerificationError, match="sha256 does not match the manifest"):
         _install(tmp_path, trusted, built, _readdress(built, corrupt))
+
+
+def test_an_archive_off_its_address_is_refused_as_such_whatever_else_it_breaks(
+    tmp_path, signing_key, trusted
+):
+    built = build(tmp_path, signing_key)
+    data = bytearray(built.archive.read_bytes())
+    with tarfile.open(built.archive) as tar:
+        member = tar.getmember("model.onnx")
+    data[member.offset + 150] ^= 0xFF  # inside the member's header: tar itself fails there
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        unpack_and_verify(
+            broken,
+            tmp_path / "out",
+            expected_sha256=built.artifact.sha256,
+            expected_size=len(data),
+            signature=built.artifact.signature,
+            trusted=trusted,
+        )
 
 
 def test_garbage_archive_is_refused(tmp_path, signing_key, trusted):
@@ -245,6 +266,27 @@ def test_http_download_resumes_a_partial_file_left_by_a_killed_process(tmp_path,
 
     assert sha256_file(asyncio.run(scenario())) == built.artifact.sha256
     assert seen == ["bytes=1000-"]
+    assert fetcher.cache.partial_files() == []
+
+
+def test_a_resumed_download_is_checked_whole_not_only_its_new_bytes(tmp_path, signing_key):
+    built = build(tmp_path, signing_key)
+    data = built.archive.read_bytes()
+    fetcher = _fetcher(tmp_path)
+    # A partial left behind with the right length but the wrong bytes: only a digest fed the
+    # kept prefix as well as the new bytes catches it.
+    fetcher.cache.part(built.artifact.sha256).write_bytes(bytes(1000))
+
+    async def scenario():
+        runner, url = await _serve(data)
+        try:
+            artifact = dataclasses.replace(built.artifact, uri=url)
+            await fetcher.fetch("intent", "v1", artifact)
+        finally:
+            await runner.cleanup()
+
+    with pytest.raises(VerificationError, match="sha256 mismatch"):
+        asyncio.run(scenario())
     assert fetcher.cache.partial_files() == []
 
 
