@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,16 @@ class LoadedModel:
         self._active: tuple[adapters.Adapter, AdaptedDecoder] | None = None
         if manifest.engine == "onnxruntime-genai" and manifest.task != "GENERATE":
             raise self._refuse("engine onnxruntime-genai serves GENERATE models only")
+        encoder = manifest.task != "GENERATE" and manifest.engine != "onnxruntime-genai"
+        entry = manifest.files.get(manifest.tokenizer_file)
+        shared_key = (entry.sha256, manifest.max_length) if encoder and entry else None
+        shared = _shared_tokenizer(shared_key)
         try:
-            self._tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+            self._tokenizer = (
+                shared
+                if shared is not None
+                else Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+            )
         except Exception as exc:  # tokenizers raises plain Exception for a bad file
             raise self._refuse(f"could not load {manifest.tokenizer_file}: {exc}") from exc
         if manifest.engine == "onnxruntime-genai":
@@ -154,9 +163,11 @@ class LoadedModel:
         if manifest.task == "GENERATE":
             self._prepare_generate(self._session, manifest)
             return
-        self._tokenizer.enable_truncation(max_length=manifest.max_length)
-        pad_id = self._tokenizer.token_to_id("[PAD]")
-        self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token="[PAD]")
+        if shared is None:
+            self._tokenizer.enable_truncation(max_length=manifest.max_length)
+            pad_id = self._tokenizer.token_to_id("[PAD]")
+            self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token="[PAD]")
+            _keep_tokenizer(shared_key, self._tokenizer)
         input_names = {i.name for i in self._session.get_inputs()}
         if "input_ids" not in input_names:
             raise self._refuse(f"the graph has no input_ids input (has {sorted(input_names)})")
@@ -576,6 +587,35 @@ class LoadedModel:
         primary.flags.writeable = False
         predictions = tuple(Prediction(embedding=row) for row in primary)
         return InferenceResult(self.model_id, self.version, predictions, tokens, (), primary)
+
+
+# Tokenizers of encoder models, configured (truncation, padding), by the verified sha256 of
+# their file and max_length. Parsing tokenizer.json holds the GIL (about 20 ms for MiniLM's),
+# which stalls every serving thread during a swap; a new version of the same base model ships
+# the same file, so the swap reuses the one already loaded. Encoding is read-only and
+# thread-safe, so the old and the new version share it while the old drains.
+_TOKENIZERS: OrderedDict[tuple[str, int], Tokenizer] = OrderedDict()
+_TOKENIZERS_KEPT = 4
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _shared_tokenizer(key: tuple[str, int] | None) -> Tokenizer | None:
+    if key is None:
+        return None
+    with _TOKENIZERS_LOCK:
+        found = _TOKENIZERS.get(key)
+        if found is not None:
+            _TOKENIZERS.move_to_end(key)
+        return found
+
+
+def _keep_tokenizer(key: tuple[str, int] | None, tokenizer: Tokenizer) -> None:
+    if key is None:
+        return
+    with _TOKENIZERS_LOCK:
+        _TOKENIZERS[key] = tokenizer
+        while len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+            _TOKENIZERS.popitem(last=False)
 
 
 def _genai_session_overlay(profile: HardwareProfile) -> dict[str, Any]:

@@ -125,3 +125,19 @@ def test_hot_swap_under_load_drops_nothing_and_tags_every_response(tmp_path, sig
     assert versions[-1] in served
     assert slot.swaps == len(versions)
     assert all(m is not None and m.in_flight == 0 and m.acquire() is False for m in replaced)
+
+
+def test_a_new_version_with_the_same_tokenizer_file_reuses_the_loaded_tokenizer(
+    tmp_path, signing_key
+):
+    # Parsing tokenizer.json holds the GIL and stalls serving during a swap.
+    v1 = build(tmp_path, signing_key, version="v1", seed=1)
+    v2 = build(tmp_path, signing_key, version="v2", seed=2)
+    old = prepare(unpacked(tmp_path, v1), v1.manifest, PROFILE)
+    new = prepare(unpacked(tmp_path, v2), v2.manifest, PROFILE)
+    assert new._tokenizer is old._tokenizer
+    assert new.run(TEXTS).token_counts == old.run(TEXTS).token_counts == (5, 4)
+    longer = v2.manifest.model_copy(update={"max_length": 4})
+    other = prepare(unpacked(tmp_path, v2), longer, PROFILE)
+    assert other._tokenizer is not old._tokenizer  # truncation differs: not shared
+    assert other.run(TEXTS).token_counts == (4, 4)
