@@ -149,8 +149,8 @@ def latency_and_throughput(root: Path, build: MiniLMBuild, n: int, seconds: floa
         await rt.start_offline()
         await rt.apply(build.event)
         served = rt.slot.current
-        session = getattr(served, "session", None)  # (the attribute is new: older builds)
-        if served is None or session is None:
+        session = served.session if served is not None else None
+        if session is None:
             raise SystemExit(f"the device did not install the build: {rt.last_error}")
         # Bare calls go to the very session the device serves with: two sessions on the same
         # files differ by more (memory placement) than the overhead measured here.
@@ -213,12 +213,11 @@ def latency_and_throughput(root: Path, build: MiniLMBuild, n: int, seconds: floa
             ):
                 ratio = statistics.median(ratios[key]) if key in ratios else 1.0
                 print(f"   {name:40} {statistics.median(rates[key]):8.0f} {ratio:7.2f}")
-            lane = getattr(rt, "lane", None)
-            if lane is not None:
-                print(
-                    f"   serving threads: {lane.workers}; {lane.inline} requests served "
-                    f"inline, {lane.requests} in {lane.batches} batches"
-                )
+            lane = rt.lane
+            print(
+                f"   serving threads: {lane.workers}; {lane.inline} requests served inline, "
+                f"{lane.requests} in {lane.batches} batches"
+            )
         finally:
             await runner.cleanup()
             await rt.stop()

@@ -213,8 +213,9 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others(model):
     assert model.in_flight == 0
 
 
-def test_a_fault_in_the_lane_is_answered_reported_and_survived(model, monkeypatch):
-    lane = ServingLane(workers=1, max_batch=8)
+@pytest.fixture
+def split_fails_once(monkeypatch):
+    """The lane's first split raises, as a bug inside a serving thread would."""
     real_split = lanes.split
     calls = {"n": 0}
 
@@ -225,6 +226,11 @@ def test_a_fault_in_the_lane_is_answered_reported_and_survived(model, monkeypatc
         return real_split(result, sizes)
 
     monkeypatch.setattr(lanes, "split", broken_once)
+
+
+@pytest.mark.usefixtures("split_fails_once")
+def test_a_fault_in_the_lane_is_answered_reported_and_survived(model):
+    lane = ServingLane(workers=1, max_batch=8)
 
     async def one() -> InferenceResult:
         model.acquire()
@@ -275,23 +281,12 @@ def test_a_closed_lane_refuses_and_releases_the_lease(model):
     assert model.in_flight == 0
 
 
-def test_the_device_reports_a_fault_in_its_serving_threads_for_one_window(
-    tmp_path, signing_key, monkeypatch
-):
+@pytest.mark.usefixtures("split_fails_once")
+def test_the_device_reports_a_fault_in_its_serving_threads_for_one_window(tmp_path, signing_key):
     from edge_runtime.runtime import EdgeRuntime
     from tests.support.device import registered, settings
 
     built = build(tmp_path, signing_key, version="v1")
-    real_split = lanes.split
-    calls = {"n": 0}
-
-    def broken_once(result: InferenceResult, sizes: Any) -> list[InferenceResult]:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("a bug")
-        return real_split(result, sizes)
-
-    monkeypatch.setattr(lanes, "split", broken_once)
 
     async def scenario() -> tuple[list[str], list[str], str | None]:
         rt = EdgeRuntime(settings(tmp_path, signing_key, inline_max_ms=0))
