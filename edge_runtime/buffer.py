@@ -84,8 +84,11 @@ class DiskBuffer:
         """Entries held in memory because the disk refused them."""
         return len(self._held)
 
-    def append(self, data: bytes) -> None:
-        """Queue ``data``: on disk if it can be written, else in memory. Never raises OSError."""
+    def append(self, data: bytes) -> int:
+        """Queue ``data``: on disk if it can be written, else in memory. Never raises OSError.
+
+        Returns the entry's sequence number (its ``Entry.seq`` when it is read back).
+        """
         with self._lock:
             seq = self._next
             self._next += 1
@@ -96,6 +99,7 @@ class DiskBuffer:
             overflow = len(self._entries) + len(self._held) - self.max_entries
             if overflow > 0:
                 self._drop_oldest(overflow)
+            return seq
 
     def flush(self) -> bool:
         """Move held entries to disk, oldest first; True when none is left in memory."""

@@ -186,6 +186,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         rate_per_device=args.rate,
         batch=args.batch,
         seed=args.seed,
+        shared_links=not args.own_links,
     )
 
     async def main() -> None:
@@ -279,5 +280,12 @@ def register(subparsers: Any) -> None:
         help="shift the input distribution after S seconds (default: never)",
     )
     fleet.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    fleet.add_argument(
+        "--own-links",
+        action="store_true",
+        help="give every device its own Kafka consumer and producer, as real devices have "
+        "(default: one shared consumer of the update topics and one shared producer, which "
+        "is what lets one process hold thousands of devices)",
+    )
     _common(fleet, EdgeSettings)
     fleet.set_defaults(func=cmd_fleet)

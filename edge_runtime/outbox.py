@@ -19,7 +19,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from edge_runtime.buffer import DiskBuffer
+from edge_runtime.buffer import DiskBuffer, Entry
+from edge_runtime.shared_links import SharedProducer
 from streams.events import Event, decode, encode
 from streams.events.errors import EventError
 from streams.kafka.clients import EventProducer
@@ -30,7 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """Buffers events on disk and forwards them, oldest first, whenever Kafka answers."""
+    """Buffers events on disk and forwards them, oldest first, whenever Kafka answers.
+
+    With ``shared``, the producer belongs to the process (a simulated fleet): the outbox uses
+    it and never closes it, and a failure discards it for the next caller to start afresh.
+    """
 
     def __init__(
         self,
@@ -40,8 +45,10 @@ class Outbox:
         send_timeout_s: float = 10.0,
         retry_s: float = 1.0,
         retry_max_s: float = 30.0,
+        shared: SharedProducer | None = None,
     ) -> None:
         self.conn = conn
+        self._shared = shared
         self.buffer = buffer
         self.send_timeout_s = send_timeout_s
         self.retry_s = retry_s
@@ -51,11 +58,32 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: EventProducer | None = None
+        self._catalog = conn.catalog()
+        # Topic and key of the entries queued by this process, so that delivery sends the
+        # buffered bytes as they are; entries left on disk by an earlier run are decoded.
+        self._routes: dict[int, tuple[str, bytes | None]] = {}
 
     def put(self, event: Event) -> None:
         """Queue ``event`` durably; returns at once, delivery happens in the background."""
-        self.buffer.append(encode(event))
+        seq = self.buffer.append(encode(event))
+        self._routes[seq] = (self._catalog.topic_for(type(event)), self._catalog.key_for(event))
         self._wake.set()
+
+    def _route(self, entry: Entry) -> tuple[str, bytes | None]:
+        """Where ``entry`` goes; raises EventError for bytes that are not an event."""
+        route = self._routes.get(entry.seq)
+        if route is None:
+            event = decode(entry.data)
+            route = (self._catalog.topic_for(type(event)), self._catalog.key_for(event))
+        return route
+
+    def _delivered(self, entry: Entry) -> None:
+        self._routes.pop(entry.seq, None)
+        if len(self._routes) > len(self.buffer):
+            # Entries dropped at the buffer's bound: delivery is oldest first, so theirs are
+            # the routes below this one.
+            for seq in [s for s in self._routes if s < entry.seq]:
+                del self._routes[seq]
 
     def start(self) -> None:
         """Run :meth:`run` in a task of its own (unsupervised); :meth:`stop` ends it."""
@@ -92,10 +120,14 @@ class Outbox:
             await asyncio.sleep(0.05)
         return True
 
-    async def _close_producer(self) -> None:
+    async def _close_producer(self, failed: bool = False) -> None:
         producer, self._producer = self._producer, None
         self.connected = False
-        if producer is not None:
+        if self._shared is not None:
+            # Not ours to close: only a failure says the next caller should start a new one.
+            if producer is not None and failed:
+                await self._shared.discard(producer)
+        elif producer is not None:
             # Unsent events stay in the buffer on disk, so a producer that cannot flush is
             # closed without them.
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
@@ -121,19 +153,28 @@ class Outbox:
                 await self._wake.wait()
                 continue
             try:
-                event = decode(entry.data)
+                topic, key = self._route(entry)
             except EventError as exc:
                 log.error("dropping undecodable buffered entry seq=%d reason=%s", entry.seq, exc)
                 self.buffer.remove(entry)
                 continue
             try:
-                if self._producer is None:
-                    producer = EventProducer(self.conn, linger_ms=0)
-                    self._producer = producer
-                    await asyncio.wait_for(producer.start(), self.send_timeout_s)
+                if self._shared is not None:
+                    self._producer = await asyncio.wait_for(self._shared.get(), self.send_timeout_s)
                     self.connected = True
-                    log.info("outbox connected bootstrap=%s", self.conn.bootstrap_servers)
-                await asyncio.wait_for(self._producer.send_and_wait(event), self.send_timeout_s)
+                    await self._shared.send(
+                        self._producer, topic, entry.data, key, self.send_timeout_s
+                    )
+                else:
+                    if self._producer is None:
+                        producer = EventProducer(self.conn, linger_ms=0)
+                        self._producer = producer
+                        await asyncio.wait_for(producer.start(), self.send_timeout_s)
+                        self.connected = True
+                        log.info("outbox connected bootstrap=%s", self.conn.bootstrap_servers)
+                    await asyncio.wait_for(
+                        self._producer.send_raw(topic, entry.data, key), self.send_timeout_s
+                    )
             except (KafkaError, KafkaUnavailableError, OSError, TimeoutError) as exc:
                 log.warning(
                     "kafka unreachable, keeping events buffered pending=%d retry_in_s=%.1f "
@@ -142,11 +183,13 @@ class Outbox:
                     delay,
                     exc or type(exc).__name__,
                 )
-                await self._close_producer()
+                # A slow acknowledgement says nothing against a shared producer; an error does.
+                await self._close_producer(failed=not isinstance(exc, TimeoutError))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             delay = self.retry_s
             self.buffer.remove(entry)
+            self._delivered(entry)
             self.delivered += 1
             beat()

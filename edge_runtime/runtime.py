@@ -25,6 +25,8 @@ Background. The update follower (:mod:`edge_runtime.follower`), the telemetry lo
 outbox run supervised (:mod:`edge_runtime.background`): any error restarts the task after a
 backoff and the device reports DEGRADED, with the reasons in ``last_error``, until it recovers.
 A full disk degrades the device the same way while outgoing events are held in memory.
+With ``links`` (a simulated fleet, :mod:`edge_runtime.shared_links`) the follower reads the
+process's shared update feed and the outbox sends through its shared producer.
 
 Shutdown. :meth:`EdgeRuntime.stop` ends the tasks, closes the window, then gives the outbox
 ``shutdown_drain_s`` to deliver and the Kafka clients ``shutdown_close_s`` to close; what is
@@ -69,6 +71,7 @@ from edge_runtime.model import InferenceResult, LoadedModel
 from edge_runtime.model_slot import ModelSlot
 from edge_runtime.outbox import Outbox
 from edge_runtime.settings import EdgeSettings
+from edge_runtime.shared_links import FeedFollower, FleetLinks
 from edge_runtime.status import StatusBoard
 from edge_runtime.store import InstalledModel, ModelStore
 from edge_runtime.supervision import (
@@ -89,6 +92,7 @@ from streams.events import (
 from streams.events.artifact import key_id, public_key_from_text
 from streams.events.membership import Device, desired_version
 from streams.events.record_signing import RecordSignatureError
+from streams.kafka.clients import Received
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +139,10 @@ class EdgeRuntime:
         profiles: dict[str, HardwareProfile] | None = None,
         rss: Callable[[], int] = process_rss_bytes,
         disk: Disk | None = None,
+        links: FleetLinks | None = None,
     ) -> None:
         self.settings = settings
+        self.links = links
         self.device = Device(
             settings.device_id, settings.cohort, settings.hardware_profile, settings.labels
         )
@@ -192,6 +198,7 @@ class EdgeRuntime:
                 disk=disk,
             ),
             retry_s=settings.kafka_retry_s,
+            shared=links.producer if links is not None else None,
         )
         self.health = HealthBook(TASKS)
         self.supervisor = Supervisor(
@@ -307,8 +314,8 @@ class EdgeRuntime:
 
     @property
     def statuses(self) -> list[DeviceStatus]:
-        """Every status this runtime queued, oldest first."""
-        return self.board.statuses
+        """The statuses this runtime queued, oldest first (the latest ``KEPT_STATUSES``)."""
+        return list(self.board.statuses)
 
     def _models(self) -> tuple[InstalledModel | None, InstalledModel | None]:
         current = self.adapter or self.installed
@@ -819,23 +826,30 @@ class EdgeRuntime:
     async def start(self) -> None:
         """Serve the last good model, then follow Kafka, report and publish in the background."""
         settings = self.settings
-        follower = UpdateFollower(
-            settings.connection(),
-            apply=lambda record, reconcile: self.apply(
-                record.event, reconcile=reconcile, origin=(record.value, record.headers)
-            ),
-            reconcile=self.reconcile,
-            device_id=settings.device_id,
-            retry=Backoff(
-                initial_s=settings.kafka_retry_s,
-                max_s=max(settings.kafka_retry_s, 30.0),
-                jitter=settings.task_backoff_jitter,
-            ),
-        )
+        follower: UpdateFollower | FeedFollower
+        if self.links is not None:
+            follower = self.links.follower(
+                apply=self._apply_record, reconcile=self.reconcile, device_id=settings.device_id
+            )
+        else:
+            follower = UpdateFollower(
+                settings.connection(),
+                apply=self._apply_record,
+                reconcile=self.reconcile,
+                device_id=settings.device_id,
+                retry=Backoff(
+                    initial_s=settings.kafka_retry_s,
+                    max_s=max(settings.kafka_retry_s, 30.0),
+                    jitter=settings.task_backoff_jitter,
+                ),
+            )
         self.supervisor.spawn("outbox", self.outbox.run)
         await self.start_offline()
         self.supervisor.spawn("updates", follower.run)
         self.supervisor.spawn("telemetry", self._telemetry_loop)
+
+    async def _apply_record(self, record: Received, reconcile: bool) -> None:
+        await self.apply(record.event, reconcile=reconcile, origin=(record.value, record.headers))
 
     async def stop(self) -> None:
         """Stop within ``shutdown_drain_s + shutdown_close_s``; never raises.

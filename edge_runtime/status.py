@@ -11,6 +11,7 @@ lifecycle moves or the reasons change, and wakes whoever waits for a change.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 
@@ -23,6 +24,9 @@ from streams.events.errors import EventError
 from streams.events.membership import Device
 
 log = logging.getLogger(__name__)
+
+KEPT_STATUSES = 256
+"""Statuses a device keeps in memory for its own inspection (all of them go to Kafka)."""
 
 # (serving model, last-known-good model) at the moment a status is built.
 Models = Callable[[], tuple[InstalledModel | None, InstalledModel | None]]
@@ -50,7 +54,8 @@ class StatusBoard:
         self.lifecycle = DeviceState.STARTING
         self.refusal: str | None = None
         self.rollout_id: str | None = None
-        self.statuses: list[DeviceStatus] = []
+        # The latest ones only: a device that runs for months must not grow with its history.
+        self.statuses: collections.deque[DeviceStatus] = collections.deque(maxlen=KEPT_STATUSES)
         self.changed = asyncio.Event()
         self._published: tuple[str, ...] = ()
 

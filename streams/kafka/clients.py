@@ -183,7 +183,8 @@ class EventProducer:
         await (await self.send(event, signing_key=signing_key))
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        """Send bytes as they are (the CLI's pre-encoded records, tests' malformed ones)."""
+        """Send bytes as they are (the CLI's pre-encoded records, a device's buffered events,
+        tests' malformed ones)."""
         if topic not in self._known_topics:
             await self._check_topic(topic)
         await (await self._send(topic, value, key))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import statistics
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,9 +11,12 @@ from edge_runtime.fleet import Fleet
 from edge_runtime.settings import EdgeSettings
 from edge_runtime.workload import Workload
 from slmops.cli import build_parser
-from streams.events import DeviceStatus
+from streams.events import CohortSelector, DeviceStatus, RolloutState, RolloutStatus, Telemetry
 from streams.events.artifact import public_key_to_text
+from streams.events.membership import is_member
+from streams.kafka.admin import create_topics
 from streams.kafka.clients import EventConsumer, EventProducer
+from streams.kafka.connection import KafkaConnection
 from tests.support.records import event_of
 from tests.support.tiny_models import build
 
@@ -41,7 +44,8 @@ def test_cli_parses_run_and_fleet():
 
 
 @pytest.mark.integration
-def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key):
+@pytest.mark.parametrize("shared_links", [True, False], ids=["shared-links", "own-links"])
+def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key, shared_links):
     v1 = build(tmp_path, signing_key, version="v1")
     template = EdgeSettings(
         device_id="template",
@@ -53,7 +57,14 @@ def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key):
         window_s=0.5,
         kafka_retry_s=0.2,
     )
-    fleet = Fleet(template, devices=3, cohorts=["a", "b"], rate_per_device=20.0, batch=2)
+    fleet = Fleet(
+        template,
+        devices=3,
+        cohorts=["a", "b"],
+        rate_per_device=20.0,
+        batch=2,
+        shared_links=shared_links,
+    )
 
     async def scenario():
         async with EventProducer(kafka_conn) as producer:
@@ -75,3 +86,107 @@ def test_fleet_devices_install_and_serve(kafka_conn, tmp_path, signing_key):
     assert fleet.workloads[0].shifted
     serving = {s.device_id: s.cohort for s in statuses if s.model_version == "v1"}
     assert serving == {"sim-0000": "a", "sim-0001": "b", "sim-0002": "a"}
+
+
+@pytest.mark.integration
+def test_a_shared_links_fleet_survives_garbage_and_a_broker_restart_and_decides_per_device(
+    own_broker, tmp_path, signing_key
+):
+    """One feed and one producer for four devices: garbage on the rollouts topic is skipped
+    once, a broker restart loses no telemetry, and each device decides for itself (the stage's
+    members install, the others keep their version under the rollout)."""
+    conn = KafkaConnection(
+        bootstrap_servers=own_broker.bootstrap_servers, topic_prefix="t", client_id="edge-test"
+    )
+    asyncio.run(create_topics(conn, partitions=1))
+    v1 = build(tmp_path, signing_key, version="v1")
+    v2 = build(tmp_path, signing_key, version="v2", favour=1)
+    now = datetime.now(UTC)
+    template = EdgeSettings(
+        device_id="template",
+        data_dir=tmp_path / "fleet",
+        artifact_dirs=[tmp_path],
+        trusted_keys=[public_key_to_text(signing_key.public_key())],
+        bootstrap_servers=conn.bootstrap_servers,
+        topic_prefix=conn.topic_prefix,
+        window_s=0.5,
+        kafka_retry_s=0.2,
+        shutdown_drain_s=30.0,
+    )
+    fleet = Fleet(template, devices=4, cohorts=["a", "b"], rate_per_device=20.0, batch=2)
+
+    def rollout(salt: str) -> RolloutState:
+        return RolloutState(
+            occurred_at=now + timedelta(seconds=2),
+            rollout_id="r-shared",
+            model_id="intent",
+            from_version="v1",
+            to_version="v2",
+            selector=CohortSelector(cohorts=("a", "b")),
+            stages=(50.0,),
+            stage_index=0,
+            percent=50.0,
+            salt=salt,
+            status=RolloutStatus.PROGRESSING,
+        )
+
+    # A salt that puts some devices in the stage and some out: both kinds of decision happen.
+    salt = next(
+        f"s{i}"
+        for i in range(100)
+        if 0 < sum(is_member(rollout(f"s{i}"), rt.device) for rt in fleet.runtimes) < 4
+    )
+    state = rollout(salt)
+    wanted = {
+        rt.device.device_id: ("v2" if is_member(state, rt.device) else "v1", "r-shared")
+        for rt in fleet.runtimes
+    }
+
+    async def scenario() -> tuple[set[str], dict[str, tuple[str | None, str | None]]]:
+        async with EventProducer(conn) as producer:
+            await producer.send_raw(conn.catalog().topic_for(RolloutState), b"\x00garbage", b"x")
+            await producer.send_and_wait(dataclasses.replace(v1.event, occurred_at=now))
+        await fleet.start()
+        try:
+            served = await asyncio.gather(
+                *(rt.wait_until(lambda r: r.version == "v1", 30) for rt in fleet.runtimes)
+            )
+            assert all(served)
+            await asyncio.to_thread(own_broker.down)
+            await asyncio.to_thread(own_broker.up)
+            async with EventProducer(conn) as producer:
+                await producer.send_and_wait(
+                    dataclasses.replace(v2.event, occurred_at=now + timedelta(seconds=1))
+                )
+                await producer.send_and_wait(state)
+            decided = await asyncio.gather(
+                *(
+                    rt.wait_until(
+                        lambda r: (r.version, r.board.rollout_id) == wanted[r.device.device_id],
+                        60,
+                    )
+                    for rt in fleet.runtimes
+                )
+            )
+            assert all(decided)
+            decisions = {
+                rt.device.device_id: (rt.version, rt.board.rollout_id) for rt in fleet.runtimes
+            }
+        finally:
+            await fleet.stop()  # drains every outbox (shutdown_drain_s) through the producer
+        topic = conn.catalog().topic_for(Telemetry)
+        async with EventConsumer(conn, [topic], name="check") as consumer:
+            senders = {
+                event_of(r, Telemetry).device_id
+                async for r in consumer.raw_records(idle_timeout_s=2.0)
+            }
+        return senders, decisions
+
+    senders, decisions = asyncio.run(scenario())
+    assert decisions == wanted
+    assert senders == set(decisions)
+    assert fleet.links is not None
+    feed = fleet.links.feed
+    assert (feed.delivered, feed.skipped) == (3, 1)  # v1, v2, the rollout; garbage once
+    assert all(len(rt.outbox.buffer) == 0 for rt in fleet.runtimes)
+    assert fleet.summary()["failed"] == 0

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from edge_runtime.runtime import EdgeRuntime
+from edge_runtime.status import KEPT_STATUSES
 from streams.events import (
     DeviceState,
     RolloutStatus,
@@ -274,3 +275,18 @@ def test_a_rollout_dated_ahead_is_refused_and_one_within_the_skew_is_taken(tmp_p
     assert "refused rollout r-v2 revision 0" in (refused or "")
     assert served == ("v2", LABELS[1])
     assert rt.rollouts["r-v2"].occurred_at == slightly.occurred_at
+
+
+def test_a_device_keeps_only_its_latest_statuses_in_memory(tmp_path, signing_key):
+    async def scenario() -> EdgeRuntime:
+        rt = EdgeRuntime(settings(tmp_path, signing_key))
+        for _ in range(KEPT_STATUSES + 10):
+            rt.board.publish(DeviceState.STARTING)
+        rt.board.publish(DeviceState.STOPPED)
+        return rt
+
+    rt = asyncio.run(scenario())
+    assert len(rt.statuses) == KEPT_STATUSES
+    assert rt.statuses[-1].state is DeviceState.STOPPED
+    # Every one of them still went to the outbox.
+    assert len(rt.outbox.buffer) == KEPT_STATUSES + 11
