@@ -31,6 +31,8 @@ from edge_runtime.workload import Workload
 
 log = logging.getLogger(__name__)
 
+STOP_CONCURRENCY = 1024
+
 
 class Fleet:
     def __init__(
@@ -104,9 +106,9 @@ class Fleet:
                 self.failed += 1
                 log.debug("request failed device=%s reason=%s", runtime.device.device_id, exc)
 
-    async def _each(self, action: Callable[[EdgeRuntime], Awaitable[None]]) -> None:
-        """``action`` on every device, at most ``start_concurrency`` at a time."""
-        gate = asyncio.Semaphore(self.start_concurrency)
+    async def _each(self, action: Callable[[EdgeRuntime], Awaitable[None]], limit: int) -> None:
+        """``action`` on every device, at most ``limit`` at a time."""
+        gate = asyncio.Semaphore(limit)
 
         async def one(runtime: EdgeRuntime) -> None:
             async with gate:
@@ -118,11 +120,12 @@ class Fleet:
         """Start the shared links, then every device; a device that fails to start raises."""
         if self.links is not None:
             self.links.start()
-        await self._each(EdgeRuntime.start)
+        await self._each(EdgeRuntime.start, self.start_concurrency)
 
     async def stop(self) -> None:
         """Stop every device, then the shared links; never raises (as ``EdgeRuntime.stop``)."""
-        await self._each(EdgeRuntime.stop)
+        # A stop mostly waits (for its outbox to drain, its clients to close): many at once.
+        await self._each(EdgeRuntime.stop, STOP_CONCURRENCY)
         if self.links is not None:
             await self.links.stop()
 

@@ -181,7 +181,7 @@ class Outbox:
                     "reason=%s",
                     len(self.buffer),
                     delay,
-                    exc or type(exc).__name__,
+                    str(exc) or type(exc).__name__,
                 )
                 # A slow acknowledgement says nothing against a shared producer; an error does.
                 await self._close_producer(failed=not isinstance(exc, TimeoutError))

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -77,6 +78,9 @@ class ModelStore:
         self.disk: Disk = disk or LocalDisk()
         self.models = root / "models"
         self.lkg = root / "last-known-good"
+        # Records are written from worker threads (an install, and each window's retry of a
+        # record that could not be written): two writers of one record share its temporary file.
+        self._records = threading.Lock()
         self.models.mkdir(parents=True, exist_ok=True)
         self.lkg.mkdir(parents=True, exist_ok=True)
 
@@ -183,13 +187,7 @@ class ModelStore:
                 "directory": adapter.directory.name,
                 "signature": adapter.signature,
             }
-        path = self.lkg / f"{model.model_id}.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            self.disk.write_bytes(tmp, json.dumps(record, indent=1).encode())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self._write_record(self.lkg / f"{model.model_id}.json", record)
 
     def high_water(self, model_id: str) -> HighWater | None:
         """The newest version this device has served (see :mod:`edge_runtime.anti_rollback`);
@@ -205,13 +203,16 @@ class ModelStore:
 
     def raise_high_water(self, model_id: str, mark: HighWater) -> None:
         """Record ``mark``; atomic, raises ``OSError`` when it cannot be written."""
-        path = self.lkg / f"{model_id}.high-water.json"
+        self._write_record(self.lkg / f"{model_id}.high-water.json", mark.to_dict())
+
+    def _write_record(self, path: Path, record: Mapping[str, Any]) -> None:
         tmp = path.with_suffix(".tmp")
-        try:
-            self.disk.write_bytes(tmp, json.dumps(mark.to_dict(), indent=1).encode())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with self._records:
+            try:
+                self.disk.write_bytes(tmp, json.dumps(record, indent=1).encode())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def last_good(self, model_id: str) -> InstalledModel | None:
         """The last-known-good model (the base, under an adapter), re-verified; None (and a

@@ -213,6 +213,8 @@ async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
                     served=len(served),
                     served_ms=[_pct(served, 50), max(served)] if served else None,
                     telemetry_sent=sum(rt.outbox.delivered for rt in fleet.runtimes),
+                    outbox_backlog=sum(len(rt.outbox.buffer) for rt in fleet.runtimes),
+                    elapsed_s=time.perf_counter() - t0,
                     failed_tasks=sum(
                         t.total_failures for rt in fleet.runtimes for t in rt.health.tasks.values()
                     ),
@@ -255,7 +257,7 @@ async def bare_round(n: int) -> dict[str, Any]:
     }
 
 
-def _child(kind: str, n: int, window_s: float, timeout_s: float) -> dict[str, Any]:
+def _child(kind: str, n: int, window_s: float, timeout_s: float, level: str) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
@@ -265,6 +267,8 @@ def _child(kind: str, n: int, window_s: float, timeout_s: float) -> dict[str, An
         str(n),
         "--window",
         str(window_s),
+        "--log-level",
+        level,
     ]
     print(f"   running {kind} N={n} ...", flush=True)
     try:
@@ -323,8 +327,9 @@ def report(results: list[dict[str, Any]]) -> None:
         if r.get("kind") != "bare" and "error" not in r:
             print(
                 f"   {r['kind']} N={r['n']}: construct {_f(r.get('construct_s'))} s, started "
-                f"{_f(r.get('started_s'))} s, telemetry/status events sent "
-                f"{r.get('telemetry_sent')}, task failures {r.get('failed_tasks')}, feed "
+                f"{_f(r.get('started_s'))} s, events sent {r.get('telemetry_sent')} in "
+                f"{_f(r.get('elapsed_s'), '.0f')} s, still in outboxes "
+                f"{r.get('outbox_backlog')}, task failures {r.get('failed_tasks')}, feed "
                 f"records {r.get('feed_records', '-')}, producer starts "
                 f"{r.get('producer_starts', '-')}"
             )
@@ -345,10 +350,13 @@ def main() -> None:
     parser.add_argument("--bare", default="1000", help="bare-consumer sizes ('' for none)")
     parser.add_argument("--window", type=float, default=10.0, help="telemetry window, s")
     parser.add_argument("--timeout", type=float, default=1200.0, help="per round, s")
+    parser.add_argument(
+        "--log-level", default="ERROR", help="of the rounds' processes (default ERROR)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # Devices log every status change at INFO; only problems belong in a benchmark's output.
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # Devices log every status change at INFO; N devices retrying a send log N warnings.
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
     if args.one:
         kind, n = args.one[0], int(args.one[1])
         if kind == "bare":
@@ -365,9 +373,12 @@ def main() -> None:
         f"{os.cpu_count()} CPUs shared with the broker; telemetry window {args.window:g} s; "
         f"rollout {PERCENT:g}% of one cohort"
     )
-    results = [_child("bare", n, args.window, args.timeout) for n in sizes(args.bare)]
-    results += [_child("own", n, args.window, args.timeout) for n in sizes(args.own_links)]
-    results += [_child("shared", n, args.window, args.timeout) for n in sizes(args.sizes)]
+
+    def rounds(kind: str, text: str) -> list[dict[str, Any]]:
+        return [_child(kind, n, args.window, args.timeout, args.log_level) for n in sizes(text)]
+
+    results = rounds("bare", args.bare) + rounds("own", args.own_links)
+    results += rounds("shared", args.sizes)
     report(results)
 
 

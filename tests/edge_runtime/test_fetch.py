@@ -5,11 +5,13 @@ import dataclasses
 import io
 import re
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from edge_runtime.disk import LocalDisk
 from edge_runtime.errors import FetchError, VerificationError
 from edge_runtime.fetch import ArtifactCache, Fetcher, FetchPolicy
 from edge_runtime.store import ModelStore
@@ -193,6 +195,62 @@ def test_last_good_is_reverified_from_disk(tmp_path, signing_key, trusted):
     assert (again.version, again.sha256) == ("v1", built.artifact.sha256)
     (installed.directory / "tokenizer.json").write_text("{}")
     assert store.last_good("intent") is None
+
+
+class _OverlapDisk(LocalDisk):
+    """Holds the first record write until released; records whether a second one overlapped."""
+
+    def __init__(self) -> None:
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.active = 0
+        self.overlapped = False
+        self._count = threading.Lock()
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        with self._count:
+            self.active += 1
+            self.overlapped |= self.active > 1
+            first = not self.writing.is_set()
+            self.writing.set()
+        try:
+            if first:
+                assert self.release.wait(10)
+            super().write_bytes(path, data)
+        finally:
+            with self._count:
+                self.active -= 1
+
+
+def test_two_threads_writing_the_last_good_record_at_once_take_turns(
+    tmp_path, signing_key, trusted
+):
+    built = build(tmp_path, signing_key)
+    disk = _OverlapDisk()
+    store = ModelStore(tmp_path / "store", trusted, disk=disk)
+    installed = store.install(_fetch(_fetcher(tmp_path), built), "intent", "v1", built.artifact)
+    errors: list[BaseException] = []
+
+    def mark() -> None:
+        try:
+            store.mark_good(installed)
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=mark)
+    first.start()
+    assert disk.writing.wait(10)
+    second = threading.Thread(target=mark)
+    second.start()
+    second.join(0.5)  # without the store's lock it writes now, beside the first
+    disk.release.set()
+    first.join(10)
+    second.join(10)
+    assert errors == []
+    assert not disk.overlapped
+    again = ModelStore(tmp_path / "store", trusted).last_good("intent")
+    assert again is not None
+    assert again.version == "v1"
 
 
 # --------------------------------------------------------------------------- http
