@@ -252,6 +252,7 @@ class SharedProducer:
         self._starting: asyncio.Task[EventProducer] | None = None
         self._failed: tuple[float, str] | None = None
         self._gate = asyncio.Semaphore(max_in_flight)
+        self._acked_at = time.monotonic()
 
     async def get(self) -> EventProducer:
         if self._producer is not None:
@@ -280,6 +281,7 @@ class SharedProducer:
         finally:
             self._starting = None
         self._failed = None
+        self._acked_at = time.monotonic()
         self._producer = producer
         log.info("shared producer connected bootstrap=%s", self.conn.bootstrap_servers)
         return producer
@@ -292,9 +294,20 @@ class SharedProducer:
         key: bytes | None,
         timeout_s: float,
     ) -> None:
-        """Send encoded ``value`` once a slot is free; ``timeout_s`` bounds the send only."""
+        """Send encoded ``value`` once a slot is free; ``timeout_s`` bounds the send only.
+
+        A timeout discards the producer only when no send at all was acknowledged meanwhile:
+        under load sends are slow, but a client that acknowledges nothing is stuck.
+        """
         async with self._gate:
-            await asyncio.wait_for(producer.send_raw(topic, value, key), timeout_s)
+            began = time.monotonic()
+            try:
+                await asyncio.wait_for(producer.send_raw(topic, value, key), timeout_s)
+            except TimeoutError:
+                if self._acked_at < began:
+                    await self.discard(producer)
+                raise
+            self._acked_at = time.monotonic()
 
     async def discard(self, producer: EventProducer) -> None:
         """Close ``producer`` if it is still the shared one; never raises."""

@@ -69,6 +69,35 @@ SERVE_TIMEOUT_S = 900.0
 DECIDE_TIMEOUT_S = 600.0
 
 
+def _phase(what: str) -> None:
+    """Progress of a round, on stderr (kept by the parent only when the round fails)."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
+
+
+STOP_REPORT_S = 150.0
+
+
+async def _report_stuck(after_s: float) -> None:
+    """If the stop takes longer than ``after_s``, say on stderr where its tasks wait."""
+    await asyncio.sleep(after_s)
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    where: dict[str, int] = {}
+    for task in tasks:
+        # The innermost awaiting coroutine (a suspended task shows only its outermost frame).
+        coro: Any = task.get_coro()
+        frames = []
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        name = " > ".join(frames[-4:]) or "-"
+        where[name] = where.get(name, 0) + 1
+    _phase(f"stop still running after {after_s:.0f} s; {len(tasks)} tasks wait at:")
+    for name, count in sorted(where.items(), key=lambda kv: -kv[1])[:15]:
+        _phase(f"  {count:6d} {name}")
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -115,7 +144,7 @@ async def _until(check: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
     return True
 
 
-async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
+async def fleet_round(n: int, shared: bool, window_s: float, steady_s: float) -> dict[str, Any]:
     conn = KafkaConnection(
         bootstrap_servers=BOOTSTRAP,
         topic_prefix=f"bench-fleet-{uuid.uuid4().hex[:8]}",
@@ -160,7 +189,9 @@ async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
             )
             out["construct_s"] = time.perf_counter() - t0
             try:
+                _phase(f"starting {n} devices")
                 await fleet.start()
+                _phase("started; waiting until every device serves v1")
                 out["started_s"] = time.perf_counter() - t0
                 ok = await _until(
                     lambda: all(rt.version == "v1" for rt in fleet.runtimes), SERVE_TIMEOUT_S
@@ -174,6 +205,7 @@ async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
                     dataclasses.replace(v2.event, occurred_at=now + timedelta(seconds=1))
                 )
                 await _until(lambda: all("v2" in rt.registry for rt in fleet.runtimes), 120)
+                _phase("publishing the rollout")
                 state = _rollout(uuid.uuid4().hex[:6], now + timedelta(seconds=2))
                 members = {
                     rt.device.device_id for rt in fleet.runtimes if is_member(state, rt.device)
@@ -190,8 +222,19 @@ async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
                         for rt in fleet.runtimes
                     )
 
-                await _until(settled, DECIDE_TIMEOUT_S, poll_s=0.02)
-                out["settled_s"] = time.perf_counter() - t1
+                ok = await _until(settled, DECIDE_TIMEOUT_S, poll_s=0.02)
+                out["settled_s"] = time.perf_counter() - t1 if ok else None
+                # Devices that did not get there, by what they show (at most a few kinds).
+                stuck: dict[str, int] = {}
+                for rt in fleet.runtimes:
+                    want = "v2" if rt.device.device_id in members else "v1"
+                    if rt.board.rollout_id != state.rollout_id or rt.version != want:
+                        what = (
+                            f"wants {want}, serves {rt.version}, rollout {rt.board.rollout_id}, "
+                            f"{rt.board.lifecycle.value}, {rt.degraded_reasons or 'healthy'}"
+                        )
+                        stuck[what] = stuck.get(what, 0) + 1
+                out["unsettled"] = dict(sorted(stuck.items(), key=lambda kv: -kv[1])[:5])
                 decided: list[float] = []
                 served: list[float] = []
                 others: list[float] = []
@@ -219,12 +262,31 @@ async def fleet_round(n: int, shared: bool, window_s: float) -> dict[str, Any]:
                         t.total_failures for rt in fleet.runtimes for t in rt.health.tasks.values()
                     ),
                 )
+                _phase("steady state")
+                # Steady state: does the process keep up with N devices' telemetry?
+                sent0 = sum(rt.outbox.delivered for rt in fleet.runtimes)
+                backlog0 = sum(len(rt.outbox.buffer) for rt in fleet.runtimes)
+                t3 = time.perf_counter()
+                await asyncio.sleep(steady_s)
+                span = time.perf_counter() - t3
+                out["steady_sent_per_s"] = (
+                    sum(rt.outbox.delivered for rt in fleet.runtimes) - sent0
+                ) / span
+                out["steady_backlog"] = [
+                    backlog0,
+                    sum(len(rt.outbox.buffer) for rt in fleet.runtimes),
+                ]
+                out["windows_per_s"] = n / window_s
                 if fleet.links is not None:
                     out["feed_records"] = fleet.links.feed.delivered
                     out["producer_starts"] = fleet.links.producer.starts
             finally:
+                _phase("stopping")
                 t2 = time.perf_counter()
+                watchdog = asyncio.create_task(_report_stuck(STOP_REPORT_S))
                 await fleet.stop()
+                watchdog.cancel()
+                _phase("stopped")
                 out["stop_s"] = time.perf_counter() - t2
     finally:
         await delete_topics(conn)
@@ -257,7 +319,9 @@ async def bare_round(n: int) -> dict[str, Any]:
     }
 
 
-def _child(kind: str, n: int, window_s: float, timeout_s: float, level: str) -> dict[str, Any]:
+def _child(
+    kind: str, n: int, window_s: float, steady_s: float, timeout_s: float, level: str
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
@@ -269,6 +333,8 @@ def _child(kind: str, n: int, window_s: float, timeout_s: float, level: str) -> 
         str(window_s),
         "--log-level",
         level,
+        "--steady",
+        str(steady_s),
     ]
     print(f"   running {kind} N={n} ...", flush=True)
     try:
@@ -333,6 +399,15 @@ def report(results: list[dict[str, Any]]) -> None:
                 f"records {r.get('feed_records', '-')}, producer starts "
                 f"{r.get('producer_starts', '-')}"
             )
+            for what, count in (r.get("unsettled") or {}).items():
+                print(f"   {r['kind']} N={r['n']}: {count} device(s) did not settle: {what}")
+            backlog = r.get("steady_backlog") or [None, None]
+            print(
+                f"   {r['kind']} N={r['n']} steady state: "
+                f"{r.get('windows_per_s', 0):.0f} windows/s closed, "
+                f"{_f(r.get('steady_sent_per_s'), '.0f')} events/s delivered, "
+                f"outbox backlog {backlog[0]} -> {backlog[1]}"
+            )
     shared = [r for r in results if r.get("kind") == "shared" and r.get("decided_ms")]
     for a, b in itertools.pairwise(shared):
         grow = b["decided_ms"][3] / a["decided_ms"][3]
@@ -349,6 +424,9 @@ def main() -> None:
     parser.add_argument("--own-links", default="1000", help="own-links fleet sizes ('' none)")
     parser.add_argument("--bare", default="1000", help="bare-consumer sizes ('' for none)")
     parser.add_argument("--window", type=float, default=10.0, help="telemetry window, s")
+    parser.add_argument(
+        "--steady", type=float, default=30.0, help="steady-state telemetry phase, s"
+    )
     parser.add_argument("--timeout", type=float, default=1200.0, help="per round, s")
     parser.add_argument(
         "--log-level", default="ERROR", help="of the rounds' processes (default ERROR)"
@@ -362,7 +440,7 @@ def main() -> None:
         if kind == "bare":
             result = asyncio.run(bare_round(n))
         else:
-            result = asyncio.run(fleet_round(n, kind == "shared", args.window))
+            result = asyncio.run(fleet_round(n, kind == "shared", args.window, args.steady))
         print(json.dumps(result), flush=True)
         return
 
@@ -375,7 +453,10 @@ def main() -> None:
     )
 
     def rounds(kind: str, text: str) -> list[dict[str, Any]]:
-        return [_child(kind, n, args.window, args.timeout, args.log_level) for n in sizes(text)]
+        return [
+            _child(kind, n, args.window, args.steady, args.timeout, args.log_level)
+            for n in sizes(text)
+        ]
 
     results = rounds("bare", args.bare) + rounds("own", args.own_links)
     results += rounds("shared", args.sizes)

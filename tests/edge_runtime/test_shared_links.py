@@ -359,3 +359,39 @@ def test_the_shared_producer_hands_at_most_max_in_flight_sends_to_the_client():
 
     slow = asyncio.run(scenario())
     assert slow.most == 3
+
+
+class Silent:
+    """A producer that never acknowledges (a stuck client), or acknowledges when told."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.answer = asyncio.Event()
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None) -> None:
+        await self.answer.wait()
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        self.stopped = True
+
+
+def test_a_producer_that_acknowledges_nothing_for_a_whole_timeout_is_discarded():
+    async def scenario() -> tuple[bool, bool]:
+        shared = SharedProducer(CONN)
+        stuck = Silent()
+        shared._producer = stuck  # type: ignore[assignment]
+        with pytest.raises(TimeoutError):
+            await shared.send(stuck, "t.telemetry", b"v", None, 0.05)  # type: ignore[arg-type]
+        discarded = shared._producer is None and stuck.stopped
+        # Slow, not stuck: another send is acknowledged while this one waits.
+        slow, quick = Silent(), Silent()
+        quick.answer.set()
+        shared._producer = slow  # type: ignore[assignment]
+        waiting = asyncio.create_task(shared.send(slow, "t", b"v", None, 0.3))  # type: ignore[arg-type]
+        await shared.send(quick, "t", b"v", None, 1.0)  # type: ignore[arg-type]
+        with pytest.raises(TimeoutError):
+            await waiting
+        kept = not slow.stopped and shared._producer is not None
+        return discarded, kept
+
+    assert asyncio.run(scenario()) == (True, True)
