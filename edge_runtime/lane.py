@@ -310,25 +310,39 @@ class ServingLane:
 
     def _work(self) -> None:
         while (batch := self._next()) is not None:
+            answers: list[tuple[asyncio.AbstractEventLoop, list[Answer]]] = []
             try:
-                self._serve(batch)
+                answers = self._serve(batch)
             except BaseException as exc:  # a bug here must not take a serving thread down
                 self.failures += 1
                 log.exception("serving thread failed a batch; it goes on serving")
-                for request in batch:  # whoever is still waiting gets an answer
-                    error = InferenceError(
-                        request.model.model_id,
-                        request.model.version,
-                        f"internal error in the serving thread: {exc!r}",
+                answers = [  # whoever is still waiting gets an answer
+                    (
+                        request.loop,
+                        [
+                            (
+                                request.future,
+                                InferenceError(
+                                    request.model.model_id,
+                                    request.model.version,
+                                    f"internal error in the serving thread: {exc!r}",
+                                ),
+                            )
+                        ],
                     )
-                    answer: list[Answer] = [(request.future, error)]
-                    with contextlib.suppress(RuntimeError):
-                        request.loop.call_soon_threadsafe(_answer, answer)
+                    for request in batch
+                ]
             finally:
+                # Before the answers go out: a caller answered now and calling again alone
+                # finds the lane idle and may be served inline.
                 with self._cond:
                     self._running -= 1
+            for loop, pairs in answers:
+                with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                    loop.call_soon_threadsafe(_answer, pairs)
 
-    def _serve(self, batch: list[Request]) -> None:
+    def _serve(self, batch: list[Request]) -> list[tuple[asyncio.AbstractEventLoop, list[Answer]]]:
+        """Run one batch; the answers to hand to each caller's loop."""
         model = batch[0].model
         texts = [t for r in batch for t in r.texts] if len(batch) > 1 else batch[0].texts
         outcome: InferenceResult | Exception
@@ -354,18 +368,16 @@ class ServingLane:
                     self._answered.append((model, result, (done - request.queued_at) * 1000))
             if len(self._answered) > RECORD_BACKLOG:
                 self._record_wake.set()
-        loop = batch[0].loop
-        pairs: list[Answer] = []
-        for request, result in zip(batch, results, strict=True):
-            if request.loop is not loop:  # callers on several loops: answer each on its own
-                with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-                    request.loop.call_soon_threadsafe(_answer, [(request.future, result)])
-            else:
-                pairs.append((request.future, result))
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_answer, pairs)
         self.batches += 1
         self.requests += len(batch)
+        loop = batch[0].loop
+        answers: list[tuple[asyncio.AbstractEventLoop, list[Answer]]] = [(loop, [])]
+        for request, result in zip(batch, results, strict=True):
+            if request.loop is not loop:  # callers on several loops: answer each on its own
+                answers.append((request.loop, [(request.future, result)]))
+            else:
+                answers[0][1].append((request.future, result))
+        return answers
 
     # ------------------------------------------------------------------ recorder thread
 

@@ -142,6 +142,32 @@ def test_a_lone_caller_is_served_inline_and_concurrent_callers_by_the_threads(mo
     assert model.in_flight == 0
 
 
+def test_a_thread_is_counted_idle_before_its_callers_are_answered(model):
+    """A caller answered by a thread and calling again alone must find the lane idle; were
+    the thread still counted busy, a loaded machine would send every lone call to a thread."""
+    lane = ServingLane(workers=1, max_batch=8, inline_s=10.0)
+    busy_when_answered: list[int] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        schedule = loop.call_soon_threadsafe
+
+        def watched(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if callback is lanes._answer:
+                busy_when_answered.append(lane._running)
+            return schedule(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = watched  # type: ignore[method-assign,assignment]
+        for _ in range(2):
+            model.acquire()
+            await lane.run(model, [TEXTS[0]])
+
+    asyncio.run(scenario())
+    lane.close()
+    assert busy_when_answered == [0]  # the first run went to the thread; the second ran inline
+    assert lane.inline == 1
+
+
 def test_a_slow_model_is_never_run_on_the_event_loop(model):
     lane = ServingLane(workers=1, max_batch=8, inline_s=0.0)
 
