@@ -1,22 +1,28 @@
 """Telemetry decoded for the control plane's hot loop: the values a window adds, nothing else.
 
 ``Codec.decode`` builds and validates frozen dataclasses, about 60 µs a Telemetry record, while
-a window needs a dozen of its values. :class:`HotTelemetry` reads the body with fastavro
-against copies of the schemas without logical types (timestamps stay epoch milliseconds, the
-event id a string) and checks the plain record in one pass.
+a window needs a dozen of its values. :class:`HotTelemetry` reads the current writer's bytes
+itself (``avro_read``): the shared histogram bounds are compared as bytes, not read as floats,
+and a block of one-byte counts is read in one slice; the values are checked as they are read.
+Bytes of an older writer, or in a legal but rare shape (arrays in several blocks, say), are
+read with fastavro against copies of the schemas without logical types (timestamps stay epoch
+milliseconds, the event id a string) and checked in one pass over the plain record.
 
 The pass is conservative. It accepts a record only in the common shape (the shared histogram
 bounds, no generation, every value well inside its range) and only when it meets every check
 that building a :class:`~streams.events.Telemetry` and the contract's limits run. Anything else
 returns None and the caller takes the full path, which either builds the event or refuses it
 with the contract's own reason. So the fast path never accepts what the full path refuses, and
-every refusal reads as before; the tests hold both paths to that on mutated records.
+every refusal reads as before; the tests hold both paths to that on mutated records. The hand
+reader is tied to the field list of the schema it was written for; a schema with other fields
+turns it off (``enabled``: fastavro then reads every record), and a test fails then.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,9 +31,18 @@ from typing import Any
 
 import fastavro
 
+from streams.events.avro_read import (
+    CONTROL,
+    ID_CHARS,
+    Odd,
+    doubles_block,
+    read_counts,
+    read_id,
+    read_long,
+)
 from streams.events.codec import _HEADER_LEN, MAGIC, Codec
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
-from streams.events.limits import ID, MAX_COUNT, TIME_SPAN
+from streams.events.limits import MAX_COUNT, TIME_SPAN
 from streams.events.nested import SKETCH_KEYS, Generation
 from streams.events.records import Telemetry
 
@@ -38,14 +53,53 @@ _SPAN_MS = (TIME_SPAN - timedelta(days=1)) // timedelta(milliseconds=1)
 # The canonical form ``str(uuid.UUID(...))`` gives: the full path normalises other spellings,
 # and duplicates are found by the normalised id.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ID_CHARS = ID.chars or 0
+_CONTROL = CONTROL
+_ID_CHARS = ID_CHARS
 _MIN_NORMAL = sys.float_info.min
 _INF = float("inf")
 _LATENCY = list(LATENCY_MS_BOUNDS)
 _CONFIDENCE = list(UNIT_BOUNDS)
 _LATENCY_BUCKETS = len(LATENCY_MS_BOUNDS) + 1
 _CONFIDENCE_BUCKETS = len(UNIT_BOUNDS) + 1
+_LATENCY_BYTES = doubles_block(LATENCY_MS_BOUNDS)
+_CONFIDENCE_BYTES = doubles_block(UNIT_BOUNDS)
+_double = struct.Struct("<d").unpack_from
+
+_HISTOGRAM = ("record Histogram", (("bounds", ("array", "double")), ("counts", ("array", "long"))))
+# The fields, in order, and types the hand reader was written for (logical types aside: they
+# do not change the bytes). Of a generation only the union's shape matters: a record with
+# one is left to the other paths.
+_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("event_id", "string"),
+    ("occurred_at", "long"),
+    ("producer", "string"),
+    ("device_id", "string"),
+    ("model_id", "string"),
+    ("model_version", "string"),
+    ("cohort", "string"),
+    ("hardware_profile", "string"),
+    ("window_start", "long"),
+    ("window_end", "long"),
+    ("window_seq", "long"),
+    ("request_count", "long"),
+    ("error_count", "long"),
+    ("latency_ms", _HISTOGRAM),
+    ("latency_p50_ms", ("null", "double")),
+    ("latency_p95_ms", ("null", "double")),
+    ("confidence", "Histogram"),
+    ("memory_rss_bytes", "long"),
+    ("generation", ("null", "record Generation")),
+    (
+        "latency_sketch",
+        (
+            "null",
+            (
+                "record LatencySketch",
+                (("offset", "long"), ("counts", ("array", "long")), ("zero_count", "long")),
+            ),
+        ),
+    ),
+)
 
 
 def epoch_ms(dt: datetime) -> int:
@@ -160,13 +214,34 @@ def _real_ok(x: float | None) -> bool:
     return x is None or (0.0 <= x < _INF and (x == 0.0 or x >= _MIN_NORMAL))
 
 
+def layout(schema: Any, opaque: frozenset[str] = frozenset({"Generation"})) -> Any:
+    """A schema as the bytes see it: names, order and types, no docs, defaults or logical
+    types; records named in ``opaque`` stand as their name alone."""
+    if isinstance(schema, list):
+        return tuple(layout(s, opaque) for s in schema)
+    if not isinstance(schema, Mapping):
+        return schema
+    kind = schema["type"]
+    if kind == "record":
+        name = f"record {schema['name']}"
+        if schema["name"] in opaque:
+            return name
+        return name, tuple((f["name"], layout(f["type"], opaque)) for f in schema["fields"])
+    if kind == "array":
+        return "array", layout(schema["items"], opaque)
+    if kind == "map":
+        return "map", layout(schema["values"], opaque)
+    return layout(kind, opaque)
+
+
 class HotTelemetry:
     """Telemetry bytes into :class:`TelemetryCounts`, or None for the full path to judge."""
 
     def __init__(self, codec: Codec) -> None:
         current, writers = codec.schemas(Telemetry.SCHEMA)
         self._reader = _parse(current)
-        current_fp = codec.fingerprint(Telemetry)
+        current_fp = self._fingerprint = codec.fingerprint(Telemetry)
+        self.enabled = layout(current)[1] == _FIELDS
         # The current schema needs no resolution: fastavro reads it without a reader schema.
         self._writers: dict[bytes, tuple[Any, Any]] = {
             fp: (self._reader, None) if fp == current_fp else (_parse(schema), self._reader)
@@ -176,7 +251,13 @@ class HotTelemetry:
     def decode(self, data: bytes) -> TelemetryCounts | None:
         if type(data) is not bytes or data[:2] != MAGIC:
             return None
-        found = self._writers.get(data[2:_HEADER_LEN])
+        fingerprint = data[2:_HEADER_LEN]
+        if self.enabled and fingerprint == self._fingerprint:
+            try:
+                return _read(data, int(time.time() * 1000))
+            except (Odd, IndexError, ValueError, UnicodeDecodeError, struct.error):
+                pass  # a rarer shape, or broken: fastavro reads it, and the full path judges
+        found = self._writers.get(fingerprint)
         if found is None:
             return None
         body = io.BytesIO(data)
@@ -188,6 +269,97 @@ class HotTelemetry:
         if body.tell() != len(data) or type(r) is not dict:
             return None
         return _accept(r, int(time.time() * 1000))
+
+
+def _real(buf: bytes, pos: int) -> tuple[float | None, int]:
+    """A ``["null", "double"]`` that is None or a finite non-negative zero-or-normal double."""
+    branch = buf[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch != 2:
+        raise Odd
+    x = _double(buf, pos + 1)[0]
+    if not (0.0 <= x < _INF and (x == 0.0 or x >= _MIN_NORMAL)):
+        raise Odd
+    return x, pos + 9
+
+
+def _read(buf: bytes, now_ms: int) -> TelemetryCounts:
+    """The current writer's record read and checked as :func:`_accept` checks a plain one;
+    raises Odd (or an IndexError past the end) for anything else."""
+    pos = _HEADER_LEN
+    event_id, pos = read_id(buf, pos)
+    occurred, pos = read_long(buf, pos)
+    producer, pos = read_id(buf, pos)
+    device, pos = read_id(buf, pos)
+    model, pos = read_id(buf, pos)
+    version, pos = read_id(buf, pos)
+    cohort, pos = read_id(buf, pos)
+    _hardware, pos = read_id(buf, pos)
+    start, pos = read_long(buf, pos)
+    end, pos = read_long(buf, pos)
+    seq, pos = read_long(buf, pos)
+    requests, pos = read_long(buf, pos)
+    errors, pos = read_long(buf, pos)
+    if not buf.startswith(_LATENCY_BYTES, pos):
+        raise Odd
+    lat_counts, pos = read_counts(buf, pos + len(_LATENCY_BYTES), _LATENCY_BUCKETS)
+    _p50, pos = _real(buf, pos)
+    _p95, pos = _real(buf, pos)
+    if not buf.startswith(_CONFIDENCE_BYTES, pos):
+        raise Odd
+    conf_counts, pos = read_counts(buf, pos + len(_CONFIDENCE_BYTES), _CONFIDENCE_BUCKETS)
+    rss, pos = read_long(buf, pos)
+    if buf[pos] != 0:  # a generation, or a broken union
+        raise Odd
+    branch = buf[pos + 1]
+    pos += 2
+    offset, sketch_counts, zero = 0, None, 0
+    if branch == 2:
+        offset, pos = read_long(buf, pos)
+        sketch_counts, pos = read_counts(buf, pos, SKETCH_KEYS)
+        zero, pos = read_long(buf, pos)
+    elif branch != 0:
+        raise Odd
+    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
+    if (
+        pos != len(buf)
+        or _UUID.fullmatch(event_id) is None
+        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
+        or not producer.strip()
+        or not (low < occurred < high and low < start <= end < high)
+        or not 0 <= errors <= requests <= MAX_COUNT
+        or not 0 <= seq <= MAX_COUNT
+        or not 0 <= rss <= MAX_COUNT
+        or len(lat_counts) != _LATENCY_BUCKETS
+        or len(conf_counts) != _CONFIDENCE_BUCKETS
+        or max(lat_counts) > MAX_COUNT
+        or max(conf_counts) > MAX_COUNT
+    ):
+        raise Odd
+    if sketch_counts is not None and not (
+        0 <= offset <= MAX_COUNT
+        and 0 <= zero <= MAX_COUNT
+        and offset + len(sketch_counts) <= SKETCH_KEYS
+        and (not sketch_counts or max(sketch_counts) <= MAX_COUNT)
+        and zero + sum(sketch_counts) == sum(lat_counts)
+    ):
+        raise Odd
+    return TelemetryCounts(
+        event_id,
+        device,
+        model,
+        version,
+        cohort,
+        start,
+        requests,
+        errors,
+        lat_counts,
+        conf_counts,
+        offset,
+        sketch_counts,
+        zero,
+    )
 
 
 def _accept(r: dict[str, Any], now_ms: int) -> TelemetryCounts | None:

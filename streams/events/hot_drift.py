@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streams.events.avro_read import Odd, read_block, read_counts, read_id, read_long
 from streams.events.codec import _HEADER_LEN, MAGIC, Codec
-from streams.events.hot import _CONTROL, _ID_CHARS, _SPAN_MS, _UUID, epoch_ms
+from streams.events.hot import _SPAN_MS, _UUID, epoch_ms
 from streams.events.limits import LIMITS, MAX_COUNT
 from streams.events.records import DriftSketch
 
@@ -42,8 +43,6 @@ _HISTOGRAM_LIMITS = LIMITS["Histogram"]
 _EMBEDDING_ITEMS = _LIMITS["embedding_mean"].items or 0
 _HISTOGRAMS = _LIMITS["histograms"].items or 0
 _BOUNDS = _HISTOGRAM_LIMITS["bounds"].items or 0
-# A string of at most this many characters is at most four bytes a character in UTF-8.
-_ID_BYTES = 4 * _ID_CHARS
 _NO_HISTOGRAMS: dict[str, tuple[tuple[float, ...], list[int]]] = {}
 
 # The fields, in order, and types this reader was written for.
@@ -62,10 +61,6 @@ _FIELDS: tuple[tuple[str, Any], ...] = (
     ("embedding_var", {"type": "array", "items": "double"}),
     ("histograms", "map of Histogram{bounds: array of double, counts: array of long}"),
 )
-
-
-class _Odd(Exception):
-    """The bytes are outside the common shape: the full path decides."""
 
 
 class DriftCounts:
@@ -181,62 +176,21 @@ class HotDrift:
             return None
         try:
             return _read(data, int(time.time() * 1000))
-        except (_Odd, IndexError, ValueError, UnicodeDecodeError, struct.error):
+        except (Odd, IndexError, ValueError, UnicodeDecodeError, struct.error):
             return None
-
-
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint of at most 64 bits (what every Avro reader reads alike)."""
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    n, shift = b & 0x7F, 7
-    while True:
-        pos += 1
-        b = buf[pos]
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise _Odd
-    if n >> 64:
-        raise _Odd
-    return (n >> 1) ^ -(n & 1), pos + 1
-
-
-def _id(buf: bytes, pos: int) -> tuple[str, int]:
-    """A string of the identifier limit: longer ones are the full path's to refuse."""
-    size, pos = _long(buf, pos)
-    if not 0 <= size <= _ID_BYTES:
-        raise _Odd
-    end = pos + size
-    if end > len(buf):
-        raise _Odd
-    text = buf[pos:end].decode("utf-8")
-    if len(text) > _ID_CHARS or _CONTROL.search(text) is not None:
-        raise _Odd
-    return text, end
-
-
-def _block(buf: bytes, pos: int) -> tuple[int, int]:
-    count, pos = _long(buf, pos)
-    if count < 0:  # a block with its byte size: legal, rare, left to the full path
-        raise _Odd
-    return count, pos
 
 
 def _doubles(buf: bytes, pos: int, most: int) -> tuple[FloatArray, int]:
     parts = []
     total = 0
-    count, pos = _block(buf, pos)
+    count, pos = read_block(buf, pos)
     while count:
         total += count
         if total > most:
-            raise _Odd
+            raise Odd
         parts.append(np.frombuffer(buf, dtype="<f8", count=count, offset=pos))
         pos += 8 * count
-        count, pos = _block(buf, pos)
+        count, pos = read_block(buf, pos)
     if len(parts) == 1:
         return parts[0].astype(np.float64, copy=False), pos
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0), pos
@@ -245,41 +199,13 @@ def _doubles(buf: bytes, pos: int, most: int) -> tuple[FloatArray, int]:
 def _bounds(buf: bytes, pos: int) -> tuple[tuple[float, ...], int]:
     # A histogram's few dozen bounds: struct gives the tuple a Histogram holds, in C.
     out: tuple[float, ...] = ()
-    count, pos = _block(buf, pos)
+    count, pos = read_block(buf, pos)
     while count:
         if len(out) + count > _BOUNDS:
-            raise _Odd
+            raise Odd
         out += struct.unpack_from(f"<{count}d", buf, pos)
         pos += 8 * count
-        count, pos = _block(buf, pos)
-    return out, pos
-
-
-def _counts(buf: bytes, pos: int, most: int) -> tuple[list[int], int]:
-    out: list[int] = []
-    count, pos = _block(buf, pos)
-    while count:
-        if len(out) + count > most:
-            raise _Odd
-        chunk = buf[pos : pos + count]
-        if len(chunk) == count and max(chunk) < 0x80:
-            # One byte each, the common case: ``b >> 1``, and an odd byte (a negative count)
-            # shows as a sum that does not halve.
-            values = [b >> 1 for b in chunk]
-            if sum(chunk) != 2 * sum(values):
-                raise _Odd
-            out += values
-            pos += count
-        else:
-            for _ in range(count):
-                b = buf[pos]
-                if b < 0x80:
-                    out.append((b >> 1) ^ -(b & 1))
-                    pos += 1
-                else:
-                    value, pos = _long(buf, pos)
-                    out.append(value)
-        count, pos = _block(buf, pos)
+        count, pos = read_block(buf, pos)
     return out, pos
 
 
@@ -293,15 +219,15 @@ def _vector_ok(a: FloatArray) -> bool:
 def _histograms(buf: bytes, pos: int) -> tuple[dict[str, tuple[tuple[float, ...], list[int]]], int]:
     out: dict[str, tuple[tuple[float, ...], list[int]]] = {}
     entries = 0
-    count, pos = _block(buf, pos)
+    count, pos = read_block(buf, pos)
     while count:
         entries += count
         if entries > _HISTOGRAMS:
-            raise _Odd
+            raise Odd
         for _ in range(count):
-            name, pos = _id(buf, pos)
+            name, pos = read_id(buf, pos)
             bounds, pos = _bounds(buf, pos)
-            counts, pos = _counts(buf, pos, _BOUNDS + 1)
+            counts, pos = read_counts(buf, pos, _BOUNDS + 1)
             if (
                 len(counts) != len(bounds) + 1
                 or not all(map(math.isfinite, bounds))
@@ -310,24 +236,24 @@ def _histograms(buf: bytes, pos: int) -> tuple[dict[str, tuple[tuple[float, ...]
                 or min(counts) < 0
                 or max(counts) > MAX_COUNT
             ):
-                raise _Odd
+                raise Odd
             out[name] = (bounds, counts)
-        count, pos = _block(buf, pos)
+        count, pos = read_block(buf, pos)
     return out or _NO_HISTOGRAMS, pos
 
 
 def _read(buf: bytes, now_ms: int) -> DriftCounts | None:
     pos = _HEADER_LEN
-    event_id, pos = _id(buf, pos)
-    occurred, pos = _long(buf, pos)
-    producer, pos = _id(buf, pos)
-    device, pos = _id(buf, pos)
-    model, pos = _id(buf, pos)
-    version, pos = _id(buf, pos)
-    cohort, pos = _id(buf, pos)
-    start, pos = _long(buf, pos)
-    end, pos = _long(buf, pos)
-    samples, pos = _long(buf, pos)
+    event_id, pos = read_id(buf, pos)
+    occurred, pos = read_long(buf, pos)
+    producer, pos = read_id(buf, pos)
+    device, pos = read_id(buf, pos)
+    model, pos = read_id(buf, pos)
+    version, pos = read_id(buf, pos)
+    cohort, pos = read_id(buf, pos)
+    start, pos = read_long(buf, pos)
+    end, pos = read_long(buf, pos)
+    samples, pos = read_long(buf, pos)
     means, pos = _doubles(buf, pos, _EMBEDDING_ITEMS)
     variances, pos = _doubles(buf, pos, _EMBEDDING_ITEMS)
     histograms, pos = _histograms(buf, pos)

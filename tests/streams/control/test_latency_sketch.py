@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from streams.control.aggregate import WindowAggregate, window_metrics
+from streams.control.aggregate import SPAN_KEYS, WindowAggregate, window_metrics
 from streams.control.rollouts.canary import merge_metrics, metrics_from_dict, metrics_to_dict
 from streams.control.rollouts.gates import GroupMetrics
 from streams.events.histograms import LATENCY_MS_BOUNDS, from_values, quantile
@@ -73,3 +73,37 @@ def test_gates_read_p95_from_the_sketch_and_merge_it_only_when_every_part_has_on
     assert partial.latency_sketch is None
     assert partial.latency_ms is not None
     assert partial.p95() == quantile(partial.latency_ms, 0.95)
+
+
+def test_sketches_anywhere_in_the_keys_add_up_as_their_counts_do():
+    """A window adds sketch counts as a dense run of keys: runs that grow left and right, and
+    sketches too far apart for one run, must still give every key's exact total."""
+    rnd = random.Random(11)
+    spread = [
+        [rnd.lognormvariate(2.0, 0.3) for _ in range(50)],  # the first run
+        [rnd.uniform(0.01, 0.05) for _ in range(50)],  # left of it
+        [rnd.uniform(500.0, 5000.0) for _ in range(50)],  # right of it
+        [rnd.uniform(1e12, 1e13) for _ in range(50)],  # past SPAN_KEYS: a new run
+        [rnd.lognormvariate(2.0, 0.3) for _ in range(50)],  # back near the first
+        [0.0] * 3 + [rnd.uniform(1.0, 2.0) for _ in range(5)],  # zeros count apart
+    ]
+    agg, want = WindowAggregate(), Sketch()
+    for i, values in enumerate(spread):
+        agg.add_telemetry(device_window(f"d{i}", values))
+        want.merge(Sketch.of(values))
+        assert len(agg._span) <= SPAN_KEYS  # what a window holds densely stays bounded
+        if i == 2:  # a reader in between settles the run; adding goes on after it
+            assert sum(agg.to_dict()["lsk"].values()) > 0
+    got = agg.sketch()
+    assert got is not None
+    assert (got.counts, got.zero) == (want.counts, want.zero)
+    assert sum(agg.latency_counts) == sum(len(v) for v in spread)
+    again = WindowAggregate.from_dict(agg.to_dict())
+    assert again == agg
+    merged = WindowAggregate()
+    merged.add_telemetry(device_window("x", spread[0]))
+    merged.merge_from(agg)
+    want.merge(Sketch.of(spread[0]))
+    both = merged.sketch()
+    assert both is not None
+    assert both.counts == want.counts

@@ -8,9 +8,11 @@ answered None would fail too.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
+import struct
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,9 @@ from hypothesis import strategies as st
 
 from streams.control.aggregate import WindowAggregate
 from streams.events import Histogram, Telemetry, default_codec, encode
-from streams.events.codec import MAGIC, SCHEMA_DIR, schema_fingerprint
+from streams.events import hot as hot_module
+from streams.events.avro_read import Odd
+from streams.events.codec import MAGIC, SCHEMA_DIR, Codec, schema_fingerprint
 from streams.events.convert import to_record
 from streams.events.errors import EventError
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_values
@@ -83,18 +87,98 @@ def _wire(record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def _hand(data: bytes) -> TelemetryCounts | None:
+    """What the hand reader alone makes of ``data`` (None where it leaves it to fastavro)."""
+    if data[2:10] != CODEC.fingerprint(Telemetry):
+        return None
+    try:
+        return hot_module._read(data, int(time.time() * 1000))
+    except (Odd, IndexError, ValueError, UnicodeDecodeError, struct.error):
+        return None
+
+
 def _check(data: bytes) -> TelemetryCounts | None:
-    """Fast accepted => full path accepts with the same counts. Returns the fast answer."""
-    fast = HOT.decode(data)
+    """Fast accepted => full path accepts with the same counts. Returns the fast answer.
+
+    Both fast readers are held to it: the hand reader alone, and the whole hot path (the hand
+    reader, then fastavro for what it leaves)."""
+    fast, hand = HOT.decode(data), _hand(data)
     try:
         event = CODEC.decode(data, Telemetry)
     except EventError:
         assert fast is None, "the hot path accepted a record the full decode refuses"
+        assert hand is None, "the hand reader accepted a record the full decode refuses"
         return None
     assert isinstance(event, Telemetry)
+    want = TelemetryCounts.of(event).as_tuple()
     if fast is not None:
-        assert fast.as_tuple() == TelemetryCounts.of(event).as_tuple()
+        assert fast.as_tuple() == want
+    if hand is not None:
+        assert hand.as_tuple() == want
+        assert fast is not None
     return fast
+
+
+def test_the_hand_reader_matches_the_current_schema():
+    assert HOT.enabled
+
+
+def test_a_schema_with_another_field_turns_the_hand_reader_off():
+    current = json.loads((SCHEMA_DIR / "Telemetry.avsc").read_text())
+    other = copy.deepcopy(current)
+    other["fields"].insert(3, {"name": "extra", "type": "string", "default": ""})
+    assert not HotTelemetry(Codec({"Telemetry": other})).enabled
+
+
+def test_a_device_record_is_read_by_hand_not_by_fastavro(monkeypatch):
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("fastavro was asked to read a record in the common shape")
+
+    events = (_valid(), _valid(latency_sketch=None), _valid(latency_p50_ms=None))
+    wanted = [(encode(e), TelemetryCounts.of(e).as_tuple()) for e in events]
+    monkeypatch.setattr(fastavro, "schemaless_reader", refuse)
+    for data, want in wanted:
+        fast = HOT.decode(data)
+        assert fast is not None
+        assert fast.as_tuple() == want
+
+
+def _blocks(values: list[int], sizes: list[int]) -> bytes:
+    out, at = b"", 0
+    for size in sizes:
+        out += _varint(size) + b"".join(_varint(v) for v in values[at : at + size])
+        at += size
+    return out + _varint(0)
+
+
+def _varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def test_counts_in_several_blocks_and_long_varints_agree_on_both_readers():
+    event = _valid()
+    data = encode(event)
+    counts = list(event.latency_ms.counts)
+    one_block = _blocks(counts, [len(counts)])
+    at = data.index(one_block)
+    split = data[:at] + _blocks(counts, [5, 10, len(counts) - 15]) + data[at + len(one_block) :]
+    fast = _check(split)
+    assert fast is not None
+    assert list(fast.latency_counts) == counts
+    big = _valid(
+        request_count=2**40,
+        error_count=2**39,
+        latency_ms=Histogram(bounds=LATENCY_MS_BOUNDS, counts=(2**40 - 100,) + (5,) * 20),
+        latency_sketch=None,
+    )
+    assert _hand(encode(big)) is not None
+    assert _check(encode(big)) is not None
 
 
 def test_a_device_record_takes_the_fast_path_with_the_full_paths_values():
