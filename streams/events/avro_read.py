@@ -82,12 +82,16 @@ def read_block(buf: bytes, pos: int) -> tuple[int, int]:
 
 _ONE_BYTE_COUNTS = bytes(range(0, 0x80, 2))
 """The bytes that are a whole non-negative varint: 0..63, zig-zagged."""
+_MULTI_BYTE = re.compile(rb"[\x80-\xff]")
 _HALF = [b >> 1 for b in range(0x80)]
 _half = _HALF.__getitem__
 
 
 def read_counts(buf: bytes, pos: int, most: int) -> tuple[list[int], int]:
-    """An array of at most ``most`` non-negative longs (a negative one raises Odd)."""
+    """An array of at most ``most`` non-negative longs (a negative one raises Odd).
+
+    Counts below 64 are one byte each: a run of them is read as one slice, so an array of
+    small counts with a few large ones costs a slice per large one, not a step per count."""
     out: list[int] = []
     count, pos = read_block(buf, pos)
     while count:
@@ -95,21 +99,28 @@ def read_counts(buf: bytes, pos: int, most: int) -> tuple[list[int], int]:
             raise Odd
         chunk = buf[pos : pos + count]
         if len(chunk) == count and not chunk.translate(None, _ONE_BYTE_COUNTS):
-            out += map(_half, chunk)  # one byte each, the common case
+            out += map(_half, chunk)  # every count one byte: the common case
             pos += count
-        else:
-            for _ in range(count):
-                b = buf[pos]
-                if b < 0x80:
-                    if b & 1:
-                        raise Odd
-                    out.append(b >> 1)
-                    pos += 1
-                else:
-                    value, pos = read_long(buf, pos)
-                    if value < 0:
-                        raise Odd
-                    out.append(value)
+            count, pos = read_block(buf, pos)
+            continue
+        left = count
+        while left:
+            chunk = buf[pos : pos + left]
+            found = _MULTI_BYTE.search(chunk)
+            run = len(chunk) if found is None else found.start()
+            if run:
+                head = chunk if run == len(chunk) else chunk[:run]
+                if head.translate(None, _ONE_BYTE_COUNTS):  # an odd byte: a negative count
+                    raise Odd
+                out += map(_half, head)
+                pos += run
+                left -= run
+            if left:  # a count of several bytes (or the end of the buffer: IndexError)
+                value, pos = read_long(buf, pos)
+                if value < 0:
+                    raise Odd
+                out.append(value)
+                left -= 1
         count, pos = read_block(buf, pos)
     return out, pos
 
