@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
 import pstats
+import random
 import re
 import subprocess
 import sys
@@ -39,7 +41,8 @@ from streams.events import (
     decode,
     encode,
 )
-from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS
+from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_values
+from streams.events.sketches import Sketch
 from streams.kafka.admin import create_topics, delete_topics
 from streams.kafka.clients import EventConsumer, EventProducer, Received
 from streams.kafka.connection import KafkaConnection
@@ -51,12 +54,15 @@ WINDOW_S = 1.0
 GRACE_S = 0.5
 
 
-def telemetry_records(n: int, devices: int, t0: float | None = None) -> list[tuple[bytes, bytes]]:
+def telemetry_records(
+    n: int, devices: int, t0: float | None = None, *, sketch: bool = False
+) -> list[tuple[bytes, bytes]]:
     """n distinct Telemetry records: one encoded template with event and device ids patched.
 
     Both ids have fixed lengths, so patching keeps the Avro body valid; encoding 100k events
     through the codec would take longer than the measurements. The window is the second
-    before ``t0`` (default: 30 s ago).
+    before ``t0`` (default: 30 s ago). ``sketch``: what an edge runtime sends (200 latencies
+    as a sketch and quantiles, its hardware profile and RSS), else the plain record.
     """
     t0 = time.time() - 29 if t0 is None else t0 + 1
     template = Telemetry(
@@ -72,6 +78,21 @@ def telemetry_records(n: int, devices: int, t0: float | None = None) -> list[tup
         latency_ms=Histogram(bounds=LATENCY_MS_BOUNDS, counts=(0,) * 5 + (20,) + (0,) * 15),
         confidence=Histogram(bounds=UNIT_BOUNDS, counts=(0,) * 18 + (20, 0)),
     )
+    if sketch:
+        rng = random.Random(7)
+        latencies = [rng.lognormvariate(2.0, 0.5) for _ in range(200)]
+        kept = Sketch.of(latencies)
+        template = dataclasses.replace(
+            template,
+            hardware_profile="arm64-4c",
+            request_count=200,
+            latency_ms=from_values(LATENCY_MS_BOUNDS, latencies),
+            confidence=Histogram(bounds=UNIT_BOUNDS, counts=(0,) * 18 + (200, 0)),
+            latency_p50_ms=kept.quantile(0.5),
+            latency_p95_ms=kept.quantile(0.95),
+            latency_sketch=kept.record(),
+            memory_rss_bytes=180 << 20,
+        )
     raw = encode(template)
     out = []
     for i in range(n):
@@ -323,6 +344,12 @@ def main() -> int:
         " and print their top",
     )
     parser.add_argument(
+        "--sketch",
+        action="store_true",
+        help="telemetry as an edge runtime sends it (a latency sketch of 200 latencies and "
+        "quantiles), not the plain record",
+    )
+    parser.add_argument(
         "--drift", type=int, default=0, help="then this many 384-dimension drift sketches"
     )
     parser.add_argument(
@@ -349,10 +376,11 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            records = telemetry_records(args.events, args.devices)
+            records = telemetry_records(args.events, args.devices, sketch=args.sketch)
             asyncio.run(produce_raw(conn, topic, records))
+            shape = "with latency sketches" if args.sketch else "plain"
             print(
-                f"{args.events} telemetry events ({len(records[0][1])} bytes each), "
+                f"{args.events} telemetry events, {shape} ({len(records[0][1])} bytes each), "
                 f"{args.devices} devices, topic {topic} (6 partitions)"
             )
             a = asyncio.run(raw_rate(conn, topic, args.events))
