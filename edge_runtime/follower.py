@@ -21,7 +21,7 @@ from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.supervision import Backoff
 from streams.events import ModelVersion, RolloutState
 from streams.events.errors import EventError
-from streams.kafka.clients import EventConsumer, Received
+from streams.kafka.clients import EventConsumer, Received, Undecodable
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
@@ -48,6 +48,8 @@ class UpdateFollower:
         device_id: str,
         retry: Backoff,
         catch_up_idle_s: float = 0.5,
+        name: str = "updates",
+        skipped: Callable[[Undecodable], object] | None = None,
     ) -> None:
         self.conn = conn
         self._apply = apply
@@ -55,6 +57,10 @@ class UpdateFollower:
         self.device_id = device_id
         self.retry = retry
         self.catch_up_idle_s = catch_up_idle_s
+        self.name = name
+        self._skipped = skipped
+        """Told of each undecodable record instead of the log line (a shared feed counts
+        each once, not once a device)."""
 
     async def run(self, beat: Callable[[], None] = lambda: None) -> None:
         """Follow forever; ``beat`` after catching up and after every record applied."""
@@ -62,7 +68,7 @@ class UpdateFollower:
         topics = [catalog.topic_for(ModelVersion), catalog.topic_for(RolloutState)]
         failures = 0
         while True:
-            consumer = EventConsumer(self.conn, topics, name="updates", group_id=None)
+            consumer = EventConsumer(self.conn, topics, name=self.name, group_id=None)
             try:
                 await consumer.start()
             except (KafkaUnavailableError, EventError, KafkaError, OSError) as exc:
@@ -103,6 +109,9 @@ class UpdateFollower:
     ) -> None:
         async for record in consumer.raw_records(idle_timeout_s=idle_timeout_s):
             if not isinstance(record, Received):
+                if self._skipped is not None:
+                    self._skipped(record)
+                    continue
                 log.warning(
                     "skipping undecodable record device=%s topic=%s offset=%d reason=%s",
                     self.device_id,

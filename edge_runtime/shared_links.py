@@ -19,22 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 
 from edge_runtime.background import Supervisor
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.follower import Apply, UpdateFollower
 from edge_runtime.supervision import Backoff, HealthBook
-from streams.events import ModelVersion, RolloutState
-from streams.events.errors import EventError
-from streams.kafka.clients import EventConsumer, EventProducer, Received, Undecodable
+from streams.kafka.clients import EventProducer, Received, Undecodable
 from streams.kafka.connection import KafkaConnection
 from streams.kafka.errors import KafkaError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
-
-Apply = Callable[[Received, bool], Awaitable[None]]
 
 CAUGHT_UP = "caught-up"
 """Queued to a subscriber once the feed has read the topics' history: time to decide."""
@@ -133,48 +129,26 @@ class UpdateFeed:
                 sub.queue.put_nowait(CAUGHT_UP)
 
     async def run(self, beat: Callable[[], None] = lambda: None) -> None:
-        """Read forever; an unreachable broker is waited for with a doubling delay."""
-        catalog = self.conn.catalog()
-        topics = [catalog.topic_for(ModelVersion), catalog.topic_for(RolloutState)]
-        failures = 0
-        while True:
-            consumer = EventConsumer(self.conn, topics, name="fleet-updates", group_id=None)
-            try:
-                await consumer.start()
-            except (KafkaUnavailableError, EventError, KafkaError, OSError) as exc:
-                failures += 1
-                delay = self.retry.delay(failures, random.random())
-                log.warning(
-                    "cannot read the update topics yet retry_in_s=%.1f reason=%s", delay, exc
-                )
-                await _stop_quietly(consumer)
-                await asyncio.sleep(delay)
-                continue
-            except asyncio.CancelledError:
-                await _stop_quietly(consumer)
-                raise
-            failures = 0
-            try:
-                if not self.caught_up:
-                    await self._read(consumer, self.catch_up_idle_s, beat)
-                    self.mark_caught_up()
-                    beat()
-                await self._read(consumer, None, beat)
-            except KafkaError as exc:
-                log.warning("lost the update topics reason=%s", exc)
-                await asyncio.sleep(self.retry.delay(1, random.random()))
-            finally:
-                await _stop_quietly(consumer)
+        """Read forever, as a device's follower does (an unreachable broker is waited for with
+        a doubling delay; after a reconnect the history is read again, and offers nothing new)."""
 
-    async def _read(
-        self, consumer: EventConsumer, idle_timeout_s: float | None, beat: Callable[[], None]
-    ) -> None:
-        async for record in consumer.raw_records(idle_timeout_s=idle_timeout_s):
-            if isinstance(record, Received):
-                self.offer(record)
-            else:
-                self.skip(record)
-            beat()
+        async def offer(record: Received, _reconcile: bool) -> None:
+            self.offer(record)
+
+        async def caught_up() -> None:
+            self.mark_caught_up()
+
+        follower = UpdateFollower(
+            self.conn,
+            apply=offer,
+            reconcile=caught_up,
+            device_id="fleet",
+            retry=self.retry,
+            catch_up_idle_s=self.catch_up_idle_s,
+            name="fleet-updates",
+            skipped=self.skip,
+        )
+        await follower.run(beat)
 
 
 class FeedFollower:
@@ -350,11 +324,6 @@ class FleetLinks:
         """End the feed and flush the producer; never raises. Devices stop first."""
         await self.supervisor.stop()
         await self.producer.close()
-
-
-async def _stop_quietly(consumer: EventConsumer) -> None:
-    with contextlib.suppress(KafkaError, OSError):
-        await consumer.stop()
 
 
 async def _stop_producer(producer: EventProducer, timeout_s: float) -> None:

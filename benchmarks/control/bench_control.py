@@ -143,7 +143,13 @@ def rss_mb(pid: int) -> float:
 
 
 async def soak(
-    conn: KafkaConnection, topic: str, worker: WorkerProcess, rate: int, seconds: int
+    conn: KafkaConnection,
+    topic: str,
+    worker: WorkerProcess,
+    rate: int,
+    seconds: int,
+    *,
+    sketch: bool = False,
 ) -> list[tuple[int, float, float]]:
     """Current telemetry at ``rate`` events/s for ``seconds``; (s, worker RSS MB, events/s)."""
     producer = AIOKafkaProducer(bootstrap_servers=conn.bootstrap_servers, linger_ms=20, acks=1)
@@ -153,7 +159,7 @@ async def soak(
         start = time.monotonic()
         last_n, last_t = metric(worker, "slmops_events_total", 'topic="telemetry"'), start
         for second in range(seconds):
-            records = telemetry_records(rate, 10_000, t0=time.time() - 1)
+            records = telemetry_records(rate, 10_000, t0=time.time() - 1, sketch=sketch)
             await asyncio.gather(*[await producer.send(topic, value=v, key=k) for k, v in records])
             await asyncio.sleep(max(start + second + 1 - time.monotonic(), 0))
             if (second + 1) % 30 == 0:
@@ -416,7 +422,9 @@ def main() -> int:
                 worker = start_worker(conn, free_port(), tmp / "soak", app_id, w, 1.5 * w)
                 wait_for("the soak worker", lambda: answers(worker), workers=[worker])
                 print(f"soak: {args.soak_rate} events/s for {args.soak_s} s, {w:g} s windows")
-                rows = asyncio.run(soak(conn, topic, worker, args.soak_rate, args.soak_s))
+                rows = asyncio.run(
+                    soak(conn, topic, worker, args.soak_rate, args.soak_s, sketch=args.sketch)
+                )
                 for second, rss, taken in rows:
                     print(f"  {second:5d} s  RSS {rss:7.1f} MB  {taken:8.0f} events/s taken in")
     finally:
