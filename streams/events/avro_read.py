@@ -72,6 +72,19 @@ def read_id(buf: bytes, pos: int) -> tuple[str, int]:
     return text, end
 
 
+def read_envelope(buf: bytes, pos: int) -> tuple[tuple[str, int, str, str, str, str, str], int]:
+    """The fields a device's events begin with: event id, occurred at (epoch ms), producer,
+    device, model, model version and cohort."""
+    event_id, pos = read_id(buf, pos)
+    occurred, pos = read_long(buf, pos)
+    producer, pos = read_id(buf, pos)
+    device, pos = read_id(buf, pos)
+    model, pos = read_id(buf, pos)
+    version, pos = read_id(buf, pos)
+    cohort, pos = read_id(buf, pos)
+    return (event_id, occurred, producer, device, model, version, cohort), pos
+
+
 def read_block(buf: bytes, pos: int) -> tuple[int, int]:
     """An array or map block's item count (a block with its byte size raises Odd)."""
     count, pos = read_long(buf, pos)

@@ -37,6 +37,7 @@ from streams.events.avro_read import (
     Odd,
     doubles_block,
     read_counts,
+    read_envelope,
     read_id,
     read_long,
 )
@@ -205,10 +206,6 @@ def _parse(schema: Mapping[str, Any]) -> Any:
     return fastavro.parse_schema(plain_schema(schema), named_schemas={})
 
 
-def _counts_ok(counts: list[int], n: int) -> bool:
-    return len(counts) == n and min(counts) >= 0 and max(counts) <= MAX_COUNT
-
-
 def _real_ok(x: float | None) -> bool:
     # None, or a finite non-negative double that is zero or normal; NaN fails every comparison.
     return x is None or (0.0 <= x < _INF and (x == 0.0 or x >= _MIN_NORMAL))
@@ -284,17 +281,82 @@ def _real(buf: bytes, pos: int) -> tuple[float | None, int]:
     return x, pos + 9
 
 
-def _read(buf: bytes, now_ms: int) -> TelemetryCounts:
-    """The current writer's record read and checked as :func:`_accept` checks a plain one;
-    raises Odd (or an IndexError past the end) for anything else."""
+def envelope_ok(
+    ids: tuple[str, int, str, str, str, str, str], start: int, end: int, now_ms: int
+) -> bool:
+    """The checks of a device event's opening fields (see ``read_envelope``) and its window
+    that a hot reader runs: a canonical uuid, no blank id, times well inside the limits."""
+    event_id, occurred, producer, device, model, version, cohort = ids
+    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
+    return (
+        _UUID.fullmatch(event_id) is not None
+        and bool(device.strip() and model.strip() and version.strip() and cohort.strip())
+        and bool(producer.strip())
+        and low < occurred < high
+        and low < start <= end < high
+    )
+
+
+def _checked(
+    ids: tuple[str, int, str, str, str, str, str],
+    start: int,
+    end: int,
+    seq: int,
+    requests: int,
+    errors: int,
+    rss: int,
+    lat_counts: list[int],
+    conf_counts: list[int],
+    sketch: tuple[int, list[int], int] | None,
+    now_ms: int,
+) -> TelemetryCounts | None:
+    """The checks both readers share, and the counts if they pass. The callers have checked
+    what they read differently: ids within their limits and free of control characters, the
+    quantiles, the histogram bounds, and that no count is negative."""
+    if (
+        not envelope_ok(ids, start, end, now_ms)
+        or not 0 <= errors <= requests <= MAX_COUNT
+        or not 0 <= seq <= MAX_COUNT
+        or not 0 <= rss <= MAX_COUNT
+        or len(lat_counts) != _LATENCY_BUCKETS
+        or len(conf_counts) != _CONFIDENCE_BUCKETS
+        or max(lat_counts) > MAX_COUNT
+        or max(conf_counts) > MAX_COUNT
+    ):
+        return None
+    offset, sketch_counts, zero = sketch if sketch is not None else (0, None, 0)
+    if sketch_counts is not None and not (
+        0 <= offset <= MAX_COUNT
+        and 0 <= zero <= MAX_COUNT
+        and offset + len(sketch_counts) <= SKETCH_KEYS
+        and (not sketch_counts or max(sketch_counts) <= MAX_COUNT)
+        and zero + sum(sketch_counts) == sum(lat_counts)
+    ):
+        return None
+    event_id, _, _, device, model, version, cohort = ids
+    return TelemetryCounts(
+        event_id,
+        device,
+        model,
+        version,
+        cohort,
+        start,
+        requests,
+        errors,
+        lat_counts,
+        conf_counts,
+        offset,
+        sketch_counts,
+        zero,
+    )
+
+
+def _read(buf: bytes, now_ms: int) -> TelemetryCounts | None:
+    """The current writer's record read and checked as :func:`_accept` checks a plain one:
+    None for a record that fails a check, Odd (or an IndexError past the end) for bytes in
+    another shape."""
     pos = _HEADER_LEN
-    event_id, pos = read_id(buf, pos)
-    occurred, pos = read_long(buf, pos)
-    producer, pos = read_id(buf, pos)
-    device, pos = read_id(buf, pos)
-    model, pos = read_id(buf, pos)
-    version, pos = read_id(buf, pos)
-    cohort, pos = read_id(buf, pos)
+    ids, pos = read_envelope(buf, pos)
     _hardware, pos = read_id(buf, pos)
     start, pos = read_long(buf, pos)
     end, pos = read_long(buf, pos)
@@ -314,51 +376,18 @@ def _read(buf: bytes, now_ms: int) -> TelemetryCounts:
         raise Odd
     branch = buf[pos + 1]
     pos += 2
-    offset, sketch_counts, zero = 0, None, 0
+    sketch = None
     if branch == 2:
         offset, pos = read_long(buf, pos)
         sketch_counts, pos = read_counts(buf, pos, SKETCH_KEYS)
         zero, pos = read_long(buf, pos)
+        sketch = (offset, sketch_counts, zero)
     elif branch != 0:
         raise Odd
-    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
-    if (
-        pos != len(buf)
-        or _UUID.fullmatch(event_id) is None
-        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
-        or not producer.strip()
-        or not (low < occurred < high and low < start <= end < high)
-        or not 0 <= errors <= requests <= MAX_COUNT
-        or not 0 <= seq <= MAX_COUNT
-        or not 0 <= rss <= MAX_COUNT
-        or len(lat_counts) != _LATENCY_BUCKETS
-        or len(conf_counts) != _CONFIDENCE_BUCKETS
-        or max(lat_counts) > MAX_COUNT
-        or max(conf_counts) > MAX_COUNT
-    ):
+    if pos != len(buf):
         raise Odd
-    if sketch_counts is not None and not (
-        0 <= offset <= MAX_COUNT
-        and 0 <= zero <= MAX_COUNT
-        and offset + len(sketch_counts) <= SKETCH_KEYS
-        and (not sketch_counts or max(sketch_counts) <= MAX_COUNT)
-        and zero + sum(sketch_counts) == sum(lat_counts)
-    ):
-        raise Odd
-    return TelemetryCounts(
-        event_id,
-        device,
-        model,
-        version,
-        cohort,
-        start,
-        requests,
-        errors,
-        lat_counts,
-        conf_counts,
-        offset,
-        sketch_counts,
-        zero,
+    return _checked(
+        ids, start, end, seq, requests, errors, rss, lat_counts, conf_counts, sketch, now_ms
     )
 
 
@@ -366,69 +395,44 @@ def _accept(r: dict[str, Any], now_ms: int) -> TelemetryCounts | None:
     """The counts of plain record ``r`` if it passes every check, else None."""
     if r["generation"] is not None:
         return None
-    event_id = r["event_id"]
     device, model, version, cohort = r["device_id"], r["model_id"], r["model_version"], r["cohort"]
     hardware, producer = r["hardware_profile"], r["producer"]
     if (
-        _UUID.fullmatch(event_id) is None
-        or len(device) > _ID_CHARS
+        len(device) > _ID_CHARS
         or len(model) > _ID_CHARS
         or len(version) > _ID_CHARS
         or len(cohort) > _ID_CHARS
         or len(hardware) > _ID_CHARS
         or len(producer) > _ID_CHARS
         or _CONTROL.search(device + model + version + cohort + hardware + producer) is not None
-        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
-        or not producer.strip()
+        or not (_real_ok(r["latency_p50_ms"]) and _real_ok(r["latency_p95_ms"]))
     ):
         return None
-    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
-    start, end = r["window_start"], r["window_end"]
-    if not (low < r["occurred_at"] < high and low < start <= end < high):
-        return None
-    requests, errors = r["request_count"], r["error_count"]
-    if not (
-        0 <= errors <= requests <= MAX_COUNT
-        and 0 <= r["window_seq"] <= MAX_COUNT
-        and 0 <= r["memory_rss_bytes"] <= MAX_COUNT
-        and _real_ok(r["latency_p50_ms"])
-        and _real_ok(r["latency_p95_ms"])
-    ):
-        return None
-    latency, confidence = r["latency_ms"], r["confidence"]
+    latency, confidence, sketch = r["latency_ms"], r["confidence"], r["latency_sketch"]
     lat_counts, conf_counts = latency["counts"], confidence["counts"]
+    packed: tuple[int, list[int], int] | None = (
+        None if sketch is None else (sketch["offset"], sketch["counts"], sketch["zero_count"])
+    )
+    sketch_counts = None if packed is None else packed[1]
     if (
         latency["bounds"] != _LATENCY
         or confidence["bounds"] != _CONFIDENCE
-        or not _counts_ok(lat_counts, _LATENCY_BUCKETS)
-        or not _counts_ok(conf_counts, _CONFIDENCE_BUCKETS)
+        or min(lat_counts, default=0) < 0
+        or min(conf_counts, default=0) < 0
+        or (sketch_counts is not None and min(sketch_counts, default=0) < 0)
     ):
         return None
-    sketch = r["latency_sketch"]
-    if sketch is None:
-        offset, sketch_counts, zero = 0, None, 0
-    else:
-        offset, sketch_counts, zero = sketch["offset"], sketch["counts"], sketch["zero_count"]
-        if not (
-            0 <= offset <= MAX_COUNT
-            and 0 <= zero <= MAX_COUNT
-            and offset + len(sketch_counts) <= SKETCH_KEYS
-            and (not sketch_counts or (min(sketch_counts) >= 0 and max(sketch_counts) <= MAX_COUNT))
-            and zero + sum(sketch_counts) == sum(lat_counts)
-        ):
-            return None
-    return TelemetryCounts(
-        event_id,
-        device,
-        model,
-        version,
-        cohort,
-        start,
-        requests,
-        errors,
+    ids = (r["event_id"], r["occurred_at"], producer, device, model, version, cohort)
+    return _checked(
+        ids,
+        r["window_start"],
+        r["window_end"],
+        r["window_seq"],
+        r["request_count"],
+        r["error_count"],
+        r["memory_rss_bytes"],
         lat_counts,
         conf_counts,
-        offset,
-        sketch_counts,
-        zero,
+        packed,
+        now_ms,
     )

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streams.events.avro_read import Odd, read_block, read_counts, read_id, read_long
+from streams.events.avro_read import Odd, read_block, read_counts, read_envelope, read_id, read_long
 from streams.events.codec import _HEADER_LEN, MAGIC, Codec
-from streams.events.hot import _SPAN_MS, _UUID, epoch_ms
+from streams.events.hot import envelope_ok, epoch_ms
 from streams.events.limits import LIMITS, MAX_COUNT
 from streams.events.records import DriftSketch
 
@@ -244,13 +244,8 @@ def _histograms(buf: bytes, pos: int) -> tuple[dict[str, tuple[tuple[float, ...]
 
 def _read(buf: bytes, now_ms: int) -> DriftCounts | None:
     pos = _HEADER_LEN
-    event_id, pos = read_id(buf, pos)
-    occurred, pos = read_long(buf, pos)
-    producer, pos = read_id(buf, pos)
-    device, pos = read_id(buf, pos)
-    model, pos = read_id(buf, pos)
-    version, pos = read_id(buf, pos)
-    cohort, pos = read_id(buf, pos)
+    ids, pos = read_envelope(buf, pos)
+    event_id, _, _, device, model, version, cohort = ids
     start, pos = read_long(buf, pos)
     end, pos = read_long(buf, pos)
     samples, pos = read_long(buf, pos)
@@ -259,12 +254,8 @@ def _read(buf: bytes, now_ms: int) -> DriftCounts | None:
     histograms, pos = _histograms(buf, pos)
     if pos != len(buf):
         return None
-    low, high = now_ms - _SPAN_MS, now_ms + _SPAN_MS
     if (
-        _UUID.fullmatch(event_id) is None
-        or not (device.strip() and model.strip() and version.strip() and cohort.strip())
-        or not producer.strip()
-        or not (low < occurred < high and low < start <= end < high)
+        not envelope_ok(ids, start, end, now_ms)
         or not 0 <= samples <= MAX_COUNT
         or means.size != variances.size
     ):

@@ -64,11 +64,11 @@ def _length_bomb(name: str) -> bytes:
     # An id claims 2^62 bytes of text; the body ends right after the claim.
     marker = "LENGTH-BOMB"
     data = _with(name, **{_first_string_field(name): marker})
-    at = data.index(_varint(len(marker)) + marker.encode())
-    return data[:at] + _varint(2**62)
+    at = data.index(varint(len(marker)) + marker.encode())
+    return data[:at] + varint(2**62)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     """Avro's zigzag varint encoding of a long."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()

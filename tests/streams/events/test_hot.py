@@ -34,7 +34,7 @@ from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_value
 from streams.events.hot import HotTelemetry, TelemetryCounts, epoch_ms, plain_schema
 from streams.events.nested import Generation
 from streams.events.sketches import Sketch
-from tests.support.hostile import all_pills, mutated, wire_records
+from tests.support.hostile import all_pills, mutated, varint, wire_records
 
 CODEC = default_codec()
 HOT = HotTelemetry(CODEC)
@@ -146,19 +146,9 @@ def test_a_device_record_is_read_by_hand_not_by_fastavro(monkeypatch):
 def _blocks(values: list[int], sizes: list[int]) -> bytes:
     out, at = b"", 0
     for size in sizes:
-        out += _varint(size) + b"".join(_varint(v) for v in values[at : at + size])
+        out += varint(size) + b"".join(varint(v) for v in values[at : at + size])
         at += size
-    return out + _varint(0)
-
-
-def _varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return out + varint(0)
 
 
 def test_counts_in_several_blocks_and_long_varints_agree_on_both_readers():

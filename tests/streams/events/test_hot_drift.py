@@ -28,7 +28,7 @@ from streams.events.histograms import UNIT_BOUNDS
 from streams.events.hot import epoch_ms
 from streams.events.hot_drift import DriftCounts, HotDrift
 from tests.support.avro import encode_with, schema
-from tests.support.hostile import mutated, pills, wire_records
+from tests.support.hostile import mutated, pills, varint, wire_records
 
 CODEC = default_codec()
 HOT = HotDrift(CODEC)
@@ -203,29 +203,19 @@ def test_large_counts_and_negative_zero_take_the_fast_path():
 # --------------------------------------------------------------------------- hand-written bytes
 
 
-def _varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
 def _string(s: str) -> bytes:
     raw = s.encode()
-    return _varint(len(raw)) + raw
+    return varint(len(raw)) + raw
 
 
 def _doubles(values: list[float], blocks: list[int], sized: bool = False) -> bytes:
     out, at = b"", 0
     for size in blocks:
         body = struct.pack(f"<{size}d", *values[at : at + size])
-        out += _varint(-size) + _varint(len(body)) if sized else _varint(size)
+        out += varint(-size) + varint(len(body)) if sized else varint(size)
         out += body
         at += size
-    return out + _varint(0)
+    return out + varint(0)
 
 
 def _by_hand(
@@ -233,17 +223,17 @@ def _by_hand(
 ) -> bytes:
     event = _valid(histograms={})
     r = _plain(event)
-    body = _string(r["event_id"]) + _varint(r["occurred_at"]) + _string(r["producer"])
+    body = _string(r["event_id"]) + varint(r["occurred_at"]) + _string(r["producer"])
     for name in ("device_id", "model_id", "model_version", "cohort"):
         body += _string(r[name])
-    body += _varint(r["window_start"]) + _varint(r["window_end"])
-    body += samples or _varint(r["sample_count"])
+    body += varint(r["window_start"]) + varint(r["window_end"])
+    body += samples or varint(r["sample_count"])
     body += _doubles(r["embedding_mean"], blocks, sized)
     body += _doubles(r["embedding_var"], blocks, sized)
     if counts is None:
-        body += _varint(0)
+        body += varint(0)
     else:
-        body += _varint(1) + _string("h") + _doubles([1.0], [1]) + counts + _varint(0)
+        body += varint(1) + _string("h") + _doubles([1.0], [1]) + counts + varint(0)
     return b"\xc3\x01" + CODEC.fingerprint(DriftSketch) + body
 
 
@@ -262,7 +252,7 @@ def test_blocks_with_their_byte_size_are_left_to_the_full_path():
 
 
 def test_counts_in_several_blocks_and_long_varints_agree():
-    counts = _varint(1) + _varint(7) + _varint(1) + _varint(2**40) + _varint(0)
+    counts = varint(1) + varint(7) + varint(1) + varint(2**40) + varint(0)
     fast = _check(_by_hand(blocks=[5], counts=counts))
     assert fast is not None
     assert fast.histograms["h"][1] == [7, 2**40]
