@@ -99,8 +99,9 @@ def _add(into: list[int], counts: Sequence[int]) -> None:
 
 
 SPAN_KEYS = 512
-"""The widest run of sketch keys a window adds densely (4 kB of pointers); latencies within a
-factor of about 10^8 of each other fit."""
+"""How far a window's dense run of sketch keys grows (4 kB of pointers; latencies within a
+factor of about 10^8 of each other fit). A sketch that lands farther away starts a new run;
+one sketch wider than this is held as it came, at most SKETCH_KEYS."""
 
 _FIXED_BITS = 64
 _FIXED_ONE = 1 << _FIXED_BITS
