@@ -54,8 +54,6 @@ _SPAN_MS = (TIME_SPAN - timedelta(days=1)) // timedelta(milliseconds=1)
 # The canonical form ``str(uuid.UUID(...))`` gives: the full path normalises other spellings,
 # and duplicates are found by the normalised id.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CONTROL = CONTROL
-_ID_CHARS = ID_CHARS
 _MIN_NORMAL = sys.float_info.min
 _INF = float("inf")
 _LATENCY = list(LATENCY_MS_BOUNDS)
@@ -276,7 +274,7 @@ def _real(buf: bytes, pos: int) -> tuple[float | None, int]:
     if branch != 2:
         raise Odd
     x = _double(buf, pos + 1)[0]
-    if not (0.0 <= x < _INF and (x == 0.0 or x >= _MIN_NORMAL)):
+    if not _real_ok(x):
         raise Odd
     return x, pos + 9
 
@@ -398,13 +396,13 @@ def _accept(r: dict[str, Any], now_ms: int) -> TelemetryCounts | None:
     device, model, version, cohort = r["device_id"], r["model_id"], r["model_version"], r["cohort"]
     hardware, producer = r["hardware_profile"], r["producer"]
     if (
-        len(device) > _ID_CHARS
-        or len(model) > _ID_CHARS
-        or len(version) > _ID_CHARS
-        or len(cohort) > _ID_CHARS
-        or len(hardware) > _ID_CHARS
-        or len(producer) > _ID_CHARS
-        or _CONTROL.search(device + model + version + cohort + hardware + producer) is not None
+        len(device) > ID_CHARS
+        or len(model) > ID_CHARS
+        or len(version) > ID_CHARS
+        or len(cohort) > ID_CHARS
+        or len(hardware) > ID_CHARS
+        or len(producer) > ID_CHARS
+        or CONTROL.search(device + model + version + cohort + hardware + producer) is not None
         or not (_real_ok(r["latency_p50_ms"]) and _real_ok(r["latency_p95_ms"]))
     ):
         return None

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from streams.events.avro_read import Odd, read_block, read_counts, read_envelope, read_id, read_long
 from streams.events.codec import _HEADER_LEN, MAGIC, Codec
-from streams.events.hot import envelope_ok, epoch_ms
+from streams.events.hot import envelope_ok, epoch_ms, layout
 from streams.events.limits import LIMITS, MAX_COUNT
 from streams.events.records import DriftSketch
 
@@ -47,19 +47,25 @@ _NO_HISTOGRAMS: dict[str, tuple[tuple[float, ...], list[int]]] = {}
 
 # The fields, in order, and types this reader was written for.
 _FIELDS: tuple[tuple[str, Any], ...] = (
-    ("event_id", {"type": "string", "logicalType": "uuid"}),
-    ("occurred_at", {"type": "long", "logicalType": "timestamp-millis"}),
+    ("event_id", "string"),
+    ("occurred_at", "long"),
     ("producer", "string"),
     ("device_id", "string"),
     ("model_id", "string"),
     ("model_version", "string"),
     ("cohort", "string"),
-    ("window_start", {"type": "long", "logicalType": "timestamp-millis"}),
-    ("window_end", {"type": "long", "logicalType": "timestamp-millis"}),
+    ("window_start", "long"),
+    ("window_end", "long"),
     ("sample_count", "long"),
-    ("embedding_mean", {"type": "array", "items": "double"}),
-    ("embedding_var", {"type": "array", "items": "double"}),
-    ("histograms", "map of Histogram{bounds: array of double, counts: array of long}"),
+    ("embedding_mean", ("array", "double")),
+    ("embedding_var", ("array", "double")),
+    (
+        "histograms",
+        (
+            "map",
+            ("record Histogram", (("bounds", ("array", "double")), ("counts", ("array", "long")))),
+        ),
+    ),
 )
 
 
@@ -140,30 +146,12 @@ class DriftCounts:
         )
 
 
-def _shape(schema: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    fields = []
-    for f in schema["fields"]:
-        t = f["type"]
-        if f["name"] == "histograms":
-            values = t.get("values", {}) if isinstance(t, Mapping) else {}
-            inner = [(g["name"], g["type"]) for g in values.get("fields", ())]
-            matches = t.get("type") == "map" and inner == [
-                ("bounds", {"type": "array", "items": "double"}),
-                ("counts", {"type": "array", "items": "long"}),
-            ]
-            t = _FIELDS[-1][1] if matches else t
-        elif isinstance(t, Mapping):
-            t = {k: v for k, v in t.items() if k in ("type", "items", "logicalType")}
-        fields.append((f["name"], t))
-    return tuple(fields)
-
-
 class HotDrift:
     """DriftSketch bytes into :class:`DriftCounts`, or None for the full path to judge."""
 
     def __init__(self, codec: Codec) -> None:
         current, _ = codec.schemas(DriftSketch.SCHEMA)
-        self.enabled = _shape(current) == _FIELDS
+        self.enabled = layout(current)[1] == _FIELDS
         self._fingerprint = codec.fingerprint(DriftSketch)
 
     def decode(self, data: bytes) -> DriftCounts | None:

@@ -27,7 +27,7 @@ from streams.control.aggregate import WindowAggregate
 from streams.events import Histogram, Telemetry, default_codec, encode
 from streams.events import hot as hot_module
 from streams.events.avro_read import Odd
-from streams.events.codec import MAGIC, SCHEMA_DIR, Codec, schema_fingerprint
+from streams.events.codec import _HEADER_LEN, MAGIC, SCHEMA_DIR, Codec, schema_fingerprint
 from streams.events.convert import to_record
 from streams.events.errors import EventError
 from streams.events.histograms import LATENCY_MS_BOUNDS, UNIT_BOUNDS, from_values
@@ -89,7 +89,7 @@ def _wire(record: dict[str, Any]) -> bytes:
 
 def _hand(data: bytes) -> TelemetryCounts | None:
     """What the hand reader alone makes of ``data`` (None where it leaves it to fastavro)."""
-    if data[2:10] != CODEC.fingerprint(Telemetry):
+    if data[len(MAGIC) : _HEADER_LEN] != CODEC.fingerprint(Telemetry):
         return None
     try:
         return hot_module._read(data, int(time.time() * 1000))
