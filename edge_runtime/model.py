@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -406,16 +407,17 @@ class LoadedModel:
             if len(texts) == 1
             else self._tokenizer.encode_batch(texts)
         )
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feed: dict[str, Any] = {"input_ids": ids}
+        masks = [e.attention_mask for e in encodings]
+        feed: dict[str, Any] = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64)}
         if self._feed_mask:
-            feed["attention_mask"] = mask
+            feed["attention_mask"] = np.array(masks, dtype=np.int64)
         try:
             raw = session.run(self._output_names, feed)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise InferenceError(self.model_id, self.version, str(exc)) from exc
-        tokens = tuple(mask.sum(axis=1).tolist())
+        # Plain Python on a few small lists: after a model run has filled the CPU's caches
+        # with weights, every numpy call here costs several times its warm price.
+        tokens = tuple(map(sum, masks))
         primary = np.asarray(raw[0], dtype=np.float32)
         if primary.ndim != 2 or primary.shape[0] != len(texts):
             raise self._refuse(f"first output has shape {primary.shape}, expected (batch, n)")
@@ -438,21 +440,23 @@ class LoadedModel:
                 f"first output has {primary.shape[1]} classes, the manifest lists {len(labels)}"
             )
         probs = _softmax(primary) if self._apply_softmax else primary
-        if not np.all(np.isfinite(probs)):
-            raise InferenceError(self.model_id, self.version, "non-finite class scores")
-        best = probs.argmax(axis=1)
-        confidence = probs[np.arange(len(best)), best]
-        predictions = tuple(
-            Prediction(label=labels[int(i)], confidence=float(c))
-            for i, c in zip(best, confidence, strict=True)
-        )
+        predictions = []
+        best = []
+        for row in probs.tolist():
+            # A sum of float32 values is finite exactly when each value is.
+            if not math.isfinite(sum(row)):
+                raise InferenceError(self.model_id, self.version, "non-finite class scores")
+            confidence = max(row)
+            index = row.index(confidence)  # the first of equal scores, as argmax takes
+            best.append(index)
+            predictions.append(Prediction(label=labels[index], confidence=confidence))
         features = np.asarray(raw[1], dtype=np.float32) if len(raw) > 1 else probs
         return InferenceResult(
             self.model_id,
             self.version,
-            predictions,
+            tuple(predictions),
             tokens,
-            tuple(int(i) for i in best),
+            tuple(best),
             features,
             n_classes=len(labels),
         )
@@ -635,7 +639,6 @@ def _genai_session_overlay(profile: HardwareProfile) -> dict[str, Any]:
 
 
 def _softmax(x: FloatArray) -> FloatArray:
-    shifted = x - x.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    out: FloatArray = e / e.sum(axis=1, keepdims=True)
-    return out
+    e: FloatArray = np.exp(x - x.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return e

@@ -14,6 +14,14 @@ PROFILE = PROFILES["cpu-small"]
 TEXTS = ["book a flight to paris", "play some music please"]
 
 
+def _feed(model, texts):
+    encodings = model._tokenizer.encode_batch(texts)
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
 def _install(slot, root, built):
     return slot.install(unpacked(root, built), built.manifest, PROFILE)
 
@@ -27,6 +35,31 @@ def test_classify_returns_label_confidence_and_version(tmp_path, signing_key):
     assert all(0.99 < (p.confidence or 0) <= 1.0 for p in result.predictions)
     assert result.token_counts == (5, 4)
     assert result.features.shape == (2, 8)
+
+
+def test_classify_takes_the_graphs_own_argmax_and_score(tmp_path, signing_key):
+    built = build(tmp_path, signing_key, seed=3)
+    model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
+    texts = [*TEXTS, "zzz qqq", "paris " * 100, "what is the weather"]
+    result = model.run(texts)
+    session_out = model.session.run(None, _feed(model, texts))[0]
+    best = session_out.argmax(axis=1)
+    assert result.class_indices == tuple(int(i) for i in best)
+    assert [p.label for p in result.predictions] == [LABELS[i] for i in best]
+    assert [p.confidence for p in result.predictions] == [
+        float(session_out[i, b]) for i, b in enumerate(best)
+    ]
+
+
+def test_equal_class_scores_go_to_the_first_class_as_argmax_does(tmp_path, signing_key):
+    built = build(tmp_path, signing_key)
+    model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
+    even = np.full((2, len(LABELS)), 1.0 / len(LABELS), dtype=np.float32)
+    even[1, 2:] = 0.5
+    even[1, :2] = 0.0
+    result = model._classify(even, [even], (1, 1))
+    assert result.class_indices == (0, 2)
+    assert [p.confidence for p in result.predictions] == [0.25, 0.5]
 
 
 def test_embed_returns_unit_vectors(tmp_path, signing_key):
