@@ -7,13 +7,17 @@ requests right behind it for the same model, runs them as one ``session.run`` (o
 releases the GIL, so the loop keeps serving meanwhile) and hands all results back to the event
 loop in one call.
 
-How much a thread takes leaves every thread its next batch already queued: the queued texts
-over twice the threads, at least one and at most ``max_batch``. On a CPU where a batch of n
-costs about n single runs (MiniLM on one intra-op thread does) what keeps throughput is that
-no core waits for a client's round trip, so four clients on two threads run one request at a
-time, always with the next one waiting; only a deeper queue is merged, which then saves the
-per-request hand-offs. A thread that finds every other thread busy waits up to ``wait_s`` for
-more requests to fill its batch (default none: measured in docs/decisions.md).
+A thread takes its share of the queue: the queued texts over itself and the threads idle
+beside it, at most ``max_batch``; with every other thread busy, that is the whole queue. On a
+small CPU a merged run is cheaper per text than single runs (MiniLM int8 on one intra-op
+thread: 1.2 ms for one 8-token text, 2.0 ms for two, 3.1 ms for four, as each run streams the
+weights through the caches once), and every merged request also skips its own hand-off and
+post-processing. Padding is what merging costs: every text is padded to the batch's longest, and
+a 4-token text merged with a 14-token one cost more than the two runs alone. So a batch takes
+only requests of similar length (characters, the proxy known before tokenizing: the longest at
+most ``MERGE_RATIO`` times the shortest plus ``MERGE_SLACK``); the others stay queued, in
+order, for the next thread. A thread that finds every other thread busy waits up to ``wait_s``
+for more requests to fill its batch (default none: measured in docs/decisions.md).
 
 A caller alone (nothing queued, nothing running, no other caller waiting) whose request is
 expected to take at most ``inline_s`` (from the model's measured time per text) is served on
@@ -56,6 +60,11 @@ RECORD_EVERY_S = 0.05
 """How often the recorder thread counts answered requests (and at once past RECORD_BACKLOG)."""
 RECORD_BACKLOG = 512
 
+MERGE_RATIO = 1.25
+MERGE_SLACK = 8
+"""A batch holds requests whose longest text is at most ``MERGE_RATIO`` x the shortest
+request's longest text + ``MERGE_SLACK`` characters (about two tokens)."""
+
 
 @dataclasses.dataclass(slots=True)
 class Request:
@@ -64,11 +73,14 @@ class Request:
     future: asyncio.Future[InferenceResult]
     loop: asyncio.AbstractEventLoop
     queued_at: float
+    length: int = 0
+    """Characters of the longest text: what a batch is padded to, before tokenizing."""
 
 
-def share(queued_texts: int, workers: int, max_batch: int) -> int:
-    """How many texts a thread takes: what leaves every thread its next batch queued."""
-    return max(1, min(max_batch, queued_texts // (2 * workers)))
+def share(queued_texts: int, idle: int, max_batch: int) -> int:
+    """How many texts a thread takes: its part of the queue shared with the ``idle`` threads
+    beside it (all of it when they are busy), at least one, at most ``max_batch``."""
+    return max(1, min(max_batch, -(-queued_texts // (1 + idle))))
 
 
 def fits_inline(per_text_s: float | None, n_texts: int, limit_s: float) -> bool:
@@ -76,18 +88,32 @@ def fits_inline(per_text_s: float | None, n_texts: int, limit_s: float) -> bool:
     return per_text_s is not None and per_text_s * n_texts <= limit_s
 
 
+def alike(shortest: int, longest: int) -> bool:
+    """Whether texts of these lengths (characters) pad cheaply enough to share a run."""
+    return longest <= MERGE_RATIO * shortest + MERGE_SLACK
+
+
 def take(queue: deque[Request], max_texts: int) -> list[Request]:
-    """The head of ``queue`` and the requests right behind it for the same model, as long as
-    their texts fit in ``max_texts`` together (the head always goes, whatever its size)."""
+    """The head of ``queue`` and the requests behind it for the same model and of a similar
+    length (see ``MERGE_RATIO``), as long as their texts fit in ``max_texts`` together (the
+    head always goes, whatever its size). Requests passed over keep their order."""
     head = queue.popleft()
     batch = [head]
     total = len(head.texts)
-    while queue:
-        nxt = queue[0]
-        if nxt.model is not head.model or total + len(nxt.texts) > max_texts:
-            break
-        batch.append(queue.popleft())
-        total += len(nxt.texts)
+    if total >= max_texts or not queue:
+        return batch
+    low = high = head.length
+    kept: list[Request] = []
+    while queue and total < max_texts:
+        nxt = queue.popleft()
+        lo, hi = min(low, nxt.length), max(high, nxt.length)
+        if nxt.model is head.model and total + len(nxt.texts) <= max_texts and alike(lo, hi):
+            batch.append(nxt)
+            total += len(nxt.texts)
+            low, high = lo, hi
+        else:
+            kept.append(nxt)
+    queue.extendleft(reversed(kept))
     return batch
 
 
@@ -234,7 +260,7 @@ class ServingLane:
     async def _queued(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[InferenceResult] = loop.create_future()
-        request = Request(model, texts, future, loop, time.perf_counter())
+        request = Request(model, texts, future, loop, time.perf_counter(), max(map(len, texts)))
         with self._cond:
             if self._closed:
                 model.release()
@@ -284,8 +310,7 @@ class ServingLane:
             finally:
                 self._idle -= 1
             queued = sum(len(r.texts) for r in self._queue)
-            limit = share(queued, self.workers, self.max_batch)
-            batch = take(self._queue, limit)
+            batch = take(self._queue, share(queued, self._idle, self.max_batch))
             if self.wait_s and self._running and not self._idle:
                 self._wait_for_more(batch)
             if self._queue:
@@ -304,7 +329,12 @@ class ServingLane:
                 self._cond.wait(left)
                 continue
             nxt = self._queue[0]
-            if nxt.model is not batch[0].model or len(nxt.texts) > room:
+            lengths = [r.length for r in batch]
+            if (
+                nxt.model is not batch[0].model
+                or len(nxt.texts) > room
+                or not alike(min(*lengths, nxt.length), max(*lengths, nxt.length))
+            ):
                 return
             batch.append(self._queue.popleft())
 

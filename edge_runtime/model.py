@@ -169,6 +169,8 @@ class LoadedModel:
             pad_id = self._tokenizer.token_to_id("[PAD]")
             self._tokenizer.enable_padding(pad_id=pad_id or 0, pad_token="[PAD]")
             _keep_tokenizer(shared_key, self._tokenizer)
+        padding = self._tokenizer.padding or {}
+        self._pad = (int(padding.get("pad_id", 0)), str(padding.get("pad_token", "[PAD]")))
         input_names = {i.name for i in self._session.get_inputs()}
         if "input_ids" not in input_names:
             raise self._refuse(f"the graph has no input_ids input (has {sorted(input_names)})")
@@ -401,12 +403,15 @@ class LoadedModel:
         if session is None:
             raise InferenceError(self.model_id, self.version, "the session was released")
         texts = self._clip(texts)
-        # One text skips encode_batch's hand-off to the tokenizer's thread pool.
-        encodings = (
-            [self._tokenizer.encode(texts[0])]
-            if len(texts) == 1
-            else self._tokenizer.encode_batch(texts)
-        )
+        # One encode per text, padded here: encode_batch's hand-off to the tokenizer's thread
+        # pool cost 110 us for two short texts against 24 us, and 554 against 458 for 32.
+        encodings = [self._tokenizer.encode(t) for t in texts]
+        if len(encodings) > 1:
+            longest = max(map(len, encodings))
+            pad_id, pad_token = self._pad
+            for e in encodings:
+                if len(e) < longest:
+                    e.pad(longest, pad_id=pad_id, pad_token=pad_token)
         masks = [e.attention_mask for e in encodings]
         feed: dict[str, Any] = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64)}
         if self._feed_mask:

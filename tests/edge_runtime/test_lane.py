@@ -13,7 +13,7 @@ import pytest
 from edge_runtime import lane as lanes
 from edge_runtime.errors import InferenceError
 from edge_runtime.hardware import PROFILES
-from edge_runtime.lane import Request, ServingLane, fits_inline, share, split, take
+from edge_runtime.lane import Request, ServingLane, alike, fits_inline, share, split, take
 from edge_runtime.model import InferenceResult, LoadedModel
 from edge_runtime.model_slot import prepare
 from tests.support.tiny_models import build, unpacked
@@ -54,15 +54,16 @@ class Gate:
         model.run = gated  # type: ignore[method-assign]
 
 
-def _request(model: object, n: int) -> Request:
-    return Request(model, ["t"] * n, None, None, 0.0)  # type: ignore[arg-type]
+def _request(model: object, n: int, length: int = 1) -> Request:
+    return Request(model, ["t" * length] * n, None, None, 0.0, length)  # type: ignore[arg-type]
 
 
-def test_a_thread_takes_what_leaves_every_thread_its_next_batch():
-    assert share(4, workers=2, max_batch=32) == 1  # four clients, two threads: no merging
-    assert share(16, workers=2, max_batch=32) == 4
-    assert share(1000, workers=2, max_batch=32) == 32
-    assert share(1, workers=4, max_batch=32) == 1
+def test_a_thread_takes_its_share_beside_the_idle_threads():
+    assert share(4, idle=0, max_batch=32) == 4  # every other thread busy: the whole queue
+    assert share(4, idle=1, max_batch=32) == 2
+    assert share(5, idle=1, max_batch=32) == 3
+    assert share(1000, idle=0, max_batch=32) == 32
+    assert share(1, idle=3, max_batch=32) == 1
 
 
 def test_only_a_request_expected_to_be_short_runs_inline():
@@ -79,6 +80,31 @@ def test_take_stops_at_another_model_and_at_the_limit():
     assert [r.model for r in queue] == [b]
     big = deque([_request(a, 9)])
     assert len(take(big, 3)) == 1  # the head goes whatever its size
+
+
+def test_only_texts_of_a_similar_length_share_a_run():
+    assert alike(20, 20)
+    assert alike(20, 33)  # 1.25 x 20 + 8
+    assert not alike(20, 34)
+    assert not alike(10, 58)  # "play music" and a 14-token question: two runs are cheaper
+
+
+def test_take_passes_over_other_lengths_and_keeps_their_order():
+    a = object()
+    queue = deque(_request(a, 1, n) for n in (20, 100, 22, 5, 24, 21))
+    assert [r.length for r in take(queue, 3)] == [20, 22, 24]
+    assert [r.length for r in queue] == [100, 5, 21]
+    assert [r.length for r in take(queue, 8)] == [100]
+    assert [r.length for r in take(queue, 8)] == [5]
+    assert [r.length for r in queue] == [21]
+
+
+def test_a_batch_grows_only_while_its_longest_and_shortest_stay_alike():
+    a = object()
+    # Each is alike to the head, but 40 and 25 are too far apart once both are in.
+    queue = deque(_request(a, 1, n) for n in (32, 40, 25))
+    assert [r.length for r in take(queue, 8)] == [32, 40]
+    assert [r.length for r in queue] == [25]
 
 
 def test_split_gives_each_request_its_own_rows(model):
