@@ -60,6 +60,11 @@ RECORD_EVERY_S = 0.05
 """How often the recorder thread counts answered requests (and at once past RECORD_BACKLOG)."""
 RECORD_BACKLOG = 512
 
+TOGETHER_HOLD_S = 0.1
+"""After two callers were seen at once, nobody runs inline for this long: over HTTP a request
+that arrives while another runs inline waits unseen (the loop is busy), so each one found
+the lane idle and four connections were served one at a time on the loop's thread."""
+
 MERGE_RATIO = 1.25
 MERGE_SLACK = 8
 """A batch holds requests whose longest text is at most ``MERGE_RATIO`` x the shortest
@@ -184,6 +189,8 @@ class ServingLane:
         self._record_lock = threading.Lock()
         self._record_wake = threading.Event()
         self._callers = 0
+        self._together_until = 0.0
+        """Until when callers count as concurrent, since two were last seen together."""
         self._timed: tuple[LoadedModel, float] | None = None
         """The model last run and a moving mean of its run time per text, seconds."""
         self.batches = 0
@@ -213,6 +220,8 @@ class ServingLane:
         """Serve ``texts`` on ``model``, which the caller has leased; the lane releases it."""
         self._callers += 1
         try:
+            if self._callers > 1:
+                self._seen_together()
             if self._may_inline(model, len(texts)):
                 try:
                     await asyncio.sleep(0)  # concurrent callers show up here
@@ -221,15 +230,22 @@ class ServingLane:
                     raise
                 if self._callers == 1 and self._may_inline(model, len(texts)):
                     return self._inline(model, texts)
+                self._seen_together()
             return await self._queued(model, texts)
         finally:
             self._callers -= 1
+
+    def _seen_together(self) -> None:
+        self._together_until = time.perf_counter() + TOGETHER_HOLD_S
 
     def _may_inline(self, model: LoadedModel, n_texts: int) -> bool:
         timed = self._timed
         per_text = timed[1] if timed is not None and timed[0] is model else None
         return (
-            fits_inline(per_text, n_texts, self.inline_s) and not self._queue and not self._running
+            fits_inline(per_text, n_texts, self.inline_s)
+            and not self._queue
+            and not self._running
+            and time.perf_counter() >= self._together_until
         )
 
     def _inline(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:

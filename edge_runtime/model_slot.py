@@ -59,6 +59,9 @@ class ModelSlot:
         self._swap_lock = threading.Lock()
         self.swaps = 0
         self.adapter_switches = 0
+        self.swapped_at: float | None = None
+        """``time.perf_counter()`` when the current version began to serve: :meth:`install`
+        returns later, once the old version has drained and been released."""
 
     @property
     def current(self) -> LoadedModel | None:
@@ -118,6 +121,7 @@ class ModelSlot:
         with self._swap_lock:
             old, self._current = self._current, new
             self.swaps += 1
+            self.swapped_at = time.perf_counter()
         log.info(
             "swapped model=%s from=%s to=%s",
             self.model_id,

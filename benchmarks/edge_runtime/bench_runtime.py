@@ -13,8 +13,9 @@ same run (the ratios are what to read on a shared, noisy machine):
    so drift of the machine's load hits them alike.
 2. Throughput with 4 concurrent clients: 4 threads sharing one bare session, against 4
    asyncio clients of ``EdgeRuntime.infer`` and 4 HTTP connections, three runs alternating.
-3. The longest pause any request sees while the model is swapped under load (serving lane,
-   4 clients), next to a bare session load plus first run.
+3. Swaps under load (serving lane, 4 clients): the time from a verified directory until the
+   new version serves, next to a bare session load plus first run both idle and under the
+   same load (between the swaps), and the longest request pause.
 4. Telemetry cost per request (recording a request into the window, and closing windows).
 5. Rollout to a verified directory: fetch, then unpack and verify, next to a bare copy and
    unpack with no checks.
@@ -248,22 +249,21 @@ async def _runtime_clients(rt: EdgeRuntime, total: int) -> float:
 
 
 def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
-    loads = []
+    idle_loads = []
     for _ in range(swaps):
         t = time.perf_counter()
         Bare(build)()
-        loads.append((time.perf_counter() - t) * 1e3)
+        idle_loads.append((time.perf_counter() - t) * 1e3)
     print(f"3. swaps under load ({CLIENTS} concurrent clients, {swaps} swaps, milliseconds)")
-    bare_load_ms = statistics.median(loads)
-    print(f"   bare session load + first run: p50={bare_load_ms:.0f}")
+    bare_idle_ms = statistics.median(idle_loads)
     lane = ServingLane(workers=2, max_batch=PROFILE.max_batch)
     slot = ModelSlot("intent", lane=lane)
 
-    async def scenario() -> tuple[list[float], list[float], list[float]]:
+    async def scenario() -> dict[str, list[float]]:
         await slot.install(build.directory, build.manifest, PROFILE)
-        steady: list[float] = []
-        during: list[float] = []
-        installs: list[float] = []
+        got: dict[str, list[float]] = {
+            k: [] for k in ("steady", "during", "serving", "released", "bare")
+        }
         swapping = False
         stop = asyncio.Event()
 
@@ -271,7 +271,7 @@ def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
             while not stop.is_set():
                 t = time.perf_counter()
                 await slot.ainfer([TEXT])
-                (during if swapping else steady).append((time.perf_counter() - t) * 1e3)
+                got["during" if swapping else "steady"].append((time.perf_counter() - t) * 1e3)
 
         tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
         await asyncio.sleep(0.5)
@@ -279,23 +279,39 @@ def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
             swapping = True
             t = time.perf_counter()
             await slot.install(build.directory, build.manifest, PROFILE)
-            installs.append((time.perf_counter() - t) * 1e3)
+            done = time.perf_counter()
             swapping = False
+            got["serving"].append(((slot.swapped_at or done) - t) * 1e3)
+            got["released"].append((done - t) * 1e3)
+            await asyncio.sleep(0.3)
+            # A bare load under the same load, between the swaps.
+            t = time.perf_counter()
+            await asyncio.to_thread(lambda: Bare(build)())
+            got["bare"].append((time.perf_counter() - t) * 1e3)
             await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*tasks)
-        return steady, during, installs
+        return got
 
     try:
-        steady, during, installs = asyncio.run(scenario())
+        got = asyncio.run(scenario())
     finally:
         slot.close()
-    install = statistics.median(installs)
+    serving, bare_loaded = statistics.median(got["serving"]), statistics.median(got["bare"])
+    steady, during = got["steady"], got["during"]
     print(
-        f"   verified directory -> serving p50={install:.0f} "
-        f"({install / bare_load_ms:.2f}x bare); steady p99={_pct(steady, 99):.2f}; during "
-        f"swaps p50={_pct(during, 50):.2f} p99={_pct(during, 99):.2f} longest "
-        f"pause={max(during):.2f} ({max(during) / _pct(steady, 99):.2f}x steady p99)"
+        f"   bare session load + first run: idle p50={bare_idle_ms:.0f}, under the same load "
+        f"p50={bare_loaded:.0f}"
+    )
+    print(
+        f"   verified directory -> serving p50={serving:.0f} ({serving / bare_idle_ms:.2f}x "
+        f"bare idle, {serving / bare_loaded:.2f}x bare under load); old version released "
+        f"p50={statistics.median(got['released']):.0f}"
+    )
+    print(
+        f"   steady p99={_pct(steady, 99):.2f}; during swaps p50={_pct(during, 50):.2f} "
+        f"p99={_pct(during, 99):.2f} longest pause={max(during):.2f} "
+        f"({max(during) / _pct(steady, 99):.2f}x steady p99)"
     )
 
 

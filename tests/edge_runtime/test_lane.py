@@ -194,6 +194,33 @@ def test_a_thread_is_counted_idle_before_its_callers_are_answered(model):
     assert lane.inline == 1
 
 
+def test_callers_seen_together_keep_the_next_lone_one_off_the_loop_for_a_while(model, monkeypatch):
+    lane = ServingLane(workers=2, max_batch=8, inline_s=10.0)
+
+    async def one() -> InferenceResult:
+        model.acquire()
+        return await lane.run(model, [TEXTS[0]])
+
+    async def scenario() -> list[int]:
+        inline = []
+        await one()  # timed on a thread
+        await one()
+        inline.append(lane.inline)  # alone: inline
+        monkeypatch.setattr(lanes, "TOGETHER_HOLD_S", 60.0)
+        await asyncio.gather(one(), one())
+        await one()
+        inline.append(lane.inline)  # alone, but right after two came together: a thread
+        monkeypatch.setattr(lanes, "TOGETHER_HOLD_S", 0.0)
+        await asyncio.gather(one(), one())
+        await one()
+        inline.append(lane.inline)  # the hold is over
+        return inline
+
+    inline = asyncio.run(scenario())
+    lane.close()
+    assert inline == [1, 1, 2]
+
+
 def test_a_slow_model_is_never_run_on_the_event_loop(model):
     lane = ServingLane(workers=1, max_batch=8, inline_s=0.0)
 

@@ -42,7 +42,9 @@ def test_classify_takes_the_graphs_own_argmax_and_score(tmp_path, signing_key):
     model = prepare(unpacked(tmp_path, built), built.manifest, PROFILE)
     texts = [*TEXTS, "zzz qqq", "paris " * 100, "what is the weather"]
     result = model.run(texts)
-    session_out = model.session.run(None, _feed(model, texts))[0]
+    session = model.session
+    assert session is not None
+    session_out = session.run(None, _feed(model, texts))[0]
     best = session_out.argmax(axis=1)
     assert result.class_indices == tuple(int(i) for i in best)
     assert [p.label for p in result.predictions] == [LABELS[i] for i in best]
