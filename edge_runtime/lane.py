@@ -19,12 +19,12 @@ most ``MERGE_RATIO`` times the shortest plus ``MERGE_SLACK``); the others stay q
 order, for the next thread. A thread that finds every other thread busy waits up to ``wait_s``
 for more requests to fill its batch (default none: measured in docs/decisions.md).
 
-A caller alone (nothing queued, nothing running, no other caller waiting) whose request is
-expected to take at most ``inline_s`` (from the model's measured time per text) is served on
-the event loop's own thread: on a small
-VM a hand-off to a thread and back costs two cross-core wake-ups (measured 60-170 us, a tenth
-of a MiniLM run), and a lone client gains nothing from a thread. The loop is then held for
-one such run; any second caller sends both to the threads.
+A caller alone (nothing queued, nothing running, no other caller waiting, and none seen
+together with another for ``TOGETHER_HOLD_S``) whose request is expected to take at most
+``inline_s`` (from the model's measured time per text) is served on the event loop's own
+thread: on a small VM a hand-off to a thread and back costs two cross-core wake-ups (measured
+60-170 us, a tenth of a MiniLM run), and a lone client gains nothing from a thread. The loop
+is then held for one such run; any second caller sends both to the threads.
 
 Telemetry is not on a request's path: answered requests are queued for a recorder thread that
 counts them while the serving threads compute (the GIL is free then); :meth:`flush` counts

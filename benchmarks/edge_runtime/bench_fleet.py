@@ -44,16 +44,18 @@ from typing import Any
 import numpy as np
 
 from benchmarks.rollouts.bench_propagation import (
+    COHORT,
     FDS_PER_FOLLOWER,
     _open_fds,
     _raise_fd_limit,
+    _rollout,
     _wait_until_readable,
     decision_round,
 )
 from edge_runtime.fleet import Fleet
 from edge_runtime.runtime import EdgeRuntime, process_rss_bytes
 from edge_runtime.settings import EdgeSettings
-from streams.events import CohortSelector, DeviceState, RolloutState, RolloutStatus
+from streams.events import DeviceState
 from streams.events.artifact import new_signing_key, public_key_to_text
 from streams.events.membership import is_member
 from streams.kafka.admin import create_topics, delete_topics
@@ -63,7 +65,6 @@ from tests.support.tiny_models import build
 
 BOOTSTRAP = "127.0.0.1:9092"
 MODEL = "fleet-bench"
-COHORT = "canary"
 PERCENT = 50.0
 SERVE_TIMEOUT_S = 900.0
 DECIDE_TIMEOUT_S = 600.0
@@ -100,23 +101,6 @@ async def _report_stuck(after_s: float) -> None:
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def _rollout(salt: str, at: datetime) -> RolloutState:
-    return RolloutState(
-        occurred_at=at,
-        rollout_id=f"r-{salt}",
-        model_id=MODEL,
-        from_version="v1",
-        to_version="v2",
-        selector=CohortSelector(cohorts=(COHORT,)),
-        stages=(PERCENT,),
-        stage_index=0,
-        percent=PERCENT,
-        salt=salt,
-        status=RolloutStatus.PROGRESSING,
-        producer="bench",
-    )
 
 
 def _decided_at(rt: EdgeRuntime, rollout_id: str, after: datetime) -> tuple[float | None, ...]:
@@ -206,7 +190,9 @@ async def fleet_round(n: int, shared: bool, window_s: float, steady_s: float) ->
                 )
                 await _until(lambda: all("v2" in rt.registry for rt in fleet.runtimes), 120)
                 _phase("publishing the rollout")
-                state = _rollout(uuid.uuid4().hex[:6], now + timedelta(seconds=2))
+                state = _rollout(
+                    f"r-{uuid.uuid4().hex[:6]}", MODEL, PERCENT, now + timedelta(seconds=2), "v1"
+                )
                 members = {
                     rt.device.device_id for rt in fleet.runtimes if is_member(state, rt.device)
                 }
