@@ -69,6 +69,9 @@ MERGE_RATIO = 1.25
 MERGE_SLACK = 8
 """A batch holds requests whose longest text is at most ``MERGE_RATIO`` x the shortest
 request's longest text + ``MERGE_SLACK`` characters (about two tokens)."""
+MERGE_SCAN = 64
+"""How many requests behind the head a thread looks at for its batch (the queue is locked
+meanwhile)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -109,7 +112,7 @@ def take(queue: deque[Request], max_texts: int) -> list[Request]:
         return batch
     low = high = head.length
     kept: list[Request] = []
-    while queue and total < max_texts:
+    while queue and total < max_texts and len(batch) + len(kept) <= MERGE_SCAN:
         nxt = queue.popleft()
         lo, hi = min(low, nxt.length), max(high, nxt.length)
         if nxt.model is head.model and total + len(nxt.texts) <= max_texts and alike(lo, hi):
@@ -276,7 +279,9 @@ class ServingLane:
     async def _queued(self, model: LoadedModel, texts: Sequence[str]) -> InferenceResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[InferenceResult] = loop.create_future()
-        request = Request(model, texts, future, loop, time.perf_counter(), max(map(len, texts)))
+        request = Request(
+            model, texts, future, loop, time.perf_counter(), max(map(len, texts), default=0)
+        )
         with self._cond:
             if self._closed:
                 model.release()

@@ -99,6 +99,14 @@ def test_take_passes_over_other_lengths_and_keeps_their_order():
     assert [r.length for r in queue] == [21]
 
 
+def test_take_looks_only_so_far_behind_the_head(monkeypatch):
+    a = object()
+    monkeypatch.setattr(lanes, "MERGE_SCAN", 3)
+    queue = deque(_request(a, 1, n) for n in (20, 100, 100, 100, 20))
+    assert [r.length for r in take(queue, 8)] == [20]
+    assert [r.length for r in queue] == [100, 100, 100, 20]
+
+
 def test_a_batch_grows_only_while_its_longest_and_shortest_stay_alike():
     a = object()
     # Each is alike to the head, but 40 and 25 are too far apart once both are in.
