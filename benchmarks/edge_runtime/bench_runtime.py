@@ -15,7 +15,9 @@ same run (the ratios are what to read on a shared, noisy machine):
    asyncio clients of ``EdgeRuntime.infer`` and 4 HTTP connections, three runs alternating.
 3. Swaps under load (serving lane, 4 clients): the time from a verified directory until the
    new version serves, next to a bare session load plus first run both idle and under the
-   same load (between the swaps), and the longest request pause.
+   same load (between the swaps), and the longest request pause; then what any third busy
+   thread (sleeping, copying within the caches, copying through memory) does to the longest
+   request beside the same load.
 4. Telemetry cost per request (recording a request into the window, and closing windows).
 5. Rollout to a verified directory: fetch, then unpack and verify, next to a bare copy and
    unpack with no checks.
@@ -315,6 +317,71 @@ def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
     )
 
 
+def beside_serving(build: MiniLMBuild, windows: int = 6, window_s: float = 0.06) -> None:
+    """What any third busy thread does to serving on a machine whose cores serving fills: the
+    longest request overlapping a window of nothing, of in-cache copies, of memory-streaming
+    copies (numpy releases the GIL for both), as a swap's load and self-test overlap it."""
+    lane = ServingLane(workers=2, max_batch=PROFILE.max_batch)
+    slot = ModelSlot("intent", lane=lane)
+    big = np.ones(64 << 20, dtype=np.uint8)
+    small = np.ones(1 << 20, dtype=np.uint8)
+    sinks = {"cache": np.empty_like(small), "memory": np.empty_like(big)}
+
+    def busy(kind: str) -> None:
+        end = time.perf_counter() + window_s
+        while time.perf_counter() < end:
+            if kind == "nothing":
+                time.sleep(0.005)
+            else:
+                np.copyto(sinks[kind], small if kind == "cache" else big)
+
+    async def scenario() -> dict[str, list[float]]:
+        await slot.install(build.directory, build.manifest, PROFILE)
+        requests: list[tuple[float, float]] = []
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                await slot.ainfer([TEXT])
+                requests.append((t, time.perf_counter()))
+
+        tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
+        await asyncio.sleep(0.5)
+        spans: dict[str, list[tuple[float, float]]] = {"nothing": [], "cache": [], "memory": []}
+        for _ in range(windows):
+            for kind, done in spans.items():
+                t = time.perf_counter()
+                await asyncio.to_thread(busy, kind)
+                done.append((t, time.perf_counter()))
+                await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return {
+            kind: [
+                max([(e - s) * 1e3 for s, e in requests if s <= t1 and e >= t0] or [0.0])
+                for t0, t1 in done
+            ]
+            for kind, done in spans.items()
+        }
+
+    try:
+        longest = asyncio.run(scenario())
+    finally:
+        slot.close()
+    print(
+        f"   beside serving, a third thread for {window_s * 1e3:.0f} ms ({windows} windows): "
+        "the longest request overlapping it, p50 / max ms"
+    )
+    for kind, what in (
+        ("nothing", "sleeping"),
+        ("cache", "copying 1 MiB (in cache)"),
+        ("memory", "copying 64 MiB (memory)"),
+    ):
+        values = longest[kind]
+        print(f"   {what:40} {statistics.median(values):8.2f} {max(values):8.2f}")
+
+
 def fetch_and_unpack(build: MiniLMBuild, runs: int = 5) -> None:
     """Rollout to verified directory: fetch (file://) then unpack + verify, against a bare
     copy and unpack with no checks at all."""
@@ -388,6 +455,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         latency_and_throughput(Path(tmp), build, args.n, args.seconds)
     swap_pause(build)
+    beside_serving(build)
     telemetry_cost()
     fetch_and_unpack(build)
 
