@@ -45,7 +45,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from edge_runtime.errors import InferenceError
 from edge_runtime.model import InferenceResult, LoadedModel
@@ -186,6 +186,8 @@ class ServingLane:
         self._closed = False
         self._running = 0
         self._idle = 0
+        self._aside = 0
+        """Threads standing aside for a load (see :meth:`stand_aside`)."""
         self._threads: list[threading.Thread] = []
         """Started with the first request: a device that never serves starts none."""
         self._answered: deque[tuple[LoadedModel, InferenceResult | InferenceError, float]] = deque()
@@ -292,6 +294,29 @@ class ServingLane:
             self._cond.notify()
         return await future
 
+    @property
+    def serving(self) -> int:
+        """How many threads may run a batch at once now."""
+        return max(1, self.workers - self._aside)
+
+    @contextlib.contextmanager
+    def stand_aside(self) -> Iterator[None]:
+        """One serving thread fewer while the body runs (never none), for a model loading
+        beside serving on cores that serving fills.
+
+        A third busy thread on two busy cores doubled the longest request; a thread standing
+        aside gives the load a core, and the other thread serves the queue in merged batches
+        (MiniLM int8: a new version served after 38-40 ms instead of 55-63, and the longest
+        request during a swap was 1.15-1.83x the steady p99 instead of 1.94-2.55x)."""
+        with self._cond:
+            self._aside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._aside -= 1
+                self._cond.notify_all()
+
     def flush(self) -> None:
         """Count every answered request now (before a window closes)."""
         self._record()
@@ -324,14 +349,16 @@ class ServingLane:
         with self._cond:
             self._idle += 1
             try:
-                while not self._queue:
-                    if self._closed:
+                while not self._queue or self._running >= self.serving:
+                    if self._closed and not self._queue:
                         return None
                     self._cond.wait()
             finally:
                 self._idle -= 1
             queued = sum(len(r.texts) for r in self._queue)
-            batch = take(self._queue, share(queued, self._idle, self.max_batch))
+            # Idle threads that may take a batch beside this one.
+            free = max(0, min(self._idle, self.serving - self._running - 1))
+            batch = take(self._queue, share(queued, free, self.max_batch))
             if self.wait_s and self._running and not self._idle:
                 self._wait_for_more(batch)
             if self._queue:

@@ -12,6 +12,7 @@ asking again sees versions in installation order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ class ModelSlot:
         drain_timeout_s: float = 30.0,
         lane: ServingLane | None = None,
         served: Served | None = None,
+        load_aside: bool = False,
     ) -> None:
         self.model_id = model_id
         self.drain_timeout_s = drain_timeout_s
@@ -55,6 +57,9 @@ class ModelSlot:
         self.lane = lane
         """Serves batchable models (CLASSIFY, EMBED) in micro-batches; without one, or for
         GENERATE, each request runs on a thread of its own."""
+        self.load_aside = load_aside
+        """Whether one of the lane's threads stands aside while a new version loads (for
+        serving threads that fill the cores: see :meth:`ServingLane.stand_aside`)."""
         self._current: LoadedModel | None = None
         self._swap_lock = threading.Lock()
         self.swaps = 0
@@ -137,7 +142,13 @@ class ModelSlot:
 
         Raises :class:`WarmUpError` before touching the slot when the new model fails.
         """
-        new = await asyncio.to_thread(prepare, directory, manifest, profile, sha256=sha256)
+        aside = (
+            self.lane.stand_aside()
+            if self.lane is not None and self.load_aside
+            else contextlib.nullcontext()
+        )
+        with aside:
+            new = await asyncio.to_thread(prepare, directory, manifest, profile, sha256=sha256)
         old = self.swap(new)
         if old is not None:
             drained = await asyncio.to_thread(old.close, self.drain_timeout_s)

@@ -161,7 +161,12 @@ class EdgeRuntime:
             inline_s=settings.inline_max_ms / 1000,
             served=self._served,
         )
-        self.slot = ModelSlot(settings.model_id, lane=self.lane, served=self._served)
+        self.slot = ModelSlot(
+            settings.model_id,
+            lane=self.lane,
+            served=self._served,
+            load_aside=settings.serving_fills_cores(self.profile.intra_op_threads),
+        )
         self._lane_failures_seen = 0
         self.store = ModelStore(
             root / "store", self.trusted, max_bytes=settings.max_artifact_bytes, disk=disk

@@ -167,6 +167,12 @@ class EdgeSettings(KafkaClientSettings):
         cores = os.cpu_count() or 1
         return max(1, min(4, cores // max(1, intra_op_threads)))
 
+    def serving_fills_cores(self, intra_op_threads: int) -> bool:
+        """Whether the serving threads leave no core free (then one stands aside while a new
+        version loads)."""
+        used = self.serving_workers(intra_op_threads) * max(1, intra_op_threads)
+        return used >= (os.cpu_count() or 1)
+
     def http_limits(self) -> HttpLimits:
         return HttpLimits(
             max_concurrent=self.http_max_concurrent,

@@ -259,7 +259,12 @@ def swap_pause(build: MiniLMBuild, swaps: int = 5) -> None:
     print(f"3. swaps under load ({CLIENTS} concurrent clients, {swaps} swaps, milliseconds)")
     bare_idle_ms = statistics.median(idle_loads)
     lane = ServingLane(workers=2, max_batch=PROFILE.max_batch)
-    slot = ModelSlot("intent", lane=lane)
+    # As a device decides: a serving thread stands aside for the load when two fill the cores.
+    aside = EdgeSettings(device_id="bench", serving_threads=2).serving_fills_cores(
+        PROFILE.intra_op_threads
+    )
+    slot = ModelSlot("intent", lane=lane, load_aside=aside)
+    print(f"   a serving thread stands aside while a version loads: {aside}")
 
     async def scenario() -> dict[str, list[float]]:
         await slot.install(build.directory, build.manifest, PROFILE)

@@ -229,6 +229,45 @@ def test_callers_seen_together_keep_the_next_lone_one_off_the_loop_for_a_while(m
     assert inline == [1, 1, 2]
 
 
+def test_a_thread_stands_aside_while_a_model_loads_and_comes_back_after(model):
+    lane = ServingLane(workers=2, max_batch=1)
+    events: list[str] = []
+    second_entered = threading.Event()
+    run = model.run
+
+    def recorded(texts: Any, **kwargs: Any) -> InferenceResult:
+        events.append(f"enter {texts[0]}")
+        if texts[0] == "a":
+            # Holds the first run until the second one enters, or for as long as a second
+            # thread would need to start it: it must not enter while a thread stands aside.
+            second_entered.wait(0.5)
+        else:
+            second_entered.set()
+        result: InferenceResult = run(texts, **kwargs)
+        events.append(f"exit {texts[0]}")
+        return result
+
+    model.run = recorded
+
+    async def burst() -> None:
+        for _ in range(2):
+            model.acquire()
+        await asyncio.gather(lane.run(model, ["a"]), lane.run(model, ["b"]))
+
+    async def scenario() -> None:
+        with lane.stand_aside():
+            await burst()
+        aside = list(events)
+        events.clear()
+        second_entered.clear()
+        await burst()
+        assert aside == ["enter a", "exit a", "enter b", "exit b"]
+        assert events[:2] == ["enter a", "enter b"]  # both threads serve again
+
+    asyncio.run(scenario())
+    lane.close()
+
+
 def test_a_slow_model_is_never_run_on_the_event_loop(model):
     lane = ServingLane(workers=1, max_batch=8, inline_s=0.0)
 

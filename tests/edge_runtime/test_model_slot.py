@@ -176,3 +176,40 @@ def test_a_new_version_with_the_same_tokenizer_file_reuses_the_loaded_tokenizer(
     other = prepare(unpacked(tmp_path, v2), longer, PROFILE)
     assert other._tokenizer is not old._tokenizer  # truncation differs: not shared
     assert other.run(TEXTS).token_counts == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "aside"), [(2, 0, True), (2, 1, False), (8, 0, False), (4, 4, True)]
+)
+def test_serving_threads_that_fill_the_cores_stand_aside_for_a_load(
+    tmp_path, signing_key, monkeypatch, cores, threads, aside
+):
+    from tests.support.device import settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    device = settings(tmp_path, signing_key, serving_threads=threads)
+    assert device.serving_fills_cores(PROFILE.intra_op_threads) is aside
+
+
+@pytest.mark.parametrize("aside", [True, False])
+def test_a_load_runs_with_one_serving_thread_aside_only_when_asked(
+    tmp_path, signing_key, monkeypatch, aside
+):
+    from edge_runtime import model_slot as slots
+    from edge_runtime.lane import ServingLane
+
+    lane = ServingLane(workers=2, max_batch=8)
+    slot = ModelSlot("intent", lane=lane, load_aside=aside)
+    seen: list[int] = []
+    real = slots.prepare
+
+    def watched(*args, **kwargs):
+        seen.append(lane.serving)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(slots, "prepare", watched)
+    built = build(tmp_path, signing_key)
+    asyncio.run(_install(slot, tmp_path, built))
+    slot.close()
+    assert seen == [1 if aside else 2]
+    assert lane.serving == 2
