@@ -306,8 +306,9 @@ class ServingLane:
 
         A third busy thread on two busy cores doubled the longest request; a thread standing
         aside gives the load a core, and the other thread serves the queue in merged batches
-        (MiniLM int8: a new version served after 38-40 ms instead of 55-63, and the longest
-        request during a swap was 1.15-1.83x the steady p99 instead of 1.94-2.55x)."""
+        (MiniLM int8 on two cores: a new version served after 0.65-1.09x a bare idle load
+        instead of 1.10-1.57x, the longest request during a swap 1.20-1.75x the steady p99
+        instead of 1.45-2.28x; docs/edge-runtime.md)."""
         with self._cond:
             self._aside += 1
         try:
