@@ -108,8 +108,6 @@ def take(queue: deque[Request], max_texts: int) -> list[Request]:
     head = queue.popleft()
     batch = [head]
     total = len(head.texts)
-    if total >= max_texts or not queue:
-        return batch
     low = high = head.length
     kept: list[Request] = []
     while queue and total < max_texts and len(batch) + len(kept) <= MERGE_SCAN:
@@ -370,6 +368,8 @@ class ServingLane:
     def _wait_for_more(self, batch: list[Request]) -> None:
         """With the lock held: add requests arriving within ``wait_s`` while there is room."""
         deadline = time.perf_counter() + self.wait_s
+        low = min(r.length for r in batch)
+        high = max(r.length for r in batch)
         while (room := self.max_batch - sum(len(r.texts) for r in batch)) > 0:
             left = deadline - time.perf_counter()
             if left <= 0 or self._closed:
@@ -378,14 +378,11 @@ class ServingLane:
                 self._cond.wait(left)
                 continue
             nxt = self._queue[0]
-            lengths = [r.length for r in batch]
-            if (
-                nxt.model is not batch[0].model
-                or len(nxt.texts) > room
-                or not alike(min(*lengths, nxt.length), max(*lengths, nxt.length))
-            ):
+            lo, hi = min(low, nxt.length), max(high, nxt.length)
+            if nxt.model is not batch[0].model or len(nxt.texts) > room or not alike(lo, hi):
                 return
             batch.append(self._queue.popleft())
+            low, high = lo, hi
 
     def _work(self) -> None:
         while (batch := self._next()) is not None:
